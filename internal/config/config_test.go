@@ -1,0 +1,206 @@
+package config
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/startgate/startgate/internal/admission"
+)
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultPolicyMatchesAdmission(t *testing.T) {
+	got := DefaultConfig().Policy()
+	want := admission.DefaultPolicy()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("DefaultConfig().Policy() = %+v, want admission.DefaultPolicy() %+v", got, want)
+	}
+}
+
+func TestDefaultsFromBrief(t *testing.T) {
+	// The documented defaults; a change here is a change to the docs.
+	c := DefaultConfig()
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"daemon.socket", c.Daemon.Socket, "/run/startgate/startgate.sock"},
+		{"daemon.socket_mode", c.Daemon.SocketMode, "0660"},
+		{"daemon.log_format", c.Daemon.LogFormat, "auto"},
+		{"metrics.listen", c.Metrics.Listen, ""},
+		{"pressure.source", c.Pressure.Source, "proc"},
+		{"pressure.proc_root", c.Pressure.ProcRoot, "/proc"},
+		{"pressure.interval", c.Pressure.Interval.Std(), 250 * time.Millisecond},
+		{"pressure.smoothing", c.Pressure.Smoothing, 0.5},
+		{"admission.max_queue", c.Admission.MaxQueue, 10000},
+		{"admission.deadline_margin", c.Admission.DeadlineMargin.Std(), 10 * time.Second},
+		{"admission.on_deadline", c.Admission.OnDeadline, "admit"},
+		{"admission.aging", c.Admission.Aging.Std(), 10 * time.Second},
+		{"admission.max_hold", c.Admission.MaxHold.Std(), 60 * time.Second},
+		{"admission.targets.cpu", c.Admission.Targets.CPU, 0.75},
+		{"admission.targets.io", c.Admission.Targets.IO, 0.4},
+		{"admission.targets.memory", c.Admission.Targets.Memory, 0.1},
+		{"admission.limits.max_rate_per_core", c.Admission.Limits.MaxRatePerCore, 25.0},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("DefaultConfig().Validate() = %v, want nil", err)
+	}
+}
+
+func TestWriteTOMLRoundTrip(t *testing.T) {
+	want := DefaultConfig()
+	want.Metrics.Listen = "127.0.0.1:9464"
+	want.Pressure.Interval = Duration(100 * time.Millisecond)
+	want.Admission.OnDeadline = "refuse"
+	want.Admission.Limits.InFlight = 7
+	var buf bytes.Buffer
+	if err := want.WriteTOML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `interval = "100ms"`) {
+		t.Errorf("WriteTOML output lacks interval = \"100ms\":\n%s", buf.String())
+	}
+	got, err := Load(writeFile(t, buf.String()), true)
+	if err != nil {
+		t.Fatalf("Load(WriteTOML output) error: %v\n%s", err, buf.String())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("round trip: got %+v, want %+v", got, want)
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.toml")
+	c, err := Load(missing, false)
+	if err != nil {
+		t.Fatalf("Load(%s, implicit) error %v, want defaults", missing, err)
+	}
+	if !reflect.DeepEqual(c, DefaultConfig()) {
+		t.Errorf("Load(%s, implicit) = %+v, want defaults", missing, c)
+	}
+	if _, err := Load(missing, true); err == nil || !strings.Contains(err.Error(), "nope.toml") {
+		t.Errorf("Load(%s, explicit) error = %v, want one naming the file", missing, err)
+	}
+}
+
+func TestLoadPartial(t *testing.T) {
+	c, err := Load(writeFile(t, `
+version = 1
+[daemon]
+socket = "/tmp/x.sock"
+[admission.targets]
+cpu = 0.5
+`), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Daemon.Socket != "/tmp/x.sock" || c.Admission.Targets.CPU != 0.5 {
+		t.Errorf("got socket %q cpu %v, want /tmp/x.sock 0.5", c.Daemon.Socket, c.Admission.Targets.CPU)
+	}
+	if c.Admission.Targets.IO != 0.4 || c.Daemon.SocketMode != "0660" {
+		t.Errorf("unset keys lost their defaults: io %v mode %q", c.Admission.Targets.IO, c.Daemon.SocketMode)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		// want are substrings the error must contain.
+		want []string
+	}{
+		{"missing version", "[daemon]\n", []string{"version", "missing"}},
+		{"future version", "version = 2\n", []string{"version", "2 not supported"}},
+		{"unknown top key", "version = 1\nbogus = 1\n", []string{"bogus: unknown key"}},
+		{"unknown nested key", "version = 1\n[admission.limits]\nmax_inflight = 3\n", []string{"admission.limits.max_inflight: unknown key"}},
+		{"two unknown keys", "version = 1\n[daemon]\nsokcet = \"x\"\n[metrics]\nport = 1\n", []string{"daemon.sokcet: unknown key", "metrics.port: unknown key"}},
+		{"unknown section", "version = 1\n[pressures]\ninterval = \"1s\"\n", []string{"pressures", "unknown key"}},
+		{"bad duration", "version = 1\n[pressure]\ninterval = \"fast\"\n", []string{"pressure.interval", `"fast"`}},
+		{"duration wrong type", "version = 1\n[admission]\naging = true\n", []string{"admission.aging"}},
+		{"zero interval", "version = 1\n[pressure]\ninterval = \"0s\"\n", []string{"pressure.interval: 0s must be positive"}},
+		{"negative margin", "version = 1\n[admission]\ndeadline_margin = \"-1s\"\n", []string{"admission.deadline_margin: -1s is negative"}},
+		{"target too high", "version = 1\n[admission.targets]\ncpu = 1.7\n", []string{"admission.targets.cpu: 1.7 out of range (0, 1]"}},
+		{"target zero", "version = 1\n[admission.targets]\nmemory = 0.0\n", []string{"admission.targets.memory: 0 out of range"}},
+		{"target wrong type", "version = 1\n[admission.targets]\nio = \"high\"\n", []string{"admission.targets.io"}},
+		{"smoothing", "version = 1\n[pressure]\nsmoothing = 0.0\n", []string{"pressure.smoothing: 0 out of range (0, 1]"}},
+		{"socket_mode not octal", "version = 1\n[daemon]\nsocket_mode = \"rw-rw----\"\n", []string{"daemon.socket_mode", `"rw-rw----"`, "octal"}},
+		{"socket_mode too wide", "version = 1\n[daemon]\nsocket_mode = \"7777\"\n", []string{"daemon.socket_mode", `"7777"`}},
+		{"socket_mode no owner rw", "version = 1\n[daemon]\nsocket_mode = \"0066\"\n", []string{"daemon.socket_mode", `"0066"`}},
+		{"socket_mode as integer", "version = 1\n[daemon]\nsocket_mode = 660\n", []string{"daemon.socket_mode"}},
+		{"socket_group unknown", "version = 1\n[daemon]\nsocket_group = \"no-such-group-startgate\"\n", []string{"daemon.socket_group", `"no-such-group-startgate"`}},
+		{"on_deadline", "version = 1\n[admission]\non_deadline = \"drop\"\n", []string{"admission.on_deadline", `"drop"`}},
+		{"log_level", "version = 1\n[daemon]\nlog_level = \"loud\"\n", []string{"daemon.log_level", `"loud"`}},
+		{"log_format", "version = 1\n[daemon]\nlog_format = \"xml\"\n", []string{"daemon.log_format", `"xml"`}},
+		{"source", "version = 1\n[pressure]\nsource = \"sysfs\"\n", []string{"pressure.source", `"sysfs"`}},
+		{"cgroup without dir", "version = 1\n[pressure]\nsource = \"cgroup\"\n", []string{"pressure.cgroup_dir"}},
+		{"max_queue", "version = 1\n[admission]\nmax_queue = 0\n", []string{"admission.max_queue: 0"}},
+		{"min above max", "version = 1\n[admission.limits]\nmin_inflight_per_core = 9.0\n", []string{"admission.limits.max_inflight_per_core: 8 below min_inflight_per_core 9"}},
+		{"decrease_factor", "version = 1\n[admission.limits]\ndecrease_factor = 1.0\n", []string{"admission.limits.decrease_factor: 1 out of range (0, 1)"}},
+		{"negative burst", "version = 1\n[admission.limits]\nburst = -1\n", []string{"admission.limits.burst: -1"}},
+		{"negative rate", "version = 1\n[admission.limits]\nrate = -2.5\n", []string{"admission.limits.rate: -2.5"}},
+		{"syntax", "version = 1\n[daemon\n", []string{"config:", "table name"}},
+		{"all problems at once", "version = 1\n[admission]\non_deadline = \"x\"\nmax_queue = -1\n[admission.targets]\ncpu = 2.0\n",
+			[]string{"admission.on_deadline", "admission.max_queue", "admission.targets.cpu: 2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeFile(t, tt.text)
+			_, err := Load(path, true)
+			if err == nil {
+				t.Fatalf("Load(%q) = nil error, want one containing %q", tt.text, tt.want)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "config: ") {
+				t.Errorf("Load(%q) error %q lacks the package prefix", tt.text, msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("Load(%q) error:\n%s\nwant it to contain %q", tt.text, msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSocketHelpers(t *testing.T) {
+	c := DefaultConfig()
+	if m, err := c.SocketFileMode(); err != nil || m != 0o660 {
+		t.Errorf("SocketFileMode() = %o, %v, want 660, nil", m, err)
+	}
+	if g, err := c.SocketGID(); err != nil || g != os.Getgid() {
+		t.Errorf("SocketGID() with \"\" = %d, %v, want %d", g, err, os.Getgid())
+	}
+	c.Daemon.SocketGroup = "0"
+	if g, err := c.SocketGID(); err != nil || g != 0 {
+		t.Errorf("SocketGID() with \"0\" = %d, %v, want 0", g, err)
+	}
+	c.Daemon.SocketGroup = "root"
+	if g, err := c.SocketGID(); err != nil || g != 0 {
+		t.Errorf("SocketGID() with \"root\" = %d, %v, want 0", g, err)
+	}
+}
+
+func TestPrintDefault(t *testing.T) {
+	var buf bytes.Buffer
+	if err := DefaultConfig().WriteTOML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + buf.String())
+}
