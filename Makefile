@@ -1,0 +1,69 @@
+# startgate: `make help` lists the targets.
+
+MODULE  := github.com/startgate/startgate
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X $(MODULE)/internal/daemon.Version=$(VERSION)
+BIN     := $(CURDIR)/bin
+PROTO   := proto/startgate/v1/startgate.proto
+
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+
+# protoc with the plugins from ./bin; $(1) is the output directory.
+protoc = PATH=$(BIN):$$PATH protoc -I proto \
+	--go_out=$(1) --go_opt=module=$(MODULE) \
+	--go-grpc_out=$(1) --go-grpc_opt=module=$(MODULE) $(PROTO)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help build tools proto check-proto fmt-check vet verify-units test deps demo clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## Build bin/startgated and bin/startgatectl
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/startgated ./cmd/startgated
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/startgatectl ./cmd/startgatectl
+
+tools: ## Install protoc-gen-go and protoc-gen-go-grpc into ./bin
+	GOBIN=$(BIN) go install $(PROTOC_GEN_GO)
+	GOBIN=$(BIN) go install $(PROTOC_GEN_GO_GRPC)
+
+proto: tools ## Regenerate the gRPC code from proto/
+	$(call protoc,.)
+
+check-proto: tools ## Fail if the generated code is not what proto/ generates
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(call protoc,$$tmp) && \
+	diff -r -x '*.proto' -x 'doc.go' $$tmp/proto/startgate/v1 proto/startgate/v1 && \
+	echo "check-proto: generated code is up to date"
+
+fmt-check: ## Fail if any Go file is not gofmt-ed
+	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet: ## go vet every package
+	go vet ./...
+
+verify-units: ## systemd-analyze verify the units in packaging/systemd
+	bash hack/verify-units.sh
+
+test: fmt-check vet check-proto verify-units ## All checks, then go test -race
+	go test -race -count=1 ./...
+
+deps: ## apt-get install what the build and tests need, if missing
+	@missing=""; \
+	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
+	{ command -v systemd-analyze >/dev/null && command -v systemd-socket-activate >/dev/null; } || missing="$$missing systemd"; \
+	command -v git >/dev/null || missing="$$missing git"; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	else echo "deps: nothing missing"; fi
+
+demo: build ## Run the demo (hack/demo.sh)
+	bash hack/demo.sh
+
+clean: ## Remove build output
+	rm -rf $(BIN)
