@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/startgate/startgate/internal/config"
+)
+
+// Main runs the startgated command line and returns the exit code.
+func Main(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	cmd := NewCommand()
+	cmd.SetArgs(args)
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "startgated:", err)
+		return 1
+	}
+	return 0
+}
+
+// flags are the command line's overrides of the config file.
+type flags struct {
+	config        string
+	socket        string
+	metricsListen string
+	logLevel      string
+}
+
+// NewCommand returns the startgated command tree.
+func NewCommand() *cobra.Command {
+	var f flags
+	root := &cobra.Command{
+		Use:   "startgated",
+		Short: "Admit container starts at the rate the node can take them",
+		Long: "startgated gates container starts on this node through a token bucket and an\n" +
+			"in-flight limit sized from Linux pressure stall information, and serves the\n" +
+			"startgate gRPC API on a unix socket.",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, f)
+			if err != nil {
+				return err
+			}
+			log, err := NewLogger(cfg.Daemon.LogLevel, cfg.Daemon.LogFormat, os.Stderr)
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck // stderr sync fails on some terminals; nothing to do about it.
+			return Run(cmd.Context(), cfg, log)
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&f.config, "config", config.DefaultPath, "config file; a missing file at the default path means defaults")
+	root.Flags().StringVar(&f.socket, "socket", "", "API socket path (overrides daemon.socket)")
+	root.Flags().StringVar(&f.metricsListen, "metrics-listen", "", `Prometheus listen address, e.g. 127.0.0.1:9464 (overrides metrics.listen; "" turns it off)`)
+	root.Flags().StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (overrides daemon.log_level)")
+
+	cfgCmd := &cobra.Command{
+		Use:   "config",
+		Short: "Print or check the configuration",
+		Args:  cobra.NoArgs,
+	}
+	cfgCmd.AddCommand(&cobra.Command{
+		Use:   "default",
+		Short: "Print the default configuration as TOML",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return config.DefaultConfig().WriteTOML(cmd.OutOrStdout())
+		},
+	})
+	cfgCmd.AddCommand(&cobra.Command{
+		Use:   "check",
+		Short: "Validate a config file and print the effective configuration",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, f)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "# %s: ok\n", f.config)
+			return cfg.WriteTOML(out)
+		},
+	})
+	root.AddCommand(cfgCmd)
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetOut(os.Stdout)
+	root.SetErr(io.Discard) // Main prints the one error line itself.
+	return root
+}
+
+// loadConfig reads the file and applies the flags the operator set.
+func loadConfig(cmd *cobra.Command, f flags) (*config.Config, error) {
+	// The default path may be absent even when named, so that the unit's
+	// ExecStart can spell it out and a node without a file still starts.
+	explicit := cmd.Flags().Changed("config") && f.config != config.DefaultPath
+	cfg, err := config.Load(f.config, explicit)
+	if err != nil {
+		return nil, err
+	}
+	fl := cmd.Flags()
+	if fl.Lookup("socket") != nil && fl.Changed("socket") {
+		cfg.Daemon.Socket = f.socket
+	}
+	if fl.Lookup("metrics-listen") != nil && fl.Changed("metrics-listen") {
+		cfg.Metrics.Listen = f.metricsListen
+	}
+	if fl.Lookup("log-level") != nil && fl.Changed("log-level") {
+		cfg.Daemon.LogLevel = f.logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: after command-line overrides: %w", err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,213 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/config"
+	"github.com/startgate/startgate/internal/metrics"
+	"github.com/startgate/startgate/internal/pressure"
+	"github.com/startgate/startgate/internal/server"
+)
+
+// Version is set at link time (-X).
+var Version = "dev"
+
+// Run serves until ctx ends, then shuts down and returns nil; it returns
+// an error when the daemon cannot start or a server fails. cfg must be
+// validated.
+func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	mode, err := cfg.SocketFileMode()
+	if err != nil {
+		return err
+	}
+	gid, err := cfg.SocketGID()
+	if err != nil {
+		return err
+	}
+	src, err := pressureSource(cfg.Pressure)
+	if err != nil {
+		return err
+	}
+	sampler, err := pressure.NewSampler(src, cfg.Pressure.Smoothing)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+
+	gcfg := admission.Config{
+		Logger:   log.Named("admission"),
+		Policy:   cfg.Policy(),
+		Cores:    runtime.NumCPU(),
+		Interval: cfg.Pressure.Interval.Std(),
+		// A sampler whose first read fails is still passed: the gate logs
+		// once and keeps static limits until PSI can be read.
+		Pressure: sampler,
+	}
+	var reg *prometheus.Registry
+	var m *metrics.Metrics
+	if cfg.Metrics.Listen != "" {
+		reg = prometheus.NewRegistry()
+		m = metrics.New(reg)
+		gcfg.Observer = m
+	}
+	gate, err := admission.New(gcfg)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	// Close is idempotent; this covers the error returns below.
+	defer gate.Close()
+	if m != nil {
+		m.WatchGate(gate)
+	}
+
+	srv, err := server.New(server.Config{Gate: gate, Logger: log.Named("server"), AdminGID: gid})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+
+	api, err := activatedListener()
+	if err != nil {
+		return err
+	}
+	if api == nil {
+		if api, err = listenSocket(cfg.Daemon.Socket, mode, gid); err != nil {
+			return err
+		}
+	}
+	// grpc.Server closes the listener on Stop; this covers the error
+	// returns before Serve.
+	defer api.Close()
+
+	var metricsLis net.Listener
+	var httpSrv *http.Server
+	if reg != nil {
+		metricsLis, err = net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("daemon: metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+
+	log.Info("startgated starting",
+		zap.String("version", Version),
+		zap.String("socket", api.path),
+		zap.Bool("socket_activated", api.activated),
+		zap.String("socket_mode", fmt.Sprintf("%04o", mode)),
+		zap.Int("admin_gid", gid),
+		zap.String("metrics", metricsAddr(metricsLis)),
+		zap.String("pressure_source", src.String()),
+		zap.Duration("interval", cfg.Pressure.Interval.Std()),
+		zap.Float64("smoothing", cfg.Pressure.Smoothing),
+		zap.Int("cores", gate.Cores()),
+		zap.Float64s("targets", []float64{cfg.Admission.Targets.CPU, cfg.Admission.Targets.IO, cfg.Admission.Targets.Memory}),
+		zap.Int("max_queue", cfg.Admission.MaxQueue),
+		zap.String("on_deadline", cfg.Admission.OnDeadline),
+		zap.Int("inflight_fixed", cfg.Admission.Limits.InFlight),
+		zap.Float64("rate_fixed", cfg.Admission.Limits.Rate),
+	)
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var wg sync.WaitGroup
+	// failed carries the first unexpected end of a server.
+	failed := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = gate.Run(runCtx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(api); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			failed <- fmt.Errorf("daemon: api server: %w", err)
+		}
+	}()
+	if httpSrv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := httpSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				failed <- fmt.Errorf("daemon: metrics server: %w", err)
+			}
+		}()
+	}
+	n := notifier{log: log}
+	n.send("READY=1")
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.run(runCtx, gate, gate.Interval())
+	}()
+	log.Info("startgated ready")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-failed:
+		log.Error("shutting down after a server failed", zap.Error(runErr))
+	}
+	n.send("STOPPING=1")
+	// Closing the gate first fails the queued Acquire streams with
+	// Unavailable and ends the leases, so the graceful stop below waits
+	// only for calls already on their way out.
+	gate.Close()
+	// ctx is done; the shutdown gets a fresh deadline of its own.
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Daemon.ShutdownTimeout.Std())
+	defer cancel()
+	srv.Stop(stopCtx)
+	if httpSrv != nil {
+		if err := httpSrv.Shutdown(stopCtx); err != nil {
+			httpSrv.Close()
+		}
+	}
+	stopRun()
+	wg.Wait()
+	if !api.activated {
+		// The listener unlinks on close; this catches a file left when
+		// the server failed before closing it.
+		if err := os.Remove(api.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("socket not removed", zap.String("socket", api.path), zap.Error(err))
+		}
+	}
+	log.Info("startgated stopped")
+	return runErr
+}
+
+func pressureSource(c config.Pressure) (pressure.Source, error) {
+	switch c.Source {
+	case "cgroup":
+		return pressure.NewCgroupSource(c.CgroupDir), nil
+	case "proc", "":
+		s, err := pressure.NewProcSource(c.ProcRoot)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+		return s, nil
+	default:
+		return nil, fmt.Errorf("daemon: unknown pressure source %q", c.Source)
+	}
+}
+
+func metricsAddr(l net.Listener) string {
+	if l == nil {
+		return "off"
+	}
+	return l.Addr().String()
+}

@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/zap"
+
+	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/pressure"
+)
+
+// statusEvery is how often STATUS= is refreshed; `systemctl status` is
+// read by people, so a few seconds is fresh enough.
+const statusEvery = 5 * time.Second
+
+// statusSource is what the notifier needs of the gate.
+type statusSource interface {
+	Status() admission.Status
+}
+
+var _ statusSource = (*admission.Gate)(nil)
+
+// notifier talks to systemd. Without NOTIFY_SOCKET every call is a no-op,
+// which is how the daemon runs outside systemd.
+type notifier struct {
+	log *zap.Logger
+}
+
+func (n notifier) send(state string) {
+	if _, err := sddaemon.SdNotify(false, state); err != nil {
+		n.log.Warn("systemd notify failed", zap.String("state", state), zap.Error(err))
+	}
+}
+
+// run refreshes STATUS= and pings the watchdog until ctx ends. interval is
+// the controller's tick interval, used to tell a ticking controller from a
+// stuck one.
+func (n notifier) run(ctx context.Context, gate statusSource, interval time.Duration) {
+	wd, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil {
+		n.log.Warn("systemd watchdog settings unreadable; not pinging", zap.Error(err))
+		wd = 0
+	}
+	var wdC <-chan time.Time
+	if wd > 0 {
+		t := time.NewTicker(wd / 2)
+		defer t.Stop()
+		wdC = t.C
+		n.log.Info("systemd watchdog enabled", zap.Duration("interval", wd))
+	}
+	st := time.NewTicker(statusEvery)
+	defer st.Stop()
+	// The controller counts as stuck when it has not ticked for this long.
+	// Several intervals, so one slow /proc read does not count, and at
+	// least half the watchdog, so a long interval does not either.
+	stale := max(4*interval, wd/2, time.Second)
+	n.send("STATUS=" + statusLine(gate.Status()))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.C:
+			n.send("STATUS=" + statusLine(gate.Status()))
+		case now := <-wdC:
+			// Status takes the gate's lock: a deadlocked gate blocks here
+			// and the pings stop, which is the point.
+			s := gate.Status()
+			if age := now.Sub(s.LastTick); s.LastTick.IsZero() || age > stale {
+				n.log.Error("admission controller is not ticking; withholding watchdog ping",
+					zap.Time("last_tick", s.LastTick), zap.Duration("stale_after", stale))
+				continue
+			}
+			n.send(sddaemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// statusLine is the one-line summary for STATUS=.
+func statusLine(s admission.Status) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "in-flight %d/%d, queued %d, rate %.1f/s", s.InFlight, s.Limits.InFlight, s.Queued, s.Limits.Rate)
+	if s.PressureErr != "" {
+		b.WriteString(", PSI unavailable (static limits)")
+	} else {
+		fmt.Fprintf(&b, ", cpu %.0f%% io %.0f%% mem %.0f%%",
+			100*s.Pressure.Some[pressure.CPU], 100*s.Pressure.Some[pressure.IO], 100*s.Pressure.Some[pressure.Memory])
+	}
+	switch {
+	case s.Draining:
+		b.WriteString(", draining")
+	case s.Paused:
+		b.WriteString(", paused")
+	}
+	return b.String()
+}
