@@ -106,6 +106,9 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	cfg.Metrics.Listen = "127.0.0.1:0"
 	r := startRun(t, cfg)
 	sock := cfg.Daemon.Socket
+	// Dialling before the socket exists would cost a gRPC reconnect
+	// backoff.
+	waitFor(t, "the API socket", func() bool { _, err := os.Lstat(sock); return err == nil })
 
 	resp, err := status(context.Background(), sock)
 	if err != nil {
