@@ -59,7 +59,7 @@ deps: ## apt-get install what the build and tests need, if missing
 	command -v git >/dev/null || missing="$$missing git"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	else echo "deps: nothing missing"; fi
 
 demo: build ## Run the demo (hack/demo.sh)
