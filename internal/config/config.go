@@ -481,14 +481,82 @@ func lookupGroup(s string) (int, error) {
 	return gid, nil
 }
 
-// WriteTOML writes c in the form Load reads.
+// WriteTOML writes c in the form Load reads, each key preceded by a
+// comment saying what it does.
 func (c *Config) WriteTOML(w io.Writer) error {
-	var b strings.Builder
-	b.WriteString("# startgated configuration. Every key is optional except version;\n" +
-		"# `startgated config default` prints this file with the defaults.\n")
-	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+	var enc strings.Builder
+	if err := toml.NewEncoder(&enc).Encode(c); err != nil {
 		return fmt.Errorf("config: encode: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString("# startgated configuration. Every key but version is optional; a key left\n" +
+		"# out keeps the default shown by `startgated config default`.\n\n")
+	section := ""
+	for _, line := range strings.Split(strings.TrimRight(enc.String(), "\n"), "\n") {
+		trimmed := strings.TrimSpace(line)
+		indent := line[:len(line)-len(strings.TrimLeft(line, " "))]
+		key := ""
+		switch {
+		case strings.HasPrefix(trimmed, "["):
+			section = strings.Trim(trimmed, "[]")
+			key = section
+		case strings.Contains(trimmed, " = "):
+			key, _, _ = strings.Cut(trimmed, " = ")
+			if section != "" {
+				key = section + "." + key
+			}
+		}
+		if doc := keyDocs[key]; doc != "" {
+			for _, d := range strings.Split(doc, "\n") {
+				b.WriteString(indent + "# " + d + "\n")
+			}
+		}
+		b.WriteString(line + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// keyDocs are the comments WriteTOML puts above each key; a test checks
+// that every key has one.
+var keyDocs = map[string]string{
+	"version":                                "Config format version; this build reads 1.",
+	"daemon":                                 "The daemon process and its API socket.",
+	"daemon.socket":                          "gRPC API socket, used when systemd does not pass one in (socket activation).",
+	"daemon.socket_mode":                     "Octal permissions of the socket this daemon creates.",
+	"daemon.socket_group":                    "Group owning the socket and allowed to call mutating RPCs besides root:\na name or a numeric gid; \"\" is the daemon's primary group.",
+	"daemon.log_level":                       "debug, info, warn or error.",
+	"daemon.log_format":                      "auto (JSON unless stderr is a terminal), json or console.",
+	"daemon.shutdown_timeout":                "How long shutdown waits for in-flight calls before cutting them.",
+	"metrics":                                "Prometheus metrics.",
+	"metrics.listen":                         "TCP address of the /metrics endpoint; \"\" is off. 127.0.0.1:9464 keeps it on the node.",
+	"pressure":                               "Where pressure stall information (PSI) is read.",
+	"pressure.source":                        "proc (system-wide, under proc_root) or cgroup (a cgroup v2 directory, cgroup_dir).",
+	"pressure.proc_root":                     "Mount point of procfs; PSI is read from proc_root/pressure.",
+	"pressure.cgroup_dir":                    "cgroup v2 directory whose cpu.pressure, io.pressure and memory.pressure are read.",
+	"pressure.interval":                      "Sample interval; the controller resizes the limits once per sample.",
+	"pressure.smoothing":                     "Weight of the newest sample in the moving average, (0, 1]; 1 is no smoothing.",
+	"admission":                              "How starts are queued and admitted.",
+	"admission.max_queue":                    "Most waiters queued at once; more are refused (ResourceExhausted).",
+	"admission.deadline_margin":              "A waiter whose deadline is this close is admitted or refused (on_deadline)\ninstead of waiting on.",
+	"admission.on_deadline":                  "admit or refuse a waiter whose deadline comes within deadline_margin.",
+	"admission.aging":                        "A waiting class is promoted one step per aging waited, so none starves.",
+	"admission.max_hold":                     "Default cap on how long a lease is held before it is taken back.",
+	"admission.targets":                      "PSI \"some\" stall fractions, (0, 1], above which the controller backs off.",
+	"admission.targets.cpu":                  "",
+	"admission.targets.io":                   "",
+	"admission.targets.memory":               "",
+	"admission.limits":                       "Bounds and steps of the in-flight limit and the start rate, per core.",
+	"admission.limits.min_inflight_per_core": "Floor of the in-flight limit (never below one start).",
+	"admission.limits.max_inflight_per_core": "Ceiling of the in-flight limit.",
+	"admission.limits.min_rate_per_core":     "Floor of the start rate, starts per second.",
+	"admission.limits.max_rate_per_core":     "Ceiling of the start rate, starts per second.",
+	"admission.limits.burst":                 "Token bucket depth; 0 is one per core.",
+	"admission.limits.decrease_factor":       "Limits are multiplied by this when a resource is above target, (0, 1).",
+	"admission.limits.increase_step":         "In-flight slots added per interval while below target and the limit binds.",
+	"admission.limits.rate_step":             "Starts per second added per interval while below target and the rate binds.",
+	"admission.limits.inflight":              "Pin the in-flight limit; 0 leaves it to the controller.",
+	"admission.limits.rate":                  "Pin the start rate; 0 leaves it to the controller.",
+	"admission.limits.static_inflight":       "In-flight limit without PSI; 0 is 2 per core.",
+	"admission.limits.static_rate":           "Start rate without PSI; 0 is 5 per core.",
 }

@@ -204,3 +204,30 @@ func TestPrintDefault(t *testing.T) {
 	}
 	t.Log("\n" + buf.String())
 }
+
+func TestWriteTOMLDocumentsEveryKey(t *testing.T) {
+	var buf bytes.Buffer
+	if err := DefaultConfig().WriteTOML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	section := ""
+	for _, line := range strings.Split(buf.String(), "\n") {
+		line = strings.TrimSpace(line)
+		key := ""
+		switch {
+		case strings.HasPrefix(line, "["):
+			section = strings.Trim(line, "[]")
+			key = section
+		case strings.Contains(line, " = ") && !strings.HasPrefix(line, "#"):
+			key, _, _ = strings.Cut(line, " = ")
+			if section != "" {
+				key = section + "." + key
+			}
+		default:
+			continue
+		}
+		if _, ok := keyDocs[key]; !ok {
+			t.Errorf("key %s has no entry in keyDocs", key)
+		}
+	}
+}
