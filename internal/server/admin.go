@@ -1,0 +1,59 @@
+package server
+
+import (
+	"context"
+
+	"github.com/startgate/startgate/internal/admission"
+	pb "github.com/startgate/startgate/proto/startgate/v1"
+)
+
+// Mutating calls other than Acquire; the interceptor has checked that the
+// caller is an admin.
+
+func (s *Server) Release(_ context.Context, req *pb.ReleaseRequest) (*pb.ReleaseResponse, error) {
+	if req.LeaseId == 0 {
+		return nil, invalid("lease_id", "must be set")
+	}
+	if err := s.gate.Release(req.LeaseId); err != nil {
+		return nil, err
+	}
+	return &pb.ReleaseResponse{}, nil
+}
+
+func (s *Server) Pause(context.Context, *pb.PauseRequest) (*pb.PauseResponse, error) {
+	s.gate.Pause()
+	return &pb.PauseResponse{}, nil
+}
+
+func (s *Server) Resume(context.Context, *pb.ResumeRequest) (*pb.ResumeResponse, error) {
+	s.gate.Resume()
+	return &pb.ResumeResponse{}, nil
+}
+
+// Drain waits under the call's own deadline: the client picks how long.
+func (s *Server) Drain(ctx context.Context, _ *pb.DrainRequest) (*pb.DrainResponse, error) {
+	if err := s.gate.Drain(ctx); err != nil {
+		return nil, err
+	}
+	return &pb.DrainResponse{}, nil
+}
+
+func (s *Server) SetPolicy(_ context.Context, req *pb.SetPolicyRequest) (*pb.SetPolicyResponse, error) {
+	var convErr error
+	p, err := s.gate.UpdatePolicy(func(p *admission.Policy) {
+		// A conversion error leaves p half-updated; it is reported below
+		// and the gate validates what it got, so it must not be applied:
+		// restore the original.
+		orig := *p
+		if convErr = applyPolicy(req, p); convErr != nil {
+			*p = orig
+		}
+	})
+	if convErr != nil {
+		return nil, convErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &pb.SetPolicyResponse{Policy: policyToProto(p)}, nil
+}
