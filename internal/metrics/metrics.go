@@ -1,0 +1,164 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/pressure"
+)
+
+const namespace = "startgate"
+
+// Metrics counts admission outcomes. Create it with New, pass it as the
+// gate's Observer, then call WatchGate once the gate exists.
+type Metrics struct {
+	reg       prometheus.Registerer
+	admitted  *prometheus.CounterVec
+	refused   *prometheus.CounterVec
+	cancelled *prometheus.CounterVec
+	released  *prometheus.CounterVec
+	wait      *prometheus.HistogramVec
+	// waitBy holds the histogram child per class, resolved once: the
+	// observer runs under the gate's lock.
+	waitBy []prometheus.Observer
+}
+
+var _ admission.Observer = (*Metrics)(nil)
+
+var classNames = func() []string {
+	out := make([]string, len(admission.Classes))
+	for i, c := range admission.Classes {
+		out[i] = c.String()
+	}
+	return out
+}()
+
+// WaitBuckets run from 1ms to 120s, roughly doubling: starts wait from
+// nothing (capacity free) to minutes (a drained node).
+var WaitBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120}
+
+// New registers the outcome metrics with reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		reg: reg,
+		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "admitted_total",
+			Help: "Start slots granted, by class and reason (granted, bypass, deadline).",
+		}, []string{"class", "reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "refused_total",
+			Help: "Requests refused, by class and reason (queue-full, deadline, shutdown).",
+		}, []string{"class", "reason"}),
+		cancelled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cancelled_total",
+			Help: "Requests whose caller gave up while queued, by class.",
+		}, []string{"class"}),
+		released: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "released_total",
+			Help: "Leases ended, by reason (released, expired, shutdown).",
+		}, []string{"reason"}),
+		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "wait_seconds",
+			Help:    "Time from request to grant, by class.",
+			Buckets: WaitBuckets,
+		}, []string{"class"}),
+	}
+	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait)
+	m.waitBy = make([]prometheus.Observer, len(classNames))
+	for i, name := range classNames {
+		m.waitBy[i] = m.wait.WithLabelValues(name)
+		m.cancelled.WithLabelValues(name) // export zeros, so rate() works from the start
+	}
+	return m
+}
+
+// Admitted implements admission.Observer.
+func (m *Metrics) Admitted(c admission.Class, reason admission.AdmitReason, waited time.Duration) {
+	m.admitted.WithLabelValues(c.String(), string(reason)).Inc()
+	if c.Valid() && int(c) < len(m.waitBy) {
+		m.waitBy[c].Observe(waited.Seconds())
+	}
+}
+
+// Refused implements admission.Observer.
+func (m *Metrics) Refused(c admission.Class, reason string) {
+	m.refused.WithLabelValues(c.String(), reason).Inc()
+}
+
+// Cancelled implements admission.Observer.
+func (m *Metrics) Cancelled(c admission.Class, _ time.Duration) {
+	m.cancelled.WithLabelValues(c.String()).Inc()
+}
+
+// Released implements admission.Observer.
+func (m *Metrics) Released(_ admission.Class, reason admission.ReleaseReason, _ time.Duration) {
+	m.released.WithLabelValues(string(reason)).Inc()
+}
+
+// statusSource is what the level collector needs of a gate.
+type statusSource interface {
+	Status() admission.Status
+}
+
+var _ statusSource = (*admission.Gate)(nil)
+
+// WatchGate registers the level gauges, read from g at scrape time.
+func (m *Metrics) WatchGate(g *admission.Gate) {
+	m.reg.MustRegister(newGateCollector(g))
+}
+
+type gateCollector struct {
+	src                                         statusSource
+	queue, inFlight, limit, rate, burst, tokens *prometheus.Desc
+	pressure, paused                            *prometheus.Desc
+}
+
+func newGateCollector(src statusSource) *gateCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
+	}
+	return &gateCollector{
+		src:      src,
+		queue:    d("queue_length", "Requests waiting, by class.", "class"),
+		inFlight: d("in_flight", "Start slots held."),
+		limit:    d("in_flight_limit", "Most start slots held at once (critical and deadline admissions may exceed it)."),
+		rate:     d("rate", "Token refill rate, starts per second."),
+		burst:    d("burst", "Token bucket depth."),
+		tokens:   d("tokens", "Tokens in the bucket."),
+		pressure: d("pressure", "Smoothed PSI some stall fraction (0..1), by resource; absent when not measured.", "resource"),
+		paused:   d("paused", "1 when granting is paused (pause or drain)."),
+	}
+}
+
+func (c *gateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.queue, c.inFlight, c.limit, c.rate, c.burst, c.tokens, c.pressure, c.paused} {
+		ch <- d
+	}
+}
+
+func (c *gateCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.src.Status()
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for i, name := range classNames {
+		g(c.queue, float64(st.QueuedByClass[admission.Classes[i]]), name)
+	}
+	g(c.inFlight, float64(st.InFlight))
+	g(c.limit, float64(st.Limits.InFlight))
+	g(c.rate, st.Limits.Rate)
+	g(c.burst, float64(st.Limits.Burst))
+	g(c.tokens, st.Tokens)
+	for _, r := range pressure.Resources {
+		if st.Pressure.Present[r] {
+			g(c.pressure, st.Pressure.Some[r], r.String())
+		}
+	}
+	paused := 0.0
+	if st.Paused {
+		paused = 1
+	}
+	g(c.paused, paused)
+}
