@@ -1,0 +1,289 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitFor = 10 * time.Second
+
+type daemon struct {
+	gate *admission.Gate
+	sock string
+}
+
+// startDaemon serves a real gate on a real unix socket, as startgated
+// does, without pressure (static limits).
+func startDaemon(t *testing.T) *daemon {
+	t.Helper()
+	p := admission.DefaultPolicy()
+	p.FixedInFlight, p.FixedRate, p.Burst = 4, 1000, 100
+	g, err := admission.New(admission.Config{Policy: p, Cores: 2})
+	if err != nil {
+		t.Fatalf("admission.New: %v", err)
+	}
+	srv, err := server.New(server.Config{Gate: g, Logger: zap.NewNop(), AdminGID: -1})
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	sock := filepath.Join(t.TempDir(), "sg.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		g.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		srv.Stop(ctx)
+		<-served
+	})
+	return &daemon{gate: g, sock: sock}
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (d *daemon) run(t *testing.T, args ...string) result {
+	t.Helper()
+	return runCtl(t, append([]string{"--socket", d.sock}, args...)...)
+}
+
+func runCtl(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := Run(ctx, args, Streams{In: strings.NewReader(""), Out: &out, Err: &errb})
+	return result{code, out.String(), errb.String()}
+}
+
+func TestStatusJSON(t *testing.T) {
+	d := startDaemon(t)
+	r := d.run(t, "status", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("status -o json: exit %d, stderr %q", r.code, r.stderr)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("status -o json is not one JSON object: %v\n%s", err, r.stdout)
+	}
+	for _, k := range []string{"in_flight", "in_flight_limit", "rate", "queue_length", "pressure", "paused", "policy", "counters"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("status -o json lacks key %q: %s", k, r.stdout)
+		}
+	}
+	pr, _ := got["pressure"].(map[string]any)
+	for _, k := range []string{"cpu", "io", "memory"} {
+		if _, ok := pr[k]; !ok {
+			t.Errorf("status -o json pressure lacks %q: %v", k, got["pressure"])
+		}
+	}
+	if got["in_flight_limit"] != 4.0 || got["rate"] != 1000.0 {
+		t.Errorf("in_flight_limit, rate = %v, %v; want 4, 1000", got["in_flight_limit"], got["rate"])
+	}
+
+	r = d.run(t, "status", "-o", "yaml")
+	if r.code != 0 || !strings.Contains(r.stdout, "in_flight_limit: 4") {
+		t.Errorf("status -o yaml: exit %d, got %q, want in_flight_limit: 4", r.code, r.stdout)
+	}
+	r = d.run(t, "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "in flight:") || !strings.Contains(r.stdout, "0 / 4") {
+		t.Errorf("status table: exit %d, got %q", r.code, r.stdout)
+	}
+}
+
+func TestQueueJSONWithWaiters(t *testing.T) {
+	d := startDaemon(t)
+	d.gate.Pause()
+	events, unsub := d.gate.Subscribe(64)
+	defer unsub()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	reqs := []admission.Request{
+		{Class: admission.Low, Tenant: "a", Description: "low one"},
+		{Class: admission.High, Tenant: "b", Description: "high one"},
+		{Class: admission.Normal, Tenant: "c", Description: "normal one"},
+	}
+	for _, req := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if l, err := d.gate.Acquire(ctx, req); err == nil {
+				l.Release()
+			}
+		}()
+	}
+	for queued := 0; queued < len(reqs); {
+		select {
+		case e := <-events:
+			if e.Type == admission.EventQueued {
+				queued++
+			}
+		case <-time.After(waitFor):
+			t.Fatalf("waiters not queued within %v", waitFor)
+		}
+	}
+
+	r := d.run(t, "queue", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("queue -o json: exit %d, stderr %q", r.code, r.stderr)
+	}
+	var got []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("queue -o json is not a JSON list: %v\n%s", err, r.stdout)
+	}
+	if len(got) != 3 {
+		t.Fatalf("queue -o json has %d waiters, want 3: %s", len(got), r.stdout)
+	}
+	for _, k := range []string{"id", "class", "tenant", "description", "enqueued", "waited", "deadline", "position"} {
+		if _, ok := got[0][k]; !ok {
+			t.Errorf("waiter lacks key %q: %v", k, got[0])
+		}
+	}
+	wantOrder := []string{"high", "normal", "low"}
+	for i, w := range got {
+		if w["class"] != wantOrder[i] || w["position"] != float64(i+1) {
+			t.Errorf("waiter %d = class %v position %v, want %s at %d", i, w["class"], w["position"], wantOrder[i], i+1)
+		}
+	}
+	r = d.run(t, "queue")
+	if r.code != 0 || !strings.Contains(r.stdout, "POS") || !strings.Contains(r.stdout, "high one") {
+		t.Errorf("queue table: exit %d, got %q", r.code, r.stdout)
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	d := startDaemon(t)
+	for _, tc := range []struct {
+		args   []string
+		out    string
+		paused bool
+	}{
+		{[]string{"pause"}, "paused\n", true},
+		{[]string{"resume"}, "resumed\n", false},
+		{[]string{"pause", "-o", "json"}, "{\n  \"result\": \"paused\"\n}\n", true},
+	} {
+		r := d.run(t, tc.args...)
+		if r.code != 0 || r.stdout != tc.out {
+			t.Errorf("%v: exit %d, out %q, stderr %q; want 0, %q", tc.args, r.code, r.stdout, r.stderr, tc.out)
+		}
+		if got := d.gate.Status().Paused; got != tc.paused {
+			t.Errorf("after %v paused = %v, want %v", tc.args, got, tc.paused)
+		}
+	}
+	r := d.run(t, "drain", "--timeout", "5s")
+	if r.code != 0 || r.stdout != "drained\n" {
+		t.Errorf("drain: exit %d, out %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestHold(t *testing.T) {
+	d := startDaemon(t)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"exit code", []string{"hold", "--", "sh", "-c", "exit 3"}, 3, "", ""},
+		{"success", []string{"hold", "--class", "high", "--tenant", "t", "echo", "hi"}, 0, "hi\n", ""},
+		{"verbose", []string{"hold", "-v", "--", "true"}, 0, "", "startgatectl: granted lease"},
+		{"signalled", []string{"hold", "--", "sh", "-c", "kill -TERM $$"}, 143, "", ""},
+		{"not found", []string{"hold", "--", "/nonexistent/cmd"}, 127, "", "startgatectl:"},
+		{"bad class", []string{"hold", "--class", "urgent", "--", "true"}, 2, "", "unknown class"},
+		{"no command", []string{"hold"}, 2, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := d.run(t, tc.args...)
+			if r.code != tc.code || r.stdout != tc.stdout || !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("%v: exit %d, out %q, stderr %q; want %d, %q, stderr containing %q", tc.args, r.code, r.stdout, r.stderr, tc.code, tc.stdout, tc.stderr)
+			}
+			if got := d.gate.Status().InFlight; got != 0 {
+				t.Errorf("in flight after hold = %d, want 0", got)
+			}
+		})
+	}
+	if got := d.gate.Status().Counters.Admitted; got != 4 {
+		t.Errorf("admitted = %d, want 4 (one per command that ran)", got)
+	}
+}
+
+func TestSetAndRelease(t *testing.T) {
+	d := startDaemon(t)
+	r := d.run(t, "set", "--inflight", "7", "--on-deadline", "refuse", "--cpu-target", "0.5", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("set: exit %d, stderr %q", r.code, r.stderr)
+	}
+	var p Policy
+	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil {
+		t.Fatalf("set -o json: %v\n%s", err, r.stdout)
+	}
+	if p.FixedInFlight != 7 || p.OnDeadline != "refuse" || p.Targets["cpu"] != 0.5 {
+		t.Errorf("set returned %+v, want fixed_in_flight 7, refuse, cpu 0.5", p)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		err  string
+	}{
+		{[]string{"set"}, 2, "nothing to change"},
+		{[]string{"set", "--on-deadline", "maybe"}, 2, "admit or refuse"},
+		{[]string{"set", "--cpu-target", "2"}, 1, "cpu"},
+		{[]string{"release", "x"}, 2, "positive integer"},
+		{[]string{"release", "99"}, 1, "no such lease"},
+		{[]string{"status", "extra"}, 2, "unknown command"},
+	} {
+		r := d.run(t, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.err) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, r.code, r.stderr, tc.code, tc.err)
+		}
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "missing.sock")
+	for _, args := range [][]string{{"status"}, {"queue", "-o", "json"}, {"pause"}, {"hold", "--", "true"}, {"watch"}} {
+		r := runCtl(t, append([]string{"--socket", sock}, args...)...)
+		want := "cannot reach startgated at " + sock + ": is it running?\n"
+		if r.code == 0 || r.stderr != want {
+			t.Errorf("%v: exit %d, stderr %q; want non-zero and %q", args, r.code, r.stderr, want)
+		}
+	}
+	// A socket file nobody listens on: connection refused.
+	lis, err := net.Listen("unix", filepath.Join(t.TempDir(), "dead.sock"))
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	dead := lis.Addr().String()
+	lis.(*net.UnixListener).SetUnlinkOnClose(false)
+	lis.Close()
+	r := runCtl(t, "--socket", dead, "status")
+	if want := "cannot reach startgated at " + dead + ": is it running?\n"; r.code == 0 || r.stderr != want {
+		t.Errorf("refused socket: exit %d, stderr %q; want %q", r.code, r.stderr, want)
+	}
+}

@@ -1,0 +1,194 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
+
+	pb "github.com/startgate/startgate/proto/startgate/v1"
+)
+
+// DefaultSocket is where startgated listens unless configured otherwise.
+const DefaultSocket = "/run/startgate/startgate.sock"
+
+// Main runs startgatectl with the process's arguments and streams and
+// returns the exit code.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return Run(ctx, os.Args[1:], Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+}
+
+// Streams are the standard streams of a run.
+type Streams struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// usageError: the command line is wrong (exit 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitError ends the run with a given code, printing msg if set.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+
+// app holds what the global flags decide for one run.
+type app struct {
+	streams Streams
+	socket  string
+	output  string
+	timeout time.Duration
+	conn    *grpc.ClientConn
+}
+
+// Run executes startgatectl with args and returns the exit code.
+func Run(ctx context.Context, args []string, s Streams) int {
+	a := &app{streams: s}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(s.In)
+	root.SetOut(s.Out)
+	root.SetErr(s.Err)
+	err := root.ExecuteContext(ctx)
+	if a.conn != nil {
+		a.conn.Close()
+	}
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	var ue usageError
+	switch {
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintln(s.Err, ee.msg)
+		}
+		return ee.code
+	case errors.As(err, &ue):
+		fmt.Fprintf(s.Err, "startgatectl: %v\n", err)
+		return 2
+	default:
+		// Errors cobra produces itself (unknown command or flag, wrong
+		// arguments) are usage errors too.
+		fmt.Fprintf(s.Err, "startgatectl: %v\n", err)
+		fmt.Fprintln(s.Err, "Run 'startgatectl --help' for usage.")
+		return 2
+	}
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "startgatectl",
+		Short: "Inspect and steer startgated, the container start admission gate",
+		// Errors are printed once, by Run, with the right exit code.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			switch a.output {
+			case "table", "json", "yaml":
+			default:
+				return usagef("-o %q: want table, json or yaml", a.output)
+			}
+			if a.timeout <= 0 {
+				return usagef("--timeout %v: must be positive", a.timeout)
+			}
+			return nil
+		},
+	}
+	socket := os.Getenv("STARTGATE_SOCKET")
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.socket, "socket", socket, "startgated's unix socket (env STARTGATE_SOCKET)")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
+	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each call to the daemon")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(
+		a.statusCommand(), a.queueCommand(), a.leasesCommand(), a.watchCommand(),
+		a.pauseCommand(), a.resumeCommand(), a.drainCommand(), a.setCommand(), a.releaseCommand(),
+		a.holdCommand(),
+	)
+	return root
+}
+
+// client dials lazily: grpc.NewClient does not connect until the first
+// call, which fails at once (no wait-for-ready) when nothing listens.
+func (a *app) client() (pb.StartgateClient, error) {
+	if a.conn == nil {
+		conn, err := grpc.NewClient("unix://"+a.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, a.unreachable()
+		}
+		a.conn = conn
+	}
+	return pb.NewStartgateClient(a.conn), nil
+}
+
+func (a *app) unreachable() error {
+	return exitError{code: 1, msg: fmt.Sprintf("cannot reach startgated at %s: is it running?", a.socket)}
+}
+
+// callCtx bounds one unary call by --timeout.
+func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, a.timeout)
+}
+
+// rpcError turns an error from the daemon into the run's outcome: the
+// unreachable message when the connection could not be made, the status
+// message (exit 1) otherwise.
+func (a *app) rpcError(err error) error {
+	if err == nil {
+		return nil
+	}
+	st := grpcstatus.Convert(err)
+	if st.Code() == codes.Unavailable && isDialFailure(st.Message()) {
+		return a.unreachable()
+	}
+	if st.Code() == codes.Canceled {
+		return exitError{code: 1, msg: "startgatectl: interrupted"}
+	}
+	return exitError{code: 1, msg: "startgatectl: " + st.Message()}
+}
+
+// isDialFailure recognises gRPC's messages for a socket that is missing,
+// refuses, or is not a socket; the daemon's own Unavailable (shutting
+// down) says something else.
+func isDialFailure(msg string) bool {
+	for _, s := range []string{"connection refused", "no such file or directory", "connection error", "dial unix", "permission denied", "not a socket"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// rpcMessage is the message of a gRPC error, "" for a cancellation (ours).
+func rpcMessage(err error) string {
+	st := grpcstatus.Convert(err)
+	if st.Code() == codes.Canceled {
+		return ""
+	}
+	return st.Message()
+}
