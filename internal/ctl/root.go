@@ -133,11 +133,17 @@ func (a *app) rootCommand() *cobra.Command {
 	return root
 }
 
+const maxRecv = 64 << 20
+
 // client dials lazily: grpc.NewClient does not connect until the first
 // call, which fails at once (no wait-for-ready) when nothing listens.
 func (a *app) client() (pb.StartgateClient, error) {
 	if a.conn == nil {
-		conn, err := grpc.NewClient("unix://"+a.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient("unix://"+a.socket,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// A full queue (10,000 waiters with 1 KiB descriptions) is
+			// larger than gRPC's default 4 MiB receive limit.
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecv)))
 		if err != nil {
 			return nil, a.unreachable()
 		}
