@@ -331,7 +331,11 @@ func writePolicyRows(tw *tabwriter.Writer, p Policy) {
 		}
 		return fmt.Sprintf("fixed %g", v)
 	}
-	fmt.Fprintf(tw, "policy:\tin flight %s, rate %s, burst %d\n", fixed(float64(p.FixedInFlight)), fixed(p.FixedRate), p.Burst)
+	burst := "one per core"
+	if p.Burst > 0 {
+		burst = fmt.Sprint(p.Burst)
+	}
+	fmt.Fprintf(tw, "policy:\tin flight %s, rate %s, burst %s\n", fixed(float64(p.FixedInFlight)), fixed(p.FixedRate), burst)
 	fmt.Fprintf(tw, "\ttargets cpu %g, io %g, memory %g\n", p.Targets["cpu"], p.Targets["io"], p.Targets["memory"])
 	fmt.Fprintf(tw, "\tper core: in flight %g..%g, rate %g..%g\n", p.MinInFlightPerCore, p.MaxInFlightPerCore, p.MinRatePerCore, p.MaxRatePerCore)
 	fmt.Fprintf(tw, "\tdeadline margin %s (%s), aging %s, max hold %s, max queue %d\n", p.DeadlineMargin, p.OnDeadline, p.Aging, p.MaxHold, p.MaxQueue)
