@@ -3,9 +3,13 @@ package admission
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/startgate/startgate/internal/clock"
 	"github.com/startgate/startgate/internal/pressure"
@@ -39,7 +43,7 @@ type Config struct {
 	// Cores scales the per-core floors and ceilings; defaults to
 	// runtime.NumCPU().
 	Cores int
-	// Interval is the controller's sample interval.
+	// Interval is the controller's sample interval (default 250ms).
 	Interval time.Duration
 	// Pressure may be nil: the static fallback limits apply.
 	Pressure PressureSampler
@@ -50,4 +54,637 @@ type Config struct {
 // ErrUnknownLease: Release by ID of a lease that is not held.
 var ErrUnknownLease = errors.New("admission: no such lease")
 
-var _ = context.Background
+// Gate admits starts. See the package documentation.
+type Gate struct {
+	clk      clock.Clock
+	log      *zap.Logger
+	cores    int
+	interval time.Duration
+	sampler  PressureSampler
+	obs      Observer
+
+	// mu guards everything below. It is the only lock of the package;
+	// the clock's and the rate limiter's own locks are taken under it and
+	// never the other way round.
+	mu struct {
+		sync.Mutex
+		policy   Policy
+		bounds   bounds
+		limits   Limits
+		bucket   *rate.Limiter
+		state    ControllerState
+		sample   pressure.Sample
+		pErr     error // last pressure error, nil when PSI reads
+		bind     binding
+		nextID   uint64
+		q        queue
+		leases   map[uint64]*Lease
+		paused   bool
+		drain    bool
+		idle     []chan struct{} // Drain callers waiting for no lease held
+		closed   bool
+		counts   Counters
+		tokenAt  time.Time // when the token timer fires; zero if unarmed
+		tokenT   clock.Timer
+		lastTick time.Time
+		events   broadcaster
+	}
+}
+
+// New returns a gate with the policy validated and the limits at their
+// static values until the controller's first tick.
+func New(cfg Config) (*Gate, error) {
+	if err := cfg.Policy.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gate{
+		clk:      cfg.Clock,
+		log:      cfg.Logger,
+		cores:    cfg.Cores,
+		interval: cfg.Interval,
+		sampler:  cfg.Pressure,
+		obs:      cfg.Observer,
+	}
+	if g.clk == nil {
+		g.clk = clock.Real{}
+	}
+	if g.log == nil {
+		g.log = zap.NewNop()
+	}
+	if g.cores <= 0 {
+		g.cores = runtime.NumCPU()
+	}
+	if g.interval <= 0 {
+		g.interval = 250 * time.Millisecond
+	}
+	if g.obs == nil {
+		g.obs = nopObserver{}
+	}
+	now := g.clk.Now()
+	g.mu.policy = cfg.Policy
+	g.mu.bounds = cfg.Policy.bounds(g.cores)
+	g.mu.limits, g.mu.state = staticLimits(cfg.Policy, g.mu.bounds)
+	if g.sampler != nil && g.mu.state != StateManual {
+		// Until the first tick the static limits apply, but the state
+		// says the controller is in charge.
+		g.mu.state = StateSteady
+	}
+	g.mu.bucket = rate.NewLimiter(rate.Limit(g.mu.limits.Rate), g.mu.limits.Burst)
+	g.mu.bucket.SetBurstAt(now, g.mu.limits.Burst)
+	g.mu.leases = make(map[uint64]*Lease)
+	return g, nil
+}
+
+// Cores is the number of cores the per-core bounds are scaled by.
+func (g *Gate) Cores() int { return g.cores }
+
+// Interval is the controller's sample interval.
+func (g *Gate) Interval() time.Duration { return g.interval }
+
+// Acquire waits for a start slot and returns its lease. It returns at once
+// for the critical class, when capacity is free, or when the caller's
+// deadline is within the policy's margin (admitted, or refused with
+// ErrDeadlineTooNear); it refuses with ErrQueueFull when the queue is
+// full; it returns ctx's error, having left the queue, when ctx ends
+// first.
+func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
+	if !req.Class.Valid() {
+		return nil, invalid("class", "%d is not a class", int(req.Class))
+	}
+	if req.Hold < 0 {
+		return nil, invalid("hold", "%v is negative", req.Hold)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if req.Deadline.IsZero() {
+		if d, ok := ctx.Deadline(); ok {
+			req.Deadline = d
+		}
+	}
+
+	g.mu.Lock()
+	now := g.clk.Now()
+	if g.mu.closed {
+		g.obs.Refused(req.Class, "shutdown")
+		g.mu.Unlock()
+		return nil, ErrClosed
+	}
+	g.mu.nextID++
+	w := &waiter{id: g.mu.nextID, req: req, enqueued: now, deadline: req.Deadline}
+	switch {
+	case req.Class == Critical:
+		l := g.grantLocked(now, w, AdmitBypass)
+		g.mu.Unlock()
+		return l, nil
+	case g.mu.q.len() == 0 && g.admissibleLocked(now):
+		l := g.grantLocked(now, w, AdmitGranted)
+		g.mu.Unlock()
+		return l, nil
+	case !w.deadline.IsZero() && !w.deadline.After(now.Add(g.mu.policy.DeadlineMargin)):
+		l, err := g.deadlineLocked(now, w)
+		g.mu.Unlock()
+		return l, err
+	case g.mu.q.len() >= g.mu.policy.MaxQueue:
+		g.mu.counts.Refused++
+		g.obs.Refused(req.Class, "queue-full")
+		g.publishLocked(now, Event{Type: EventRefused, ID: w.id, Class: req.Class, Tenant: req.Tenant,
+			Description: req.Description, Reason: "queue full"})
+		max := g.mu.policy.MaxQueue
+		g.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d waiters queued, the most allowed (admission.max_queue)", ErrQueueFull, max)
+	}
+	w.ready = make(chan struct{})
+	g.mu.q.push(w)
+	if !w.deadline.IsZero() {
+		at := w.deadline.Add(-g.mu.policy.DeadlineMargin)
+		w.timer = g.clk.AfterFunc(at.Sub(now), func() { g.deadlineFired(w) })
+	}
+	g.publishLocked(now, Event{Type: EventQueued, ID: w.id, Class: req.Class, Tenant: req.Tenant, Description: req.Description})
+	// Capacity may be free while others queue ahead; dispatch settles it
+	// and arms the token timer if tokens are what is missing.
+	g.dispatchLocked(now)
+	g.mu.Unlock()
+
+	select {
+	case <-w.ready:
+		return w.lease, w.err
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	if g.mu.q.remove(w) {
+		now := g.clk.Now()
+		stopTimer(w.timer)
+		waited := now.Sub(w.enqueued)
+		g.mu.counts.Cancelled++
+		g.obs.Cancelled(req.Class, waited)
+		g.publishLocked(now, Event{Type: EventCancelled, ID: w.id, Class: req.Class, Tenant: req.Tenant,
+			Description: req.Description, Waited: waited, Reason: ctx.Err().Error()})
+		// A cancelled head may have been what blocked nothing, but a
+		// removed waiter can change which class is next: dispatch.
+		g.dispatchLocked(now)
+		g.mu.Unlock()
+		return nil, ctx.Err()
+	}
+	g.mu.Unlock()
+	// Decided while ctx ended: the caller has gone, so give a granted
+	// slot straight back.
+	<-w.ready
+	if w.lease != nil {
+		w.lease.Release()
+	}
+	return nil, ctx.Err()
+}
+
+// admissibleLocked reports whether a non-critical start may be granted now,
+// taking a token if so, and records which limit binds if not.
+func (g *Gate) admissibleLocked(now time.Time) bool {
+	if g.mu.paused {
+		return false
+	}
+	if g.inFlightLocked() >= g.mu.limits.InFlight {
+		g.mu.bind.inFlight = true
+		return false
+	}
+	if !g.mu.bucket.AllowN(now, 1) {
+		g.mu.bind.rate = true
+		g.armTokenTimerLocked(now)
+		return false
+	}
+	return true
+}
+
+func (g *Gate) inFlightLocked() int { return len(g.mu.leases) }
+
+// armTokenTimerLocked schedules a dispatch for when the bucket next holds a
+// token.
+func (g *Gate) armTokenTimerLocked(now time.Time) {
+	tokens := g.mu.bucket.TokensAt(now)
+	r := float64(g.mu.bucket.Limit())
+	if r <= 0 {
+		return
+	}
+	wait := time.Duration((1 - tokens) / r * float64(time.Second))
+	wait = max(wait, time.Millisecond)
+	at := now.Add(wait)
+	if !g.mu.tokenAt.IsZero() && !g.mu.tokenAt.After(at) {
+		return
+	}
+	stopTimer(g.mu.tokenT)
+	g.mu.tokenAt = at
+	g.mu.tokenT = g.clk.AfterFunc(wait, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.mu.tokenAt = time.Time{}
+		g.mu.tokenT = nil
+		g.dispatchLocked(g.clk.Now())
+	})
+}
+
+// dispatchLocked grants queued waiters while capacity allows.
+func (g *Gate) dispatchLocked(now time.Time) {
+	for g.mu.q.len() > 0 && !g.mu.closed && g.admissibleLocked(now) {
+		w := g.mu.q.pop(now, g.mu.policy.Aging)
+		stopTimer(w.timer)
+		g.grantLocked(now, w, AdmitGranted)
+	}
+}
+
+// deadlineFired runs when a queued waiter's deadline comes within the
+// margin.
+func (g *Gate) deadlineFired(w *waiter) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.mu.q.remove(w) {
+		return // granted or gone meanwhile
+	}
+	now := g.clk.Now()
+	if _, err := g.deadlineLocked(now, w); err != nil {
+		w.err = err
+		close(w.ready)
+	}
+	g.dispatchLocked(now)
+}
+
+// deadlineLocked admits or refuses w, whose deadline is within the margin.
+func (g *Gate) deadlineLocked(now time.Time, w *waiter) (*Lease, error) {
+	if !g.mu.policy.DeadlineRefuse {
+		return g.grantLocked(now, w, AdmitDeadline), nil
+	}
+	g.mu.counts.Refused++
+	g.obs.Refused(w.req.Class, "deadline")
+	g.publishLocked(now, Event{Type: EventRefused, ID: w.id, Class: w.req.Class, Tenant: w.req.Tenant,
+		Description: w.req.Description, Waited: now.Sub(w.enqueued), Reason: "deadline too near"})
+	return nil, fmt.Errorf("%w: deadline in %v, margin %v (admission.on_deadline = refuse)",
+		ErrDeadlineTooNear, w.deadline.Sub(now).Round(time.Millisecond), g.mu.policy.DeadlineMargin)
+}
+
+// grantLocked turns w into a held lease and wakes its caller, if queued.
+func (g *Gate) grantLocked(now time.Time, w *waiter, reason AdmitReason) *Lease {
+	hold := w.req.Hold
+	if hold == 0 {
+		hold = g.mu.policy.MaxHold
+	}
+	l := &Lease{
+		g:    g,
+		done: make(chan struct{}),
+		info: LeaseInfo{
+			ID: w.id, Class: w.req.Class, Tenant: w.req.Tenant, Description: w.req.Description,
+			Granted: now, Expires: now.Add(hold), Reason: reason, Waited: now.Sub(w.enqueued),
+		},
+	}
+	l.timer = g.clk.AfterFunc(hold, func() { g.end(l, ReleaseExpired) })
+	g.mu.leases[l.info.ID] = l
+	g.mu.counts.Admitted++
+	switch reason {
+	case AdmitDeadline:
+		g.mu.counts.DeadlineAdmitted++
+	case AdmitBypass:
+		g.mu.counts.Bypassed++
+	}
+	g.obs.Admitted(w.req.Class, reason, l.info.Waited)
+	g.publishLocked(now, Event{Type: EventGranted, ID: w.id, Class: w.req.Class, Tenant: w.req.Tenant,
+		Description: w.req.Description, Reason: string(reason), Waited: l.info.Waited})
+	if w.ready != nil {
+		w.lease = l
+		close(w.ready)
+	}
+	return l
+}
+
+// end ends l for reason; it is a no-op for a lease already ended.
+func (g *Gate) end(l *Lease, reason ReleaseReason) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.endLocked(g.clk.Now(), l, reason)
+	g.dispatchLocked(g.clk.Now())
+}
+
+func (g *Gate) endLocked(now time.Time, l *Lease, reason ReleaseReason) {
+	if l.ended {
+		return
+	}
+	l.ended = true
+	l.reason = reason
+	stopTimer(l.timer)
+	delete(g.mu.leases, l.info.ID)
+	held := now.Sub(l.info.Granted)
+	if reason == ReleaseExpired {
+		g.mu.counts.Expired++
+		g.log.Warn("start slot taken back at its hold cap",
+			zap.Uint64("lease", l.info.ID), zap.Stringer("class", l.info.Class),
+			zap.String("tenant", l.info.Tenant), zap.String("description", l.info.Description),
+			zap.Duration("held", held))
+	}
+	g.obs.Released(l.info.Class, reason, held)
+	typ := EventReleased
+	if reason == ReleaseExpired {
+		typ = EventExpired
+	}
+	g.publishLocked(now, Event{Type: typ, ID: l.info.ID, Class: l.info.Class, Tenant: l.info.Tenant,
+		Description: l.info.Description, Reason: string(reason)})
+	close(l.done)
+	if len(g.mu.leases) == 0 {
+		for _, ch := range g.mu.idle {
+			close(ch)
+		}
+		g.mu.idle = nil
+	}
+}
+
+// Release ends the lease with the given ID, whoever holds it.
+func (g *Gate) Release(id uint64) error {
+	g.mu.Lock()
+	l, ok := g.mu.leases[id]
+	g.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %d", ErrUnknownLease, id)
+	}
+	g.end(l, ReleaseByHolder)
+	return nil
+}
+
+// Pause stops granting (critical starts and near-deadline admissions still
+// pass) until Resume.
+func (g *Gate) Pause() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.mu.paused {
+		return
+	}
+	g.mu.paused = true
+	g.publishLocked(g.clk.Now(), Event{Type: EventPaused})
+}
+
+// Resume undoes Pause and Drain.
+func (g *Gate) Resume() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.mu.paused {
+		return
+	}
+	g.mu.paused, g.mu.drain = false, false
+	now := g.clk.Now()
+	g.publishLocked(now, Event{Type: EventResumed})
+	g.dispatchLocked(now)
+}
+
+// Drain pauses the gate and waits until no lease is held, for maintenance
+// of the runtime behind it. The gate stays paused, its queue intact, until
+// Resume.
+func (g *Gate) Drain(ctx context.Context) error {
+	g.mu.Lock()
+	if g.mu.closed {
+		g.mu.Unlock()
+		return ErrClosed
+	}
+	now := g.clk.Now()
+	if !g.mu.paused {
+		g.mu.paused = true
+		g.publishLocked(now, Event{Type: EventPaused})
+	}
+	if !g.mu.drain {
+		g.mu.drain = true
+		g.publishLocked(now, Event{Type: EventDraining})
+	}
+	if len(g.mu.leases) == 0 {
+		g.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	g.mu.idle = append(g.mu.idle, ch)
+	g.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("admission: drain: %d leases still held: %w", g.inFlight(), ctx.Err())
+	}
+}
+
+func (g *Gate) inFlight() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.mu.leases)
+}
+
+// UpdatePolicy applies update to a copy of the policy and installs it if it
+// validates. Limits are re-resolved at once, so pinning a limit takes effect
+// without waiting for a tick.
+func (g *Gate) UpdatePolicy(update func(p *Policy)) (Policy, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.mu.policy
+	update(&p)
+	if err := p.Validate(); err != nil {
+		return g.mu.policy, err
+	}
+	now := g.clk.Now()
+	g.mu.policy = p
+	g.mu.bounds = p.bounds(g.cores)
+	var l Limits
+	var state ControllerState
+	if g.sampler == nil || g.mu.pErr != nil {
+		l, state = staticLimits(p, g.mu.bounds)
+	} else {
+		// Clamp the current limits into the new bounds, re-applying pins.
+		l = g.mu.limits
+		l.Burst = g.mu.bounds.burst
+		if p.FixedInFlight == 0 {
+			l.InFlight = min(max(l.InFlight, g.mu.bounds.minInFlight), g.mu.bounds.maxInFlight)
+		}
+		if p.FixedRate == 0 {
+			l.Rate = min(max(l.Rate, g.mu.bounds.minRate), g.mu.bounds.maxRate)
+		}
+		state = g.mu.state
+		if state == StateManual || state == StateStatic {
+			state = StateSteady
+		}
+		l, state = pinned(p, l, state)
+	}
+	g.setLimitsLocked(now, l, state, "policy")
+	g.dispatchLocked(now)
+	return p, nil
+}
+
+// Policy returns the policy in force.
+func (g *Gate) Policy() Policy {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.mu.policy
+}
+
+func (g *Gate) setLimitsLocked(now time.Time, l Limits, state ControllerState, why string) {
+	changed := l != g.mu.limits
+	g.mu.state = state
+	if !changed {
+		return
+	}
+	g.mu.limits = l
+	g.mu.bucket.SetLimitAt(now, rate.Limit(l.Rate))
+	g.mu.bucket.SetBurstAt(now, l.Burst)
+	// The token timer was computed for the old rate.
+	stopTimer(g.mu.tokenT)
+	g.mu.tokenT, g.mu.tokenAt = nil, time.Time{}
+	g.publishLocked(now, Event{Type: EventLimits, Reason: why})
+}
+
+// Run samples pressure and resizes the limits every interval until ctx
+// ends.
+func (g *Gate) Run(ctx context.Context) error {
+	t := g.clk.NewTicker(g.interval)
+	defer t.Stop()
+	g.tick(g.clk.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C():
+			g.tick(now)
+		}
+	}
+}
+
+// tick is one controller step.
+func (g *Gate) tick(now time.Time) {
+	var s pressure.Sample
+	var err error
+	if g.sampler != nil {
+		// Read outside the lock: a slow /proc must not stall admission.
+		s, err = g.sampler.Sample(now)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.mu.closed {
+		return
+	}
+	g.mu.lastTick = now
+	var l Limits
+	var state ControllerState
+	switch {
+	case g.sampler == nil:
+		l, state = staticLimits(g.mu.policy, g.mu.bounds)
+	case err != nil:
+		if g.mu.pErr == nil {
+			g.log.Warn("pressure unavailable: using static limits until it can be read",
+				zap.Error(err), zap.Int("inflight", g.mu.bounds.staticInFlight), zap.Float64("rate", g.mu.bounds.staticRate))
+		}
+		g.mu.pErr = err
+		l, state = staticLimits(g.mu.policy, g.mu.bounds)
+	default:
+		if g.mu.pErr != nil {
+			g.log.Info("pressure readable again: controller resumes", zap.NamedError("was", g.mu.pErr))
+			g.mu.pErr = nil
+		}
+		g.mu.sample = s
+		bind := g.mu.bind
+		// A queue still waiting at the tick is binding too, whichever
+		// limit stopped it last.
+		if g.mu.q.len() > 0 && !g.mu.paused {
+			if g.inFlightLocked() >= g.mu.limits.InFlight {
+				bind.inFlight = true
+			} else {
+				bind.rate = true
+			}
+		}
+		l, state = nextLimits(g.mu.policy, g.mu.bounds, g.mu.limits, s, bind)
+	}
+	g.mu.bind = binding{}
+	g.setLimitsLocked(now, l, state, "controller")
+	g.dispatchLocked(now)
+}
+
+// Close fails every waiter with ErrClosed, ends every lease and closes the
+// event subscriptions. The gate refuses everything afterwards.
+func (g *Gate) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.mu.closed {
+		return
+	}
+	now := g.clk.Now()
+	g.mu.closed = true
+	g.publishLocked(now, Event{Type: EventShutdown})
+	var ws []*waiter
+	g.mu.q.each(func(w *waiter) { ws = append(ws, w) })
+	for _, w := range ws {
+		g.mu.q.remove(w)
+		stopTimer(w.timer)
+		g.mu.counts.Refused++
+		g.obs.Refused(w.req.Class, "shutdown")
+		w.err = ErrClosed
+		close(w.ready)
+	}
+	for _, l := range g.mu.leases {
+		g.endLocked(now, l, ReleaseShutdown)
+	}
+	stopTimer(g.mu.tokenT)
+	g.mu.events.closeAll()
+}
+
+// Status returns a snapshot.
+func (g *Gate) Status() Status {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.clk.Now()
+	st := Status{
+		Limits:        g.mu.limits,
+		Tokens:        g.mu.bucket.TokensAt(now),
+		InFlight:      g.inFlightLocked(),
+		Queued:        g.mu.q.len(),
+		QueuedByClass: g.mu.q.countByClass(),
+		Paused:        g.mu.paused,
+		Draining:      g.mu.drain,
+		State:         g.mu.state,
+		Pressure:      g.mu.sample,
+		Policy:        g.mu.policy,
+		Counters:      g.mu.counts,
+		LastTick:      g.mu.lastTick,
+		Cores:         g.cores,
+	}
+	if g.mu.pErr != nil {
+		st.PressureErr = g.mu.pErr.Error()
+	} else if g.sampler == nil {
+		st.PressureErr = "no pressure source configured"
+	}
+	return st
+}
+
+// Queue lists the waiters in class order, then arrival.
+func (g *Gate) Queue() []WaiterInfo {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]WaiterInfo, 0, g.mu.q.len())
+	g.mu.q.each(func(w *waiter) {
+		out = append(out, WaiterInfo{
+			ID: w.id, Class: w.req.Class, Tenant: w.req.Tenant, Description: w.req.Description,
+			Enqueued: w.enqueued, Deadline: w.deadline, Position: len(out) + 1,
+		})
+	})
+	return out
+}
+
+// Leases lists the held leases, oldest grant first.
+func (g *Gate) Leases() []LeaseInfo {
+	g.mu.Lock()
+	out := make([]LeaseInfo, 0, len(g.mu.leases))
+	for _, l := range g.mu.leases {
+		out = append(out, l.info)
+	}
+	g.mu.Unlock()
+	sortLeases(out)
+	return out
+}
+
+func stopTimer(t stopper) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Admitted(Class, AdmitReason, time.Duration)   {}
+func (nopObserver) Refused(Class, string)                        {}
+func (nopObserver) Cancelled(Class, time.Duration)               {}
+func (nopObserver) Released(Class, ReleaseReason, time.Duration) {}

@@ -35,6 +35,9 @@ type Request struct {
 	// Hold caps how long the slot may be held before it is taken back;
 	// zero means the class's default (Policy.MaxHold).
 	Hold time.Duration
+	// Deadline, when set, is the caller's deadline; otherwise the
+	// context's deadline is used. The CRI proxy passes kubelet's.
+	Deadline time.Time
 }
 
 // AdmitReason says why a lease was granted.
@@ -121,6 +124,11 @@ type Status struct {
 	PressureErr string
 	Policy      Policy
 	Counters    Counters
+	// LastTick is when the controller last ran; zero before its first
+	// tick. A stale LastTick means the controller is stuck and the limits
+	// are frozen where they were (the gate still admits).
+	LastTick time.Time
+	Cores    int
 }
 
 // Counters are cumulative since the gate started.

@@ -1,0 +1,70 @@
+package admission
+
+import (
+	"math"
+
+	"github.com/startgate/startgate/internal/pressure"
+)
+
+// binding records which limit held a waiter back since the last tick: the
+// controller raises only a limit that is actually binding, so an idle node
+// does not drift to its ceiling and then admit a whole burst at once.
+type binding struct {
+	inFlight bool
+	rate     bool
+}
+
+// nextLimits is the controller's step, pure so that scenario tests drive it
+// through the gate with a manual clock. Any resource above its target
+// decreases both limits multiplicatively; otherwise a binding limit grows
+// additively. Limits stay within the policy's per-core floor and ceiling,
+// and the floor admits at least one start at a positive rate, so the gate
+// always makes progress. Pinned (fixed) limits are left as the operator
+// set them.
+func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding) (Limits, ControllerState) {
+	next := cur
+	next.Burst = b.burst
+	state := StateSteady
+	over := false
+	for _, r := range pressure.Resources {
+		if s.Present[r] && s.Some[r] > p.Targets[r] {
+			over = true
+		}
+	}
+	switch {
+	case over:
+		state = StateDecrease
+		// At least one slot less, so small limits still move.
+		next.InFlight = min(cur.InFlight-1, int(math.Floor(float64(cur.InFlight)*p.DecreaseFactor)))
+		next.Rate = cur.Rate * p.DecreaseFactor
+	case bind.inFlight || bind.rate:
+		state = StateIncrease
+		if bind.inFlight {
+			next.InFlight = cur.InFlight + p.IncreaseStep
+		}
+		if bind.rate {
+			next.Rate = cur.Rate + p.RateStep
+		}
+	}
+	next.InFlight = min(max(next.InFlight, b.minInFlight), b.maxInFlight)
+	next.Rate = math.Min(math.Max(next.Rate, b.minRate), b.maxRate)
+	return pinned(p, next, state)
+}
+
+// staticLimits are used while PSI cannot be read.
+func staticLimits(p Policy, b bounds) (Limits, ControllerState) {
+	return pinned(p, Limits{InFlight: b.staticInFlight, Rate: b.staticRate, Burst: b.burst}, StateStatic)
+}
+
+func pinned(p Policy, l Limits, state ControllerState) (Limits, ControllerState) {
+	if p.FixedInFlight > 0 {
+		l.InFlight = p.FixedInFlight
+	}
+	if p.FixedRate > 0 {
+		l.Rate = p.FixedRate
+	}
+	if p.FixedInFlight > 0 && p.FixedRate > 0 {
+		state = StateManual
+	}
+	return l, state
+}

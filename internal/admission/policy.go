@@ -1,0 +1,136 @@
+package admission
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/startgate/startgate/internal/pressure"
+)
+
+// DefaultPolicy is the policy of a gate configured with nothing. The
+// targets are starting points from the burst measurements in
+// ../shared/TESTBED.md (CPU "some" is about 1.0 during an ungated 40-pod
+// burst and about 0.0 idle); the benchmark issue tunes them.
+func DefaultPolicy() Policy {
+	return Policy{
+		Targets:            pressure.Values{pressure.CPU: 0.75, pressure.IO: 0.4, pressure.Memory: 0.1},
+		MinInFlightPerCore: 0.5,
+		MaxInFlightPerCore: 8,
+		MinRatePerCore:     0.5,
+		MaxRatePerCore:     25,
+		Burst:              0,
+		DecreaseFactor:     0.7,
+		IncreaseStep:       1,
+		RateStep:           1,
+		DeadlineMargin:     10 * time.Second,
+		DeadlineRefuse:     false,
+		Aging:              10 * time.Second,
+		MaxHold:            60 * time.Second,
+		MaxQueue:           10000,
+	}
+}
+
+func invalid(field string, format string, args ...any) error {
+	return fmt.Errorf("%w %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
+}
+
+// Validate checks every field and returns the first problem, naming the
+// field.
+func (p Policy) Validate() error {
+	for _, r := range pressure.Resources {
+		if v := p.Targets[r]; !(v > 0 && v <= 1) {
+			return invalid("targets."+r.String(), "%v out of range (0, 1]", v)
+		}
+	}
+	type perCore struct {
+		name string
+		v    float64
+	}
+	for _, f := range []perCore{
+		{"min_inflight_per_core", p.MinInFlightPerCore},
+		{"max_inflight_per_core", p.MaxInFlightPerCore},
+		{"min_rate_per_core", p.MinRatePerCore},
+		{"max_rate_per_core", p.MaxRatePerCore},
+	} {
+		if !(f.v > 0) || math.IsInf(f.v, 0) {
+			return invalid(f.name, "%v must be positive and finite", f.v)
+		}
+	}
+	if p.MaxInFlightPerCore < p.MinInFlightPerCore {
+		return invalid("max_inflight_per_core", "%v below min_inflight_per_core %v", p.MaxInFlightPerCore, p.MinInFlightPerCore)
+	}
+	if p.MaxRatePerCore < p.MinRatePerCore {
+		return invalid("max_rate_per_core", "%v below min_rate_per_core %v", p.MaxRatePerCore, p.MinRatePerCore)
+	}
+	if p.Burst < 0 {
+		return invalid("burst", "%d is negative", p.Burst)
+	}
+	if !(p.DecreaseFactor > 0 && p.DecreaseFactor < 1) {
+		return invalid("decrease_factor", "%v out of range (0, 1)", p.DecreaseFactor)
+	}
+	if p.IncreaseStep < 1 {
+		return invalid("increase_step", "%d must be at least 1", p.IncreaseStep)
+	}
+	if !(p.RateStep > 0) {
+		return invalid("rate_step", "%v must be positive", p.RateStep)
+	}
+	if p.FixedInFlight < 0 {
+		return invalid("inflight", "%d is negative", p.FixedInFlight)
+	}
+	if p.FixedRate < 0 || math.IsInf(p.FixedRate, 0) || math.IsNaN(p.FixedRate) {
+		return invalid("rate", "%v must be zero (controlled) or positive", p.FixedRate)
+	}
+	if p.StaticInFlight < 0 {
+		return invalid("static_inflight", "%d is negative", p.StaticInFlight)
+	}
+	if p.StaticRate < 0 || math.IsNaN(p.StaticRate) {
+		return invalid("static_rate", "%v is negative", p.StaticRate)
+	}
+	if p.DeadlineMargin < 0 {
+		return invalid("deadline_margin", "%v is negative", p.DeadlineMargin)
+	}
+	if p.Aging <= 0 {
+		return invalid("aging", "%v must be positive", p.Aging)
+	}
+	if p.MaxHold <= 0 {
+		return invalid("max_hold", "%v must be positive", p.MaxHold)
+	}
+	if p.MaxQueue < 1 {
+		return invalid("max_queue", "%d must be at least 1", p.MaxQueue)
+	}
+	return nil
+}
+
+// bounds are the policy's limits resolved for a number of cores.
+type bounds struct {
+	minInFlight, maxInFlight int
+	minRate, maxRate         float64
+	burst                    int
+	staticInFlight           int
+	staticRate               float64
+}
+
+func (p Policy) bounds(cores int) bounds {
+	c := float64(cores)
+	b := bounds{
+		minInFlight: max(1, int(math.Round(p.MinInFlightPerCore*c))),
+		minRate:     p.MinRatePerCore * c,
+		maxRate:     p.MaxRatePerCore * c,
+		burst:       p.Burst,
+	}
+	b.maxInFlight = max(b.minInFlight, int(math.Round(p.MaxInFlightPerCore*c)))
+	b.maxRate = math.Max(b.minRate, b.maxRate)
+	if b.burst == 0 {
+		b.burst = max(1, cores)
+	}
+	b.staticInFlight = p.StaticInFlight
+	if b.staticInFlight == 0 {
+		b.staticInFlight = 2 * cores
+	}
+	b.staticRate = p.StaticRate
+	if b.staticRate == 0 {
+		b.staticRate = 5 * c
+	}
+	return b
+}

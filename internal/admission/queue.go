@@ -1,0 +1,140 @@
+package admission
+
+import (
+	"container/list"
+	"time"
+)
+
+// waiter is one queued Acquire. Its fields after the queue links are
+// guarded by Gate.mu.
+type waiter struct {
+	id       uint64
+	req      Request
+	enqueued time.Time
+	deadline time.Time // zero if none
+
+	// ready is closed once lease or err is set.
+	ready chan struct{}
+	lease *Lease
+	err   error
+
+	classElem  *list.Element // in classQueue.arrivals
+	tenantElem *list.Element // in tenantQueue.waiters
+	tq         *tenantQueue
+	timer      stopper // deadline timer, nil if none
+}
+
+type stopper interface{ Stop() bool }
+
+// queue orders waiters: by class, with aging; round robin across tenants
+// within a class; FIFO within a tenant. It is not safe for concurrent use;
+// Gate.mu guards it.
+type queue struct {
+	classes [numClasses]classQueue
+	n       int
+}
+
+type classQueue struct {
+	arrivals list.List // *waiter, oldest first
+	tenants  map[string]*tenantQueue
+	ring     list.List // *tenantQueue with waiters, next to serve first
+}
+
+type tenantQueue struct {
+	name     string
+	waiters  list.List // *waiter
+	ringElem *list.Element
+}
+
+func (q *queue) len() int { return q.n }
+
+func (q *queue) push(w *waiter) {
+	cq := &q.classes[w.req.Class]
+	if cq.tenants == nil {
+		cq.tenants = make(map[string]*tenantQueue)
+	}
+	tq := cq.tenants[w.req.Tenant]
+	if tq == nil {
+		tq = &tenantQueue{name: w.req.Tenant}
+		cq.tenants[w.req.Tenant] = tq
+	}
+	if tq.ringElem == nil {
+		tq.ringElem = cq.ring.PushBack(tq)
+	}
+	w.tq = tq
+	w.tenantElem = tq.waiters.PushBack(w)
+	w.classElem = cq.arrivals.PushBack(w)
+	q.n++
+}
+
+// remove takes w out of the queue; it reports false if w was not queued.
+func (q *queue) remove(w *waiter) bool {
+	if w.classElem == nil {
+		return false
+	}
+	cq := &q.classes[w.req.Class]
+	cq.arrivals.Remove(w.classElem)
+	tq := w.tq
+	tq.waiters.Remove(w.tenantElem)
+	if tq.waiters.Len() == 0 {
+		cq.ring.Remove(tq.ringElem)
+		tq.ringElem = nil
+		delete(cq.tenants, tq.name)
+	}
+	w.classElem, w.tenantElem, w.tq = nil, nil, nil
+	q.n--
+	return true
+}
+
+// effectiveClass is the class a queued class competes as at now: one step
+// better per aging period its oldest waiter has waited, never better than
+// High, so that low classes cannot starve under a steady stream of high
+// ones.
+func effectiveClass(c Class, oldest, now time.Time, aging time.Duration) int {
+	e := int(c) - int(now.Sub(oldest)/aging)
+	return max(e, int(High))
+}
+
+// pop removes and returns the next waiter to admit, nil if none.
+func (q *queue) pop(now time.Time, aging time.Duration) *waiter {
+	best, bestEff := Class(-1), 0
+	for c := High; c < numClasses; c++ {
+		cq := &q.classes[c]
+		front := cq.arrivals.Front()
+		if front == nil {
+			continue
+		}
+		eff := effectiveClass(c, front.Value.(*waiter).enqueued, now, aging)
+		if best < 0 || eff < bestEff {
+			best, bestEff = c, eff
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	cq := &q.classes[best]
+	tq := cq.ring.Front().Value.(*tenantQueue)
+	w := tq.waiters.Front().Value.(*waiter)
+	q.remove(w)
+	if tq.ringElem != nil {
+		// The tenant still has waiters: it goes to the back of the ring.
+		cq.ring.MoveToBack(tq.ringElem)
+	}
+	return w
+}
+
+// each calls f for every waiter in class order, then arrival.
+func (q *queue) each(f func(w *waiter)) {
+	for c := range q.classes {
+		for e := q.classes[c].arrivals.Front(); e != nil; e = e.Next() {
+			f(e.Value.(*waiter))
+		}
+	}
+}
+
+func (q *queue) countByClass() (out [numClasses]int) {
+	for c := range q.classes {
+		out[c] = q.classes[c].arrivals.Len()
+	}
+	return out
+}
