@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 
 	"go.uber.org/zap"
@@ -61,6 +62,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(peerCredentials{}),
+		// A pool of stream workers saves a goroutine start per call, and
+		// a shared write buffer an allocation per connection write: about
+		// 10µs of the ~140µs uncontended Acquire round trip
+		// (BenchmarkAcquireReleaseUnixSocket). Long-lived streams do not
+		// starve the pool: gRPC starts a goroutine when no worker is free.
+		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
+		grpc.SharedWriteBuffer(true),
 		grpc.UnaryInterceptor(s.unaryInterceptor),
 		grpc.StreamInterceptor(s.streamInterceptor),
 	)
