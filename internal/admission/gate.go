@@ -204,7 +204,15 @@ func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	// Capacity may be free while others queue ahead; dispatch settles it
 	// and arms the token timer if tokens are what is missing.
 	g.dispatchLocked(now)
+	var info WaiterInfo
+	if req.OnQueued != nil && w.classElem != nil {
+		info = WaiterInfo{ID: w.id, Class: req.Class, Tenant: req.Tenant, Description: req.Description,
+			Enqueued: now, Deadline: w.deadline, Position: g.mu.q.ahead(req.Class) + 1}
+	}
 	g.mu.Unlock()
+	if info.ID != 0 {
+		req.OnQueued(info)
+	}
 
 	select {
 	case <-w.ready:

@@ -138,3 +138,13 @@ func (q *queue) countByClass() (out [numClasses]int) {
 	}
 	return out
 }
+
+// ahead counts the waiters of class c and better, an estimate of a new
+// waiter's position (aging and round robin can change it).
+func (q *queue) ahead(c Class) int {
+	n := 0
+	for k := Class(0); k <= c; k++ {
+		n += q.classes[k].arrivals.Len()
+	}
+	return n - 1
+}

@@ -38,6 +38,10 @@ type Request struct {
 	// Deadline, when set, is the caller's deadline; otherwise the
 	// context's deadline is used. The CRI proxy passes kubelet's.
 	Deadline time.Time
+	// OnQueued, if set, is called on the caller's goroutine, before
+	// Acquire blocks, when the request has to wait; not at all when it is
+	// decided at once. The server uses it to tell its client.
+	OnQueued func(WaiterInfo)
 }
 
 // AdmitReason says why a lease was granted.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -19,11 +18,6 @@ const (
 	maxTenant      = 253 // a DNS subdomain, the longest Kubernetes namespace-like name
 	maxDescription = 1024
 )
-
-// queuedAfter is how long Acquire may take before the caller is told it
-// is queued. The gate grants synchronously when it has capacity (a few
-// microseconds); see queuedNotice.
-const queuedAfter = 2 * time.Millisecond
 
 func requestFromProto(m *pb.AcquireStart) (admission.Request, error) {
 	c, ok := classFromProto(m.Class)
@@ -53,8 +47,7 @@ func requestFromProto(m *pb.AcquireStart) (admission.Request, error) {
 // gate itself, so an uncontended grant costs no extra goroutine hand-off;
 // a reader goroutine turns client messages (release, half-close, a dead
 // stream) into clientDone, withdrawing a waiting request by cancelling
-// its context, and a timer tells a caller that waits that it is queued.
-// Sends are serialised by a mutex, since the timer's goroutine sends too.
+// its context.
 // The reader ends once the handler has returned and gRPC has cancelled
 // the stream's context.
 func (s *Server) Acquire(stream grpc.BidiStreamingServer[pb.AcquireRequest, pb.AcquireResponse]) error {
@@ -90,12 +83,15 @@ func (s *Server) Acquire(stream grpc.BidiStreamingServer[pb.AcquireRequest, pb.A
 		}
 	}()
 
-	n := &queuedNotice{s: s, stream: stream, class: req.Class}
-	n.mu.Lock()
-	n.mu.timer = time.AfterFunc(queuedAfter, n.fire)
-	n.mu.Unlock()
+	// OnQueued runs on this goroutine before the gate blocks, so the
+	// handler is the only sender on the stream.
+	req.OnQueued = func(w admission.WaiterInfo) {
+		_ = stream.Send(&pb.AcquireResponse{Msg: &pb.AcquireResponse_Queued{Queued: &pb.Queued{
+			Class: ClassToProto(w.Class), Position: int32(w.Position), QueueLength: int32(s.gate.Status().Queued),
+			Enqueued: ts(w.Enqueued), WaiterId: w.ID,
+		}}})
+	}
 	lease, err := s.gate.Acquire(acqCtx, req)
-	n.decide()
 	if err != nil {
 		select {
 		case <-clientDone:
@@ -136,57 +132,4 @@ func (s *Server) Acquire(stream grpc.BidiStreamingServer[pb.AcquireRequest, pb.A
 	// nothing is left to tell it.
 	_ = stream.Send(msg)
 	return nil
-}
-
-// queuedNotice sends "queued" from a timer while the handler waits in the
-// gate. The gate's contract has no hook for "this request was queued",
-// so a request still undecided after queuedAfter, with a non-empty
-// queue, is reported queued.
-type queuedNotice struct {
-	s      *Server
-	stream grpc.BidiStreamingServer[pb.AcquireRequest, pb.AcquireResponse]
-	class  admission.Class
-
-	mu struct {
-		sync.Mutex
-		timer   *time.Timer
-		decided bool // the handler has its answer: no more sends here
-	}
-}
-
-func (n *queuedNotice) fire() {
-	// Status before the lock: it takes the gate's lock, and the handler
-	// may hold n.mu while the gate decides.
-	q := n.s.queuedInfo(n.class)
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.mu.decided {
-		return
-	}
-	if q.QueueLength == 0 {
-		// Not in the queue yet (or just granted): a slow scheduler, not
-		// a wait. Look again later.
-		n.mu.timer.Reset(queuedAfter)
-		return
-	}
-	// A failed send means the stream is going; the reader sees that too.
-	_ = n.stream.Send(&pb.AcquireResponse{Msg: &pb.AcquireResponse_Queued{Queued: q}})
-}
-
-// decide stops the notice; after it returns nothing sends but the
-// handler.
-func (n *queuedNotice) decide() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.mu.decided = true
-	n.mu.timer.Stop()
-}
-
-func (s *Server) queuedInfo(c admission.Class) *pb.Queued {
-	st := s.gate.Status()
-	pos := 0
-	for k := admission.Critical; k <= c; k++ {
-		pos += st.QueuedByClass[k]
-	}
-	return &pb.Queued{Class: ClassToProto(c), Position: int32(pos), QueueLength: int32(st.Queued), Enqueued: ts(time.Now())}
 }

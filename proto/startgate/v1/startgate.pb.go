@@ -527,11 +527,14 @@ func (*AcquireResponse_Expired) isAcquireResponse_Msg() {}
 // when it was queued: position counts the waiters of this and higher
 // classes, ahead of it or level with it.
 type Queued struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Class         Class                  `protobuf:"varint,1,opt,name=class,proto3,enum=startgate.v1.Class" json:"class,omitempty"`
-	Position      int32                  `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
-	QueueLength   int32                  `protobuf:"varint,3,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
-	Enqueued      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=enqueued,proto3" json:"enqueued,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Class       Class                  `protobuf:"varint,1,opt,name=class,proto3,enum=startgate.v1.Class" json:"class,omitempty"`
+	Position    int32                  `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	QueueLength int32                  `protobuf:"varint,3,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
+	Enqueued    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=enqueued,proto3" json:"enqueued,omitempty"`
+	// waiter_id is the ID the lease will have once granted; it names the
+	// waiter in ListQueue and in events.
+	WaiterId      uint64 `protobuf:"varint,5,opt,name=waiter_id,json=waiterId,proto3" json:"waiter_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -592,6 +595,13 @@ func (x *Queued) GetEnqueued() *timestamppb.Timestamp {
 		return x.Enqueued
 	}
 	return nil
+}
+
+func (x *Queued) GetWaiterId() uint64 {
+	if x != nil {
+		return x.WaiterId
+	}
+	return 0
 }
 
 type Granted struct {
@@ -2550,12 +2560,13 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\agranted\x18\x02 \x01(\v2\x15.startgate.v1.GrantedH\x00R\agranted\x124\n" +
 	"\breleased\x18\x03 \x01(\v2\x16.startgate.v1.ReleasedH\x00R\breleased\x121\n" +
 	"\aexpired\x18\x04 \x01(\v2\x15.startgate.v1.ExpiredH\x00R\aexpiredB\x05\n" +
-	"\x03msg\"\xaa\x01\n" +
+	"\x03msg\"\xc7\x01\n" +
 	"\x06Queued\x12)\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x13.startgate.v1.ClassR\x05class\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\x05R\bposition\x12!\n" +
 	"\fqueue_length\x18\x03 \x01(\x05R\vqueueLength\x126\n" +
-	"\benqueued\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\benqueued\"\xdb\x01\n" +
+	"\benqueued\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\benqueued\x12\x1b\n" +
+	"\twaiter_id\x18\x05 \x01(\x04R\bwaiterId\"\xdb\x01\n" +
 	"\aGranted\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x04R\aleaseId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x121\n" +
