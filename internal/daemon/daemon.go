@@ -77,6 +77,14 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
+	// The gRPC server starts its stream workers in New: an error return
+	// before the orderly stop below must still stop them. Stop is
+	// idempotent.
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		srv.Stop(stopCtx)
+	}()
 
 	api, err := activatedListener()
 	if err != nil {
