@@ -267,7 +267,7 @@ func TestSetAndRelease(t *testing.T) {
 
 func TestUnreachable(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "missing.sock")
-	for _, args := range [][]string{{"status"}, {"queue", "-o", "json"}, {"pause"}, {"hold", "--", "true"}, {"watch"}} {
+	for _, args := range [][]string{{"status"}, {"queue", "-o", "json"}, {"pause"}, {"hold", "--fail-open=false", "--", "true"}, {"watch"}} {
 		r := runCtl(t, append([]string{"--socket", sock}, args...)...)
 		want := "cannot reach startgated at " + sock + ": is it running?\n"
 		if r.code == 0 || r.stderr != want {
@@ -285,5 +285,19 @@ func TestUnreachable(t *testing.T) {
 	r := runCtl(t, "--socket", dead, "status")
 	if want := "cannot reach startgated at " + dead + ": is it running?\n"; r.code == 0 || r.stderr != want {
 		t.Errorf("refused socket: exit %d, stderr %q; want %q", r.code, r.stderr, want)
+	}
+}
+
+// hold fails open: with no daemon it warns and still runs COMMAND,
+// exiting with its code.
+func TestHoldFailsOpen(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "missing.sock")
+	r := runCtl(t, "--socket", sock, "hold", "--", "sh", "-c", "echo ran; exit 4")
+	if r.code != 4 || r.stdout != "ran\n" {
+		t.Fatalf("hold without a daemon: exit %d, stdout %q; want 4 and %q", r.code, r.stdout, "ran\n")
+	}
+	want := "startgatectl: warning: cannot reach startgated at " + sock + ": is it running?; running the command without a start slot\n"
+	if r.stderr != want {
+		t.Fatalf("hold without a daemon: stderr %q, want %q", r.stderr, want)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/startgate/startgate/internal/admission"
@@ -26,14 +28,17 @@ func (a *app) holdCommand() *cobra.Command {
 	var (
 		class, tenant, desc string
 		hold                time.Duration
-		verbose             bool
+		verbose, failOpen   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "hold [flags] -- COMMAND [ARGS...]",
 		Short: "Run a command while holding a start slot; exit with its exit code",
 		Long: "hold waits for a start slot, runs COMMAND with this process's standard streams, and gives the slot\n" +
 			"back when COMMAND exits. SIGINT and SIGTERM are forwarded to COMMAND. If the slot's hold cap passes\n" +
-			"first, hold warns and COMMAND runs on without a slot.",
+			"first, hold warns and COMMAND runs on without a slot.\n\n" +
+			"If startgated cannot be reached or is shutting down, hold warns and runs COMMAND without a slot\n" +
+			"(the gate must never be why a start fails); --fail-open=false makes it exit 1 instead. A full\n" +
+			"queue or a refused deadline is the operator's policy and always fails.",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := admission.ParseClass(class)
@@ -53,7 +58,7 @@ func (a *app) holdCommand() *cobra.Command {
 			if hold > 0 {
 				start.Hold = durationpb.New(hold)
 			}
-			return a.hold(cmd.Context(), start, args, verbose)
+			return a.hold(cmd.Context(), start, args, verbose, failOpen)
 		},
 	}
 	f := cmd.Flags()
@@ -64,10 +69,11 @@ func (a *app) holdCommand() *cobra.Command {
 	f.StringVar(&desc, "description", "", "what is starting, for listings (default: the command line)")
 	f.DurationVar(&hold, "hold", 0, "hold cap of the slot (default: the daemon's max_hold)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "say on stderr when queued and granted")
+	f.BoolVar(&failOpen, "fail-open", true, "run COMMAND without a slot when startgated is unreachable or shutting down")
 	return cmd
 }
 
-func (a *app) hold(ctx context.Context, start *pb.AcquireStart, args []string, verbose bool) error {
+func (a *app) hold(ctx context.Context, start *pb.AcquireStart, args []string, verbose, failOpen bool) error {
 	// A command that cannot run must not take a slot first.
 	path, err := exec.LookPath(args[0])
 	if err != nil {
@@ -87,16 +93,13 @@ func (a *app) hold(ctx context.Context, start *pb.AcquireStart, args []string, v
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 
-	stream, err := client.Acquire(sctx)
+	stream, granted, err := a.acquire(sctx, client, start, sigs, cancel, verbose)
 	if err != nil {
-		return a.rpcError(err)
-	}
-	if err := stream.Send(&pb.AcquireRequest{Msg: &pb.AcquireRequest_Start{Start: start}}); err != nil && !errors.Is(err, io.EOF) {
-		return a.rpcError(err)
-	}
-	granted, err := a.awaitGrant(stream, sigs, cancel, verbose)
-	if err != nil {
-		return err
+		if !failOpen || !gateAbsent(err) {
+			return a.rpcError(err)
+		}
+		fmt.Fprintf(a.streams.Err, "startgatectl: warning: %s; running the command without a start slot\n", strings.TrimPrefix(a.rpcError(err).Error(), "startgatectl: "))
+		return a.run(path, args, sigs, func() {})
 	}
 
 	// The monitor reads the stream while COMMAND runs: the slot can end
@@ -120,6 +123,32 @@ func (a *app) hold(ctx context.Context, start *pb.AcquireStart, args []string, v
 		}
 	}
 
+	return a.run(path, args, sigs, release)
+}
+
+// acquire opens the Acquire stream and waits for the grant. Errors are
+// raw gRPC errors or exitErrors (an interruption).
+func (a *app) acquire(ctx context.Context, client pb.StartgateClient, start *pb.AcquireStart, sigs <-chan os.Signal,
+	cancel context.CancelFunc, verbose bool) (pb.Startgate_AcquireClient, *pb.Granted, error) {
+	stream, err := client.Acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := stream.Send(&pb.AcquireRequest{Msg: &pb.AcquireRequest_Start{Start: start}}); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, err
+	}
+	granted, err := a.awaitGrant(stream, sigs, cancel, verbose)
+	return stream, granted, err
+}
+
+// gateAbsent reports whether err means there is no gate to wait for: the
+// daemon is not there, or it is shutting down.
+func gateAbsent(err error) bool {
+	return grpcstatus.Code(err) == codes.Unavailable
+}
+
+// run runs COMMAND to its end, forwarding signals, then calls release.
+func (a *app) run(path string, args []string, sigs <-chan os.Signal, release func()) error {
 	child := exec.Command(path, args[1:]...)
 	child.Args[0] = args[0]
 	child.Stdin, child.Stdout, child.Stderr = a.streams.In, a.streams.Out, a.streams.Err
@@ -164,7 +193,7 @@ func (a *app) awaitGrant(stream pb.Startgate_AcquireClient, sigs <-chan os.Signa
 			return nil, exitError{code: 128 + int(s.(syscall.Signal)), msg: "startgatectl: interrupted while waiting for a start slot"}
 		}
 		if r.err != nil {
-			return nil, a.rpcError(r.err)
+			return nil, r.err
 		}
 		switch m := r.m.Msg.(type) {
 		case *pb.AcquireResponse_Queued:

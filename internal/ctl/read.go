@@ -71,7 +71,7 @@ func (a *app) queueCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "queue",
-		Short: "List the waiting requests in the order they will be granted",
+		Short: "List the waiting requests, by class then arrival",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()

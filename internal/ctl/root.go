@@ -168,6 +168,10 @@ func (a *app) rpcError(err error) error {
 	if err == nil {
 		return nil
 	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee
+	}
 	st := grpcstatus.Convert(err)
 	if st.Code() == codes.Unavailable && isDialFailure(st.Message()) {
 		return a.unreachable()
