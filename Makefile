@@ -49,7 +49,7 @@ vet: ## go vet every package
 verify-units: ## systemd-analyze verify the units in packaging/systemd
 	bash hack/verify-units.sh
 
-test: fmt-check vet check-proto verify-units ## All checks, then go test -race
+test: deps fmt-check vet check-proto verify-units ## Install what is missing, all checks, then go test -race
 	go test -race -count=1 ./...
 
 deps: ## apt-get install what the build and tests need, if missing
