@@ -26,10 +26,10 @@
 //   - The granter (Gate.admissibleLocked): a token bucket
 //     (golang.org/x/time/rate, driven with explicit times) for the rate of
 //     starts, and an in-flight limit on leases held.
-//   - The queue (queue.go): classes in priority order with aging (a class
-//     competes one step higher per Policy.Aging its oldest waiter has
-//     waited, so none starves), round robin across tenants within a class,
-//     FIFO within a tenant. It is bounded by Policy.MaxQueue.
+//   - The queue (queue.go): classes in priority order with aging (a waiter
+//     competes as if it had arrived class × Policy.Aging later than it
+//     did, so a long wait makes up for a low class and none starves),
+//     round robin across tenants within a class, FIFO within a tenant. It is bounded by Policy.MaxQueue.
 //
 // A grant is a Lease, ended by its holder (Release), by its hold cap
 // (Policy.MaxHold or Request.Hold) or by Close; the server ties a lease to

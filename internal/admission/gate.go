@@ -292,7 +292,7 @@ func (g *Gate) armTokenTimerLocked(now time.Time) {
 // dispatchLocked grants queued waiters while capacity allows.
 func (g *Gate) dispatchLocked(now time.Time) {
 	for g.mu.q.len() > 0 && !g.mu.closed && g.admissibleLocked(now) {
-		w := g.mu.q.pop(now, g.mu.policy.Aging)
+		w := g.mu.q.pop(g.mu.policy.Aging)
 		stopTimer(w.timer)
 		g.grantLocked(now, w, AdmitGranted)
 	}

@@ -86,27 +86,30 @@ func (q *queue) remove(w *waiter) bool {
 	return true
 }
 
-// effectiveClass is the class a queued class competes as at now: one step
-// better per aging period its oldest waiter has waited, never better than
-// High, so that low classes cannot starve under a steady stream of high
-// ones.
-func effectiveClass(c Class, oldest, now time.Time, aging time.Duration) int {
-	e := int(c) - int(now.Sub(oldest)/aging)
-	return max(e, int(High))
+// virtualDeadline orders the classes' oldest waiters: a waiter competes as
+// if it had arrived class × aging later than it did. Waiters that arrive
+// together are served in class order; a lower class's waiter that has
+// waited one aging period longer than a higher one's counts as one class
+// better. Each waiter's key is fixed at arrival and later arrivals get
+// later keys, so every waiter is eventually first: no class starves, even
+// under a steady stream of higher ones.
+func virtualDeadline(c Class, enqueued time.Time, aging time.Duration) time.Time {
+	return enqueued.Add(time.Duration(c) * aging)
 }
 
 // pop removes and returns the next waiter to admit, nil if none.
-func (q *queue) pop(now time.Time, aging time.Duration) *waiter {
-	best, bestEff := Class(-1), 0
+func (q *queue) pop(aging time.Duration) *waiter {
+	best := Class(-1)
+	var bestKey time.Time
 	for c := High; c < numClasses; c++ {
 		cq := &q.classes[c]
 		front := cq.arrivals.Front()
 		if front == nil {
 			continue
 		}
-		eff := effectiveClass(c, front.Value.(*waiter).enqueued, now, aging)
-		if best < 0 || eff < bestEff {
-			best, bestEff = c, eff
+		// Ties go to the better class (the loop's order).
+		if key := virtualDeadline(c, front.Value.(*waiter).enqueued, aging); best < 0 || key.Before(bestKey) {
+			best, bestKey = c, key
 		}
 	}
 	if best < 0 {

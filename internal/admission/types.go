@@ -176,7 +176,8 @@ type Policy struct {
 	// admitted (or refused, if DeadlineRefuse) instead of waiting on.
 	DeadlineMargin time.Duration
 	DeadlineRefuse bool
-	// Aging promotes a waiting class by one step per Aging waited.
+	// Aging: a waiter counts as one class better per Aging it has waited
+	// longer than another, so no class starves.
 	Aging time.Duration
 	// MaxHold is the default hold cap of a lease.
 	MaxHold  time.Duration
