@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -84,6 +85,9 @@ type Gate struct {
 		idle     []chan struct{} // Drain callers waiting for no lease held
 		closed   bool
 		counts   Counters
+		expiry   leaseHeap // held leases by expiry
+		expiryAt time.Time // when the expiry timer fires; zero if unarmed
+		expiryT  clock.Timer
 		tokenAt  time.Time // when the token timer fires; zero if unarmed
 		tokenT   clock.Timer
 		lastTick time.Time
@@ -171,20 +175,25 @@ func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
 		return nil, ErrClosed
 	}
 	g.mu.nextID++
-	w := &waiter{id: g.mu.nextID, req: req, enqueued: now, deadline: req.Deadline}
+	// Decided at once: this waiter need not outlive the call, so it stays
+	// on the stack and the uncontended path allocates only the lease.
+	fw := waiter{id: g.mu.nextID, req: req, enqueued: now, deadline: req.Deadline}
 	switch {
 	case req.Class == Critical:
-		l := g.grantLocked(now, w, AdmitBypass)
+		l := g.grantLocked(now, &fw, AdmitBypass)
 		g.mu.Unlock()
 		return l, nil
 	case g.mu.q.len() == 0 && g.admissibleLocked(now):
-		l := g.grantLocked(now, w, AdmitGranted)
+		l := g.grantLocked(now, &fw, AdmitGranted)
 		g.mu.Unlock()
 		return l, nil
-	case !w.deadline.IsZero() && !w.deadline.After(now.Add(g.mu.policy.DeadlineMargin)):
-		l, err := g.deadlineLocked(now, w)
+	case !fw.deadline.IsZero() && !fw.deadline.After(now.Add(g.mu.policy.DeadlineMargin)):
+		l, err := g.deadlineLocked(now, &fw)
 		g.mu.Unlock()
 		return l, err
+	}
+	w := &waiter{id: g.mu.nextID, req: req, enqueued: now, deadline: req.Deadline}
+	switch {
 	case g.mu.q.len() >= g.mu.policy.MaxQueue:
 		g.mu.counts.Refused++
 		g.obs.Refused(req.Class, "queue-full")
@@ -341,8 +350,9 @@ func (g *Gate) grantLocked(now time.Time, w *waiter, reason AdmitReason) *Lease 
 			Granted: now, Expires: now.Add(hold), Reason: reason, Waited: now.Sub(w.enqueued),
 		},
 	}
-	l.timer = g.clk.AfterFunc(hold, func() { g.end(l, ReleaseExpired) })
 	g.mu.leases[l.info.ID] = l
+	heap.Push(&g.mu.expiry, l)
+	g.armExpiryLocked(now)
 	g.mu.counts.Admitted++
 	switch reason {
 	case AdmitDeadline:
@@ -374,7 +384,7 @@ func (g *Gate) endLocked(now time.Time, l *Lease, reason ReleaseReason) {
 	}
 	l.ended = true
 	l.reason = reason
-	stopTimer(l.timer)
+	heap.Remove(&g.mu.expiry, l.index)
 	delete(g.mu.leases, l.info.ID)
 	held := now.Sub(l.info.Granted)
 	if reason == ReleaseExpired {
@@ -627,6 +637,7 @@ func (g *Gate) Close() {
 		g.endLocked(now, l, ReleaseShutdown)
 	}
 	stopTimer(g.mu.tokenT)
+	stopTimer(g.mu.expiryT)
 	g.mu.events.closeAll()
 }
 
