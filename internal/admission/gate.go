@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -57,6 +58,11 @@ var ErrUnknownLease = errors.New("admission: no such lease")
 
 // Gate admits starts. See the package documentation.
 type Gate struct {
+	// Read without the lock, so that they answer even if it is wedged.
+	bypass   atomic.Bool
+	running  atomic.Bool
+	lastTick atomic.Int64 // unix nanoseconds of the controller's last tick
+
 	clk      clock.Clock
 	log      *zap.Logger
 	cores    int
@@ -179,7 +185,7 @@ func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	// on the stack and the uncontended path allocates only the lease.
 	fw := waiter{id: g.mu.nextID, req: req, enqueued: now, deadline: req.Deadline}
 	switch {
-	case req.Class == Critical:
+	case req.Class == Critical || g.bypass.Load():
 		l := g.grantLocked(now, &fw, AdmitBypass)
 		g.mu.Unlock()
 		return l, nil
@@ -552,6 +558,8 @@ func (g *Gate) setLimitsLocked(now time.Time, l Limits, state ControllerState, w
 func (g *Gate) Run(ctx context.Context) error {
 	t := g.clk.NewTicker(g.interval)
 	defer t.Stop()
+	g.running.Store(true)
+	defer g.running.Store(false)
 	g.tick(g.clk.Now())
 	for {
 		select {
@@ -577,6 +585,7 @@ func (g *Gate) tick(now time.Time) {
 		return
 	}
 	g.mu.lastTick = now
+	g.lastTick.Store(now.UnixNano())
 	var l Limits
 	var state ControllerState
 	switch {
@@ -611,6 +620,41 @@ func (g *Gate) tick(now time.Time) {
 	g.setLimitsLocked(now, l, state, "controller")
 	g.dispatchLocked(now)
 }
+
+// Alive reports whether the controller is ticking: true while Run has
+// not started (the static limits are in force), false once Run has gone
+// more than ten intervals (at least two seconds) without a tick. It takes
+// no lock, so a wedged gate cannot hide from it.
+func (g *Gate) Alive(now time.Time) bool {
+	if !g.running.Load() {
+		return true
+	}
+	stale := max(10*g.interval, 2*time.Second)
+	return now.Sub(time.Unix(0, g.lastTick.Load())) <= stale
+}
+
+// SetBypass turns the gate off (on = true) or back on. While bypassed
+// every Acquire is granted at once (reason bypass), and the CRI proxy
+// does not call Acquire at all: calls pass straight through.
+func (g *Gate) SetBypass(on bool) {
+	if g.bypass.Swap(on) == on {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.clk.Now()
+	typ := EventBypassOff
+	if on {
+		typ = EventBypassOn
+	}
+	g.publishLocked(now, Event{Type: typ})
+	if !on {
+		g.dispatchLocked(now)
+	}
+}
+
+// Bypassed reports whether the gate is bypassed; it takes no lock.
+func (g *Gate) Bypassed() bool { return g.bypass.Load() }
 
 // Close fails every waiter with ErrClosed, ends every lease and closes the
 // event subscriptions. The gate refuses everything afterwards.
@@ -654,6 +698,7 @@ func (g *Gate) Status() Status {
 		QueuedByClass: g.mu.q.countByClass(),
 		Paused:        g.mu.paused,
 		Draining:      g.mu.drain,
+		Bypassed:      g.bypass.Load(),
 		State:         g.mu.state,
 		Pressure:      g.mu.sample,
 		Policy:        g.mu.policy,

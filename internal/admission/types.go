@@ -120,6 +120,7 @@ type Status struct {
 	QueuedByClass [numClasses]int
 	Paused        bool
 	Draining      bool
+	Bypassed      bool
 	State         ControllerState
 	// Pressure is the last sample the controller used.
 	Pressure pressure.Sample
@@ -199,6 +200,8 @@ const (
 	EventResumed   EventType = "resumed"
 	EventDraining  EventType = "draining"
 	EventShutdown  EventType = "shutdown"
+	EventBypassOn  EventType = "bypass-on"  // an operator turned the gate off
+	EventBypassOff EventType = "bypass-off" // and back on
 	// EventLost is delivered to a subscriber that fell behind; Lost says
 	// how many events it missed.
 	EventLost EventType = "lost"
