@@ -1,0 +1,290 @@
+package criproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/startgate/startgate/internal/admission"
+)
+
+// Gate is what the proxy needs of admission; *admission.Gate implements
+// it.
+type Gate interface {
+	Acquire(ctx context.Context, req admission.Request) (*admission.Lease, error)
+	// Bypassed reports whether an operator turned the gate off
+	// (startgatectl bypass on); it must not block.
+	Bypassed() bool
+	// Alive reports whether the controller ticked recently; it must not
+	// block, so it answers even when the gate is wedged.
+	Alive(now time.Time) bool
+}
+
+var _ Gate = (*admission.Gate)(nil)
+
+// Observer counts what the proxy does besides admission itself; the
+// metrics package implements it.
+type Observer interface {
+	// FailOpen: a gated call passed without a slot; reason is "bypass",
+	// "gate-stuck", "gate-error" or "gate-panic".
+	FailOpen(method, reason string)
+	// Forwarded: a call went to containerd, with its gRPC code.
+	Forwarded(method, code string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) FailOpen(string, string)  {}
+func (nopObserver) Forwarded(string, string) {}
+
+// Config wires a Proxy.
+type Config struct {
+	// Upstream is containerd's CRI socket path.
+	Upstream   string
+	Gate       Gate
+	Logger     *zap.Logger
+	Classifier *Classifier
+	Warmup     WarmupPolicy
+	Pulls      PullPolicy
+	Observer   Observer
+	// IOPressure returns the node's smoothed IO stall fraction; it sizes
+	// the image pull lane. Nil keeps the lane at its maximum.
+	IOPressure func() float64
+}
+
+// Proxy serves the CRI on its own socket and forwards every call to
+// containerd, gating the ones that start things.
+type Proxy struct {
+	cfg      Config
+	log      *zap.Logger
+	obs      Observer
+	upstream *grpc.ClientConn
+	runtime  runtimeapi.RuntimeServiceClient
+	srv      *grpc.Server
+	warm     *warmer
+	pulls    *pullLane
+
+	// unary holds the full names of the CRI's unary methods, which are
+	// forwarded with one Invoke; everything else goes through the
+	// generic stream forwarder.
+	unary map[string]bool
+
+	// stuckCheck is how often a waiting start looks whether the gate is
+	// still alive.
+	stuckCheck time.Duration
+
+	// wg owns the goroutines the proxy starts (warm-up watchers, the
+	// pull lane's sizing loop).
+	wg sync.WaitGroup
+	// stopCtx ends at Stop; stopCh is its Done channel.
+	stopCtx  context.Context
+	stopCh   <-chan struct{}
+	stopFunc context.CancelFunc
+}
+
+// New connects lazily to containerd: the proxy serves, answering
+// Unavailable, while containerd is not there, and reconnects by itself
+// when it comes.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	if cfg.Classifier == nil {
+		cfg.Classifier = DefaultClassifier()
+	}
+	if err := cfg.Classifier.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Warmup = cfg.Warmup.withDefaults()
+	cfg.Pulls = cfg.Pulls.withDefaults()
+	conn, err := grpc.NewClient("unix://"+cfg.Upstream,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// containerd restarting should be noticed within a second, not
+		// after grpc's default backoff of up to two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		obs:        cfg.Observer,
+		upstream:   conn,
+		runtime:    runtimeapi.NewRuntimeServiceClient(conn),
+		unary:      unaryMethods(),
+		stuckCheck: time.Second,
+	}
+	p.stopCtx, p.stopFunc = context.WithCancel(context.Background())
+	p.stopCh = p.stopCtx.Done()
+	p.warm = newWarmer(p)
+	p.pulls = newPullLane(cfg.Pulls, cfg.IOPressure)
+	p.srv = grpc.NewServer(
+		grpc.ForceServerCodec(rawCodec{}),
+		grpc.UnknownServiceHandler(p.handle),
+		grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize),
+	)
+	return p, nil
+}
+
+// maxMsgSize matches kubelet's CRI client (16 MiB).
+const maxMsgSize = 16 * 1024 * 1024
+
+func unaryMethods() map[string]bool {
+	m := map[string]bool{}
+	for _, d := range []grpc.ServiceDesc{runtimeapi.RuntimeService_ServiceDesc, runtimeapi.ImageService_ServiceDesc} {
+		for _, md := range d.Methods {
+			m["/"+d.ServiceName+"/"+md.MethodName] = true
+		}
+	}
+	return m
+}
+
+// Serve serves the CRI on lis until Stop.
+func (p *Proxy) Serve(lis net.Listener) error {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.pulls.run(p.stopCh)
+	}()
+	return p.srv.Serve(lis)
+}
+
+// Stop stops serving, gracefully until ctx ends, then ends the watchers
+// (their slots are released) and closes the upstream connection.
+func (p *Proxy) Stop(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		p.srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.srv.Stop()
+		<-done
+	}
+	p.stopFunc()
+	p.wg.Wait()
+	p.warm.releaseAll()
+	p.upstream.Close()
+}
+
+// handle is every CRI call's entry: one wrapper per call family.
+func (p *Proxy) handle(_ any, ss grpc.ServerStream) error {
+	method, _ := grpc.MethodFromServerStream(ss)
+	switch method {
+	case methodRunPodSandbox, methodCreateContainer, methodStartContainer:
+		return p.forwardStart(ss, method)
+	case methodPullImage:
+		return p.forwardPull(ss, method)
+	}
+	if p.unary[method] {
+		in := new(frame)
+		if err := ss.RecvMsg(in); err != nil {
+			return err
+		}
+		out, err := p.invoke(ss, method, in)
+		if err != nil {
+			return err
+		}
+		return ss.SendMsg(out)
+	}
+	return p.forwardStream(ss, method)
+}
+
+// outgoing carries the caller's metadata and deadline upstream.
+func outgoing(ctx context.Context) context.Context {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return metadata.NewOutgoingContext(ctx, md.Copy())
+}
+
+// invoke forwards one unary call and relays containerd's header and
+// trailer; its error is containerd's status, unchanged.
+func (p *Proxy) invoke(ss grpc.ServerStream, method string, in *frame) (*frame, error) {
+	var header, trailer metadata.MD
+	out := new(frame)
+	err := p.upstream.Invoke(outgoing(ss.Context()), method, in, out,
+		grpc.ForceCodec(rawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer))
+	if len(header) > 0 {
+		_ = ss.SetHeader(header)
+	}
+	if len(trailer) > 0 {
+		ss.SetTrailer(trailer)
+	}
+	p.obs.Forwarded(method, codeOf(err))
+	return out, err
+}
+
+var streamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+// forwardStream forwards a streaming call, or a method this build does not
+// know, as raw frames in both directions.
+func (p *Proxy) forwardStream(ss grpc.ServerStream, method string) error {
+	ctx, cancel := context.WithCancel(outgoing(ss.Context()))
+	defer cancel()
+	cs, err := p.upstream.NewStream(ctx, streamDesc, method, grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		p.obs.Forwarded(method, codeOf(err))
+		return err
+	}
+	// Caller to containerd. The goroutine ends when the caller closes its
+	// side or the call ends (ss's context is cancelled once the handler
+	// returns, which a bidirectional caller may wait for); p.wg owns it.
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			f := new(frame)
+			if err := ss.RecvMsg(f); err != nil {
+				if errors.Is(err, io.EOF) {
+					_ = cs.CloseSend()
+				}
+				return
+			}
+			if err := cs.SendMsg(f); err != nil {
+				return
+			}
+		}
+	}()
+	// containerd to caller.
+	first := true
+	for {
+		f := new(frame)
+		err := cs.RecvMsg(f)
+		if first {
+			first = false
+			if h, herr := cs.Header(); herr == nil && len(h) > 0 {
+				_ = ss.SendHeader(h)
+			}
+		}
+		if err != nil {
+			ss.SetTrailer(cs.Trailer())
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			p.obs.Forwarded(method, codeOf(err))
+			return err
+		}
+		if err := ss.SendMsg(f); err != nil {
+			return err
+		}
+	}
+}

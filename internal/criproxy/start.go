@@ -1,0 +1,209 @@
+package criproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/startgate/startgate/internal/admission"
+)
+
+const (
+	runtimeService        = "/runtime.v1.RuntimeService/"
+	methodRunPodSandbox   = runtimeService + "RunPodSandbox"
+	methodCreateContainer = runtimeService + "CreateContainer"
+	methodStartContainer  = runtimeService + "StartContainer"
+	methodPullImage       = "/runtime.v1.ImageService/PullImage"
+)
+
+// forwardStart gates the start family. RunPodSandbox holds a slot for the
+// call. CreateContainer takes a slot that outlives the call: it is held
+// through StartContainer and the container's warm-up (see warmer), because
+// a container's start cost is mostly the CPU its process burns right after
+// runc starts it, not the CRI calls themselves. StartContainer takes no
+// slot of its own.
+func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
+	ctx := ss.Context()
+	in := new(frame)
+	if err := ss.RecvMsg(in); err != nil {
+		return err
+	}
+	switch method {
+	case methodRunPodSandbox:
+		req := new(runtimeapi.RunPodSandboxRequest)
+		if err := proto.Unmarshal(in.b, req); err != nil {
+			return status.Errorf(codes.InvalidArgument, "criproxy: decode RunPodSandboxRequest: %v", err)
+		}
+		md := req.GetConfig().GetMetadata()
+		release, err := p.admit(ctx, method, req.GetConfig(), fmt.Sprintf("run pod %s/%s", md.GetNamespace(), md.GetName()), 0)
+		if err != nil {
+			return err
+		}
+		defer release()
+		return p.relay(ss, method, in)
+
+	case methodCreateContainer:
+		req := new(runtimeapi.CreateContainerRequest)
+		if err := proto.Unmarshal(in.b, req); err != nil {
+			return status.Errorf(codes.InvalidArgument, "criproxy: decode CreateContainerRequest: %v", err)
+		}
+		md := req.GetSandboxConfig().GetMetadata()
+		desc := fmt.Sprintf("create container %s/%s/%s", md.GetNamespace(), md.GetName(), req.GetConfig().GetMetadata().GetName())
+		release, err := p.admit(ctx, method, req.GetSandboxConfig(), desc, p.cfg.Warmup.Cap)
+		if err != nil {
+			return err
+		}
+		out, err := p.invoke(ss, method, in)
+		if err != nil {
+			release()
+			return err
+		}
+		resp := new(runtimeapi.CreateContainerResponse)
+		if perr := proto.Unmarshal(out.b, resp); perr != nil || resp.GetContainerId() == "" {
+			// Forward what containerd said; without an ID there is
+			// nothing to watch.
+			release()
+		} else {
+			p.warm.created(resp.GetContainerId(), release)
+		}
+		return ss.SendMsg(out)
+
+	default: // StartContainer
+		req := new(runtimeapi.StartContainerRequest)
+		if err := proto.Unmarshal(in.b, req); err != nil {
+			return status.Errorf(codes.InvalidArgument, "criproxy: decode StartContainerRequest: %v", err)
+		}
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		out, err := p.invoke(ss, method, in)
+		if err != nil {
+			p.warm.failed(req.GetContainerId())
+			return err
+		}
+		p.warm.started(req.GetContainerId())
+		return ss.SendMsg(out)
+	}
+}
+
+// relay forwards a unary call and its answer.
+func (p *Proxy) relay(ss grpc.ServerStream, method string, in *frame) error {
+	out, err := p.invoke(ss, method, in)
+	if err != nil {
+		return err
+	}
+	return ss.SendMsg(out)
+}
+
+// admit waits for a start slot and returns its release. The caller's
+// deadline comes with ctx: the gate admits it before the deadline minus
+// its margin, so the gate never turns a start into a timeout. A caller
+// that has gone gets its context's error and the call is never forwarded.
+// Anything else that goes wrong in admission lets the call pass without a
+// slot (fail open), logged and counted.
+func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSandboxConfig, desc string, hold time.Duration) (func(), error) {
+	noop := func() {}
+	if p.cfg.Gate.Bypassed() {
+		p.obs.FailOpen(method, "bypass")
+		return noop, nil
+	}
+	cls, tenant, why := p.cfg.Classifier.Classify(sb)
+	req := admission.Request{Class: cls, Tenant: tenant, Description: desc, Hold: hold}
+
+	type result struct {
+		lease *admission.Lease
+		err   error
+	}
+	// The gate runs on its own goroutine so that a wedged gate cannot hold
+	// the call: every p.stuckCheck the controller's liveness is looked at
+	// without taking the gate's lock. That goroutine lives as long as the
+	// gate takes to answer; if the handler has given up on it by then, it
+	// gives the slot straight back. It is the one goroutine here without
+	// an owner to wait for it: waiting is what a wedged gate must not
+	// cause.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan result, 1)
+	var mu sync.Mutex
+	abandoned := false
+	go func() {
+		var r result
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					r = result{err: fmt.Errorf("criproxy: admission panicked: %v", v)}
+				}
+			}()
+			r.lease, r.err = p.cfg.Gate.Acquire(actx, req)
+		}()
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			if r.lease != nil {
+				r.lease.Release()
+			}
+			return
+		}
+		done <- r
+	}()
+	abandon := func() {
+		mu.Lock()
+		abandoned = true
+		mu.Unlock()
+		select {
+		case r := <-done:
+			if r.lease != nil {
+				r.lease.Release()
+			}
+		default:
+		}
+	}
+	tick := time.NewTicker(p.stuckCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			switch {
+			case r.err == nil:
+				if ctx.Err() != nil {
+					// Granted as the caller left: never forward.
+					r.lease.Release()
+					return nil, status.FromContextError(ctx.Err()).Err()
+				}
+				p.log.Debug("start admitted", zap.String("method", method), zap.String("description", desc),
+					zap.Stringer("class", cls), zap.String("class_from", why), zap.Uint64("lease", r.lease.ID()))
+				return r.lease.Release, nil
+			case ctx.Err() != nil:
+				return nil, status.FromContextError(ctx.Err()).Err()
+			case errors.Is(r.err, admission.ErrDeadlineTooNear):
+				// The operator chose refuse: that is policy, not a fault.
+				return nil, status.Error(codes.DeadlineExceeded, r.err.Error())
+			default:
+				if r.lease != nil {
+					r.lease.Release()
+				}
+				p.log.Warn("admission failed: passing the start without a slot", zap.String("method", method),
+					zap.String("description", desc), zap.Error(r.err))
+				p.obs.FailOpen(method, "gate-error")
+				return noop, nil
+			}
+		case <-tick.C:
+			if !p.cfg.Gate.Alive(time.Now()) {
+				p.log.Error("admission is not ticking: passing the start without a slot", zap.String("method", method),
+					zap.String("description", desc))
+				p.obs.FailOpen(method, "gate-stuck")
+				abandon()
+				return noop, nil
+			}
+		}
+	}
+}
