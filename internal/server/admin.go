@@ -57,3 +57,10 @@ func (s *Server) SetPolicy(_ context.Context, req *pb.SetPolicyRequest) (*pb.Set
 	}
 	return &pb.SetPolicyResponse{Policy: policyToProto(p)}, nil
 }
+
+// SetBypass answers with the status after the change, so the caller sees
+// the state it left the gate in.
+func (s *Server) SetBypass(_ context.Context, req *pb.SetBypassRequest) (*pb.StatusResponse, error) {
+	s.gate.SetBypass(req.On)
+	return statusToProto(s.gate.Status(), s.gate.Cores()), nil
+}

@@ -468,6 +468,82 @@ func TestWatch(t *testing.T) {
 	}
 }
 
+func TestSetBypass(t *testing.T) {
+	h := newHarness(t, false, nil)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	w, err := h.client.Watch(ctx, &pb.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if _, err := w.Header(); err != nil {
+		t.Fatalf("Header: %v", err)
+	}
+
+	st, err := h.client.SetBypass(ctx, &pb.SetBypassRequest{On: true})
+	if err != nil {
+		t.Fatalf("SetBypass(on): %v", err)
+	}
+	if !st.Bypassed || !h.gate.Bypassed() {
+		t.Errorf("after SetBypass(on): status bypassed %v, gate bypassed %v; want true, true", st.Bypassed, h.gate.Bypassed())
+	}
+	// A paused gate still grants at once while bypassed.
+	h.gate.Pause()
+	s, _ := h.client.Acquire(ctx)
+	s.Send(start(pb.Class_CLASS_LOW, "", "bypassed"))
+	if g := recvGranted(t, s); g.Reason != "bypass" {
+		t.Errorf("grant while bypassed: reason %q, want bypass", g.Reason)
+	}
+	s.CloseSend()
+	h.gate.Resume()
+
+	st, err = h.client.SetBypass(ctx, &pb.SetBypassRequest{On: false})
+	if err != nil || st.Bypassed || h.gate.Bypassed() {
+		t.Errorf("SetBypass(off) = bypassed %v, %v (gate %v); want false, nil", st.GetBypassed(), err, h.gate.Bypassed())
+	}
+	if got, _ := h.client.Status(ctx, &pb.StatusRequest{}); got.GetBypassed() {
+		t.Errorf("Status after SetBypass(off): bypassed true, want false")
+	}
+
+	// Both switches reach watchers, by enum and by name.
+	want := map[pb.EventType]string{
+		pb.EventType_EVENT_TYPE_BYPASS_ON:  "bypass-on",
+		pb.EventType_EVENT_TYPE_BYPASS_OFF: "bypass-off",
+	}
+	for len(want) > 0 {
+		e, err := w.Recv()
+		if err != nil {
+			t.Fatalf("Watch Recv: %v, still waiting for %v", err, want)
+		}
+		if name, ok := want[e.Type]; ok {
+			if e.TypeName != name {
+				t.Errorf("event %v: type_name %q, want %q", e.Type, e.TypeName, name)
+			}
+			delete(want, e.Type)
+		}
+	}
+}
+
+func TestEventToProtoUnknownType(t *testing.T) {
+	// Every type admission defines has an enum value; one it adds later
+	// must pass by name, not panic or vanish.
+	for _, typ := range []admission.EventType{
+		admission.EventQueued, admission.EventGranted, admission.EventReleased, admission.EventExpired,
+		admission.EventCancelled, admission.EventRefused, admission.EventLimits, admission.EventPaused,
+		admission.EventResumed, admission.EventDraining, admission.EventShutdown, admission.EventBypassOn,
+		admission.EventBypassOff, admission.EventLost,
+	} {
+		e := eventToProto(admission.Event{Type: typ})
+		if e.Type == pb.EventType_EVENT_TYPE_UNSPECIFIED || e.TypeName != string(typ) {
+			t.Errorf("eventToProto(%s) = type %v name %q, want a defined enum and name %q", typ, e.Type, e.TypeName, typ)
+		}
+	}
+	e := eventToProto(admission.Event{Type: "from-the-future", Seq: 7})
+	if e.Type != pb.EventType_EVENT_TYPE_UNSPECIFIED || e.TypeName != "from-the-future" || e.Seq != 7 {
+		t.Errorf("eventToProto(unknown) = type %v name %q seq %d, want UNSPECIFIED, from-the-future, 7", e.Type, e.TypeName, e.Seq)
+	}
+}
+
 func TestHealthAndStop(t *testing.T) {
 	h := newHarness(t, false, nil)
 	hc := healthpb.NewHealthClient(h.conn)
@@ -530,6 +606,8 @@ func TestAuthorize(t *testing.T) {
 		{"health", "/grpc.health.v1.Health/Check", PeerCred{UID: 1000}, -1, true},
 		{"reflection", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", PeerCred{UID: 1000}, -1, true},
 		{"unknown method needs admin", "/startgate.v1.Startgate/Future", PeerCred{UID: 1000}, admin, false},
+		{"bypass needs admin", "/startgate.v1.Startgate/SetBypass", PeerCred{PID: 200, UID: 1000, GID: 1000}, admin, false},
+		{"admin group bypasses", "/startgate.v1.Startgate/SetBypass", PeerCred{UID: 1000, GID: admin}, admin, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := authorize(tc.method, tc.cred, tc.adminGID, groups)

@@ -154,6 +154,8 @@ const (
 	EventType_EVENT_TYPE_DRAINING    EventType = 10
 	EventType_EVENT_TYPE_SHUTDOWN    EventType = 11
 	EventType_EVENT_TYPE_LOST        EventType = 12
+	EventType_EVENT_TYPE_BYPASS_ON   EventType = 13
+	EventType_EVENT_TYPE_BYPASS_OFF  EventType = 14
 )
 
 // Enum value maps for EventType.
@@ -172,6 +174,8 @@ var (
 		10: "EVENT_TYPE_DRAINING",
 		11: "EVENT_TYPE_SHUTDOWN",
 		12: "EVENT_TYPE_LOST",
+		13: "EVENT_TYPE_BYPASS_ON",
+		14: "EVENT_TYPE_BYPASS_OFF",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED": 0,
@@ -187,6 +191,8 @@ var (
 		"EVENT_TYPE_DRAINING":    10,
 		"EVENT_TYPE_SHUTDOWN":    11,
 		"EVENT_TYPE_LOST":        12,
+		"EVENT_TYPE_BYPASS_ON":   13,
+		"EVENT_TYPE_BYPASS_OFF":  14,
 	}
 )
 
@@ -932,6 +938,9 @@ type StatusResponse struct {
 	Counters      *Counters `protobuf:"bytes,13,opt,name=counters,proto3" json:"counters,omitempty"`
 	Policy        *Policy   `protobuf:"bytes,14,opt,name=policy,proto3" json:"policy,omitempty"`
 	Cores         int32     `protobuf:"varint,15,opt,name=cores,proto3" json:"cores,omitempty"`
+	// bypassed: an operator turned the gate off (SetBypass); starts pass
+	// without waiting.
+	Bypassed      bool `protobuf:"varint,16,opt,name=bypassed,proto3" json:"bypassed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1069,6 +1078,13 @@ func (x *StatusResponse) GetCores() int32 {
 		return x.Cores
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetBypassed() bool {
+	if x != nil {
+		return x.Bypassed
+	}
+	return false
 }
 
 type ClassCount struct {
@@ -1946,7 +1962,12 @@ type Event struct {
 	IoPressure      float64 `protobuf:"fixed64,17,opt,name=io_pressure,json=ioPressure,proto3" json:"io_pressure,omitempty"`
 	MemoryPressure  float64 `protobuf:"fixed64,18,opt,name=memory_pressure,json=memoryPressure,proto3" json:"memory_pressure,omitempty"`
 	// lost counts the events a slow watcher missed (EVENT_TYPE_LOST).
-	Lost          uint64 `protobuf:"varint,19,opt,name=lost,proto3" json:"lost,omitempty"`
+	Lost uint64 `protobuf:"varint,19,opt,name=lost,proto3" json:"lost,omitempty"`
+	// type_name is the daemon's own name of the event type ("granted",
+	// "bypass-on", ...). A daemon newer than this proto may send a type the
+	// enum does not have: type is then EVENT_TYPE_UNSPECIFIED and type_name
+	// still says what happened.
+	TypeName      string `protobuf:"bytes,20,opt,name=type_name,json=typeName,proto3" json:"type_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2112,6 +2133,13 @@ func (x *Event) GetLost() uint64 {
 		return x.Lost
 	}
 	return 0
+}
+
+func (x *Event) GetTypeName() string {
+	if x != nil {
+		return x.TypeName
+	}
+	return ""
 }
 
 type PauseRequest struct {
@@ -2540,6 +2568,51 @@ func (x *SetPolicyResponse) GetPolicy() *Policy {
 	return nil
 }
 
+type SetBypassRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// on bypasses the gate; false puts it back in charge.
+	On            bool `protobuf:"varint,1,opt,name=on,proto3" json:"on,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBypassRequest) Reset() {
+	*x = SetBypassRequest{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBypassRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBypassRequest) ProtoMessage() {}
+
+func (x *SetBypassRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBypassRequest.ProtoReflect.Descriptor instead.
+func (*SetBypassRequest) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SetBypassRequest) GetOn() bool {
+	if x != nil {
+		return x.On
+	}
+	return false
+}
+
 var File_startgate_v1_startgate_proto protoreflect.FileDescriptor
 
 const file_startgate_v1_startgate_proto_rawDesc = "" +
@@ -2583,7 +2656,7 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x0eReleaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x04R\aleaseId\"\x11\n" +
 	"\x0fReleaseResponse\"\x0f\n" +
-	"\rStatusRequest\"\xae\x04\n" +
+	"\rStatusRequest\"\xca\x04\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tin_flight\x18\x01 \x01(\x05R\binFlight\x12&\n" +
 	"\x0fin_flight_limit\x18\x02 \x01(\x05R\rinFlightLimit\x12\x12\n" +
@@ -2600,7 +2673,8 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x0epressure_error\x18\f \x01(\tR\rpressureError\x122\n" +
 	"\bcounters\x18\r \x01(\v2\x16.startgate.v1.CountersR\bcounters\x12,\n" +
 	"\x06policy\x18\x0e \x01(\v2\x14.startgate.v1.PolicyR\x06policy\x12\x14\n" +
-	"\x05cores\x18\x0f \x01(\x05R\x05cores\"M\n" +
+	"\x05cores\x18\x0f \x01(\x05R\x05cores\x12\x1a\n" +
+	"\bbypassed\x18\x10 \x01(\bR\bbypassed\"M\n" +
 	"\n" +
 	"ClassCount\x12)\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x13.startgate.v1.ClassR\x05class\x12\x14\n" +
@@ -2670,7 +2744,7 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\aexpires\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x121\n" +
 	"\x06waited\x18\b \x01(\v2\x19.google.protobuf.DurationR\x06waited\"\x0e\n" +
-	"\fWatchRequest\"\xf4\x04\n" +
+	"\fWatchRequest\"\x91\x05\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -2692,7 +2766,8 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\vio_pressure\x18\x11 \x01(\x01R\n" +
 	"ioPressure\x12'\n" +
 	"\x0fmemory_pressure\x18\x12 \x01(\x01R\x0ememoryPressure\x12\x12\n" +
-	"\x04lost\x18\x13 \x01(\x04R\x04lost\"\x0e\n" +
+	"\x04lost\x18\x13 \x01(\x04R\x04lost\x12\x1b\n" +
+	"\ttype_name\x18\x14 \x01(\tR\btypeName\"\x0e\n" +
 	"\fPauseRequest\"\x0f\n" +
 	"\rPauseResponse\"\x0f\n" +
 	"\rResumeRequest\"\x10\n" +
@@ -2738,7 +2813,9 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\n" +
 	"_max_queue\"A\n" +
 	"\x11SetPolicyResponse\x12,\n" +
-	"\x06policy\x18\x01 \x01(\v2\x14.startgate.v1.PolicyR\x06policy*y\n" +
+	"\x06policy\x18\x01 \x01(\v2\x14.startgate.v1.PolicyR\x06policy\"\"\n" +
+	"\x10SetBypassRequest\x12\x0e\n" +
+	"\x02on\x18\x01 \x01(\bR\x02on*y\n" +
 	"\x05Class\x12\x15\n" +
 	"\x11CLASS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCLASS_CRITICAL\x10\x01\x12\x0e\n" +
@@ -2751,7 +2828,7 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"OnDeadline\x12\x1b\n" +
 	"\x17ON_DEADLINE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ON_DEADLINE_ADMIT\x10\x01\x12\x16\n" +
-	"\x12ON_DEADLINE_REFUSE\x10\x02*\xc6\x02\n" +
+	"\x12ON_DEADLINE_REFUSE\x10\x02*\xfb\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11EVENT_TYPE_QUEUED\x10\x01\x12\x16\n" +
@@ -2766,7 +2843,9 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x13EVENT_TYPE_DRAINING\x10\n" +
 	"\x12\x17\n" +
 	"\x13EVENT_TYPE_SHUTDOWN\x10\v\x12\x13\n" +
-	"\x0fEVENT_TYPE_LOST\x10\f2\xd6\x05\n" +
+	"\x0fEVENT_TYPE_LOST\x10\f\x12\x18\n" +
+	"\x14EVENT_TYPE_BYPASS_ON\x10\r\x12\x19\n" +
+	"\x15EVENT_TYPE_BYPASS_OFF\x10\x0e2\xa1\x06\n" +
 	"\tStartgate\x12J\n" +
 	"\aAcquire\x12\x1c.startgate.v1.AcquireRequest\x1a\x1d.startgate.v1.AcquireResponse(\x010\x01\x12F\n" +
 	"\aRelease\x12\x1c.startgate.v1.ReleaseRequest\x1a\x1d.startgate.v1.ReleaseResponse\x12C\n" +
@@ -2778,7 +2857,8 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x05Pause\x12\x1a.startgate.v1.PauseRequest\x1a\x1b.startgate.v1.PauseResponse\x12C\n" +
 	"\x06Resume\x12\x1b.startgate.v1.ResumeRequest\x1a\x1c.startgate.v1.ResumeResponse\x12@\n" +
 	"\x05Drain\x12\x1a.startgate.v1.DrainRequest\x1a\x1b.startgate.v1.DrainResponse\x12L\n" +
-	"\tSetPolicy\x12\x1e.startgate.v1.SetPolicyRequest\x1a\x1f.startgate.v1.SetPolicyResponseB?Z=github.com/startgate/startgate/proto/startgate/v1;startgatev1b\x06proto3"
+	"\tSetPolicy\x12\x1e.startgate.v1.SetPolicyRequest\x1a\x1f.startgate.v1.SetPolicyResponse\x12I\n" +
+	"\tSetBypass\x12\x1e.startgate.v1.SetBypassRequest\x1a\x1c.startgate.v1.StatusResponseB?Z=github.com/startgate/startgate/proto/startgate/v1;startgatev1b\x06proto3"
 
 var (
 	file_startgate_v1_startgate_proto_rawDescOnce sync.Once
@@ -2793,7 +2873,7 @@ func file_startgate_v1_startgate_proto_rawDescGZIP() []byte {
 }
 
 var file_startgate_v1_startgate_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_startgate_v1_startgate_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_startgate_v1_startgate_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_startgate_v1_startgate_proto_goTypes = []any{
 	(Class)(0),                    // 0: startgate.v1.Class
 	(OnDeadline)(0),               // 1: startgate.v1.OnDeadline
@@ -2831,55 +2911,56 @@ var file_startgate_v1_startgate_proto_goTypes = []any{
 	(*DrainResponse)(nil),         // 33: startgate.v1.DrainResponse
 	(*SetPolicyRequest)(nil),      // 34: startgate.v1.SetPolicyRequest
 	(*SetPolicyResponse)(nil),     // 35: startgate.v1.SetPolicyResponse
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*SetBypassRequest)(nil),      // 36: startgate.v1.SetBypassRequest
+	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
 }
 var file_startgate_v1_startgate_proto_depIdxs = []int32{
 	4,  // 0: startgate.v1.AcquireRequest.start:type_name -> startgate.v1.AcquireStart
 	5,  // 1: startgate.v1.AcquireRequest.release:type_name -> startgate.v1.AcquireRelease
 	0,  // 2: startgate.v1.AcquireStart.class:type_name -> startgate.v1.Class
-	36, // 3: startgate.v1.AcquireStart.hold:type_name -> google.protobuf.Duration
+	37, // 3: startgate.v1.AcquireStart.hold:type_name -> google.protobuf.Duration
 	7,  // 4: startgate.v1.AcquireResponse.queued:type_name -> startgate.v1.Queued
 	8,  // 5: startgate.v1.AcquireResponse.granted:type_name -> startgate.v1.Granted
 	9,  // 6: startgate.v1.AcquireResponse.released:type_name -> startgate.v1.Released
 	10, // 7: startgate.v1.AcquireResponse.expired:type_name -> startgate.v1.Expired
 	0,  // 8: startgate.v1.Queued.class:type_name -> startgate.v1.Class
-	37, // 9: startgate.v1.Queued.enqueued:type_name -> google.protobuf.Timestamp
-	36, // 10: startgate.v1.Granted.waited:type_name -> google.protobuf.Duration
-	37, // 11: startgate.v1.Granted.granted:type_name -> google.protobuf.Timestamp
-	37, // 12: startgate.v1.Granted.expires:type_name -> google.protobuf.Timestamp
-	36, // 13: startgate.v1.Released.held:type_name -> google.protobuf.Duration
-	36, // 14: startgate.v1.Expired.held:type_name -> google.protobuf.Duration
+	38, // 9: startgate.v1.Queued.enqueued:type_name -> google.protobuf.Timestamp
+	37, // 10: startgate.v1.Granted.waited:type_name -> google.protobuf.Duration
+	38, // 11: startgate.v1.Granted.granted:type_name -> google.protobuf.Timestamp
+	38, // 12: startgate.v1.Granted.expires:type_name -> google.protobuf.Timestamp
+	37, // 13: startgate.v1.Released.held:type_name -> google.protobuf.Duration
+	37, // 14: startgate.v1.Expired.held:type_name -> google.protobuf.Duration
 	15, // 15: startgate.v1.StatusResponse.queued_by_class:type_name -> startgate.v1.ClassCount
 	16, // 16: startgate.v1.StatusResponse.pressure:type_name -> startgate.v1.Pressure
 	18, // 17: startgate.v1.StatusResponse.counters:type_name -> startgate.v1.Counters
 	19, // 18: startgate.v1.StatusResponse.policy:type_name -> startgate.v1.Policy
 	0,  // 19: startgate.v1.ClassCount.class:type_name -> startgate.v1.Class
-	37, // 20: startgate.v1.Pressure.time:type_name -> google.protobuf.Timestamp
+	38, // 20: startgate.v1.Pressure.time:type_name -> google.protobuf.Timestamp
 	17, // 21: startgate.v1.Pressure.cpu:type_name -> startgate.v1.ResourcePressure
 	17, // 22: startgate.v1.Pressure.io:type_name -> startgate.v1.ResourcePressure
 	17, // 23: startgate.v1.Pressure.memory:type_name -> startgate.v1.ResourcePressure
-	36, // 24: startgate.v1.Policy.deadline_margin:type_name -> google.protobuf.Duration
+	37, // 24: startgate.v1.Policy.deadline_margin:type_name -> google.protobuf.Duration
 	1,  // 25: startgate.v1.Policy.on_deadline:type_name -> startgate.v1.OnDeadline
-	36, // 26: startgate.v1.Policy.aging:type_name -> google.protobuf.Duration
-	36, // 27: startgate.v1.Policy.max_hold:type_name -> google.protobuf.Duration
+	37, // 26: startgate.v1.Policy.aging:type_name -> google.protobuf.Duration
+	37, // 27: startgate.v1.Policy.max_hold:type_name -> google.protobuf.Duration
 	22, // 28: startgate.v1.ListQueueResponse.waiters:type_name -> startgate.v1.Waiter
 	0,  // 29: startgate.v1.Waiter.class:type_name -> startgate.v1.Class
-	37, // 30: startgate.v1.Waiter.enqueued:type_name -> google.protobuf.Timestamp
-	37, // 31: startgate.v1.Waiter.deadline:type_name -> google.protobuf.Timestamp
+	38, // 30: startgate.v1.Waiter.enqueued:type_name -> google.protobuf.Timestamp
+	38, // 31: startgate.v1.Waiter.deadline:type_name -> google.protobuf.Timestamp
 	25, // 32: startgate.v1.ListLeasesResponse.leases:type_name -> startgate.v1.Lease
 	0,  // 33: startgate.v1.Lease.class:type_name -> startgate.v1.Class
-	37, // 34: startgate.v1.Lease.granted:type_name -> google.protobuf.Timestamp
-	37, // 35: startgate.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	36, // 36: startgate.v1.Lease.waited:type_name -> google.protobuf.Duration
-	37, // 37: startgate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	38, // 34: startgate.v1.Lease.granted:type_name -> google.protobuf.Timestamp
+	38, // 35: startgate.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	37, // 36: startgate.v1.Lease.waited:type_name -> google.protobuf.Duration
+	38, // 37: startgate.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,  // 38: startgate.v1.Event.type:type_name -> startgate.v1.EventType
 	0,  // 39: startgate.v1.Event.class:type_name -> startgate.v1.Class
-	36, // 40: startgate.v1.Event.waited:type_name -> google.protobuf.Duration
-	36, // 41: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
+	37, // 40: startgate.v1.Event.waited:type_name -> google.protobuf.Duration
+	37, // 41: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
 	1,  // 42: startgate.v1.SetPolicyRequest.on_deadline:type_name -> startgate.v1.OnDeadline
-	36, // 43: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
-	36, // 44: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
+	37, // 43: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
+	37, // 44: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
 	19, // 45: startgate.v1.SetPolicyResponse.policy:type_name -> startgate.v1.Policy
 	3,  // 46: startgate.v1.Startgate.Acquire:input_type -> startgate.v1.AcquireRequest
 	11, // 47: startgate.v1.Startgate.Release:input_type -> startgate.v1.ReleaseRequest
@@ -2891,18 +2972,20 @@ var file_startgate_v1_startgate_proto_depIdxs = []int32{
 	30, // 53: startgate.v1.Startgate.Resume:input_type -> startgate.v1.ResumeRequest
 	32, // 54: startgate.v1.Startgate.Drain:input_type -> startgate.v1.DrainRequest
 	34, // 55: startgate.v1.Startgate.SetPolicy:input_type -> startgate.v1.SetPolicyRequest
-	6,  // 56: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
-	12, // 57: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
-	14, // 58: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
-	21, // 59: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
-	24, // 60: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
-	27, // 61: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
-	29, // 62: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
-	31, // 63: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
-	33, // 64: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
-	35, // 65: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
-	56, // [56:66] is the sub-list for method output_type
-	46, // [46:56] is the sub-list for method input_type
+	36, // 56: startgate.v1.Startgate.SetBypass:input_type -> startgate.v1.SetBypassRequest
+	6,  // 57: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
+	12, // 58: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
+	14, // 59: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
+	21, // 60: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
+	24, // 61: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
+	27, // 62: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
+	29, // 63: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
+	31, // 64: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
+	33, // 65: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
+	35, // 66: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
+	14, // 67: startgate.v1.Startgate.SetBypass:output_type -> startgate.v1.StatusResponse
+	57, // [57:68] is the sub-list for method output_type
+	46, // [46:57] is the sub-list for method input_type
 	46, // [46:46] is the sub-list for extension type_name
 	46, // [46:46] is the sub-list for extension extendee
 	0,  // [0:46] is the sub-list for field type_name
@@ -2930,7 +3013,7 @@ func file_startgate_v1_startgate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_startgate_v1_startgate_proto_rawDesc), len(file_startgate_v1_startgate_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	Startgate_Resume_FullMethodName     = "/startgate.v1.Startgate/Resume"
 	Startgate_Drain_FullMethodName      = "/startgate.v1.Startgate/Drain"
 	Startgate_SetPolicy_FullMethodName  = "/startgate.v1.Startgate/SetPolicy"
+	Startgate_SetBypass_FullMethodName  = "/startgate.v1.Startgate/SetBypass"
 )
 
 // StartgateClient is the client API for Startgate service.
@@ -69,6 +70,11 @@ type StartgateClient interface {
 	// SetPolicy changes the fields that are set and returns the resulting
 	// policy; nothing changes when the result is invalid.
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
+	// SetBypass turns the gate off (on = true) or back on and returns the
+	// resulting status. While bypassed every Acquire is granted at once
+	// (reason "bypass") and the CRI proxy passes starts straight through to
+	// containerd without asking the gate: the operator's fail-open switch.
+	SetBypass(ctx context.Context, in *SetBypassRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 }
 
 type startgateClient struct {
@@ -191,6 +197,16 @@ func (c *startgateClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, o
 	return out, nil
 }
 
+func (c *startgateClient) SetBypass(ctx context.Context, in *SetBypassRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, Startgate_SetBypass_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StartgateServer is the server API for Startgate service.
 // All implementations must embed UnimplementedStartgateServer
 // for forward compatibility.
@@ -225,6 +241,11 @@ type StartgateServer interface {
 	// SetPolicy changes the fields that are set and returns the resulting
 	// policy; nothing changes when the result is invalid.
 	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
+	// SetBypass turns the gate off (on = true) or back on and returns the
+	// resulting status. While bypassed every Acquire is granted at once
+	// (reason "bypass") and the CRI proxy passes starts straight through to
+	// containerd without asking the gate: the operator's fail-open switch.
+	SetBypass(context.Context, *SetBypassRequest) (*StatusResponse, error)
 	mustEmbedUnimplementedStartgateServer()
 }
 
@@ -264,6 +285,9 @@ func (UnimplementedStartgateServer) Drain(context.Context, *DrainRequest) (*Drai
 }
 func (UnimplementedStartgateServer) SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetPolicy not implemented")
+}
+func (UnimplementedStartgateServer) SetBypass(context.Context, *SetBypassRequest) (*StatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetBypass not implemented")
 }
 func (UnimplementedStartgateServer) mustEmbedUnimplementedStartgateServer() {}
 func (UnimplementedStartgateServer) testEmbeddedByValue()                   {}
@@ -448,6 +472,24 @@ func _Startgate_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Startgate_SetBypass_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetBypassRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StartgateServer).SetBypass(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Startgate_SetBypass_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StartgateServer).SetBypass(ctx, req.(*SetBypassRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Startgate_ServiceDesc is the grpc.ServiceDesc for Startgate service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -486,6 +528,10 @@ var Startgate_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetPolicy",
 			Handler:    _Startgate_SetPolicy_Handler,
+		},
+		{
+			MethodName: "SetBypass",
+			Handler:    _Startgate_SetBypass_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
