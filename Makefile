@@ -57,6 +57,9 @@ deps: ## apt-get install what the build and tests need, if missing
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
 	{ command -v systemd-analyze >/dev/null && command -v systemd-socket-activate >/dev/null; } || missing="$$missing systemd"; \
 	command -v git >/dev/null || missing="$$missing git"; \
+	command -v containerd >/dev/null || missing="$$missing containerd"; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
+	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \

@@ -1,0 +1,269 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ErrUnsupported is returned (wrapped) by Start when this machine lacks
+// what a testbed needs: root, or the containerd and runc binaries.
+var ErrUnsupported = errors.New("testbed: unsupported here")
+
+const (
+	// Namespace is the containerd namespace the CRI plugin uses.
+	Namespace = "k8s.io"
+	// DefaultSandboxImage is the name the pause image is imported under.
+	DefaultSandboxImage = "startgate.test/pause:1"
+
+	socketName = "containerd.sock"
+	logName    = "containerd.log"
+	// maxSocketPath is sizeof(sockaddr_un.sun_path) minus the NUL byte;
+	// containerd also creates DIR/containerd.sock.ttrpc.
+	maxSocketPath = 107
+)
+
+// Options configure Start. The zero value is usable.
+type Options struct {
+	// Parent is where the testbed's directory is created; "" means /tmp.
+	// Its path must leave room for a unix socket path of at most 107
+	// bytes, which t.TempDir() often does not.
+	Parent string
+	// Snapshotter is the CRI's snapshotter; "" probes overlayfs and falls
+	// back to native when overlay mounts fail.
+	Snapshotter string
+	// SandboxImage is the CRI's sandbox_image; "" means DefaultSandboxImage.
+	SandboxImage string
+	// Containerd is the containerd binary; "" looks it up in PATH.
+	Containerd string
+	// StartTimeout bounds the wait for the CRI to answer; 0 means 30s.
+	StartTimeout time.Duration
+	// Debug sets containerd's log level to debug.
+	Debug bool
+}
+
+// Testbed is a private containerd with a CRI endpoint. Its methods are safe
+// for concurrent use; Stop may be called more than once.
+type Testbed struct {
+	dir          string
+	sock         string
+	logPath      string
+	snapshotter  string
+	sandboxImage string
+
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been waited for
+	logf   *os.File
+
+	criConn *grpc.ClientConn
+	runtime runtimeapi.RuntimeServiceClient
+	images  runtimeapi.ImageServiceClient
+	client  *containerd.Client
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start starts a private containerd in a new directory under opts.Parent,
+// waits until its CRI answers Version and imports the pause image. On error
+// nothing is left behind.
+func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("%w: containerd needs root (euid %d)", ErrUnsupported, os.Geteuid())
+	}
+	bin := opts.Containerd
+	if bin == "" {
+		bin = "containerd"
+	}
+	if bin, err = exec.LookPath(bin); err != nil {
+		return nil, fmt.Errorf("%w: %w (apt-get install containerd runc)", ErrUnsupported, err)
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		return nil, fmt.Errorf("%w: %w (apt-get install runc)", ErrUnsupported, err)
+	}
+	if opts.Parent == "" {
+		opts.Parent = "/tmp"
+	}
+	if opts.SandboxImage == "" {
+		opts.SandboxImage = DefaultSandboxImage
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 30 * time.Second
+	}
+
+	dir, err := os.MkdirTemp(opts.Parent, "sgtb-")
+	if err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	tb := &Testbed{
+		dir:          dir,
+		sock:         filepath.Join(dir, socketName),
+		logPath:      filepath.Join(dir, logName),
+		snapshotter:  opts.Snapshotter,
+		sandboxImage: opts.SandboxImage,
+		exited:       make(chan struct{}),
+	}
+	defer func() {
+		if err != nil {
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if serr := tb.Stop(stopCtx); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}
+	}()
+	if n := len(tb.sock) + len(".ttrpc"); n > maxSocketPath {
+		return nil, fmt.Errorf("testbed: socket path %s.ttrpc is %d bytes, the limit is %d: use a shorter Options.Parent", tb.sock, n, maxSocketPath)
+	}
+	if tb.snapshotter == "" {
+		tb.snapshotter = "overlayfs"
+		if err := probeOverlay(dir); err != nil {
+			tb.snapshotter = "native"
+		}
+	}
+	for _, d := range []string{"cni/bin", "cni/net.d", "pods"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("testbed: %w", err)
+		}
+	}
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte(configTOML(dir, tb.snapshotter, tb.sandboxImage, opts.Debug)), 0o600); err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	if err := tb.startContainerd(bin, cfg); err != nil {
+		return nil, err
+	}
+
+	waitCtx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
+	defer cancel()
+	if err := tb.waitCRI(waitCtx); err != nil {
+		return nil, tb.withLogTail(err)
+	}
+	// The containerd client is only used for images; its own dial is lazy
+	// enough that a daemon that died in between shows up on first use.
+	if tb.client, err = containerd.New(tb.sock, containerd.WithDefaultNamespace(Namespace)); err != nil {
+		return nil, tb.withLogTail(fmt.Errorf("testbed: containerd client: %w", err))
+	}
+	pause, err := BusyboxImage()
+	if err == nil {
+		pause, err = WithEntrypoint(pause, "sleep", "2147483647")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := tb.ImportImage(ctx, tb.sandboxImage, pause); err != nil {
+		return nil, tb.withLogTail(fmt.Errorf("testbed: import pause image: %w", err))
+	}
+	return tb, nil
+}
+
+func (tb *Testbed) startContainerd(bin, cfg string) error {
+	f, err := os.OpenFile(tb.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("testbed: %w", err)
+	}
+	tb.logf = f
+	cmd := exec.Command(bin, "--config", cfg,
+		"--root", filepath.Join(tb.dir, "root"),
+		"--state", filepath.Join(tb.dir, "state"),
+		"--address", tb.sock)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Dir = tb.dir
+	// Pdeathsig: a test binary killed by its timeout takes containerd with
+	// it. Shims are reparented and survive; Stop (or the next run's
+	// operator) deals with them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		close(tb.exited)
+		return fmt.Errorf("testbed: start containerd: %w", err)
+	}
+	tb.cmd = cmd
+	go func() {
+		_ = cmd.Wait() // the exit status is in the log; Stop only needs the reaping
+		close(tb.exited)
+	}()
+	return nil
+}
+
+// waitCRI polls the CRI Version until it answers, containerd exits or ctx
+// ends.
+func (tb *Testbed) waitCRI(ctx context.Context) error {
+	conn, err := grpc.NewClient("unix://"+tb.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("testbed: cri client: %w", err)
+	}
+	tb.criConn = conn
+	tb.runtime = runtimeapi.NewRuntimeServiceClient(conn)
+	tb.images = runtimeapi.NewImageServiceClient(conn)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, time.Second)
+		_, last = tb.runtime.Version(callCtx, &runtimeapi.VersionRequest{})
+		cancel()
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-tb.exited:
+			return fmt.Errorf("testbed: containerd exited before its CRI answered: %w", last)
+		case <-ctx.Done():
+			return fmt.Errorf("testbed: CRI did not answer Version: %w (last error: %w)", ctx.Err(), last)
+		case <-tick.C:
+		}
+	}
+}
+
+// withLogTail appends the end of containerd's log to err.
+func (tb *Testbed) withLogTail(err error) error {
+	tail, terr := tb.logTail(4 << 10)
+	if terr != nil || len(tail) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\n--- tail of %s ---\n%s", err, tb.logPath, tail)
+}
+
+func (tb *Testbed) logTail(n int64) ([]byte, error) {
+	b, err := os.ReadFile(tb.logPath)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > n {
+		b = b[int64(len(b))-n:]
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	return b, nil
+}
+
+// Endpoint is the path of the CRI (and containerd) unix socket.
+func (tb *Testbed) Endpoint() string { return tb.sock }
+
+// Dir is the testbed's directory; Stop removes it.
+func (tb *Testbed) Dir() string { return tb.dir }
+
+// LogPath is containerd's log file.
+func (tb *Testbed) LogPath() string { return tb.logPath }
+
+// Snapshotter is the snapshotter the CRI uses.
+func (tb *Testbed) Snapshotter() string { return tb.snapshotter }
+
+// SandboxImage is the CRI's sandbox_image, imported by Start.
+func (tb *Testbed) SandboxImage() string { return tb.sandboxImage }
