@@ -236,3 +236,49 @@ func onlyGlobal(cmd *cobra.Command) bool {
 func contextWithTimeout(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(cmd.Context(), d)
 }
+
+func (a *app) bypassCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "bypass on|off",
+		Short: "Turn the gate off (every start passes at once) or back on",
+		Long: "bypass on turns the gate off by hand: every Acquire is granted at once and the CRI proxy passes\n" +
+			"starts straight through to containerd, as it does by itself when admission fails. bypass off\n" +
+			"puts the gate back in charge. Prints the state the daemon reports afterwards.",
+		Example:   "  startgatectl bypass on\n  startgatectl bypass off -o json",
+		ValidArgs: []string{"on", "off"},
+		Args:      cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var on bool
+			switch args[0] {
+			case "on":
+				on = true
+			case "off":
+			default:
+				return usagef("bypass %q: want on or off", args[0])
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.callCtx(cmd.Context())
+			defer cancel()
+			st, err := c.SetBypass(ctx, &pb.SetBypassRequest{On: on})
+			if err != nil {
+				return a.rpcError(err)
+			}
+			// The daemon's answer, not the request: what the gate is now.
+			what := "bypass off"
+			if st.Bypassed {
+				what = "bypass on"
+			}
+			if a.output == "table" {
+				_, err := fmt.Fprintln(a.streams.Out, what)
+				return err
+			}
+			return emit(a.streams.Out, a.output, struct {
+				Result   string `json:"result"`
+				Bypassed bool   `json:"bypassed"`
+			}{what, st.Bypassed})
+		},
+	}
+}

@@ -201,6 +201,123 @@ func TestPauseResume(t *testing.T) {
 	}
 }
 
+func TestBypass(t *testing.T) {
+	d := startDaemon(t)
+	status := func() map[string]any {
+		t.Helper()
+		r := d.run(t, "status", "-o", "json")
+		var got map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &got); r.code != 0 || err != nil {
+			t.Fatalf("status -o json: exit %d, %v, stderr %q", r.code, err, r.stderr)
+		}
+		return got
+	}
+	if got, ok := status()["bypassed"]; !ok || got != false {
+		t.Errorf("status -o json before bypass: bypassed = %v (present %v), want false", got, ok)
+	}
+	for _, tc := range []struct {
+		args     []string
+		out      string
+		bypassed bool
+	}{
+		{[]string{"bypass", "on"}, "bypass on\n", true},
+		{[]string{"bypass", "off"}, "bypass off\n", false},
+		{[]string{"bypass", "on", "-o", "json"}, "{\n  \"result\": \"bypass on\",\n  \"bypassed\": true\n}\n", true},
+	} {
+		r := d.run(t, tc.args...)
+		if r.code != 0 || r.stdout != tc.out {
+			t.Errorf("%v: exit %d, out %q, stderr %q; want 0, %q", tc.args, r.code, r.stdout, r.stderr, tc.out)
+		}
+		if got := d.gate.Bypassed(); got != tc.bypassed {
+			t.Errorf("after %v gate bypassed = %v, want %v", tc.args, got, tc.bypassed)
+		}
+	}
+	if got := status()["bypassed"]; got != true {
+		t.Errorf("status -o json after bypass on: bypassed = %v, want true", got)
+	}
+	// Bypass shows over pause: it is what decides whether starts wait.
+	d.gate.Pause()
+	if r := d.run(t, "status"); r.code != 0 || !strings.Contains(r.stdout, "gate:") || !strings.Contains(r.stdout, "bypassed\n") {
+		t.Errorf("status table while bypassed: exit %d, got %q, want a gate: bypassed line", r.code, r.stdout)
+	}
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"bypass"}, "accepts 1 arg"},
+		{[]string{"bypass", "maybe"}, "want on or off"},
+		{[]string{"bypass", "on", "off"}, "accepts 1 arg"},
+	} {
+		if r := d.run(t, tc.args...); r.code != 2 || !strings.Contains(r.stderr, tc.err) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, r.code, r.stderr, tc.err)
+		}
+	}
+	if !d.gate.Bypassed() {
+		t.Errorf("a refused bypass command changed the gate: bypassed false, want true")
+	}
+}
+
+func TestWatchShowsBypassByName(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb bytes.Buffer
+	done := make(chan int, 1)
+	w := &lockedBuffer{b: &out}
+	go func() {
+		done <- Run(ctx, []string{"--socket", d.sock, "watch", "-o", "json"}, Streams{In: strings.NewReader(""), Out: w, Err: &errb})
+	}()
+	// The watch has subscribed once a pause reaches it.
+	eventually(t, "watch prints a paused event", func() bool {
+		d.gate.Pause()
+		d.gate.Resume()
+		return strings.Contains(w.String(), `"type":"paused"`)
+	})
+	d.gate.SetBypass(true)
+	d.gate.SetBypass(false)
+	eventually(t, "watch prints the bypass-off event", func() bool { return strings.Contains(w.String(), `"type":"bypass-off"`) })
+	if !strings.Contains(w.String(), `"type":"bypass-on"`) {
+		t.Errorf("watch -o json lacks the bypass-on event: %q", w.String())
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("watch after interrupt: exit %d, stderr %q; want 0", code, errb.String())
+	}
+}
+
+// eventually polls cond on a real socket's behalf: there is no clock to
+// advance between a daemon and its client.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v: %s", waitFor, what)
+		}
+		<-tick.C
+	}
+}
+
+// lockedBuffer lets a test read what a running command has printed.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func TestHold(t *testing.T) {
 	d := startDaemon(t)
 	for _, tc := range []struct {

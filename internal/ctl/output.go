@@ -30,6 +30,7 @@ type Status struct {
 	QueueByClass    map[string]int `json:"queue_by_class"`
 	Paused          bool           `json:"paused"`
 	Draining        bool           `json:"draining"`
+	Bypassed        bool           `json:"bypassed"`
 	ControllerState string         `json:"controller_state"`
 	Pressure        Pressure       `json:"pressure"`
 	PressureError   string         `json:"pressure_error,omitempty"`
@@ -134,8 +135,13 @@ func className(c pb.Class) string {
 	return strings.ToLower(s)
 }
 
-func eventName(t pb.EventType) string {
-	return strings.ToLower(strings.TrimPrefix(t.String(), "EVENT_TYPE_"))
+// eventName is the daemon's own name of the event (type_name), or the
+// enum's for a daemon too old to send one.
+func eventName(e *pb.Event) string {
+	if e.TypeName != "" {
+		return e.TypeName
+	}
+	return strings.ToLower(strings.TrimPrefix(e.Type.String(), "EVENT_TYPE_"))
 }
 
 func durStr(d *durationpb.Duration) string {
@@ -179,6 +185,7 @@ func statusOut(r *pb.StatusResponse) Status {
 		QueueByClass:    map[string]int{},
 		Paused:          r.Paused,
 		Draining:        r.Draining,
+		Bypassed:        r.Bypassed,
 		ControllerState: r.ControllerState,
 		PressureError:   r.PressureError,
 		Cores:           int(r.Cores),
@@ -250,7 +257,7 @@ func leasesOut(ls []*pb.Lease, now time.Time) []Lease {
 
 func eventOut(e *pb.Event) Event {
 	out := Event{
-		Seq: e.Seq, Time: timeVal(e.Time), Type: eventName(e.Type), ID: e.Id,
+		Seq: e.Seq, Time: timeVal(e.Time), Type: eventName(e), ID: e.Id,
 		Tenant: e.Tenant, Description: e.Description, Reason: e.Reason,
 		InFlight: int(e.InFlight), InFlightLimit: int(e.InFlightLimit), QueueLength: int(e.QueueLength), Rate: e.Rate, Lost: e.Lost,
 	}
@@ -293,6 +300,9 @@ func writeStatusTable(w io.Writer, s Status) error {
 	tw := table(w)
 	state := "running"
 	switch {
+	case s.Bypassed:
+		// Bypass overrides pause and drain: every start passes.
+		state = "bypassed"
 	case s.Draining:
 		state = "draining"
 	case s.Paused:
