@@ -1,11 +1,13 @@
 package metrics
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/criproxy"
 	"github.com/startgate/startgate/internal/pressure"
 )
 
@@ -20,12 +22,17 @@ type Metrics struct {
 	cancelled *prometheus.CounterVec
 	released  *prometheus.CounterVec
 	wait      *prometheus.HistogramVec
+	criCalls  *prometheus.CounterVec
+	failOpen  *prometheus.CounterVec
 	// waitBy holds the histogram child per class, resolved once: the
 	// observer runs under the gate's lock.
 	waitBy []prometheus.Observer
 }
 
-var _ admission.Observer = (*Metrics)(nil)
+var (
+	_ admission.Observer = (*Metrics)(nil)
+	_ criproxy.Observer  = (*Metrics)(nil)
+)
 
 var classNames = func() []string {
 	out := make([]string, len(admission.Classes))
@@ -64,14 +71,58 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from request to grant, by class.",
 			Buckets: WaitBuckets,
 		}, []string{"class"}),
+		criCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cri_calls_total",
+			Help: "CRI calls the proxy forwarded to containerd, by gRPC method and containerd's status code.",
+		}, []string{"method", "code"}),
+		failOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cri_fail_open_total",
+			Help: "Gated CRI calls passed to containerd without a start slot, by method and reason (bypass, gate-stuck, gate-error, gate-panic).",
+		}, []string{"method", "reason"}),
 	}
-	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait)
+	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait, m.criCalls, m.failOpen)
 	m.waitBy = make([]prometheus.Observer, len(classNames))
 	for i, name := range classNames {
 		m.waitBy[i] = m.wait.WithLabelValues(name)
 		m.cancelled.WithLabelValues(name) // export zeros, so rate() works from the start
 	}
+	// Zeros for the calls that take a slot, so that an alert on any fail
+	// open has a series to watch before the first one.
+	for _, method := range gatedMethods {
+		for _, reason := range failOpenReasons {
+			m.failOpen.WithLabelValues(method, reason)
+		}
+	}
 	return m
+}
+
+// gatedMethods are the CRI calls that ask the gate for a slot (criproxy's
+// start family; StartContainer runs on the slot its CreateContainer took).
+var gatedMethods = []string{
+	"/runtime.v1.RuntimeService/RunPodSandbox",
+	"/runtime.v1.RuntimeService/CreateContainer",
+}
+
+var failOpenReasons = []string{"bypass", "gate-stuck", "gate-error", "gate-panic"}
+
+// criMethod bounds the method label. The proxy forwards any method a
+// caller names (a newer kubelet's included), so the label keeps names in
+// the CRI's two services and folds anything else into "other".
+func criMethod(method string) string {
+	if strings.HasPrefix(method, "/runtime.v1.RuntimeService/") || strings.HasPrefix(method, "/runtime.v1.ImageService/") {
+		return method
+	}
+	return "other"
+}
+
+// Forwarded implements criproxy.Observer.
+func (m *Metrics) Forwarded(method, code string) {
+	m.criCalls.WithLabelValues(criMethod(method), code).Inc()
+}
+
+// FailOpen implements criproxy.Observer.
+func (m *Metrics) FailOpen(method, reason string) {
+	m.failOpen.WithLabelValues(criMethod(method), reason).Inc()
 }
 
 // Admitted implements admission.Observer.
@@ -112,7 +163,7 @@ func (m *Metrics) WatchGate(g *admission.Gate) {
 type gateCollector struct {
 	src                                         statusSource
 	queue, inFlight, limit, rate, burst, tokens *prometheus.Desc
-	pressure, paused                            *prometheus.Desc
+	pressure, paused, bypassed                  *prometheus.Desc
 }
 
 func newGateCollector(src statusSource) *gateCollector {
@@ -129,11 +180,12 @@ func newGateCollector(src statusSource) *gateCollector {
 		tokens:   d("tokens", "Tokens in the bucket."),
 		pressure: d("pressure", "Smoothed PSI some stall fraction (0..1), by resource; absent when not measured.", "resource"),
 		paused:   d("paused", "1 when granting is paused (pause or drain)."),
+		bypassed: d("bypassed", "1 when an operator bypassed the gate (startgatectl bypass on): starts pass without a slot."),
 	}
 }
 
 func (c *gateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.queue, c.inFlight, c.limit, c.rate, c.burst, c.tokens, c.pressure, c.paused} {
+	for _, d := range []*prometheus.Desc{c.queue, c.inFlight, c.limit, c.rate, c.burst, c.tokens, c.pressure, c.paused, c.bypassed} {
 		ch <- d
 	}
 }
@@ -161,4 +213,9 @@ func (c *gateCollector) Collect(ch chan<- prometheus.Metric) {
 		paused = 1
 	}
 	g(c.paused, paused)
+	bypassed := 0.0
+	if st.Bypassed {
+		bypassed = 1
+	}
+	g(c.bypassed, bypassed)
 }

@@ -98,6 +98,7 @@ func TestGateCollector(t *testing.T) {
 		InFlight: 3,
 		Queued:   5,
 		Paused:   true,
+		Bypassed: true,
 		Pressure: pressure.Sample{Some: pressure.Values{0.25, 0.1, 0}, Present: [3]bool{true, true, false}},
 	}
 	st.QueuedByClass[admission.High] = 2
@@ -108,6 +109,9 @@ func TestGateCollector(t *testing.T) {
 # HELP startgate_burst Token bucket depth.
 # TYPE startgate_burst gauge
 startgate_burst 4
+# HELP startgate_bypassed 1 when an operator bypassed the gate (startgatectl bypass on): starts pass without a slot.
+# TYPE startgate_bypassed gauge
+startgate_bypassed 1
 # HELP startgate_in_flight Start slots held.
 # TYPE startgate_in_flight gauge
 startgate_in_flight 3
