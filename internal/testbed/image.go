@@ -255,24 +255,30 @@ func (tb *Testbed) ImportImage(ctx context.Context, ref string, img v1.Image) er
 	if err := cimg.Unpack(ctx, tb.snapshotter); err != nil {
 		return fmt.Errorf("testbed: unpack %s into %s: %w", ref, tb.snapshotter, err)
 	}
-	return tb.waitCRIImage(ctx, ref)
+	id, err := img.ConfigName()
+	if err != nil {
+		return fmt.Errorf("testbed: import %s: %w", ref, err)
+	}
+	return tb.waitCRIImage(ctx, ref, id.String())
 }
 
-// waitCRIImage polls the CRI until it has seen the image: the CRI plugin
-// learns of imported images from containerd's events, asynchronously.
-func (tb *Testbed) waitCRIImage(ctx context.Context, ref string) error {
+// waitCRIImage polls the CRI until ImageStatus(ref) has image ID id (the
+// config digest): the CRI plugin learns of imported images from
+// containerd's events, asynchronously, and a re-imported ref ("patch")
+// shows the old ID until then.
+func (tb *Testbed) waitCRIImage(ctx context.Context, ref, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		resp, err := tb.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
-		if err == nil && resp.GetImage() != nil {
+		if err == nil && resp.GetImage().GetId() == id {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("testbed: CRI does not see imported image %s: %w (last error: %v)", ref, ctx.Err(), err)
+			return fmt.Errorf("testbed: CRI does not see imported image %s as %s: got %q: %w (last error: %v)", ref, id, resp.GetImage().GetId(), ctx.Err(), err)
 		case <-tick.C:
 		}
 	}

@@ -129,10 +129,18 @@ func tail(tb *Testbed) string {
 	return string(b)
 }
 
+// TestPodEndToEnd runs a pod with the probed snapshotter (overlayfs here)
+// and with native, the fallback for machines without overlay mounts.
 func TestPodEndToEnd(t *testing.T) {
+	for _, snapshotter := range []string{"", "native"} {
+		t.Run("snapshotter="+snapshotter, func(t *testing.T) { testPodEndToEnd(t, snapshotter) })
+	}
+}
+
+func testPodEndToEnd(t *testing.T, snapshotter string) {
 	_, ctx := ktesting.NewTestContext(t)
 	t0 := time.Now()
-	tb := StartT(t, Options{})
+	tb := StartT(t, Options{Snapshotter: snapshotter})
 	t.Logf("Start (cold): %v, snapshotter %s, dir %s", time.Since(t0).Round(time.Millisecond), tb.Snapshotter(), tb.Dir())
 
 	rs := newCRIClient(ctx, t, tb)
@@ -168,6 +176,19 @@ func TestPodEndToEnd(t *testing.T) {
 		t.Errorf("ListPodSandbox after remove: got %d sandboxes, want 0", len(items))
 	}
 
+	// A "patch": the same ref imported again with one more layer.
+	patch, err := Layer(File{Path: "etc/patched", Data: []byte("1\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := BusyboxImage(patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.ImportImage(ctx, "startgate.test/busybox:1", img); err != nil {
+		t.Fatalf("re-import: %v", err)
+	}
+
 	t2 := time.Now()
 	if err := tb.Stop(ctx); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -176,48 +197,62 @@ func TestPodEndToEnd(t *testing.T) {
 	assertNothingLeft(t, tb.Dir())
 }
 
-// TestStopLeavesNothing stops a testbed whose pod is still running after
-// containerd was killed, the worst case after a failed test: the shims and
-// their containers, and the rootfs and shm mounts, are Stop's to clean.
+// TestStopLeavesNothing stops testbeds whose pod is still running, as after
+// a failed test: once with containerd up (the CRI removes the pod), once
+// after containerd was killed, the worst case, where the shims and their
+// containers, the rootfs and shm mounts, the shim sockets and the cgroups
+// are Stop's to clean.
 func TestStopLeavesNothing(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	tb := StartT(t, Options{})
-	rs := newCRIClient(ctx, t, tb)
-	runPod(ctx, t, tb, rs, "leak")
+	for _, tc := range []struct {
+		name string
+		kill bool
+	}{
+		{"containerd up", false},
+		{"containerd killed", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			tb := StartT(t, Options{})
+			rs := newCRIClient(ctx, t, tb)
+			runPod(ctx, t, tb, rs, "leak")
 
-	pids, err := ProcessesUsing(tb.Dir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(pids) < 2 { // containerd and at least one shim
-		t.Fatalf("before Stop: got processes %v using %s, want containerd and shims", pids, tb.Dir())
-	}
-	mounts, err := MountsUnder(tb.Dir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(mounts) == 0 {
-		t.Fatalf("before Stop: got no mounts under %s, want the pod's", tb.Dir())
-	}
-	left := findLeftovers(tb.Dir())
-	if len(left.sockets) == 0 || len(left.cgroups) == 0 {
-		t.Fatalf("before Stop: got shim sockets %v and cgroups %v, want some of each", left.sockets, left.cgroups)
-	}
-	if err := tb.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-tb.exited
+			pids, err := ProcessesUsing(tb.Dir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(pids) < 2 { // containerd and at least one shim
+				t.Fatalf("before Stop: got processes %v using %s, want containerd and shims", pids, tb.Dir())
+			}
+			mounts, err := MountsUnder(tb.Dir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(mounts) == 0 {
+				t.Fatalf("before Stop: got no mounts under %s, want the pod's", tb.Dir())
+			}
+			left := findLeftovers(tb.Dir())
+			if len(left.sockets) == 0 || len(left.cgroups) == 0 {
+				t.Fatalf("before Stop: got shim sockets %v and cgroups %v, want some of each", left.sockets, left.cgroups)
+			}
+			if tc.kill {
+				if err := tb.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				<-tb.exited
+			}
 
-	t0 := time.Now()
-	if err := tb.Stop(ctx); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-	t.Logf("Stop after containerd was killed, %d mounts and %d processes left: %v", len(mounts), len(pids)-1, time.Since(t0).Round(time.Millisecond))
-	assertNothingLeft(t, tb.Dir())
-	for _, p := range append(left.sockets, left.cgroups...) {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Errorf("after Stop: stat %s: got %v, want not exist", p, err)
-		}
+			t0 := time.Now()
+			if err := tb.Stop(ctx); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			t.Logf("Stop with a running pod (%d mounts, %d processes): %v", len(mounts), len(pids), time.Since(t0).Round(time.Millisecond))
+			assertNothingLeft(t, tb.Dir())
+			for _, p := range append(left.sockets, left.cgroups...) {
+				if _, err := os.Stat(p); !os.IsNotExist(err) {
+					t.Errorf("after Stop: stat %s: got %v, want not exist", p, err)
+				}
+			}
+		})
 	}
 }
 
@@ -240,5 +275,34 @@ func assertNothingLeft(t *testing.T, dir string) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("after Stop: stat %s: got %v, want not exist", dir, err)
+	}
+}
+
+// TestStartFailure: a containerd that dies at once makes Start fail with
+// the tail of its log, and leaves nothing under Options.Parent.
+func TestStartFailure(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("testbed: Start needs root")
+	}
+	parent := t.TempDir()
+	fake := filepath.Join(parent, "fake-containerd")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho 'level=fatal msg=\"boom: no such thing\"'\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bedParent := filepath.Join(parent, "beds")
+	if err := os.Mkdir(bedParent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tb, err := Start(context.Background(), Options{Parent: bedParent, Containerd: fake, StartTimeout: 10 * time.Second})
+	if err == nil {
+		_ = tb.Stop(context.Background())
+		t.Fatal("Start with a containerd that exits: got no error")
+	}
+	if !strings.Contains(err.Error(), "exited before its CRI answered") || !strings.Contains(err.Error(), "boom: no such thing") {
+		t.Errorf("Start error: got %q, want the exit and the log tail", err)
+	}
+	ents, _ := os.ReadDir(bedParent)
+	if len(ents) != 0 {
+		t.Errorf("after failed Start: got %d entries in %s, want none", len(ents), bedParent)
 	}
 }
