@@ -100,8 +100,11 @@ func (a *app) printQueue(ctx context.Context, c pb.StartgateClient) error {
 		return a.rpcError(err)
 	}
 	ws := waitersOut(r.Waiters, time.Now())
-	if a.output == "table" {
+	switch a.output {
+	case "table":
 		return writeQueueTable(a.streams.Out, ws)
+	case "json":
+		return writeWaitersJSON(a.streams.Out, ws)
 	}
 	return emit(a.streams.Out, a.output, ws)
 }
