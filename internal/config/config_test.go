@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/criproxy"
 )
 
 func writeFile(t *testing.T, text string) string {
@@ -26,6 +27,84 @@ func TestDefaultPolicyMatchesAdmission(t *testing.T) {
 	want := admission.DefaultPolicy()
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("DefaultConfig().Policy() = %+v, want admission.DefaultPolicy() %+v", got, want)
+	}
+}
+
+func TestDefaultClassifierMatchesCriproxy(t *testing.T) {
+	got := DefaultConfig().Classifier()
+	want := criproxy.DefaultClassifier()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("DefaultConfig().Classifier() = %+v, want criproxy.DefaultClassifier() %+v", got, want)
+	}
+	c := DefaultConfig()
+	if w := c.Warmup(); w != defaultWarmup {
+		t.Errorf("DefaultConfig().Warmup() = %+v, want %+v", w, defaultWarmup)
+	}
+	if p := c.Pulls(); p != defaultPulls {
+		t.Errorf("DefaultConfig().Pulls() = %+v, want %+v", p, defaultPulls)
+	}
+}
+
+func TestCRIMapping(t *testing.T) {
+	c, err := Load(writeFile(t, `
+version = 1
+[cri]
+enabled = true
+class_annotation = ""
+default_class = "low"
+[[cri.rules]]
+annotation = "team=infra"
+class = "HIGH"
+[cri.warmup]
+poll = "100ms"
+settle_cores = 0.5
+settle_polls = 3
+cap = "30s"
+[cri.pulls]
+min = 2
+max = 5
+io_target = 0.2
+interval = "2s"
+`), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &criproxy.Classifier{
+		Rules:   []criproxy.Rule{{Annotation: "team=infra", Class: admission.High}},
+		Default: admission.Low,
+	}
+	if got := c.Classifier(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Classifier() = %+v, want %+v", got, want)
+	}
+	if got, want := c.Warmup(), (criproxy.WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.5, SettlePolls: 3, Cap: 30 * time.Second}); got != want {
+		t.Errorf("Warmup() = %+v, want %+v", got, want)
+	}
+	if got, want := c.Pulls(), (criproxy.PullPolicy{Min: 2, Max: 5, IOTarget: 0.2, Interval: 2 * time.Second}); got != want {
+		t.Errorf("Pulls() = %+v, want %+v", got, want)
+	}
+}
+
+func TestCRIRulesReplaceDefaults(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		want []Rule
+	}{
+		{"no rules keeps the defaults", "version = 1\n[cri]\nenabled = true\n", DefaultConfig().CRI.Rules},
+		// The first default rule is static = true: a file's first rule
+		// must not inherit it.
+		{"rules replace, fields not inherited", "version = 1\n[[cri.rules]]\nnamespace = \"batch\"\nclass = \"low\"\n",
+			[]Rule{{Namespace: "batch", Class: "low"}}},
+		{"empty list has none", "version = 1\n[cri]\nrules = []\n", []Rule{}},
+	}
+	for _, tt := range tests {
+		c, err := Load(writeFile(t, tt.text), true)
+		if err != nil {
+			t.Fatalf("%s: Load: %v", tt.name, err)
+		}
+		if !reflect.DeepEqual(c.CRI.Rules, tt.want) {
+			t.Errorf("%s: rules = %+v, want %+v", tt.name, c.CRI.Rules, tt.want)
+		}
 	}
 }
 
@@ -53,6 +132,19 @@ func TestDefaultsFromBrief(t *testing.T) {
 		{"admission.targets.io", c.Admission.Targets.IO, 0.4},
 		{"admission.targets.memory", c.Admission.Targets.Memory, 0.1},
 		{"admission.limits.max_rate_per_core", c.Admission.Limits.MaxRatePerCore, 25.0},
+		{"cri.enabled", c.CRI.Enabled, false},
+		{"cri.socket", c.CRI.Socket, "/run/startgate/cri.sock"},
+		{"cri.containerd_socket", c.CRI.ContainerdSocket, "/run/containerd/containerd.sock"},
+		{"cri.class_annotation", c.CRI.ClassAnnotation, "startgate.io/class"},
+		{"cri.default_class", c.CRI.DefaultClass, "normal"},
+		{"cri.warmup.poll", c.CRI.Warmup.Poll.Std(), 250 * time.Millisecond},
+		{"cri.warmup.settle_cores", c.CRI.Warmup.SettleCores, 0.1},
+		{"cri.warmup.settle_polls", c.CRI.Warmup.SettlePolls, 2},
+		{"cri.warmup.cap", c.CRI.Warmup.Cap.Std(), 60 * time.Second},
+		{"cri.pulls.min", c.CRI.Pulls.Min, 1},
+		{"cri.pulls.max", c.CRI.Pulls.Max, 3},
+		{"cri.pulls.io_target", c.CRI.Pulls.IOTarget, 0.4},
+		{"cri.pulls.interval", c.CRI.Pulls.Interval.Std(), time.Second},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -70,6 +162,9 @@ func TestWriteTOMLRoundTrip(t *testing.T) {
 	want.Pressure.Interval = Duration(100 * time.Millisecond)
 	want.Admission.OnDeadline = "refuse"
 	want.Admission.Limits.InFlight = 7
+	want.CRI.Enabled = true
+	want.CRI.Rules = []Rule{{Label: "app=db", Class: "high"}, {Annotation: "x", Static: true, Class: "background"}}
+	want.CRI.Warmup.Cap = Duration(90 * time.Second)
 	var buf bytes.Buffer
 	if err := want.WriteTOML(&buf); err != nil {
 		t.Fatal(err)
@@ -83,6 +178,16 @@ func TestWriteTOMLRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("round trip: got %+v, want %+v", got, want)
+	}
+
+	// No rules at all survives the trip too.
+	want.CRI.Rules = []Rule{}
+	buf.Reset()
+	if err := want.WriteTOML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Load(writeFile(t, buf.String()), true); err != nil || !reflect.DeepEqual(got.CRI.Rules, []Rule{}) {
+		t.Errorf("round trip of rules = []: got %+v, %v; want no rules\n%s", got.CRI.Rules, err, buf.String())
 	}
 }
 
@@ -156,6 +261,28 @@ func TestLoadErrors(t *testing.T) {
 		{"negative burst", "version = 1\n[admission.limits]\nburst = -1\n", []string{"admission.limits.burst: -1"}},
 		{"negative rate", "version = 1\n[admission.limits]\nrate = -2.5\n", []string{"admission.limits.rate: -2.5"}},
 		{"syntax", "version = 1\n[daemon\n", []string{"config:", "table name"}},
+		{"cri socket empty", "version = 1\n[cri]\nsocket = \"\"\n", []string{"cri.socket: must not be empty"}},
+		{"cri socket is the api socket", "version = 1\n[daemon]\nsocket = \"/run/x.sock\"\n[cri]\nsocket = \"/run/x.sock\"\n", []string{"cri.socket", "daemon.socket"}},
+		{"cri proxies to itself", "version = 1\n[cri]\nsocket = \"/run/c.sock\"\ncontainerd_socket = \"/run//c.sock\"\n", []string{"cri.containerd_socket", "also cri.socket"}},
+		{"containerd socket empty", "version = 1\n[cri]\ncontainerd_socket = \"\"\n", []string{"cri.containerd_socket: must not be empty"}},
+		{"cri unknown key", "version = 1\n[cri]\nsocket_mode = \"0660\"\n", []string{"cri.socket_mode: unknown key"}},
+		{"default_class", "version = 1\n[cri]\ndefault_class = \"urgent\"\n", []string{"cri.default_class", `"urgent"`, "critical, high"}},
+		{"default_class empty", "version = 1\n[cri]\ndefault_class = \"\"\n", []string{"cri.default_class: must be set"}},
+		{"class_annotation", "version = 1\n[cri]\nclass_annotation = \"a=b\"\n", []string{"cri.class_annotation", `"a=b"`}},
+		{"rule matches nothing", "version = 1\n[[cri.rules]]\nclass = \"high\"\n", []string{"cri.rules[1]: matches nothing"}},
+		{"rule bad class", "version = 1\n[[cri.rules]]\nnamespace = \"a\"\nclass = \"high\"\n[[cri.rules]]\nnamespace = \"b\"\nclass = \"vip\"\n", []string{"cri.rules[2].class", `"vip"`}},
+		{"rule no class", "version = 1\n[[cri.rules]]\nnamespace = \"a\"\n", []string{"cri.rules[1].class: must be set"}},
+		{"rule bad label", "version = 1\n[[cri.rules]]\nlabel = \"=x\"\nclass = \"low\"\n", []string{"cri.rules[1].label", `"=x"`}},
+		{"rule unknown key", "version = 1\n[[cri.rules]]\nnamespaces = \"a\"\nclass = \"low\"\n", []string{"cri.rules.namespaces: unknown key"}},
+		{"warmup poll", "version = 1\n[cri.warmup]\npoll = \"0s\"\n", []string{"cri.warmup.poll: 0s must be positive"}},
+		{"warmup settle_cores", "version = 1\n[cri.warmup]\nsettle_cores = -1.0\n", []string{"cri.warmup.settle_cores: -1"}},
+		{"warmup settle_polls", "version = 1\n[cri.warmup]\nsettle_polls = 0\n", []string{"cri.warmup.settle_polls: 0 must be at least 1"}},
+		{"warmup cap below poll", "version = 1\n[cri.warmup]\npoll = \"2s\"\ncap = \"1s\"\n", []string{"cri.warmup.cap: 1s is shorter than cri.warmup.poll 2s"}},
+		{"warmup cap bad", "version = 1\n[cri.warmup]\ncap = \"soon\"\n", []string{"cri.warmup.cap", `"soon"`}},
+		{"pulls min", "version = 1\n[cri.pulls]\nmin = 0\n", []string{"cri.pulls.min: 0 must be at least 1"}},
+		{"pulls max below min", "version = 1\n[cri.pulls]\nmin = 4\n", []string{"cri.pulls.max: 3 below cri.pulls.min 4"}},
+		{"pulls io_target", "version = 1\n[cri.pulls]\nio_target = 1.5\n", []string{"cri.pulls.io_target: 1.5 out of range (0, 1]"}},
+		{"pulls interval", "version = 1\n[cri.pulls]\ninterval = \"-1s\"\n", []string{"cri.pulls.interval: -1s must be positive"}},
 		{"all problems at once", "version = 1\n[admission]\non_deadline = \"x\"\nmax_queue = -1\n[admission.targets]\ncpu = 2.0\n",
 			[]string{"admission.on_deadline", "admission.max_queue", "admission.targets.cpu: 2"}},
 	}

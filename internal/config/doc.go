@@ -1,11 +1,20 @@
 // Package config is startgated's versioned TOML configuration.
 //
 // A file declares `version = 1` and any of the sections [daemon],
-// [metrics], [pressure], [admission], [admission.targets] and
-// [admission.limits]; whatever it leaves out keeps its default. Defaults
-// live in one place: DefaultConfig, which takes the admission section from
-// admission.DefaultPolicy so that a daemon configured with nothing behaves
-// like a gate configured with nothing.
+// [metrics], [pressure], [admission], [admission.targets],
+// [admission.limits], [cri], [[cri.rules]], [cri.warmup] and [cri.pulls];
+// whatever it leaves out keeps its default. Defaults live in one place:
+// DefaultConfig, which takes the admission section from
+// admission.DefaultPolicy and the CRI classification from
+// criproxy.DefaultClassifier, so that a daemon configured with nothing
+// behaves like a gate and a proxy configured with nothing. (The proxy's
+// warm-up and pull defaults are mirrored in defaultWarmup and
+// defaultPulls: criproxy does not export them.)
+//
+// The [cri] section is validated whether or not cri.enabled is set, so a
+// mistake is found when it is made, not when the proxy is turned on.
+// [[cri.rules]] is a list: a file that gives any rule replaces the
+// default rules as a whole, and `rules = []` leaves none.
 //
 // Load is strict: an unknown key is an error naming the key (a misspelt
 // key silently ignored is a limit the operator thinks is set and is not),
@@ -15,6 +24,7 @@
 //
 // Flags override the file: the daemon applies them to the loaded Config
 // and validates again. Policy maps the admission section onto
-// admission.Policy; WriteTOML prints a Config in the form Load reads, for
+// admission.Policy; Classifier, Warmup and Pulls map the [cri] section
+// onto the proxy's settings; WriteTOML prints a Config in the form Load reads, for
 // `startgated config default`.
 package config
