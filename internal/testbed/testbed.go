@@ -14,6 +14,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -203,7 +204,15 @@ func (tb *Testbed) startContainerd(bin, cfg string) error {
 // waitCRI polls the CRI Version until it answers, containerd exits or ctx
 // ends.
 func (tb *Testbed) waitCRI(ctx context.Context) error {
-	conn, err := grpc.NewClient("unix://"+tb.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// gRPC's default reconnect backoff starts at 1 s, which the first
+	// dial, made before containerd has created its socket, would cost
+	// every Start.
+	conn, err := grpc.NewClient("unix://"+tb.sock,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 250 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
 	if err != nil {
 		return fmt.Errorf("testbed: cri client: %w", err)
 	}
