@@ -25,6 +25,6 @@
 // Flags override the file: the daemon applies them to the loaded Config
 // and validates again. Policy maps the admission section onto
 // admission.Policy; Classifier, Warmup and Pulls map the [cri] section
-// onto the proxy's settings; WriteTOML prints a Config in the form Load reads, for
-// `startgated config default`.
+// onto the proxy's settings; WriteTOML prints a Config in the form Load
+// reads, for `startgated config default`.
 package config
