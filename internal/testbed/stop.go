@@ -44,8 +44,11 @@ func (tb *Testbed) stop(ctx context.Context) error {
 		errs = append(errs, tb.criConn.Close())
 	}
 	errs = append(errs, tb.stopContainerd(ctx))
-	if tb.logf != nil {
-		errs = append(errs, tb.logf.Close())
+	tb.procMu.Lock()
+	logf := tb.logf
+	tb.procMu.Unlock()
+	if logf != nil {
+		errs = append(errs, logf.Close())
 	}
 	// Read before the kill: the files name what outlives the processes.
 	left := findLeftovers(tb.dir)
@@ -59,12 +62,8 @@ func (tb *Testbed) stop(ctx context.Context) error {
 }
 
 func (tb *Testbed) hasExited() bool {
-	select {
-	case <-tb.exited:
-		return true
-	default:
-		return false
-	}
+	_, exited := tb.proc()
+	return isClosed(exited)
 }
 
 // removeSandboxes stops and removes every pod sandbox; removing a sandbox
@@ -92,21 +91,22 @@ func (tb *Testbed) removeSandboxes(ctx context.Context) error {
 // stopContainerd sends SIGTERM, then SIGKILL after termGrace or when ctx
 // ends, and waits for the process to be reaped.
 func (tb *Testbed) stopContainerd(ctx context.Context) error {
-	if tb.cmd == nil || tb.hasExited() {
+	cmd, exited := tb.proc()
+	if cmd == nil || isClosed(exited) {
 		return nil
 	}
-	_ = tb.cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	grace := time.NewTimer(termGrace)
 	defer grace.Stop()
 	select {
-	case <-tb.exited:
+	case <-exited:
 		return nil
 	case <-grace.C:
 	case <-ctx.Done():
 	}
-	_ = tb.cmd.Process.Kill()
+	_ = cmd.Process.Kill()
 	select {
-	case <-tb.exited:
+	case <-exited:
 		return fmt.Errorf("testbed: containerd ignored SIGTERM for %v, killed", termGrace)
 	case <-time.After(5 * time.Second):
 		return errors.New("testbed: containerd survived SIGKILL")

@@ -64,6 +64,11 @@ type Testbed struct {
 	snapshotter  string
 	sandboxImage string
 
+	bin, cfg string // containerd and its config, for Restart
+
+	// procMu guards the running containerd, which Kill and Restart
+	// replace.
+	procMu sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
 	logf   *os.File
@@ -118,6 +123,7 @@ func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
 		snapshotter:  opts.Snapshotter,
 		sandboxImage: opts.SandboxImage,
 		exited:       make(chan struct{}),
+		bin:          bin,
 	}
 	defer func() {
 		if err != nil {
@@ -143,6 +149,7 @@ func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
 		}
 	}
 	cfg := filepath.Join(dir, "config.toml")
+	tb.cfg = cfg
 	if err := os.WriteFile(cfg, []byte(configTOML(dir, tb.snapshotter, tb.sandboxImage, opts.Debug)), 0o600); err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
@@ -174,8 +181,16 @@ func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
 }
 
 func (tb *Testbed) startContainerd(bin, cfg string) error {
+	tb.procMu.Lock()
+	defer tb.procMu.Unlock()
+	if tb.logf != nil {
+		tb.logf.Close()
+	}
+	exited := make(chan struct{})
+	tb.exited = exited
 	f, err := os.OpenFile(tb.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
+		close(exited)
 		return fmt.Errorf("testbed: %w", err)
 	}
 	tb.logf = f
@@ -190,15 +205,76 @@ func (tb *Testbed) startContainerd(bin, cfg string) error {
 	// operator) deals with them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		close(tb.exited)
+		close(exited)
 		return fmt.Errorf("testbed: start containerd: %w", err)
 	}
 	tb.cmd = cmd
 	go func() {
 		_ = cmd.Wait() // the exit status is in the log; Stop only needs the reaping
-		close(tb.exited)
+		close(exited)
 	}()
 	return nil
+}
+
+// proc returns the running containerd and its exit channel.
+func (tb *Testbed) proc() (*exec.Cmd, chan struct{}) {
+	tb.procMu.Lock()
+	defer tb.procMu.Unlock()
+	return tb.cmd, tb.exited
+}
+
+// Kill SIGKILLs containerd, as a crash would, and waits until it is gone.
+// Shims and containers live on; Restart brings containerd back to them.
+func (tb *Testbed) Kill() error {
+	cmd, exited := tb.proc()
+	if cmd == nil {
+		return errors.New("testbed: containerd not started")
+	}
+	_ = cmd.Process.Kill()
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(5 * time.Second):
+		return errors.New("testbed: containerd survived SIGKILL")
+	}
+}
+
+// Restart starts containerd again on the same root, state and socket, and
+// waits until its CRI answers.
+func (tb *Testbed) Restart(ctx context.Context) error {
+	if _, exited := tb.proc(); !isClosed(exited) {
+		return errors.New("testbed: containerd is still running: Kill it first")
+	}
+	if err := tb.startContainerd(tb.bin, tb.cfg); err != nil {
+		return err
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	_, exited := tb.proc()
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := tb.runtime.Version(callCtx, &runtimeapi.VersionRequest{})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return tb.withLogTail(fmt.Errorf("testbed: containerd exited after restart: %w", err))
+		case <-ctx.Done():
+			return tb.withLogTail(fmt.Errorf("testbed: containerd restarted but its CRI does not answer: %w", err))
+		case <-tick.C:
+		}
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // waitCRI polls the CRI Version until it answers, containerd exits or ctx
@@ -219,6 +295,7 @@ func (tb *Testbed) waitCRI(ctx context.Context) error {
 	tb.criConn = conn
 	tb.runtime = runtimeapi.NewRuntimeServiceClient(conn)
 	tb.images = runtimeapi.NewImageServiceClient(conn)
+	_, exited := tb.proc()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var last error
@@ -230,7 +307,7 @@ func (tb *Testbed) waitCRI(ctx context.Context) error {
 			return nil
 		}
 		select {
-		case <-tb.exited:
+		case <-exited:
 			return fmt.Errorf("testbed: containerd exited before its CRI answered: %w", last)
 		case <-ctx.Done():
 			return fmt.Errorf("testbed: CRI did not answer Version: %w (last error: %w)", ctx.Err(), last)

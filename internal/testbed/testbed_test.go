@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -235,10 +234,9 @@ func TestStopLeavesNothing(t *testing.T) {
 				t.Fatalf("before Stop: got shim sockets %v and cgroups %v, want some of each", left.sockets, left.cgroups)
 			}
 			if tc.kill {
-				if err := tb.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				if err := tb.Kill(); err != nil {
 					t.Fatal(err)
 				}
-				<-tb.exited
 			}
 
 			t0 := time.Now()
@@ -305,4 +303,32 @@ func TestStartFailure(t *testing.T) {
 	if len(ents) != 0 {
 		t.Errorf("after failed Start: got %d entries in %s, want none", len(ents), bedParent)
 	}
+}
+
+// Kill is a containerd crash; Restart brings it back on the same state,
+// with the running pod still there.
+func TestKillAndRestart(t *testing.T) {
+	ctx := context.Background()
+	tb := StartT(t, Options{})
+	rs := newCRIClient(ctx, t, tb)
+	sbID, _ := runPod(ctx, t, tb, rs, "survivor")
+	if err := tb.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	vctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err := rs.Version(vctx, "v1")
+	cancel()
+	if err == nil {
+		t.Fatalf("Version answered with containerd killed")
+	}
+	if err := tb.Restart(ctx); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	eventually(t, 30*time.Second, "the pod to be listed after the restart", func() (bool, string) {
+		st, err := rs.PodSandboxStatus(ctx, sbID, false)
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.GetStatus().GetState() == runtimeapi.PodSandboxState_SANDBOX_READY, st.GetStatus().GetState().String()
+	})
 }
