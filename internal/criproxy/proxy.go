@@ -195,6 +195,8 @@ func (p *Proxy) handle(_ any, ss grpc.ServerStream) error {
 		return p.forwardStart(ss, method)
 	case methodPullImage:
 		return p.forwardPull(ss, method)
+	case methodStopContainer, methodRemoveContainer:
+		return p.forwardEnd(ss, method)
 	}
 	if p.unary[method] {
 		in := new(frame)

@@ -72,6 +72,11 @@ func (f *fakeRuntime) StartContainer(ctx context.Context, r *runtimeapi.StartCon
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
+func (f *fakeRuntime) RemoveContainer(ctx context.Context, r *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	f.record(ctx, "RemoveContainer")
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
 func (f *fakeRuntime) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
 	if r.ContainerId == "missing" {
 		return nil, status.Errorf(codes.NotFound, "container %q not found", r.ContainerId)
@@ -491,5 +496,26 @@ func TestClassifier(t *testing.T) {
 	bad := &Classifier{Rules: []Rule{{Class: admission.High}}}
 	if err := bad.Validate(); err == nil {
 		t.Fatalf("Validate of a rule that matches nothing = nil, want an error")
+	}
+}
+
+// A container created and removed without being started gives its slot
+// back at once.
+func TestRemovedBeforeStartReleasesSlot(t *testing.T) {
+	e := newEnv(t, nil, openPolicy(4))
+	ctx := context.Background()
+	c, err := e.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: "sb",
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "app"}}, SandboxConfig: sandbox("default", "web-0", nil)})
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	if got := e.gate.Status().InFlight; got != 1 {
+		t.Fatalf("in flight after CreateContainer = %d, want 1", got)
+	}
+	if _, err := e.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.ContainerId}); err != nil {
+		t.Fatalf("RemoveContainer: %v", err)
+	}
+	if got := e.gate.Status().InFlight; got != 0 {
+		t.Fatalf("in flight after RemoveContainer of a never-started container = %d, want 0", got)
 	}
 }

@@ -22,6 +22,8 @@ const (
 	methodRunPodSandbox   = runtimeService + "RunPodSandbox"
 	methodCreateContainer = runtimeService + "CreateContainer"
 	methodStartContainer  = runtimeService + "StartContainer"
+	methodStopContainer   = runtimeService + "StopContainer"
+	methodRemoveContainer = runtimeService + "RemoveContainer"
 	methodPullImage       = "/runtime.v1.ImageService/PullImage"
 )
 
@@ -93,6 +95,26 @@ func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
 		p.warm.started(req.GetContainerId())
 		return ss.SendMsg(out)
 	}
+}
+
+// forwardEnd forwards StopContainer and RemoveContainer, then gives back
+// the slot of a container created and never started: kubelet removes such
+// containers when a pod is deleted mid-start, and the slot must not wait
+// for its cap. (Both requests carry container_id as field 1.)
+func (p *Proxy) forwardEnd(ss grpc.ServerStream, method string) error {
+	in := new(frame)
+	if err := ss.RecvMsg(in); err != nil {
+		return err
+	}
+	out, err := p.invoke(ss, method, in)
+	if err == nil {
+		req := new(runtimeapi.RemoveContainerRequest)
+		if proto.Unmarshal(in.b, req) == nil {
+			p.warm.failed(req.GetContainerId())
+		}
+		return ss.SendMsg(out)
+	}
+	return err
 }
 
 // relay forwards a unary call and its answer.
