@@ -28,10 +28,12 @@ func Main(args []string) int {
 
 // flags are the command line's overrides of the config file.
 type flags struct {
-	config        string
-	socket        string
-	metricsListen string
-	logLevel      string
+	config           string
+	socket           string
+	criSocket        string
+	containerdSocket string
+	metricsListen    string
+	logLevel         string
 }
 
 // NewCommand returns the startgated command tree.
@@ -42,7 +44,13 @@ func NewCommand() *cobra.Command {
 		Short: "Admit container starts at the rate the node can take them",
 		Long: "startgated gates container starts on this node through a token bucket and an\n" +
 			"in-flight limit sized from Linux pressure stall information, and serves the\n" +
-			"startgate gRPC API on a unix socket.",
+			"startgate gRPC API on a unix socket.\n\n" +
+			"With the CRI proxy on (cri.enabled, or --cri-socket or --containerd-socket given),\n" +
+			"it also serves the CRI on its own socket for kubelet and forwards every call to\n" +
+			"containerd, gating the ones that start containers. containerd need not be up:\n" +
+			"calls get Unavailable until it is, and the proxy reconnects by itself.",
+		Example: "  startgated --socket /run/startgate/startgate.sock \\\n" +
+			"    --cri-socket /run/startgate/cri.sock --containerd-socket /run/containerd/containerd.sock",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -63,6 +71,8 @@ func NewCommand() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&f.config, "config", config.DefaultPath, "config file; a missing file at the default path means defaults")
 	root.Flags().StringVar(&f.socket, "socket", "", "API socket path (overrides daemon.socket)")
+	root.Flags().StringVar(&f.criSocket, "cri-socket", "", "CRI proxy socket path for kubelet (overrides cri.socket; turns the proxy on)")
+	root.Flags().StringVar(&f.containerdSocket, "containerd-socket", "", "containerd's CRI socket the proxy forwards to (overrides cri.containerd_socket; turns the proxy on)")
 	root.Flags().StringVar(&f.metricsListen, "metrics-listen", "", `Prometheus listen address, e.g. 127.0.0.1:9464 (overrides metrics.listen; "" turns it off)`)
 	root.Flags().StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (overrides daemon.log_level)")
 
@@ -112,6 +122,16 @@ func loadConfig(cmd *cobra.Command, f flags) (*config.Config, error) {
 	fl := cmd.Flags()
 	if fl.Lookup("socket") != nil && fl.Changed("socket") {
 		cfg.Daemon.Socket = f.socket
+	}
+	// Naming either CRI socket asks for the proxy: a flag that silently
+	// did nothing without cri.enabled = true in a file would be a trap.
+	if fl.Lookup("cri-socket") != nil && fl.Changed("cri-socket") {
+		cfg.CRI.Socket = f.criSocket
+		cfg.CRI.Enabled = true
+	}
+	if fl.Lookup("containerd-socket") != nil && fl.Changed("containerd-socket") {
+		cfg.CRI.ContainerdSocket = f.containerdSocket
+		cfg.CRI.Enabled = true
 	}
 	if fl.Lookup("metrics-listen") != nil && fl.Changed("metrics-listen") {
 		cfg.Metrics.Listen = f.metricsListen

@@ -18,6 +18,7 @@ import (
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/config"
+	"github.com/startgate/startgate/internal/criproxy"
 	"github.com/startgate/startgate/internal/metrics"
 	"github.com/startgate/startgate/internal/pressure"
 	"github.com/startgate/startgate/internal/server"
@@ -86,10 +87,17 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		srv.Stop(stopCtx)
 	}()
 
-	api, err := activatedListener()
+	act, err := activatedListeners()
 	if err != nil {
 		return err
 	}
+	if act.cri != nil {
+		// Closing ours would not close systemd's: kubelet's connections
+		// would queue on a socket nobody serves. A CRI socket passed in is
+		// served, whatever cri.enabled says.
+		defer act.cri.Close()
+	}
+	api := act.api
 	if api == nil {
 		if api, err = listenSocket(cfg.Daemon.Socket, mode, gid); err != nil {
 			return err
@@ -98,6 +106,45 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	// grpc.Server closes the listener on Stop; this covers the error
 	// returns before Serve.
 	defer api.Close()
+
+	var proxy *criproxy.Proxy
+	var criLis *apiListener
+	if cfg.CRI.Enabled || act.cri != nil {
+		pcfg := criproxy.Config{
+			Upstream:   cfg.CRI.ContainerdSocket,
+			Gate:       gate,
+			Logger:     log.Named("cri"),
+			Classifier: cfg.Classifier(),
+			Warmup:     cfg.Warmup(),
+			Pulls:      cfg.Pulls(),
+			// Status takes the gate's lock, once per pull lane interval.
+			IOPressure: func() float64 { return gate.Status().Pressure.Some[pressure.IO] },
+		}
+		if m != nil {
+			// Only when set: a nil *Metrics in the interface is not nil.
+			pcfg.Observer = m
+		}
+		// New does not dial: containerd may come up after startgated, and
+		// the proxy answers Unavailable until it does.
+		if proxy, err = criproxy.New(pcfg); err != nil {
+			return fmt.Errorf("daemon: cri proxy: %w", err)
+		}
+		// Stop is idempotent; this covers the error returns below.
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			proxy.Stop(stopCtx)
+		}()
+		criLis = act.cri
+		if criLis == nil {
+			// 0600 and the daemon's group: only root (kubelet) may start
+			// containers through it, as with containerd's own socket.
+			if criLis, err = listenSocket(cfg.CRI.Socket, 0o600, -1); err != nil {
+				return err
+			}
+			defer criLis.Close()
+		}
+	}
 
 	var metricsLis net.Listener
 	var httpSrv *http.Server
@@ -111,12 +158,22 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 
-	log.Info("startgated starting",
+	fields := []zap.Field{
 		zap.String("version", Version),
 		zap.String("socket", api.path),
 		zap.Bool("socket_activated", api.activated),
 		zap.String("socket_mode", fmt.Sprintf("%04o", mode)),
 		zap.Int("admin_gid", gid),
+	}
+	if proxy != nil {
+		fields = append(fields,
+			zap.String("cri_socket", criLis.path),
+			zap.Bool("cri_socket_activated", criLis.activated),
+			zap.String("containerd_socket", cfg.CRI.ContainerdSocket))
+	} else {
+		fields = append(fields, zap.String("cri", "off"))
+	}
+	fields = append(fields,
 		zap.String("metrics", metricsAddr(metricsLis)),
 		zap.String("pressure_source", src.String()),
 		zap.Duration("interval", cfg.Pressure.Interval.Std()),
@@ -128,12 +185,16 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		zap.Int("inflight_fixed", cfg.Admission.Limits.InFlight),
 		zap.Float64("rate_fixed", cfg.Admission.Limits.Rate),
 	)
+	log.Info("startgated starting", fields...)
+	if act.cri != nil && !cfg.CRI.Enabled {
+		log.Info("systemd passed a socket named cri: serving the CRI proxy although cri.enabled is false")
+	}
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	var wg sync.WaitGroup
 	// failed carries the first unexpected end of a server.
-	failed := make(chan error, 2)
+	failed := make(chan error, 3)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -146,6 +207,15 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			failed <- fmt.Errorf("daemon: api server: %w", err)
 		}
 	}()
+	if proxy != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := proxy.Serve(criLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				failed <- fmt.Errorf("daemon: cri proxy: %w", err)
+			}
+		}()
+	}
 	if httpSrv != nil {
 		wg.Add(1)
 		go func() {
@@ -155,7 +225,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			}
 		}()
 	}
-	n := notifier{log: log}
+	n := notifier{log: log, cri: proxy != nil}
 	n.send("READY=1")
 	wg.Add(1)
 	go func() {
@@ -172,14 +242,28 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		log.Error("shutting down after a server failed", zap.Error(runErr))
 	}
 	n.send("STOPPING=1")
-	// Closing the gate first fails the queued Acquire streams with
-	// Unavailable and ends the leases, so the graceful stop below waits
-	// only for calls already on their way out.
+	// The order matters. The gate closes first: queued Acquire streams
+	// fail with Unavailable, leases end, and CRI starts waiting for a
+	// slot get ErrClosed and pass straight through to containerd (fail
+	// open), as does any start that arrives from now on. Only then do the
+	// servers stop gracefully: the API's waits only for calls already on
+	// their way out, the proxy's for CRI calls that containerd is now
+	// answering, so kubelet gets containerd's result rather than a cut
+	// connection. Stopping the proxy before closing the gate would
+	// instead wait on starts queued for slots that never come, until the
+	// shutdown timeout cut them.
 	gate.Close()
-	// ctx is done; the shutdown gets a fresh deadline of its own.
+	// ctx is done; the shutdown gets a fresh deadline of its own, shared
+	// by both servers, which stop side by side so that a long image pull
+	// in the proxy does not eat the API's share.
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Daemon.ShutdownTimeout.Std())
 	defer cancel()
+	var stopping sync.WaitGroup
+	if proxy != nil {
+		stopping.Go(func() { proxy.Stop(stopCtx) })
+	}
 	srv.Stop(stopCtx)
+	stopping.Wait()
 	if httpSrv != nil {
 		if err := httpSrv.Shutdown(stopCtx); err != nil {
 			httpSrv.Close()
@@ -187,11 +271,14 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 	stopRun()
 	wg.Wait()
-	if !api.activated {
+	for _, l := range []*apiListener{api, criLis} {
+		if l == nil || l.activated {
+			continue
+		}
 		// The listener unlinks on close; this catches a file left when
 		// the server failed before closing it.
-		if err := os.Remove(api.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			log.Warn("socket not removed", zap.String("socket", api.path), zap.Error(err))
+		if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("socket not removed", zap.String("socket", l.path), zap.Error(err))
 		}
 	}
 	log.Info("startgated stopped")

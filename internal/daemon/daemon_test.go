@@ -377,18 +377,22 @@ func TestStatusLine(t *testing.T) {
 	tests := []struct {
 		name string
 		st   admission.Status
+		cri  bool
 		want string
 	}{
 		{"psi", admission.Status{
 			Limits: admission.Limits{InFlight: 8, Rate: 12.5}, InFlight: 3, Queued: 4,
 			Pressure: pressure.Sample{Some: pressure.Values{0.5, 0.125, 0}},
-		}, "in-flight 3/8, queued 4, rate 12.5/s, cpu 50% io 12% mem 0%"},
+		}, false, "in-flight 3/8, queued 4, rate 12.5/s, cpu 50% io 12% mem 0%"},
 		{"no psi paused", admission.Status{
 			Limits: admission.Limits{InFlight: 4, Rate: 10}, PressureErr: "x", Paused: true,
-		}, "in-flight 0/4, queued 0, rate 10.0/s, PSI unavailable (static limits), paused"},
+		}, false, "in-flight 0/4, queued 0, rate 10.0/s, PSI unavailable (static limits), paused"},
+		{"bypassed with cri", admission.Status{
+			Limits: admission.Limits{InFlight: 4, Rate: 10}, PressureErr: "x", Paused: true, Bypassed: true,
+		}, true, "in-flight 0/4, queued 0, rate 10.0/s, PSI unavailable (static limits), bypassed, cri: on"},
 	}
 	for _, tt := range tests {
-		if got := statusLine(tt.st); got != tt.want {
+		if got := statusLine(tt.st, tt.cri); got != tt.want {
 			t.Errorf("statusLine(%s) = %q, want %q", tt.name, got, tt.want)
 		}
 	}

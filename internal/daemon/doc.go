@@ -1,24 +1,40 @@
 // Package daemon is startgated: the command line, and the wiring of the
 // config, the pressure sampler, the admission gate, the gRPC server, the
-// metrics endpoint and systemd in one place.
+// CRI proxy, the metrics endpoint and systemd in one place.
 //
 // Run owns every goroutine it starts (the gate's controller, the API
-// server, the metrics server, the systemd notifier) and returns only after
-// all of them have ended. Its life:
+// server, the CRI proxy, the metrics server, the systemd notifier) and
+// returns only after all of them have ended. Its life:
 //
 //  1. Build the pressure source and sampler, the gate and, when
-//     metrics.listen is set, a Prometheus registry fed by the gate.
-//  2. Take the API listener: the first unix socket systemd passed in
-//     (socket activation), else create daemon.socket, removing a stale
-//     file only when nothing answers on it, and set its mode and group.
-//  3. Serve, then tell systemd READY=1. While running, STATUS= carries the
-//     figures an operator wants in `systemctl status`, and the watchdog is
-//     pinged at half WATCHDOG_USEC, but only while the gate's controller
-//     is ticking: a wedged gate must get the daemon restarted.
-//  4. When ctx ends (SIGTERM, SIGINT): STOPPING=1, close the gate (waiters
-//     fail with Unavailable, leases end), stop the server gracefully
-//     within daemon.shutdown_timeout, stop the controller, and remove the
-//     socket if this process created it.
+//     metrics.listen is set, a Prometheus registry fed by the gate (and
+//     by the proxy).
+//  2. Take the listeners. systemd may pass sockets in (socket
+//     activation): the first unix socket named "cri"
+//     (FileDescriptorName=cri) is the CRI proxy's, the first of any other
+//     name the API's. A socket not passed in is created at daemon.socket
+//     (daemon.socket_mode and socket_group) or cri.socket (0600, the
+//     daemon's owner and group), removing a stale file only when nothing
+//     answers on it.
+//  3. With cri.enabled (or --cri-socket, --containerd-socket, or a
+//     passed "cri" socket), build the CRI proxy in front of
+//     cri.containerd_socket. It does not dial: startgated comes up and
+//     serves the CRI socket before containerd does, callers get
+//     Unavailable until containerd answers, and the proxy reconnects by
+//     itself (backoff capped at a second).
+//  4. Serve, then tell systemd READY=1. While running, STATUS= carries the
+//     figures an operator wants in `systemctl status` (", cri: on" when
+//     the proxy serves), and the watchdog is pinged at half
+//     WATCHDOG_USEC, but only while the gate's controller is ticking: a
+//     wedged gate must get the daemon restarted.
+//  5. When ctx ends (SIGTERM, SIGINT): STOPPING=1; close the gate, so
+//     waiters fail with Unavailable, leases end, and CRI starts waiting
+//     for a slot pass through to containerd (fail open); then stop the API
+//     server and the proxy side by side, gracefully within
+//     daemon.shutdown_timeout; stop the controller; remove the sockets
+//     this process created. The gate closes first because the proxy's
+//     graceful stop waits for its calls, and a start queued behind an
+//     open gate would wait for a slot until the timeout cut it.
 //
 // PSI that cannot be read is not fatal: the sampler is passed to the gate
 // anyway, and the gate logs once and keeps static limits.

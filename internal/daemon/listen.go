@@ -12,7 +12,8 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 )
 
-// apiListener is the socket the API is served on.
+// apiListener is a unix socket the daemon serves on: the API's or the CRI
+// proxy's.
 type apiListener struct {
 	net.Listener
 	// activated: systemd owns the socket file; leave it alone on exit.
@@ -20,38 +21,56 @@ type apiListener struct {
 	path      string
 }
 
-// activatedListener returns the first unix listener systemd passed in, or
-// nil when the daemon was not socket-activated. Other passed listeners are
-// closed: startgated has no use for them and holding them would keep
-// their sockets looking alive.
-func activatedListener() (*apiListener, error) {
-	ls, err := activation.Listeners()
-	if err != nil {
-		return nil, fmt.Errorf("daemon: socket activation: %w", err)
-	}
-	var out *apiListener
-	for _, l := range ls {
-		if l == nil {
+// criFDName is the FileDescriptorName= of a socket-activated CRI socket.
+const criFDName = "cri"
+
+// activated are the sockets systemd passed in; either may be nil.
+type activated struct {
+	api, cri *apiListener
+}
+
+// activatedListeners sorts the unix listeners systemd passed in by name:
+// the first named "cri" (FileDescriptorName=cri) is the CRI proxy's, the
+// first of any other name the API's. Other passed fds are closed:
+// startgated has no use for them and holding them would keep their
+// sockets looking alive.
+//
+// activation.Files rather than ListenersWithNames: the latter drops fds
+// that are not listeners without closing them, and loses the count the
+// error below reports.
+func activatedListeners() (activated, error) {
+	var out activated
+	files := activation.Files(true)
+	for _, f := range files {
+		l, err := net.FileListener(f)
+		// FileListener dups the fd; the original is not needed either way.
+		f.Close()
+		if err != nil {
 			continue
 		}
-		if ul, ok := l.(*net.UnixListener); ok && out == nil {
-			// systemd removes the file when the socket unit stops.
-			ul.SetUnlinkOnClose(false)
-			out = &apiListener{Listener: ul, activated: true, path: ul.Addr().String()}
+		ul, ok := l.(*net.UnixListener)
+		slot := &out.api
+		if f.Name() == criFDName {
+			slot = &out.cri
+		}
+		if !ok || *slot != nil {
+			l.Close()
 			continue
 		}
-		l.Close()
+		// systemd removes the file when the socket unit stops.
+		ul.SetUnlinkOnClose(false)
+		*slot = &apiListener{Listener: ul, activated: true, path: ul.Addr().String()}
 	}
-	if out == nil && len(ls) > 0 {
-		return nil, fmt.Errorf("daemon: socket activation passed %d fds but no unix stream socket", len(ls))
+	if out.api == nil && out.cri == nil && len(files) > 0 {
+		return activated{}, fmt.Errorf("daemon: socket activation passed %d fds but no unix stream socket", len(files))
 	}
 	return out, nil
 }
 
-// listenSocket creates the API socket at path with the given mode and
-// group. A socket file left by a daemon that died is removed; one a live
-// daemon answers on is not, and the start fails: two daemons gating one
-// node would each admit up to the full limit.
+// listenSocket creates a socket at path with the given mode and group (-1
+// keeps the daemon's). A socket file left by a daemon that died is
+// removed; one a live daemon answers on is not, and the start fails: two
+// daemons gating one node would each admit up to the full limit.
 func listenSocket(path string, mode fs.FileMode, gid int) (*apiListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("daemon: socket directory: %w", err)
@@ -74,6 +93,9 @@ func listenSocket(path string, mode fs.FileMode, gid int) (*apiListener, error) 
 	// The owner stays the daemon's user (root under systemd); only the
 	// group changes, which also works for an unprivileged daemon whose
 	// own group it is.
+	if gid < 0 {
+		return &apiListener{Listener: l, path: path}, nil
+	}
 	if err := os.Chown(path, -1, gid); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("daemon: socket group %d: %w", gid, err)

@@ -28,6 +28,8 @@ var _ statusSource = (*admission.Gate)(nil)
 // which is how the daemon runs outside systemd.
 type notifier struct {
 	log *zap.Logger
+	// cri: the CRI proxy is served, which STATUS= says.
+	cri bool
 }
 
 func (n notifier) send(state string) {
@@ -58,13 +60,13 @@ func (n notifier) run(ctx context.Context, gate statusSource, interval time.Dura
 	// Several intervals, so one slow /proc read does not count, and at
 	// least half the watchdog, so a long interval does not either.
 	stale := max(4*interval, wd/2, time.Second)
-	n.send("STATUS=" + statusLine(gate.Status()))
+	n.send("STATUS=" + statusLine(gate.Status(), n.cri))
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-st.C:
-			n.send("STATUS=" + statusLine(gate.Status()))
+			n.send("STATUS=" + statusLine(gate.Status(), n.cri))
 		case now := <-wdC:
 			// Status takes the gate's lock: a deadlocked gate blocks here
 			// and the pings stop, which is the point.
@@ -80,7 +82,7 @@ func (n notifier) run(ctx context.Context, gate statusSource, interval time.Dura
 }
 
 // statusLine is the one-line summary for STATUS=.
-func statusLine(s admission.Status) string {
+func statusLine(s admission.Status, cri bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "in-flight %d/%d, queued %d, rate %.1f/s", s.InFlight, s.Limits.InFlight, s.Queued, s.Limits.Rate)
 	if s.PressureErr != "" {
@@ -90,10 +92,15 @@ func statusLine(s admission.Status) string {
 			100*s.Pressure.Some[pressure.CPU], 100*s.Pressure.Some[pressure.IO], 100*s.Pressure.Some[pressure.Memory])
 	}
 	switch {
+	case s.Bypassed:
+		b.WriteString(", bypassed")
 	case s.Draining:
 		b.WriteString(", draining")
 	case s.Paused:
 		b.WriteString(", paused")
+	}
+	if cri {
+		b.WriteString(", cri: on")
 	}
 	return b.String()
 }
