@@ -65,7 +65,7 @@ deps: ## apt-get install what the build and tests need, if missing
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	else echo "deps: nothing missing"; fi
 
-demo: build ## Run the demo (hack/demo.sh)
+demo: ## Build, then run the demo (hack/demo.sh; it runs make build itself)
 	bash hack/demo.sh
 
 clean: ## Remove build output
