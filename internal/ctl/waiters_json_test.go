@@ -14,7 +14,7 @@ func TestWriteWaitersJSON(t *testing.T) {
 	enq := time.Date(2026, 11, 24, 0, 16, 49, 767194605, time.UTC)
 	berlin := time.FixedZone("CET", 3600)
 	dl := time.Date(2026, 11, 24, 1, 0, 0, 0, berlin)
-	whole := time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("", -(9*3600 + 30*60)))
+	whole := time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("", -(9*3600+30*60)))
 	w := func(id uint64, desc string, deadline *time.Time) Waiter {
 		return Waiter{ID: id, Class: "normal", Tenant: "ns-1", Description: desc, Enqueued: enq, Waited: "1.5s", Deadline: deadline, Position: int(id)}
 	}
