@@ -201,24 +201,12 @@ func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	w := &waiter{id: g.mu.nextID, req: req, enqueued: now, deadline: req.Deadline}
 	switch {
 	case g.mu.q.len() >= g.mu.policy.MaxQueue:
-		g.mu.counts.Refused++
-		g.obs.Refused(req.Class, "queue-full")
-		g.publishLocked(now, Event{Type: EventRefused, ID: w.id, Class: req.Class, Tenant: req.Tenant,
-			Description: req.Description, Reason: "queue full"})
-		max := g.mu.policy.MaxQueue
+		err := g.queueFullLocked(now, w)
 		g.mu.Unlock()
-		return nil, fmt.Errorf("%w: %d waiters queued, the most allowed (admission.max_queue)", ErrQueueFull, max)
+		return nil, err
 	}
 	w.ready = make(chan struct{})
-	g.mu.q.push(w)
-	if !w.deadline.IsZero() {
-		at := w.deadline.Add(-g.mu.policy.DeadlineMargin)
-		w.timer = g.clk.AfterFunc(at.Sub(now), func() { g.deadlineFired(w) })
-	}
-	g.publishLocked(now, Event{Type: EventQueued, ID: w.id, Class: req.Class, Tenant: req.Tenant, Description: req.Description})
-	// Capacity may be free while others queue ahead; dispatch settles it
-	// and arms the token timer if tokens are what is missing.
-	g.dispatchLocked(now)
+	g.enqueueLocked(now, w)
 	var info WaiterInfo
 	if req.OnQueued != nil && w.classElem != nil {
 		info = WaiterInfo{ID: w.id, Class: req.Class, Tenant: req.Tenant, Description: req.Description,
@@ -235,17 +223,7 @@ func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	case <-ctx.Done():
 	}
 	g.mu.Lock()
-	if g.mu.q.remove(w) {
-		now := g.clk.Now()
-		stopTimer(w.timer)
-		waited := now.Sub(w.enqueued)
-		g.mu.counts.Cancelled++
-		g.obs.Cancelled(req.Class, waited)
-		g.publishLocked(now, Event{Type: EventCancelled, ID: w.id, Class: req.Class, Tenant: req.Tenant,
-			Description: req.Description, Waited: waited, Reason: ctx.Err().Error()})
-		// A cancelled head may have been what blocked nothing, but a
-		// removed waiter can change which class is next: dispatch.
-		g.dispatchLocked(now)
+	if g.withdrawLocked(w, ctx.Err()) {
 		g.mu.Unlock()
 		return nil, ctx.Err()
 	}
@@ -257,6 +235,103 @@ func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
 		w.lease.Release()
 	}
 	return nil, ctx.Err()
+}
+
+// AcquireFunc is Acquire without a goroutine to block: it queues req and
+// calls done exactly once with the lease or the error, on a goroutine of
+// its own (never under the gate's lock, so done may call back into the
+// gate), possibly before AcquireFunc returns. The deadline is
+// req.Deadline. cancel withdraws the request if it still waits, in which
+// case done gets context.Canceled; it reports whether it did. A server
+// that holds many waiters for one client uses this, so that a waiting
+// request costs the queue entry and no stack.
+func (g *Gate) AcquireFunc(req Request, done func(*Lease, error)) (cancel func() bool) {
+	never := func() bool { return false }
+	if !req.Class.Valid() {
+		go done(nil, invalid("class", "%d is not a class", int(req.Class)))
+		return never
+	}
+	if req.Hold < 0 {
+		go done(nil, invalid("hold", "%v is negative", req.Hold))
+		return never
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.clk.Now()
+	if g.mu.closed {
+		g.obs.Refused(req.Class, "shutdown")
+		go done(nil, ErrClosed)
+		return never
+	}
+	g.mu.nextID++
+	// notify is set only once w queues: a decision made here calls done
+	// itself.
+	w := &waiter{id: g.mu.nextID, req: req, enqueued: now, deadline: req.Deadline}
+	switch {
+	case req.Class == Critical || g.bypass.Load():
+		go done(g.grantLocked(now, w, AdmitBypass), nil)
+		return never
+	case g.mu.q.len() == 0 && g.admissibleLocked(now):
+		go done(g.grantLocked(now, w, AdmitGranted), nil)
+		return never
+	case !w.deadline.IsZero() && !w.deadline.After(now.Add(g.mu.policy.DeadlineMargin)):
+		l, err := g.deadlineLocked(now, w)
+		go done(l, err)
+		return never
+	case g.mu.q.len() >= g.mu.policy.MaxQueue:
+		err := g.queueFullLocked(now, w)
+		go done(nil, err)
+		return never
+	}
+	w.notify = done
+	g.enqueueLocked(now, w)
+	return func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if !g.withdrawLocked(w, context.Canceled) {
+			return false
+		}
+		w.decide(nil, context.Canceled)
+		return true
+	}
+}
+
+func (g *Gate) queueFullLocked(now time.Time, w *waiter) error {
+	g.mu.counts.Refused++
+	g.obs.Refused(w.req.Class, "queue-full")
+	g.publishLocked(now, Event{Type: EventRefused, ID: w.id, Class: w.req.Class, Tenant: w.req.Tenant,
+		Description: w.req.Description, Reason: "queue full"})
+	return fmt.Errorf("%w: %d waiters queued, the most allowed (admission.max_queue)", ErrQueueFull, g.mu.policy.MaxQueue)
+}
+
+// enqueueLocked queues w, arms its deadline and dispatches: capacity may
+// be free while others queue ahead, or tokens may be what is missing.
+func (g *Gate) enqueueLocked(now time.Time, w *waiter) {
+	g.mu.q.push(w)
+	if !w.deadline.IsZero() {
+		at := w.deadline.Add(-g.mu.policy.DeadlineMargin)
+		w.timer = g.clk.AfterFunc(at.Sub(now), func() { g.deadlineFired(w) })
+	}
+	g.publishLocked(now, Event{Type: EventQueued, ID: w.id, Class: w.req.Class, Tenant: w.req.Tenant, Description: w.req.Description})
+	g.dispatchLocked(now)
+}
+
+// withdrawLocked takes a waiter whose caller gave up out of the queue; it
+// reports false if w was decided already.
+func (g *Gate) withdrawLocked(w *waiter, why error) bool {
+	if !g.mu.q.remove(w) {
+		return false
+	}
+	now := g.clk.Now()
+	stopTimer(w.timer)
+	waited := now.Sub(w.enqueued)
+	g.mu.counts.Cancelled++
+	g.obs.Cancelled(w.req.Class, waited)
+	g.publishLocked(now, Event{Type: EventCancelled, ID: w.id, Class: w.req.Class, Tenant: w.req.Tenant,
+		Description: w.req.Description, Waited: waited, Reason: why.Error()})
+	// A removed waiter can change which class is next.
+	g.dispatchLocked(now)
+	return true
 }
 
 // admissibleLocked reports whether a non-critical start may be granted now,
@@ -323,8 +398,7 @@ func (g *Gate) deadlineFired(w *waiter) {
 	}
 	now := g.clk.Now()
 	if _, err := g.deadlineLocked(now, w); err != nil {
-		w.err = err
-		close(w.ready)
+		w.decide(nil, err)
 	}
 	g.dispatchLocked(now)
 }
@@ -369,9 +443,8 @@ func (g *Gate) grantLocked(now time.Time, w *waiter, reason AdmitReason) *Lease 
 	g.obs.Admitted(w.req.Class, reason, l.info.Waited)
 	g.publishLocked(now, Event{Type: EventGranted, ID: w.id, Class: w.req.Class, Tenant: w.req.Tenant,
 		Description: w.req.Description, Reason: string(reason), Waited: l.info.Waited})
-	if w.ready != nil {
-		w.lease = l
-		close(w.ready)
+	if w.ready != nil || w.notify != nil {
+		w.decide(l, nil)
 	}
 	return l
 }
@@ -506,6 +579,7 @@ func (g *Gate) UpdatePolicy(update func(p *Policy)) (Policy, error) {
 	now := g.clk.Now()
 	g.mu.policy = p
 	g.mu.bounds = p.bounds(g.cores)
+	g.publishLocked(now, Event{Type: EventPolicy})
 	var l Limits
 	var state ControllerState
 	if g.sampler == nil || g.mu.pErr != nil {
@@ -674,8 +748,7 @@ func (g *Gate) Close() {
 		stopTimer(w.timer)
 		g.mu.counts.Refused++
 		g.obs.Refused(w.req.Class, "shutdown")
-		w.err = ErrClosed
-		close(w.ready)
+		w.decide(nil, ErrClosed)
 	}
 	for _, l := range g.mu.leases {
 		g.endLocked(now, l, ReleaseShutdown)

@@ -269,3 +269,43 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
 }
+
+// AcquireFunc holds a waiter without a goroutine: its callback gets the
+// lease when capacity frees, and cancel withdraws a waiter still queued.
+func TestAcquireFunc(t *testing.T) {
+	g := newGate(t, Config{Policy: staticPolicy(1, 1e6)})
+	type res struct {
+		l   *Lease
+		err error
+	}
+	results := make(chan res, 3)
+	cb := func(l *Lease, err error) { results <- res{l, err} }
+	g.AcquireFunc(Request{Class: Normal, Description: "first"}, cb)
+	first := <-results
+	if first.err != nil {
+		t.Fatalf("first AcquireFunc: %v", first.err)
+	}
+	g.AcquireFunc(Request{Class: Normal, Description: "second"}, cb)
+	cancelThird := g.AcquireFunc(Request{Class: Low, Description: "third"}, cb)
+	if q := g.Status().Queued; q != 2 {
+		t.Fatalf("queued = %d, want 2", q)
+	}
+	if !cancelThird() {
+		t.Fatalf("cancel of a queued waiter = false, want true")
+	}
+	if r := <-results; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("cancelled waiter's callback got %v, want context.Canceled", r.err)
+	}
+	if cancelThird() {
+		t.Fatalf("second cancel = true, want false")
+	}
+	first.l.Release()
+	second := <-results
+	if second.err != nil || second.l.Info().Description != "second" {
+		t.Fatalf("after release got %+v, want the second request's lease", second)
+	}
+	second.l.Release()
+	if st := g.Status(); st.InFlight != 0 || st.Queued != 0 {
+		t.Fatalf("in flight %d, queued %d; want 0 and 0", st.InFlight, st.Queued)
+	}
+}

@@ -13,10 +13,11 @@ type waiter struct {
 	enqueued time.Time
 	deadline time.Time // zero if none
 
-	// ready is closed once lease or err is set.
-	ready chan struct{}
-	lease *Lease
-	err   error
+	// ready is closed, or notify called, once lease or err is set.
+	ready  chan struct{}
+	notify func(*Lease, error)
+	lease  *Lease
+	err    error
 
 	classElem  *list.Element // in classQueue.arrivals
 	tenantElem *list.Element // in tenantQueue.waiters
@@ -25,6 +26,19 @@ type waiter struct {
 }
 
 type stopper interface{ Stop() bool }
+
+// decide records the outcome and wakes the caller: a blocked Acquire
+// through ready, an AcquireFunc caller through notify, on a goroutine of
+// its own because decide runs under the gate's lock.
+func (w *waiter) decide(l *Lease, err error) {
+	w.lease, w.err = l, err
+	if w.ready != nil {
+		close(w.ready)
+	}
+	if w.notify != nil {
+		go w.notify(l, err)
+	}
+}
 
 // queue orders waiters: by class, with aging; round robin across tenants
 // within a class; FIFO within a tenant. It is not safe for concurrent use;

@@ -200,6 +200,7 @@ const (
 	EventResumed   EventType = "resumed"
 	EventDraining  EventType = "draining"
 	EventShutdown  EventType = "shutdown"
+	EventPolicy    EventType = "policy"     // the policy was changed
 	EventBypassOn  EventType = "bypass-on"  // an operator turned the gate off
 	EventBypassOff EventType = "bypass-off" // and back on
 	// EventLost is delivered to a subscriber that fell behind; Lost says
