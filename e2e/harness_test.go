@@ -1,0 +1,318 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	internalapi "k8s.io/cri-api/pkg/apis"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
+
+	"github.com/startgate/startgate/internal/testbed"
+)
+
+// kubelet's --runtime-request-timeout default; RunPodSandbox gets twice
+// this inside the CRI client, as in kubelet.
+const criTimeout = 2 * time.Minute
+
+var bins struct {
+	dir        string
+	startgated string
+	ctl        string
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sg-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins.dir = dir
+	bins.startgated = filepath.Join(dir, "startgated")
+	bins.ctl = filepath.Join(dir, "startgatectl")
+	for out, pkg := range map[string]string{bins.startgated: "../cmd/startgated", bins.ctl: "../cmd/startgatectl"} {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// node is a testbed containerd with startgated in front of it.
+type node struct {
+	t       testing.TB
+	tb      *testbed.Testbed
+	dir     string
+	api     string // startgated's admin socket
+	cri     string // startgated's CRI socket
+	daemon  *exec.Cmd
+	logPath string
+	rs      internalapi.RuntimeService
+	image   string
+}
+
+type nodeOptions struct {
+	// config is extra TOML appended to the generated config.
+	config string
+}
+
+func startNode(t testing.TB, opts nodeOptions) *node {
+	t.Helper()
+	tb := testbed.StartT(t, testbed.Options{})
+	dir, err := os.MkdirTemp("", "sg-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	n := &node{t: t, tb: tb, dir: dir, api: filepath.Join(dir, "api.sock"), cri: filepath.Join(dir, "cri.sock"),
+		logPath: filepath.Join(dir, "startgated.log"), image: "startgate.test/app:1"}
+	cfg := filepath.Join(dir, "config.toml")
+	conf := "version = 1\n[daemon]\nlog_format = \"json\"\nlog_level = \"debug\"\n" + opts.config
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(n.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.daemon = exec.Command(bins.startgated, "--config", cfg, "--socket", n.api, "--cri-socket", n.cri,
+		"--containerd-socket", tb.Endpoint())
+	n.daemon.Stdout, n.daemon.Stderr = logf, logf
+	if err := n.daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = n.daemon.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- n.daemon.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("startgated exited with %v on SIGTERM; log:\n%s", err, n.logTail())
+			}
+		case <-time.After(20 * time.Second):
+			_ = n.daemon.Process.Kill()
+			<-done
+			t.Errorf("startgated did not stop within 20s of SIGTERM; log:\n%s", n.logTail())
+		}
+		logf.Close()
+	})
+	n.eventually(20*time.Second, "startgated to serve both sockets", func() (bool, string) {
+		_, errA := os.Stat(n.api)
+		_, errC := os.Stat(n.cri)
+		return errA == nil && errC == nil, fmt.Sprintf("api: %v, cri: %v", errA, errC)
+	})
+	ctx := context.Background()
+	n.rs, err = remote.NewRemoteRuntimeServiceBuilder().
+		WithEndpoint("unix://" + n.cri).
+		WithConnectionTimeout(criTimeout).
+		Build(ctx)
+	if err != nil {
+		t.Fatalf("kubelet's CRI client on the proxy: %v", err)
+	}
+	t.Cleanup(func() { _ = n.rs.Close(ctx) })
+	img, err := testbed.BusyboxImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.ImportImage(ctx, n.image, img); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (n *node) logTail() string {
+	b, _ := os.ReadFile(n.logPath)
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	return string(b)
+}
+
+// ctl runs the real startgatectl against the node's admin socket.
+func (n *node) ctl(args ...string) string {
+	n.t.Helper()
+	out, err := exec.Command(bins.ctl, append([]string{"--socket", n.api}, args...)...).CombinedOutput()
+	if err != nil {
+		n.t.Fatalf("startgatectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+type gateStatus struct {
+	InFlight      int  `json:"in_flight"`
+	InFlightLimit int  `json:"in_flight_limit"`
+	QueueLength   int  `json:"queue_length"`
+	Paused        bool `json:"paused"`
+}
+
+func (n *node) status() gateStatus {
+	n.t.Helper()
+	var s gateStatus
+	if err := json.Unmarshal([]byte(n.ctl("status", "-o", "json")), &s); err != nil {
+		n.t.Fatalf("status -o json: %v", err)
+	}
+	return s
+}
+
+type waiter struct {
+	Class       string `json:"class"`
+	Tenant      string `json:"tenant"`
+	Description string `json:"description"`
+}
+
+func (n *node) queue() []waiter {
+	n.t.Helper()
+	var q []waiter
+	if err := json.Unmarshal([]byte(n.ctl("queue", "-o", "json")), &q); err != nil {
+		n.t.Fatalf("queue -o json: %v", err)
+	}
+	return q
+}
+
+type event struct {
+	Type          string `json:"type"`
+	Class         string `json:"class"`
+	Description   string `json:"description"`
+	Reason        string `json:"reason"`
+	InFlight      int    `json:"in_flight"`
+	InFlightLimit int    `json:"in_flight_limit"`
+}
+
+// watch records the daemon's events (startgatectl watch -o json) until the
+// returned stop is called, which returns them.
+func (n *node) watch() (stop func() []event) {
+	n.t.Helper()
+	cmd := exec.Command(bins.ctl, "--socket", n.api, "watch", "-o", "json")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var evs []event
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var e event
+			if json.Unmarshal(sc.Bytes(), &e) == nil {
+				mu.Lock()
+				evs = append(evs, e)
+				mu.Unlock()
+			}
+		}
+	}()
+	// The watch is live once it sees the policy event a set produces; the
+	// first sets may come before it has subscribed.
+	n.eventually(10*time.Second, "the watch to be live", func() (bool, string) {
+		n.ctl("set", "--aging", "10s")
+		time.Sleep(100 * time.Millisecond) // let the event arrive before looking
+		mu.Lock()
+		defer mu.Unlock()
+		return len(evs) > 0, fmt.Sprintf("%d events", len(evs))
+	})
+	var once sync.Once
+	stopFn := func() []event {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			<-done
+			_ = cmd.Wait()
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]event(nil), evs...)
+	}
+	n.t.Cleanup(func() { stopFn() })
+	return stopFn
+}
+
+func (n *node) eventually(d time.Duration, what string, cond func() (bool, string)) {
+	n.t.Helper()
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, got := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("%s: not true after %v; last seen: %s\nstartgated log tail:\n%s", what, d, got, n.logTail())
+		}
+		<-tick.C
+	}
+}
+
+// pod describes a host-network pod for the testbed.
+func (n *node) sandboxConfig(ns, name string, ann map[string]string) *runtimeapi.PodSandboxConfig {
+	return &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: ns, Uid: ns + "-" + name + "-uid"},
+		LogDirectory: filepath.Join(n.tb.Dir(), "pods", ns+"_"+name),
+		Annotations:  ann,
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{
+					Network: runtimeapi.NamespaceMode_NODE,
+					Pid:     runtimeapi.NamespaceMode_POD,
+					Ipc:     runtimeapi.NamespaceMode_POD,
+				},
+			},
+		},
+	}
+}
+
+func (n *node) containerConfig(name string, cmd ...string) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: name},
+		Image:    &runtimeapi.ImageSpec{Image: n.image},
+		Command:  cmd,
+		LogPath:  name + ".log",
+	}
+}
+
+// runPod runs a pod with one container through the proxy, as kubelet
+// does, and returns the sandbox and container IDs.
+func (n *node) runPod(ctx context.Context, ns, name string, ann map[string]string, cmd ...string) (string, string, error) {
+	sb := n.sandboxConfig(ns, name, ann)
+	if err := os.MkdirAll(sb.LogDirectory, 0o755); err != nil {
+		return "", "", err
+	}
+	sbID, err := n.rs.RunPodSandbox(ctx, sb, "")
+	if err != nil {
+		return "", "", fmt.Errorf("RunPodSandbox %s/%s: %w", ns, name, err)
+	}
+	cID, err := n.rs.CreateContainer(ctx, sbID, n.containerConfig("app", cmd...), sb)
+	if err != nil {
+		return sbID, "", fmt.Errorf("CreateContainer %s/%s: %w", ns, name, err)
+	}
+	if err := n.rs.StartContainer(ctx, cID); err != nil {
+		return sbID, cID, fmt.Errorf("StartContainer %s/%s: %w", ns, name, err)
+	}
+	return sbID, cID, nil
+}
+
+func (n *node) logOf(ns, name string) string {
+	b, _ := os.ReadFile(filepath.Join(n.tb.Dir(), "pods", ns+"_"+name, "app.log"))
+	return string(bytes.TrimSpace(b))
+}
