@@ -801,6 +801,484 @@ func (x *Expired) GetHeld() *durationpb.Duration {
 	return nil
 }
 
+type AcquireManyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*AcquireManyRequest_Start
+	//	*AcquireManyRequest_Release
+	//	*AcquireManyRequest_Cancel
+	Msg           isAcquireManyRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireManyRequest) Reset() {
+	*x = AcquireManyRequest{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireManyRequest) ProtoMessage() {}
+
+func (x *AcquireManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireManyRequest.ProtoReflect.Descriptor instead.
+func (*AcquireManyRequest) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AcquireManyRequest) GetMsg() isAcquireManyRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *AcquireManyRequest) GetStart() *AcquireManyStart {
+	if x != nil {
+		if x, ok := x.Msg.(*AcquireManyRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *AcquireManyRequest) GetRelease() *AcquireManyRelease {
+	if x != nil {
+		if x, ok := x.Msg.(*AcquireManyRequest_Release); ok {
+			return x.Release
+		}
+	}
+	return nil
+}
+
+func (x *AcquireManyRequest) GetCancel() *AcquireManyCancel {
+	if x != nil {
+		if x, ok := x.Msg.(*AcquireManyRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+type isAcquireManyRequest_Msg interface {
+	isAcquireManyRequest_Msg()
+}
+
+type AcquireManyRequest_Start struct {
+	Start *AcquireManyStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type AcquireManyRequest_Release struct {
+	Release *AcquireManyRelease `protobuf:"bytes,2,opt,name=release,proto3,oneof"`
+}
+
+type AcquireManyRequest_Cancel struct {
+	Cancel *AcquireManyCancel `protobuf:"bytes,3,opt,name=cancel,proto3,oneof"`
+}
+
+func (*AcquireManyRequest_Start) isAcquireManyRequest_Msg() {}
+
+func (*AcquireManyRequest_Release) isAcquireManyRequest_Msg() {}
+
+func (*AcquireManyRequest_Cancel) isAcquireManyRequest_Msg() {}
+
+type AcquireManyStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tag names the request on this stream: non-zero and not live already.
+	Tag uint64 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	// class, tenant, description and hold as in AcquireStart.
+	Class       Class                `protobuf:"varint,2,opt,name=class,proto3,enum=startgate.v1.Class" json:"class,omitempty"`
+	Tenant      string               `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Description string               `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	Hold        *durationpb.Duration `protobuf:"bytes,5,opt,name=hold,proto3" json:"hold,omitempty"`
+	// deadline is this waiter's own deadline, which the gate uses as it
+	// uses an Acquire stream's gRPC deadline; unset means the stream's
+	// deadline, if any.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireManyStart) Reset() {
+	*x = AcquireManyStart{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireManyStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireManyStart) ProtoMessage() {}
+
+func (x *AcquireManyStart) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireManyStart.ProtoReflect.Descriptor instead.
+func (*AcquireManyStart) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AcquireManyStart) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+func (x *AcquireManyStart) GetClass() Class {
+	if x != nil {
+		return x.Class
+	}
+	return Class_CLASS_UNSPECIFIED
+}
+
+func (x *AcquireManyStart) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *AcquireManyStart) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *AcquireManyStart) GetHold() *durationpb.Duration {
+	if x != nil {
+		return x.Hold
+	}
+	return nil
+}
+
+func (x *AcquireManyStart) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+type AcquireManyRelease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tag           uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireManyRelease) Reset() {
+	*x = AcquireManyRelease{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireManyRelease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireManyRelease) ProtoMessage() {}
+
+func (x *AcquireManyRelease) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireManyRelease.ProtoReflect.Descriptor instead.
+func (*AcquireManyRelease) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AcquireManyRelease) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+type AcquireManyCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tag           uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireManyCancel) Reset() {
+	*x = AcquireManyCancel{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireManyCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireManyCancel) ProtoMessage() {}
+
+func (x *AcquireManyCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireManyCancel.ProtoReflect.Descriptor instead.
+func (*AcquireManyCancel) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AcquireManyCancel) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+type AcquireManyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tag is the start this answer is about; 0 for a message that named
+	// none.
+	Tag uint64 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*AcquireManyResponse_Queued
+	//	*AcquireManyResponse_Granted
+	//	*AcquireManyResponse_Released
+	//	*AcquireManyResponse_Expired
+	//	*AcquireManyResponse_Error
+	Msg           isAcquireManyResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireManyResponse) Reset() {
+	*x = AcquireManyResponse{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireManyResponse) ProtoMessage() {}
+
+func (x *AcquireManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireManyResponse.ProtoReflect.Descriptor instead.
+func (*AcquireManyResponse) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AcquireManyResponse) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+func (x *AcquireManyResponse) GetMsg() isAcquireManyResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *AcquireManyResponse) GetQueued() *Queued {
+	if x != nil {
+		if x, ok := x.Msg.(*AcquireManyResponse_Queued); ok {
+			return x.Queued
+		}
+	}
+	return nil
+}
+
+func (x *AcquireManyResponse) GetGranted() *Granted {
+	if x != nil {
+		if x, ok := x.Msg.(*AcquireManyResponse_Granted); ok {
+			return x.Granted
+		}
+	}
+	return nil
+}
+
+func (x *AcquireManyResponse) GetReleased() *Released {
+	if x != nil {
+		if x, ok := x.Msg.(*AcquireManyResponse_Released); ok {
+			return x.Released
+		}
+	}
+	return nil
+}
+
+func (x *AcquireManyResponse) GetExpired() *Expired {
+	if x != nil {
+		if x, ok := x.Msg.(*AcquireManyResponse_Expired); ok {
+			return x.Expired
+		}
+	}
+	return nil
+}
+
+func (x *AcquireManyResponse) GetError() *TagError {
+	if x != nil {
+		if x, ok := x.Msg.(*AcquireManyResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isAcquireManyResponse_Msg interface {
+	isAcquireManyResponse_Msg()
+}
+
+type AcquireManyResponse_Queued struct {
+	// queued.waiter_id is 0: the gate does not report a multiplexed
+	// waiter's ID before it is granted (the lease ID is the waiter ID).
+	Queued *Queued `protobuf:"bytes,2,opt,name=queued,proto3,oneof"`
+}
+
+type AcquireManyResponse_Granted struct {
+	Granted *Granted `protobuf:"bytes,3,opt,name=granted,proto3,oneof"`
+}
+
+type AcquireManyResponse_Released struct {
+	Released *Released `protobuf:"bytes,4,opt,name=released,proto3,oneof"`
+}
+
+type AcquireManyResponse_Expired struct {
+	Expired *Expired `protobuf:"bytes,5,opt,name=expired,proto3,oneof"`
+}
+
+type AcquireManyResponse_Error struct {
+	Error *TagError `protobuf:"bytes,6,opt,name=error,proto3,oneof"`
+}
+
+func (*AcquireManyResponse_Queued) isAcquireManyResponse_Msg() {}
+
+func (*AcquireManyResponse_Granted) isAcquireManyResponse_Msg() {}
+
+func (*AcquireManyResponse_Released) isAcquireManyResponse_Msg() {}
+
+func (*AcquireManyResponse_Expired) isAcquireManyResponse_Msg() {}
+
+func (*AcquireManyResponse_Error) isAcquireManyResponse_Msg() {}
+
+// TagError ends a tag that got no slot, or answers a message the server
+// could not act on.
+type TagError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code is a google.rpc.Code value, as a failed Acquire's status code
+	// would be: RESOURCE_EXHAUSTED (8) queue full, INVALID_ARGUMENT (3)
+	// naming the field, DEADLINE_EXCEEDED (4) deadline too near under
+	// on_deadline = refuse, UNAVAILABLE (14) shutting down, CANCELLED (1)
+	// withdrawn by cancel, NOT_FOUND (5) release or cancel of a tag that
+	// is not live, ALREADY_EXISTS (6) start of a tag that is live. The
+	// last two answer the message only: a live tag of that name goes on.
+	Code          int32  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TagError) Reset() {
+	*x = TagError{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TagError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TagError) ProtoMessage() {}
+
+func (x *TagError) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TagError.ProtoReflect.Descriptor instead.
+func (*TagError) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TagError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *TagError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ReleaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	LeaseId       uint64                 `protobuf:"varint,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
@@ -810,7 +1288,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[8]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1300,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[8]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1313,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{8}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReleaseRequest) GetLeaseId() uint64 {
@@ -853,7 +1331,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[9]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1343,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[9]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1356,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{9}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{15}
 }
 
 type StatusRequest struct {
@@ -889,7 +1367,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[10]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1379,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[10]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1392,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{10}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{16}
 }
 
 type StatusResponse struct {
@@ -947,7 +1425,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[11]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1437,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[11]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1450,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{11}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetInFlight() int32 {
@@ -1097,7 +1575,7 @@ type ClassCount struct {
 
 func (x *ClassCount) Reset() {
 	*x = ClassCount{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[12]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1587,7 @@ func (x *ClassCount) String() string {
 func (*ClassCount) ProtoMessage() {}
 
 func (x *ClassCount) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[12]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1600,7 @@ func (x *ClassCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClassCount.ProtoReflect.Descriptor instead.
 func (*ClassCount) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{12}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClassCount) GetClass() Class {
@@ -1152,7 +1630,7 @@ type Pressure struct {
 
 func (x *Pressure) Reset() {
 	*x = Pressure{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[13]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1642,7 @@ func (x *Pressure) String() string {
 func (*Pressure) ProtoMessage() {}
 
 func (x *Pressure) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[13]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1655,7 @@ func (x *Pressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pressure.ProtoReflect.Descriptor instead.
 func (*Pressure) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{13}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Pressure) GetTime() *timestamppb.Timestamp {
@@ -1220,7 +1698,7 @@ type ResourcePressure struct {
 
 func (x *ResourcePressure) Reset() {
 	*x = ResourcePressure{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[14]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1710,7 @@ func (x *ResourcePressure) String() string {
 func (*ResourcePressure) ProtoMessage() {}
 
 func (x *ResourcePressure) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[14]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1723,7 @@ func (x *ResourcePressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourcePressure.ProtoReflect.Descriptor instead.
 func (*ResourcePressure) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{14}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResourcePressure) GetSmoothed() float64 {
@@ -1283,7 +1761,7 @@ type Counters struct {
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[15]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1773,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[15]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1786,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{15}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Counters) GetAdmitted() uint64 {
@@ -1382,7 +1860,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[16]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1872,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[16]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1885,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{16}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Policy) GetCpuTarget() float64 {
@@ -1558,7 +2036,7 @@ type ListQueueRequest struct {
 
 func (x *ListQueueRequest) Reset() {
 	*x = ListQueueRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[17]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +2048,7 @@ func (x *ListQueueRequest) String() string {
 func (*ListQueueRequest) ProtoMessage() {}
 
 func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[17]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +2061,7 @@ func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueRequest.ProtoReflect.Descriptor instead.
 func (*ListQueueRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{17}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{23}
 }
 
 type ListQueueResponse struct {
@@ -1595,7 +2073,7 @@ type ListQueueResponse struct {
 
 func (x *ListQueueResponse) Reset() {
 	*x = ListQueueResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[18]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +2085,7 @@ func (x *ListQueueResponse) String() string {
 func (*ListQueueResponse) ProtoMessage() {}
 
 func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[18]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +2098,7 @@ func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueResponse.ProtoReflect.Descriptor instead.
 func (*ListQueueResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{18}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListQueueResponse) GetWaiters() []*Waiter {
@@ -1646,7 +2124,7 @@ type Waiter struct {
 
 func (x *Waiter) Reset() {
 	*x = Waiter{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[19]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +2136,7 @@ func (x *Waiter) String() string {
 func (*Waiter) ProtoMessage() {}
 
 func (x *Waiter) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[19]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +2149,7 @@ func (x *Waiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiter.ProtoReflect.Descriptor instead.
 func (*Waiter) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{19}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Waiter) GetId() uint64 {
@@ -1731,7 +2209,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[20]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +2221,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[20]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +2234,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{20}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{26}
 }
 
 type ListLeasesResponse struct {
@@ -1768,7 +2246,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[21]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +2258,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[21]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +2271,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{21}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -1819,7 +2297,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[22]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2309,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[22]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2322,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{22}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Lease) GetId() uint64 {
@@ -1911,7 +2389,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[23]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2401,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[23]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2414,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{23}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{29}
 }
 
 type Event struct {
@@ -1974,7 +2452,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[24]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2464,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[24]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2477,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{24}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -2150,7 +2628,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[25]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2640,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[25]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2653,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{25}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{31}
 }
 
 type PauseResponse struct {
@@ -2186,7 +2664,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[26]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2676,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[26]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2689,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{26}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{32}
 }
 
 type ResumeRequest struct {
@@ -2222,7 +2700,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[27]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2712,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[27]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2725,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{27}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{33}
 }
 
 type ResumeResponse struct {
@@ -2258,7 +2736,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[28]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2748,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[28]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2761,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{28}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{34}
 }
 
 type DrainRequest struct {
@@ -2294,7 +2772,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[29]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2306,7 +2784,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[29]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2319,7 +2797,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{29}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{35}
 }
 
 type DrainResponse struct {
@@ -2330,7 +2808,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[30]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2820,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[30]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2833,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{30}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{36}
 }
 
 type SetPolicyRequest struct {
@@ -2384,7 +2862,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[31]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2874,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[31]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2887,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{31}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetPolicyRequest) GetInFlight() int32 {
@@ -2533,7 +3011,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[32]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +3023,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[32]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +3036,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{32}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetPolicyResponse) GetPolicy() *Policy {
@@ -2578,7 +3056,7 @@ type SetBypassRequest struct {
 
 func (x *SetBypassRequest) Reset() {
 	*x = SetBypassRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +3068,7 @@ func (x *SetBypassRequest) String() string {
 func (*SetBypassRequest) ProtoMessage() {}
 
 func (x *SetBypassRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +3081,7 @@ func (x *SetBypassRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBypassRequest.ProtoReflect.Descriptor instead.
 func (*SetBypassRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{33}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SetBypassRequest) GetOn() bool {
@@ -2652,7 +3130,34 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x04held\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04held\"S\n" +
 	"\aExpired\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x04R\aleaseId\x12-\n" +
-	"\x04held\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04held\"+\n" +
+	"\x04held\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04held\"\xcc\x01\n" +
+	"\x12AcquireManyRequest\x126\n" +
+	"\x05start\x18\x01 \x01(\v2\x1e.startgate.v1.AcquireManyStartH\x00R\x05start\x12<\n" +
+	"\arelease\x18\x02 \x01(\v2 .startgate.v1.AcquireManyReleaseH\x00R\arelease\x129\n" +
+	"\x06cancel\x18\x03 \x01(\v2\x1f.startgate.v1.AcquireManyCancelH\x00R\x06cancelB\x05\n" +
+	"\x03msg\"\xf0\x01\n" +
+	"\x10AcquireManyStart\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12)\n" +
+	"\x05class\x18\x02 \x01(\x0e2\x13.startgate.v1.ClassR\x05class\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12-\n" +
+	"\x04hold\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04hold\x126\n" +
+	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"&\n" +
+	"\x12AcquireManyRelease\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\"%\n" +
+	"\x11AcquireManyCancel\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\"\xaa\x02\n" +
+	"\x13AcquireManyResponse\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12.\n" +
+	"\x06queued\x18\x02 \x01(\v2\x14.startgate.v1.QueuedH\x00R\x06queued\x121\n" +
+	"\agranted\x18\x03 \x01(\v2\x15.startgate.v1.GrantedH\x00R\agranted\x124\n" +
+	"\breleased\x18\x04 \x01(\v2\x16.startgate.v1.ReleasedH\x00R\breleased\x121\n" +
+	"\aexpired\x18\x05 \x01(\v2\x15.startgate.v1.ExpiredH\x00R\aexpired\x12.\n" +
+	"\x05error\x18\x06 \x01(\v2\x16.startgate.v1.TagErrorH\x00R\x05errorB\x05\n" +
+	"\x03msg\"8\n" +
+	"\bTagError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"+\n" +
 	"\x0eReleaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x04R\aleaseId\"\x11\n" +
 	"\x0fReleaseResponse\"\x0f\n" +
@@ -2845,9 +3350,10 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x13EVENT_TYPE_SHUTDOWN\x10\v\x12\x13\n" +
 	"\x0fEVENT_TYPE_LOST\x10\f\x12\x18\n" +
 	"\x14EVENT_TYPE_BYPASS_ON\x10\r\x12\x19\n" +
-	"\x15EVENT_TYPE_BYPASS_OFF\x10\x0e2\xa1\x06\n" +
+	"\x15EVENT_TYPE_BYPASS_OFF\x10\x0e2\xf9\x06\n" +
 	"\tStartgate\x12J\n" +
-	"\aAcquire\x12\x1c.startgate.v1.AcquireRequest\x1a\x1d.startgate.v1.AcquireResponse(\x010\x01\x12F\n" +
+	"\aAcquire\x12\x1c.startgate.v1.AcquireRequest\x1a\x1d.startgate.v1.AcquireResponse(\x010\x01\x12V\n" +
+	"\vAcquireMany\x12 .startgate.v1.AcquireManyRequest\x1a!.startgate.v1.AcquireManyResponse(\x010\x01\x12F\n" +
 	"\aRelease\x12\x1c.startgate.v1.ReleaseRequest\x1a\x1d.startgate.v1.ReleaseResponse\x12C\n" +
 	"\x06Status\x12\x1b.startgate.v1.StatusRequest\x1a\x1c.startgate.v1.StatusResponse\x12L\n" +
 	"\tListQueue\x12\x1e.startgate.v1.ListQueueRequest\x1a\x1f.startgate.v1.ListQueueResponse\x12O\n" +
@@ -2873,7 +3379,7 @@ func file_startgate_v1_startgate_proto_rawDescGZIP() []byte {
 }
 
 var file_startgate_v1_startgate_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_startgate_v1_startgate_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_startgate_v1_startgate_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_startgate_v1_startgate_proto_goTypes = []any{
 	(Class)(0),                    // 0: startgate.v1.Class
 	(OnDeadline)(0),               // 1: startgate.v1.OnDeadline
@@ -2886,109 +3392,128 @@ var file_startgate_v1_startgate_proto_goTypes = []any{
 	(*Granted)(nil),               // 8: startgate.v1.Granted
 	(*Released)(nil),              // 9: startgate.v1.Released
 	(*Expired)(nil),               // 10: startgate.v1.Expired
-	(*ReleaseRequest)(nil),        // 11: startgate.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 12: startgate.v1.ReleaseResponse
-	(*StatusRequest)(nil),         // 13: startgate.v1.StatusRequest
-	(*StatusResponse)(nil),        // 14: startgate.v1.StatusResponse
-	(*ClassCount)(nil),            // 15: startgate.v1.ClassCount
-	(*Pressure)(nil),              // 16: startgate.v1.Pressure
-	(*ResourcePressure)(nil),      // 17: startgate.v1.ResourcePressure
-	(*Counters)(nil),              // 18: startgate.v1.Counters
-	(*Policy)(nil),                // 19: startgate.v1.Policy
-	(*ListQueueRequest)(nil),      // 20: startgate.v1.ListQueueRequest
-	(*ListQueueResponse)(nil),     // 21: startgate.v1.ListQueueResponse
-	(*Waiter)(nil),                // 22: startgate.v1.Waiter
-	(*ListLeasesRequest)(nil),     // 23: startgate.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 24: startgate.v1.ListLeasesResponse
-	(*Lease)(nil),                 // 25: startgate.v1.Lease
-	(*WatchRequest)(nil),          // 26: startgate.v1.WatchRequest
-	(*Event)(nil),                 // 27: startgate.v1.Event
-	(*PauseRequest)(nil),          // 28: startgate.v1.PauseRequest
-	(*PauseResponse)(nil),         // 29: startgate.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 30: startgate.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 31: startgate.v1.ResumeResponse
-	(*DrainRequest)(nil),          // 32: startgate.v1.DrainRequest
-	(*DrainResponse)(nil),         // 33: startgate.v1.DrainResponse
-	(*SetPolicyRequest)(nil),      // 34: startgate.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),     // 35: startgate.v1.SetPolicyResponse
-	(*SetBypassRequest)(nil),      // 36: startgate.v1.SetBypassRequest
-	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*AcquireManyRequest)(nil),    // 11: startgate.v1.AcquireManyRequest
+	(*AcquireManyStart)(nil),      // 12: startgate.v1.AcquireManyStart
+	(*AcquireManyRelease)(nil),    // 13: startgate.v1.AcquireManyRelease
+	(*AcquireManyCancel)(nil),     // 14: startgate.v1.AcquireManyCancel
+	(*AcquireManyResponse)(nil),   // 15: startgate.v1.AcquireManyResponse
+	(*TagError)(nil),              // 16: startgate.v1.TagError
+	(*ReleaseRequest)(nil),        // 17: startgate.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 18: startgate.v1.ReleaseResponse
+	(*StatusRequest)(nil),         // 19: startgate.v1.StatusRequest
+	(*StatusResponse)(nil),        // 20: startgate.v1.StatusResponse
+	(*ClassCount)(nil),            // 21: startgate.v1.ClassCount
+	(*Pressure)(nil),              // 22: startgate.v1.Pressure
+	(*ResourcePressure)(nil),      // 23: startgate.v1.ResourcePressure
+	(*Counters)(nil),              // 24: startgate.v1.Counters
+	(*Policy)(nil),                // 25: startgate.v1.Policy
+	(*ListQueueRequest)(nil),      // 26: startgate.v1.ListQueueRequest
+	(*ListQueueResponse)(nil),     // 27: startgate.v1.ListQueueResponse
+	(*Waiter)(nil),                // 28: startgate.v1.Waiter
+	(*ListLeasesRequest)(nil),     // 29: startgate.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),    // 30: startgate.v1.ListLeasesResponse
+	(*Lease)(nil),                 // 31: startgate.v1.Lease
+	(*WatchRequest)(nil),          // 32: startgate.v1.WatchRequest
+	(*Event)(nil),                 // 33: startgate.v1.Event
+	(*PauseRequest)(nil),          // 34: startgate.v1.PauseRequest
+	(*PauseResponse)(nil),         // 35: startgate.v1.PauseResponse
+	(*ResumeRequest)(nil),         // 36: startgate.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 37: startgate.v1.ResumeResponse
+	(*DrainRequest)(nil),          // 38: startgate.v1.DrainRequest
+	(*DrainResponse)(nil),         // 39: startgate.v1.DrainResponse
+	(*SetPolicyRequest)(nil),      // 40: startgate.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),     // 41: startgate.v1.SetPolicyResponse
+	(*SetBypassRequest)(nil),      // 42: startgate.v1.SetBypassRequest
+	(*durationpb.Duration)(nil),   // 43: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 44: google.protobuf.Timestamp
 }
 var file_startgate_v1_startgate_proto_depIdxs = []int32{
 	4,  // 0: startgate.v1.AcquireRequest.start:type_name -> startgate.v1.AcquireStart
 	5,  // 1: startgate.v1.AcquireRequest.release:type_name -> startgate.v1.AcquireRelease
 	0,  // 2: startgate.v1.AcquireStart.class:type_name -> startgate.v1.Class
-	37, // 3: startgate.v1.AcquireStart.hold:type_name -> google.protobuf.Duration
+	43, // 3: startgate.v1.AcquireStart.hold:type_name -> google.protobuf.Duration
 	7,  // 4: startgate.v1.AcquireResponse.queued:type_name -> startgate.v1.Queued
 	8,  // 5: startgate.v1.AcquireResponse.granted:type_name -> startgate.v1.Granted
 	9,  // 6: startgate.v1.AcquireResponse.released:type_name -> startgate.v1.Released
 	10, // 7: startgate.v1.AcquireResponse.expired:type_name -> startgate.v1.Expired
 	0,  // 8: startgate.v1.Queued.class:type_name -> startgate.v1.Class
-	38, // 9: startgate.v1.Queued.enqueued:type_name -> google.protobuf.Timestamp
-	37, // 10: startgate.v1.Granted.waited:type_name -> google.protobuf.Duration
-	38, // 11: startgate.v1.Granted.granted:type_name -> google.protobuf.Timestamp
-	38, // 12: startgate.v1.Granted.expires:type_name -> google.protobuf.Timestamp
-	37, // 13: startgate.v1.Released.held:type_name -> google.protobuf.Duration
-	37, // 14: startgate.v1.Expired.held:type_name -> google.protobuf.Duration
-	15, // 15: startgate.v1.StatusResponse.queued_by_class:type_name -> startgate.v1.ClassCount
-	16, // 16: startgate.v1.StatusResponse.pressure:type_name -> startgate.v1.Pressure
-	18, // 17: startgate.v1.StatusResponse.counters:type_name -> startgate.v1.Counters
-	19, // 18: startgate.v1.StatusResponse.policy:type_name -> startgate.v1.Policy
-	0,  // 19: startgate.v1.ClassCount.class:type_name -> startgate.v1.Class
-	38, // 20: startgate.v1.Pressure.time:type_name -> google.protobuf.Timestamp
-	17, // 21: startgate.v1.Pressure.cpu:type_name -> startgate.v1.ResourcePressure
-	17, // 22: startgate.v1.Pressure.io:type_name -> startgate.v1.ResourcePressure
-	17, // 23: startgate.v1.Pressure.memory:type_name -> startgate.v1.ResourcePressure
-	37, // 24: startgate.v1.Policy.deadline_margin:type_name -> google.protobuf.Duration
-	1,  // 25: startgate.v1.Policy.on_deadline:type_name -> startgate.v1.OnDeadline
-	37, // 26: startgate.v1.Policy.aging:type_name -> google.protobuf.Duration
-	37, // 27: startgate.v1.Policy.max_hold:type_name -> google.protobuf.Duration
-	22, // 28: startgate.v1.ListQueueResponse.waiters:type_name -> startgate.v1.Waiter
-	0,  // 29: startgate.v1.Waiter.class:type_name -> startgate.v1.Class
-	38, // 30: startgate.v1.Waiter.enqueued:type_name -> google.protobuf.Timestamp
-	38, // 31: startgate.v1.Waiter.deadline:type_name -> google.protobuf.Timestamp
-	25, // 32: startgate.v1.ListLeasesResponse.leases:type_name -> startgate.v1.Lease
-	0,  // 33: startgate.v1.Lease.class:type_name -> startgate.v1.Class
-	38, // 34: startgate.v1.Lease.granted:type_name -> google.protobuf.Timestamp
-	38, // 35: startgate.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	37, // 36: startgate.v1.Lease.waited:type_name -> google.protobuf.Duration
-	38, // 37: startgate.v1.Event.time:type_name -> google.protobuf.Timestamp
-	2,  // 38: startgate.v1.Event.type:type_name -> startgate.v1.EventType
-	0,  // 39: startgate.v1.Event.class:type_name -> startgate.v1.Class
-	37, // 40: startgate.v1.Event.waited:type_name -> google.protobuf.Duration
-	37, // 41: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
-	1,  // 42: startgate.v1.SetPolicyRequest.on_deadline:type_name -> startgate.v1.OnDeadline
-	37, // 43: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
-	37, // 44: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
-	19, // 45: startgate.v1.SetPolicyResponse.policy:type_name -> startgate.v1.Policy
-	3,  // 46: startgate.v1.Startgate.Acquire:input_type -> startgate.v1.AcquireRequest
-	11, // 47: startgate.v1.Startgate.Release:input_type -> startgate.v1.ReleaseRequest
-	13, // 48: startgate.v1.Startgate.Status:input_type -> startgate.v1.StatusRequest
-	20, // 49: startgate.v1.Startgate.ListQueue:input_type -> startgate.v1.ListQueueRequest
-	23, // 50: startgate.v1.Startgate.ListLeases:input_type -> startgate.v1.ListLeasesRequest
-	26, // 51: startgate.v1.Startgate.Watch:input_type -> startgate.v1.WatchRequest
-	28, // 52: startgate.v1.Startgate.Pause:input_type -> startgate.v1.PauseRequest
-	30, // 53: startgate.v1.Startgate.Resume:input_type -> startgate.v1.ResumeRequest
-	32, // 54: startgate.v1.Startgate.Drain:input_type -> startgate.v1.DrainRequest
-	34, // 55: startgate.v1.Startgate.SetPolicy:input_type -> startgate.v1.SetPolicyRequest
-	36, // 56: startgate.v1.Startgate.SetBypass:input_type -> startgate.v1.SetBypassRequest
-	6,  // 57: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
-	12, // 58: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
-	14, // 59: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
-	21, // 60: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
-	24, // 61: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
-	27, // 62: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
-	29, // 63: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
-	31, // 64: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
-	33, // 65: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
-	35, // 66: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
-	14, // 67: startgate.v1.Startgate.SetBypass:output_type -> startgate.v1.StatusResponse
-	57, // [57:68] is the sub-list for method output_type
-	46, // [46:57] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	44, // 9: startgate.v1.Queued.enqueued:type_name -> google.protobuf.Timestamp
+	43, // 10: startgate.v1.Granted.waited:type_name -> google.protobuf.Duration
+	44, // 11: startgate.v1.Granted.granted:type_name -> google.protobuf.Timestamp
+	44, // 12: startgate.v1.Granted.expires:type_name -> google.protobuf.Timestamp
+	43, // 13: startgate.v1.Released.held:type_name -> google.protobuf.Duration
+	43, // 14: startgate.v1.Expired.held:type_name -> google.protobuf.Duration
+	12, // 15: startgate.v1.AcquireManyRequest.start:type_name -> startgate.v1.AcquireManyStart
+	13, // 16: startgate.v1.AcquireManyRequest.release:type_name -> startgate.v1.AcquireManyRelease
+	14, // 17: startgate.v1.AcquireManyRequest.cancel:type_name -> startgate.v1.AcquireManyCancel
+	0,  // 18: startgate.v1.AcquireManyStart.class:type_name -> startgate.v1.Class
+	43, // 19: startgate.v1.AcquireManyStart.hold:type_name -> google.protobuf.Duration
+	44, // 20: startgate.v1.AcquireManyStart.deadline:type_name -> google.protobuf.Timestamp
+	7,  // 21: startgate.v1.AcquireManyResponse.queued:type_name -> startgate.v1.Queued
+	8,  // 22: startgate.v1.AcquireManyResponse.granted:type_name -> startgate.v1.Granted
+	9,  // 23: startgate.v1.AcquireManyResponse.released:type_name -> startgate.v1.Released
+	10, // 24: startgate.v1.AcquireManyResponse.expired:type_name -> startgate.v1.Expired
+	16, // 25: startgate.v1.AcquireManyResponse.error:type_name -> startgate.v1.TagError
+	21, // 26: startgate.v1.StatusResponse.queued_by_class:type_name -> startgate.v1.ClassCount
+	22, // 27: startgate.v1.StatusResponse.pressure:type_name -> startgate.v1.Pressure
+	24, // 28: startgate.v1.StatusResponse.counters:type_name -> startgate.v1.Counters
+	25, // 29: startgate.v1.StatusResponse.policy:type_name -> startgate.v1.Policy
+	0,  // 30: startgate.v1.ClassCount.class:type_name -> startgate.v1.Class
+	44, // 31: startgate.v1.Pressure.time:type_name -> google.protobuf.Timestamp
+	23, // 32: startgate.v1.Pressure.cpu:type_name -> startgate.v1.ResourcePressure
+	23, // 33: startgate.v1.Pressure.io:type_name -> startgate.v1.ResourcePressure
+	23, // 34: startgate.v1.Pressure.memory:type_name -> startgate.v1.ResourcePressure
+	43, // 35: startgate.v1.Policy.deadline_margin:type_name -> google.protobuf.Duration
+	1,  // 36: startgate.v1.Policy.on_deadline:type_name -> startgate.v1.OnDeadline
+	43, // 37: startgate.v1.Policy.aging:type_name -> google.protobuf.Duration
+	43, // 38: startgate.v1.Policy.max_hold:type_name -> google.protobuf.Duration
+	28, // 39: startgate.v1.ListQueueResponse.waiters:type_name -> startgate.v1.Waiter
+	0,  // 40: startgate.v1.Waiter.class:type_name -> startgate.v1.Class
+	44, // 41: startgate.v1.Waiter.enqueued:type_name -> google.protobuf.Timestamp
+	44, // 42: startgate.v1.Waiter.deadline:type_name -> google.protobuf.Timestamp
+	31, // 43: startgate.v1.ListLeasesResponse.leases:type_name -> startgate.v1.Lease
+	0,  // 44: startgate.v1.Lease.class:type_name -> startgate.v1.Class
+	44, // 45: startgate.v1.Lease.granted:type_name -> google.protobuf.Timestamp
+	44, // 46: startgate.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	43, // 47: startgate.v1.Lease.waited:type_name -> google.protobuf.Duration
+	44, // 48: startgate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	2,  // 49: startgate.v1.Event.type:type_name -> startgate.v1.EventType
+	0,  // 50: startgate.v1.Event.class:type_name -> startgate.v1.Class
+	43, // 51: startgate.v1.Event.waited:type_name -> google.protobuf.Duration
+	43, // 52: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
+	1,  // 53: startgate.v1.SetPolicyRequest.on_deadline:type_name -> startgate.v1.OnDeadline
+	43, // 54: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
+	43, // 55: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
+	25, // 56: startgate.v1.SetPolicyResponse.policy:type_name -> startgate.v1.Policy
+	3,  // 57: startgate.v1.Startgate.Acquire:input_type -> startgate.v1.AcquireRequest
+	11, // 58: startgate.v1.Startgate.AcquireMany:input_type -> startgate.v1.AcquireManyRequest
+	17, // 59: startgate.v1.Startgate.Release:input_type -> startgate.v1.ReleaseRequest
+	19, // 60: startgate.v1.Startgate.Status:input_type -> startgate.v1.StatusRequest
+	26, // 61: startgate.v1.Startgate.ListQueue:input_type -> startgate.v1.ListQueueRequest
+	29, // 62: startgate.v1.Startgate.ListLeases:input_type -> startgate.v1.ListLeasesRequest
+	32, // 63: startgate.v1.Startgate.Watch:input_type -> startgate.v1.WatchRequest
+	34, // 64: startgate.v1.Startgate.Pause:input_type -> startgate.v1.PauseRequest
+	36, // 65: startgate.v1.Startgate.Resume:input_type -> startgate.v1.ResumeRequest
+	38, // 66: startgate.v1.Startgate.Drain:input_type -> startgate.v1.DrainRequest
+	40, // 67: startgate.v1.Startgate.SetPolicy:input_type -> startgate.v1.SetPolicyRequest
+	42, // 68: startgate.v1.Startgate.SetBypass:input_type -> startgate.v1.SetBypassRequest
+	6,  // 69: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
+	15, // 70: startgate.v1.Startgate.AcquireMany:output_type -> startgate.v1.AcquireManyResponse
+	18, // 71: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
+	20, // 72: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
+	27, // 73: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
+	30, // 74: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
+	33, // 75: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
+	35, // 76: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
+	37, // 77: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
+	39, // 78: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
+	41, // 79: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
+	20, // 80: startgate.v1.Startgate.SetBypass:output_type -> startgate.v1.StatusResponse
+	69, // [69:81] is the sub-list for method output_type
+	57, // [57:69] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_startgate_v1_startgate_proto_init() }
@@ -3006,14 +3531,26 @@ func file_startgate_v1_startgate_proto_init() {
 		(*AcquireResponse_Released)(nil),
 		(*AcquireResponse_Expired)(nil),
 	}
-	file_startgate_v1_startgate_proto_msgTypes[31].OneofWrappers = []any{}
+	file_startgate_v1_startgate_proto_msgTypes[8].OneofWrappers = []any{
+		(*AcquireManyRequest_Start)(nil),
+		(*AcquireManyRequest_Release)(nil),
+		(*AcquireManyRequest_Cancel)(nil),
+	}
+	file_startgate_v1_startgate_proto_msgTypes[12].OneofWrappers = []any{
+		(*AcquireManyResponse_Queued)(nil),
+		(*AcquireManyResponse_Granted)(nil),
+		(*AcquireManyResponse_Released)(nil),
+		(*AcquireManyResponse_Expired)(nil),
+		(*AcquireManyResponse_Error)(nil),
+	}
+	file_startgate_v1_startgate_proto_msgTypes[37].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_startgate_v1_startgate_proto_rawDesc), len(file_startgate_v1_startgate_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   34,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,17 +23,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Startgate_Acquire_FullMethodName    = "/startgate.v1.Startgate/Acquire"
-	Startgate_Release_FullMethodName    = "/startgate.v1.Startgate/Release"
-	Startgate_Status_FullMethodName     = "/startgate.v1.Startgate/Status"
-	Startgate_ListQueue_FullMethodName  = "/startgate.v1.Startgate/ListQueue"
-	Startgate_ListLeases_FullMethodName = "/startgate.v1.Startgate/ListLeases"
-	Startgate_Watch_FullMethodName      = "/startgate.v1.Startgate/Watch"
-	Startgate_Pause_FullMethodName      = "/startgate.v1.Startgate/Pause"
-	Startgate_Resume_FullMethodName     = "/startgate.v1.Startgate/Resume"
-	Startgate_Drain_FullMethodName      = "/startgate.v1.Startgate/Drain"
-	Startgate_SetPolicy_FullMethodName  = "/startgate.v1.Startgate/SetPolicy"
-	Startgate_SetBypass_FullMethodName  = "/startgate.v1.Startgate/SetBypass"
+	Startgate_Acquire_FullMethodName     = "/startgate.v1.Startgate/Acquire"
+	Startgate_AcquireMany_FullMethodName = "/startgate.v1.Startgate/AcquireMany"
+	Startgate_Release_FullMethodName     = "/startgate.v1.Startgate/Release"
+	Startgate_Status_FullMethodName      = "/startgate.v1.Startgate/Status"
+	Startgate_ListQueue_FullMethodName   = "/startgate.v1.Startgate/ListQueue"
+	Startgate_ListLeases_FullMethodName  = "/startgate.v1.Startgate/ListLeases"
+	Startgate_Watch_FullMethodName       = "/startgate.v1.Startgate/Watch"
+	Startgate_Pause_FullMethodName       = "/startgate.v1.Startgate/Pause"
+	Startgate_Resume_FullMethodName      = "/startgate.v1.Startgate/Resume"
+	Startgate_Drain_FullMethodName       = "/startgate.v1.Startgate/Drain"
+	Startgate_SetPolicy_FullMethodName   = "/startgate.v1.Startgate/SetPolicy"
+	Startgate_SetBypass_FullMethodName   = "/startgate.v1.Startgate/SetBypass"
 )
 
 // StartgateClient is the client API for Startgate service.
@@ -49,6 +50,28 @@ type StartgateClient interface {
 	// or goes away; the server then answers released and ends the stream.
 	// When the hold cap passes the server sends expired and ends the stream.
 	Acquire(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AcquireRequest, AcquireResponse], error)
+	// AcquireMany waits for and holds many slots on one stream, for
+	// clients that hold many (a CI runner, a batch launcher); Acquire stays
+	// the simple one-slot form. Each start names a tag the client picks;
+	// every answer carries the tag it is about. A waiting tag costs the
+	// daemon a queue entry, not a stream, so 10,000 waiters fit where
+	// 10,000 Acquire streams do not.
+	//
+	// Per tag the server answers queued (when the slot is not granted at
+	// once; rarely also just before a granted that raced it), then granted
+	// or error; after granted, released or expired. release gives a held
+	// slot back; cancel withdraws a waiting start (error CANCELLED) and
+	// releases one granted meanwhile. A tag is live from its start until
+	// the server's last answer about it (error, released or expired) and
+	// may be reused after. A bad message gets an error for its tag and the
+	// stream goes on.
+	//
+	// The stream has no per-request deadline: a start carries its own
+	// (otherwise the stream's gRPC deadline, if any, applies). When the
+	// stream ends (half-close, cancel, a dropped connection) every waiting
+	// tag is withdrawn and every held slot released. The client must read
+	// while it writes: the server stops reading while it cannot send.
+	AcquireMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AcquireManyRequest, AcquireManyResponse], error)
 	// Release ends any lease by ID (an operator's tool); NotFound if it is
 	// not held.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
@@ -98,6 +121,19 @@ func (c *startgateClient) Acquire(ctx context.Context, opts ...grpc.CallOption) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Startgate_AcquireClient = grpc.BidiStreamingClient[AcquireRequest, AcquireResponse]
 
+func (c *startgateClient) AcquireMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AcquireManyRequest, AcquireManyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Startgate_ServiceDesc.Streams[1], Startgate_AcquireMany_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AcquireManyRequest, AcquireManyResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Startgate_AcquireManyClient = grpc.BidiStreamingClient[AcquireManyRequest, AcquireManyResponse]
+
 func (c *startgateClient) Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReleaseResponse)
@@ -140,7 +176,7 @@ func (c *startgateClient) ListLeases(ctx context.Context, in *ListLeasesRequest,
 
 func (c *startgateClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Startgate_ServiceDesc.Streams[1], Startgate_Watch_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Startgate_ServiceDesc.Streams[2], Startgate_Watch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +256,28 @@ type StartgateServer interface {
 	// or goes away; the server then answers released and ends the stream.
 	// When the hold cap passes the server sends expired and ends the stream.
 	Acquire(grpc.BidiStreamingServer[AcquireRequest, AcquireResponse]) error
+	// AcquireMany waits for and holds many slots on one stream, for
+	// clients that hold many (a CI runner, a batch launcher); Acquire stays
+	// the simple one-slot form. Each start names a tag the client picks;
+	// every answer carries the tag it is about. A waiting tag costs the
+	// daemon a queue entry, not a stream, so 10,000 waiters fit where
+	// 10,000 Acquire streams do not.
+	//
+	// Per tag the server answers queued (when the slot is not granted at
+	// once; rarely also just before a granted that raced it), then granted
+	// or error; after granted, released or expired. release gives a held
+	// slot back; cancel withdraws a waiting start (error CANCELLED) and
+	// releases one granted meanwhile. A tag is live from its start until
+	// the server's last answer about it (error, released or expired) and
+	// may be reused after. A bad message gets an error for its tag and the
+	// stream goes on.
+	//
+	// The stream has no per-request deadline: a start carries its own
+	// (otherwise the stream's gRPC deadline, if any, applies). When the
+	// stream ends (half-close, cancel, a dropped connection) every waiting
+	// tag is withdrawn and every held slot released. The client must read
+	// while it writes: the server stops reading while it cannot send.
+	AcquireMany(grpc.BidiStreamingServer[AcquireManyRequest, AcquireManyResponse]) error
 	// Release ends any lease by ID (an operator's tool); NotFound if it is
 	// not held.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
@@ -258,6 +316,9 @@ type UnimplementedStartgateServer struct{}
 
 func (UnimplementedStartgateServer) Acquire(grpc.BidiStreamingServer[AcquireRequest, AcquireResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Acquire not implemented")
+}
+func (UnimplementedStartgateServer) AcquireMany(grpc.BidiStreamingServer[AcquireManyRequest, AcquireManyResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method AcquireMany not implemented")
 }
 func (UnimplementedStartgateServer) Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Release not implemented")
@@ -316,6 +377,13 @@ func _Startgate_Acquire_Handler(srv interface{}, stream grpc.ServerStream) error
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Startgate_AcquireServer = grpc.BidiStreamingServer[AcquireRequest, AcquireResponse]
+
+func _Startgate_AcquireMany_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(StartgateServer).AcquireMany(&grpc.GenericServerStream[AcquireManyRequest, AcquireManyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Startgate_AcquireManyServer = grpc.BidiStreamingServer[AcquireManyRequest, AcquireManyResponse]
 
 func _Startgate_Release_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReleaseRequest)
@@ -538,6 +606,12 @@ var Startgate_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Acquire",
 			Handler:       _Startgate_Acquire_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "AcquireMany",
+			Handler:       _Startgate_AcquireMany_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
