@@ -22,7 +22,7 @@ trap 'rm -rf "$tmp"' EXIT
 (cd "$repo" && go build -o "$tmp/startgated" ./cmd/startgated)
 sed "s|^ExecStart=/usr/bin/startgated|ExecStart=$tmp/startgated|" \
 	"$units/startgated.service" >"$tmp/startgated.service"
-cp "$units/startgated.socket" "$tmp/startgated.socket"
+cp "$units/startgated.socket" "$units/startgated-cri.socket" "$tmp/"
 if ! grep -q "^ExecStart=$tmp/startgated " "$tmp/startgated.service"; then
 	echo "verify-units: ExecStart=/usr/bin/startgated not found in startgated.service" >&2
 	exit 1
@@ -30,7 +30,7 @@ fi
 
 set +e
 out=$(cd "$tmp" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify \
-	"$tmp/startgated.socket" "$tmp/startgated.service" 2>&1)
+	"$tmp/startgated.socket" "$tmp/startgated-cri.socket" "$tmp/startgated.service" 2>&1)
 rc=$?
 set -e
 if [ -n "$out" ]; then
@@ -41,8 +41,8 @@ if [ $rc -ne 0 ]; then
 	echo "verify-units: systemd-analyze verify exited $rc" >&2
 	exit 1
 fi
-if echo "$out" | grep -q 'startgated\.\(service\|socket\)'; then
+if echo "$out" | grep -q 'startgated\(-cri\)\?\.\(service\|socket\)'; then
 	echo "verify-units: warnings about our units" >&2
 	exit 1
 fi
-echo "verify-units: startgated.service and startgated.socket ok"
+echo "verify-units: startgated.service, startgated.socket and startgated-cri.socket ok"

@@ -192,8 +192,8 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 // PullPolicy.withDefaults) but does not export them; these mirror them
 // until it does, and are the only copy in this package.
 var (
-	defaultWarmup = criproxy.WarmupPolicy{Poll: 250 * time.Millisecond, SettleCores: 0.1, SettlePolls: 2, Cap: 60 * time.Second}
-	defaultPulls  = criproxy.PullPolicy{Min: 1, Max: 3, IOTarget: 0.4, Interval: time.Second}
+	defaultWarmup = criproxy.DefaultWarmupPolicy()
+	defaultPulls  = criproxy.DefaultPullPolicy()
 )
 
 // defaultCRI is the [cri] section of a node with no config file; the

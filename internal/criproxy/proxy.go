@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -136,8 +137,16 @@ func New(cfg Config) (*Proxy, error) {
 	p.stopCh = p.stopCtx.Done()
 	p.warm = newWarmer(p)
 	p.pulls = newPullLane(cfg.Pulls, cfg.IOPressure)
+	// The lane's sizing loop starts here, not in Serve, so that Stop's
+	// wait never races its Add.
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.pulls.run(p.stopCh)
+	}()
 	p.srv = grpc.NewServer(
 		grpc.ForceServerCodec(rawCodec{}),
+		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
 		grpc.UnknownServiceHandler(p.handle),
 		grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize),
 	)
@@ -159,11 +168,6 @@ func unaryMethods() map[string]bool {
 
 // Serve serves the CRI on lis until Stop.
 func (p *Proxy) Serve(lis net.Listener) error {
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		p.pulls.run(p.stopCh)
-	}()
 	return p.srv.Serve(lis)
 }
 

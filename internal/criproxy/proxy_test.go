@@ -110,7 +110,7 @@ func (f *fakeRuntime) PullImage(ctx context.Context, r *runtimeapi.PullImageRequ
 
 // serveFake starts the fake on sock; a method it does not know is echoed
 // back, standing in for a newer containerd.
-func serveFake(t *testing.T, sock string, f *fakeRuntime) func() {
+func serveFake(t testing.TB, sock string, f *fakeRuntime) func() {
 	t.Helper()
 	lis, err := net.Listen("unix", sock)
 	if err != nil {

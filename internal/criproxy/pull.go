@@ -26,18 +26,27 @@ type PullPolicy struct {
 	Interval time.Duration
 }
 
+// DefaultPullPolicy: kubelet pulls one image at a time by default; up to
+// three in flight overlaps network and unpack without letting pulls
+// saturate the disk, and IO pressure above the gate's default IO target
+// narrows the lane.
+func DefaultPullPolicy() PullPolicy {
+	return PullPolicy{Min: 1, Max: 3, IOTarget: 0.4, Interval: time.Second}
+}
+
 func (p PullPolicy) withDefaults() PullPolicy {
+	d := DefaultPullPolicy()
 	if p.Min <= 0 {
-		p.Min = 1
+		p.Min = d.Min
 	}
 	if p.Max < p.Min {
-		p.Max = max(p.Min, 3)
+		p.Max = max(p.Min, d.Max)
 	}
 	if p.IOTarget <= 0 {
-		p.IOTarget = 0.4
+		p.IOTarget = d.IOTarget
 	}
 	if p.Interval <= 0 {
-		p.Interval = time.Second
+		p.Interval = d.Interval
 	}
 	return p
 }

@@ -33,18 +33,27 @@ type WarmupPolicy struct {
 	Cap time.Duration
 }
 
+// DefaultWarmupPolicy: TESTBED.md saw a busy loop's CPU stop growing in
+// CRI stats within 250 ms of its end, so two idle polls of 250 ms say the
+// warm-up is over; 60 s caps a start that never settles (a service that
+// stays busy).
+func DefaultWarmupPolicy() WarmupPolicy {
+	return WarmupPolicy{Poll: 250 * time.Millisecond, SettleCores: 0.1, SettlePolls: 2, Cap: 60 * time.Second}
+}
+
 func (w WarmupPolicy) withDefaults() WarmupPolicy {
+	d := DefaultWarmupPolicy()
 	if w.Poll <= 0 {
-		w.Poll = 250 * time.Millisecond
+		w.Poll = d.Poll
 	}
 	if w.SettleCores <= 0 {
-		w.SettleCores = 0.1
+		w.SettleCores = d.SettleCores
 	}
 	if w.SettlePolls <= 0 {
-		w.SettlePolls = 2
+		w.SettlePolls = d.SettlePolls
 	}
 	if w.Cap <= 0 {
-		w.Cap = 60 * time.Second
+		w.Cap = d.Cap
 	}
 	return w
 }
