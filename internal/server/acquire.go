@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/startgate/startgate/internal/admission"
 	pb "github.com/startgate/startgate/proto/startgate/v1"
@@ -20,27 +21,32 @@ const (
 )
 
 func requestFromProto(m *pb.AcquireStart) (admission.Request, error) {
-	c, ok := classFromProto(m.Class)
+	return requestFromFields(m.Class, m.Tenant, m.Description, m.Hold)
+}
+
+// requestFromFields checks the fields Acquire and AcquireMany share.
+func requestFromFields(class pb.Class, tenant, description string, holdpb *durationpb.Duration) (admission.Request, error) {
+	c, ok := classFromProto(class)
 	if !ok {
-		return admission.Request{}, invalid("class", "unknown class %d", m.Class)
+		return admission.Request{}, invalid("class", "unknown class %d", class)
 	}
-	if len(m.Tenant) > maxTenant {
-		return admission.Request{}, invalid("tenant", "%d bytes, at most %d", len(m.Tenant), maxTenant)
+	if len(tenant) > maxTenant {
+		return admission.Request{}, invalid("tenant", "%d bytes, at most %d", len(tenant), maxTenant)
 	}
-	if len(m.Description) > maxDescription {
-		return admission.Request{}, invalid("description", "%d bytes, at most %d", len(m.Description), maxDescription)
+	if len(description) > maxDescription {
+		return admission.Request{}, invalid("description", "%d bytes, at most %d", len(description), maxDescription)
 	}
 	var hold time.Duration
-	if m.Hold != nil {
-		if err := m.Hold.CheckValid(); err != nil {
+	if holdpb != nil {
+		if err := holdpb.CheckValid(); err != nil {
 			return admission.Request{}, invalid("hold", "%v", err)
 		}
-		hold = m.Hold.AsDuration()
+		hold = holdpb.AsDuration()
 		if hold < 0 {
 			return admission.Request{}, invalid("hold", "negative duration %v", hold)
 		}
 	}
-	return admission.Request{Class: c, Tenant: m.Tenant, Description: m.Description, Hold: hold}, nil
+	return admission.Request{Class: c, Tenant: tenant, Description: description, Hold: hold}, nil
 }
 
 // Acquire holds a slot for the life of the stream. The handler calls the

@@ -7,6 +7,13 @@
 // deadline is the caller's deadline, handed to the gate as the context of
 // Acquire, so deadline-aware admission needs no extra field.
 //
+// A client holding many slots (a CI runner, a batch launcher) uses
+// AcquireMany instead: one stream carries many tagged starts, each a
+// gate.AcquireFunc waiter with no goroutine behind it, so 10,000 waiters
+// cost queue entries rather than 10,000 blocked handlers. Ending that
+// stream withdraws and releases everything it had, as ending an Acquire
+// stream does for its one slot.
+//
 // Cross-cutting steps live in one interceptor pair (interceptors.go):
 // authorize, call, map errors to codes, log at debug. Handlers return
 // admission and context errors unchanged; toStatus is the only place they

@@ -598,6 +598,8 @@ func TestAuthorize(t *testing.T) {
 		{"supplementary admin group", "/startgate.v1.Startgate/Release", PeerCred{PID: 100, UID: 1000, GID: 1000}, admin, true},
 		{"not in group", "/startgate.v1.Startgate/Drain", PeerCred{PID: 200, UID: 1000, GID: 1000}, admin, false},
 		{"process gone", "/startgate.v1.Startgate/Resume", PeerCred{PID: 300, UID: 1000, GID: 1000}, admin, false},
+		{"acquire many needs admin", "/startgate.v1.Startgate/AcquireMany", PeerCred{PID: 200, UID: 1000, GID: 1000}, admin, false},
+		{"admin group acquires many", "/startgate.v1.Startgate/AcquireMany", PeerCred{UID: 1000, GID: admin}, admin, true},
 		{"root only, admin group ignored", "/startgate.v1.Startgate/Acquire", PeerCred{UID: 1000, GID: admin}, -1, false},
 		{"read status", "/startgate.v1.Startgate/Status", PeerCred{UID: 1000, GID: 1000}, admin, true},
 		{"read queue", "/startgate.v1.Startgate/ListQueue", PeerCred{UID: 1000}, -1, true},
