@@ -36,8 +36,14 @@ const (
 )
 
 // BenchmarkQueue10kWaiters runs the real startgated and startgatectl,
-// built from this tree, with 10,000 Acquire streams waiting at a paused
-// gate, and reports:
+// built from this tree, with 10,000 waiters at a paused gate, in two
+// modes, each on a daemon of its own (started afresh, so that one mode's
+// heap does not flatter or burden the other's):
+//
+//	acquire-streams  10,000 Acquire streams, one per waiter
+//	acquire-many     10,000 tags over 8 AcquireMany streams, one per connection
+//
+// and reports for each:
 //
 //	rss_idle_MiB        daemon VmRSS after start and pause, before any waiter
 //	rss_MiB             daemon VmRSS once Status reports 10,000 queued
@@ -50,20 +56,31 @@ const (
 //
 // One iteration is the whole scenario; ns/op is suppressed.
 //
-// A waiter costs the daemon about 18 KiB, most of it goroutine stacks: the
-// Acquire handler's (8 KiB: grpc-go's call chain plus the gate's frames
-// stay above the quarter that would let the GC halve it) and its reader's
-// (4 KiB), then grpc-go's per-stream state (about 2.7 KiB) and two g
-// structs. A handler that does nothing but block still costs about 7 KiB,
-// so 10,000 waiters over grpc-go streams cannot fit in 64 MiB.
+// An Acquire waiter costs the daemon about 18 KiB, most of it goroutine
+// stacks: the Acquire handler's (8 KiB: grpc-go's call chain plus the
+// gate's frames stay above the quarter that would let the GC halve it)
+// and its reader's (4 KiB), then grpc-go's per-stream state (about
+// 2.7 KiB) and two g structs. A handler that does nothing but block still
+// costs about 7 KiB, so 10,000 waiters over grpc-go streams cannot fit in
+// 64 MiB; an AcquireMany waiter is a queue entry and a tag.
 //
 //	go test -run '^$' -bench Queue10k -benchtime 1x -count 3 ./internal/daemon/
 func BenchmarkQueue10kWaiters(b *testing.B) {
 	bin := buildBinaries(b)
-	for range b.N {
-		queue10kOnce(b, bin)
+	for _, mode := range []struct {
+		name string
+		open func(ctx context.Context, conns []*grpc.ClientConn) error
+	}{
+		{"acquire-streams", openWaiters},
+		{"acquire-many", openManyWaiters},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			for range b.N {
+				queue10kOnce(b, bin, mode.open)
+			}
+			b.ReportMetric(0, "ns/op")
+		})
 	}
-	b.ReportMetric(0, "ns/op")
 }
 
 type binaries struct{ daemon, ctl string }
@@ -85,7 +102,7 @@ func buildBinaries(b *testing.B) binaries {
 	return binaries{daemon: filepath.Join(dir, "startgated"), ctl: filepath.Join(dir, "startgatectl")}
 }
 
-func queue10kOnce(b *testing.B, bin binaries) {
+func queue10kOnce(b *testing.B, bin binaries, open func(ctx context.Context, conns []*grpc.ClientConn) error) {
 	b.StopTimer()
 	dir := b.TempDir()
 	sock := filepath.Join(dir, "startgate.sock")
@@ -122,7 +139,7 @@ func queue10kOnce(b *testing.B, bin binaries) {
 			c.Close()
 		}
 	}()
-	if err := openWaiters(ctx, conns); err != nil {
+	if err := open(ctx, conns); err != nil {
 		b.Fatalf("%v\ndaemon log:\n%s", err, d.log.String())
 	}
 	client := startgatev1.NewStartgateClient(conns[0])
@@ -223,6 +240,69 @@ func openWaiter(ctx context.Context, client startgatev1.StartgateClient, start *
 		return fmt.Errorf("first message %v, want queued", m)
 	}
 	return nil
+}
+
+// openManyWaiters queues queue10k tags over one AcquireMany stream per
+// connection and returns once every tag has been told it is queued. The
+// streams live until ctx ends.
+func openManyWaiters(ctx context.Context, conns []*grpc.ClientConn) error {
+	classes := []startgatev1.Class{
+		startgatev1.Class_CLASS_HIGH, startgatev1.Class_CLASS_NORMAL,
+		startgatev1.Class_CLASS_LOW, startgatev1.Class_CLASS_BACKGROUND,
+	}
+	errs := make(chan error, len(conns))
+	for c, conn := range conns {
+		go func() {
+			stream, err := startgatev1.NewStartgateClient(conn).AcquireMany(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			// Read while writing: the daemon stops reading while it
+			// cannot send.
+			queued := make(chan error, 1)
+			go func() {
+				for n := c; n < queue10k; n += len(conns) {
+					m, err := stream.Recv()
+					if err != nil {
+						queued <- err
+						return
+					}
+					if m.GetQueued() == nil {
+						queued <- fmt.Errorf("tag %d: got %v, want queued", m.GetTag(), m)
+						return
+					}
+				}
+				queued <- nil
+				// The rest of the stream's answers, if any, until ctx ends.
+				for {
+					if _, err := stream.Recv(); err != nil {
+						return
+					}
+				}
+			}()
+			for i := c; i < queue10k; i += len(conns) {
+				err := stream.Send(&startgatev1.AcquireManyRequest{Msg: &startgatev1.AcquireManyRequest_Start{Start: &startgatev1.AcquireManyStart{
+					Tag:         uint64(i + 1),
+					Class:       classes[i%len(classes)],
+					Tenant:      fmt.Sprintf("ns-%d", i%50),
+					Description: fmt.Sprintf("create container ns-%d/web-%d/app", i%50, i%997),
+				}}})
+				if err != nil {
+					errs <- fmt.Errorf("stream %d, tag %d: %w", c, i+1, err)
+					return
+				}
+			}
+			errs <- <-queued
+		}()
+	}
+	var first error
+	for range conns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // checkQueueJSON checks the listing is all 10,000 waiters in queue order.
