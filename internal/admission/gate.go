@@ -241,19 +241,22 @@ func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
 // calls done exactly once with the lease or the error, on a goroutine of
 // its own (never under the gate's lock, so done may call back into the
 // gate), possibly before AcquireFunc returns. The deadline is
-// req.Deadline. cancel withdraws the request if it still waits, in which
-// case done gets context.Canceled; it reports whether it did. A server
-// that holds many waiters for one client uses this, so that a waiting
-// request costs the queue entry and no stack.
-func (g *Gate) AcquireFunc(req Request, done func(*Lease, error)) (cancel func() bool) {
+// req.Deadline. When the request queues, queued describes the waiter (ID
+// and estimated position; ID 0 means it was decided at once and done is on
+// its way). cancel withdraws the request if it still waits, in which case
+// done gets context.Canceled; it reports whether it did. A server that
+// holds many waiters for one client uses this, so that a waiting request
+// costs the queue entry and no stack. req.OnQueued is not called: queued
+// is the answer.
+func (g *Gate) AcquireFunc(req Request, done func(*Lease, error)) (queued WaiterInfo, cancel func() bool) {
 	never := func() bool { return false }
 	if !req.Class.Valid() {
 		go done(nil, invalid("class", "%d is not a class", int(req.Class)))
-		return never
+		return WaiterInfo{}, never
 	}
 	if req.Hold < 0 {
 		go done(nil, invalid("hold", "%v is negative", req.Hold))
-		return never
+		return WaiterInfo{}, never
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -261,7 +264,7 @@ func (g *Gate) AcquireFunc(req Request, done func(*Lease, error)) (cancel func()
 	if g.mu.closed {
 		g.obs.Refused(req.Class, "shutdown")
 		go done(nil, ErrClosed)
-		return never
+		return WaiterInfo{}, never
 	}
 	g.mu.nextID++
 	// notify is set only once w queues: a decision made here calls done
@@ -270,22 +273,26 @@ func (g *Gate) AcquireFunc(req Request, done func(*Lease, error)) (cancel func()
 	switch {
 	case req.Class == Critical || g.bypass.Load():
 		go done(g.grantLocked(now, w, AdmitBypass), nil)
-		return never
+		return WaiterInfo{}, never
 	case g.mu.q.len() == 0 && g.admissibleLocked(now):
 		go done(g.grantLocked(now, w, AdmitGranted), nil)
-		return never
+		return WaiterInfo{}, never
 	case !w.deadline.IsZero() && !w.deadline.After(now.Add(g.mu.policy.DeadlineMargin)):
 		l, err := g.deadlineLocked(now, w)
 		go done(l, err)
-		return never
+		return WaiterInfo{}, never
 	case g.mu.q.len() >= g.mu.policy.MaxQueue:
 		err := g.queueFullLocked(now, w)
 		go done(nil, err)
-		return never
+		return WaiterInfo{}, never
 	}
 	w.notify = done
 	g.enqueueLocked(now, w)
-	return func() bool {
+	if w.classElem != nil { // still queued after the dispatch
+		queued = WaiterInfo{ID: w.id, Class: req.Class, Tenant: req.Tenant, Description: req.Description,
+			Enqueued: now, Deadline: w.deadline, Position: g.mu.q.ahead(req.Class) + 1}
+	}
+	return queued, func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if !g.withdrawLocked(w, context.Canceled) {

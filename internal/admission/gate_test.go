@@ -280,13 +280,20 @@ func TestAcquireFunc(t *testing.T) {
 	}
 	results := make(chan res, 3)
 	cb := func(l *Lease, err error) { results <- res{l, err} }
-	g.AcquireFunc(Request{Class: Normal, Description: "first"}, cb)
+	if q, _ := g.AcquireFunc(Request{Class: Normal, Description: "first"}, cb); q.ID != 0 {
+		t.Fatalf("first AcquireFunc queued as %+v, want decided at once", q)
+	}
 	first := <-results
 	if first.err != nil {
 		t.Fatalf("first AcquireFunc: %v", first.err)
 	}
-	g.AcquireFunc(Request{Class: Normal, Description: "second"}, cb)
-	cancelThird := g.AcquireFunc(Request{Class: Low, Description: "third"}, cb)
+	if q, _ := g.AcquireFunc(Request{Class: Normal, Description: "second"}, cb); q.ID == 0 || q.Position != 1 {
+		t.Fatalf("second AcquireFunc queued as %+v, want an ID at position 1", q)
+	}
+	q3, cancelThird := g.AcquireFunc(Request{Class: Low, Description: "third"}, cb)
+	if q3.Position != 2 {
+		t.Fatalf("third queued at position %d, want 2", q3.Position)
+	}
 	if q := g.Status().Queued; q != 2 {
 		t.Fatalf("queued = %d, want 2", q)
 	}

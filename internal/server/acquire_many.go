@@ -128,7 +128,7 @@ func (m *manyStream) start(st *pb.AcquireManyStart) {
 	m.mu.Unlock()
 
 	m.wg.Add(1)
-	cancel := m.gate.AcquireFunc(req, func(l *admission.Lease, err error) {
+	q, cancel := m.gate.AcquireFunc(req, func(l *admission.Lease, err error) {
 		defer m.wg.Done()
 		m.decided(t, l, err)
 	})
@@ -139,22 +139,12 @@ func (m *manyStream) start(st *pb.AcquireManyStart) {
 	t.cancel = cancel
 	decided := t.decided
 	m.mu.Unlock()
-	if decided {
-		return // the callback has answered
-	}
-	// Not decided yet. AcquireFunc does not say whether it queued or
-	// decided at once with the callback still on its way, so this can
-	// come just before a granted; and it does not report the waiter's ID
-	// or position: the position is the same estimate Acquire reports
-	// (waiters of this class and better), taken from Status.
-	gs := m.gate.Status()
-	pos := 0
-	for c := admission.Class(0); c <= req.Class; c++ {
-		pos += gs.QueuedByClass[c]
+	if decided || q.ID == 0 {
+		return // the callback has answered, or is on its way with the decision
 	}
 	m.sendLocked(&pb.AcquireManyResponse{Tag: tag, Msg: &pb.AcquireManyResponse_Queued{Queued: &pb.Queued{
-		Class: ClassToProto(req.Class), Position: int32(pos), QueueLength: int32(gs.Queued),
-		Enqueued: ts(time.Now()),
+		Class: ClassToProto(req.Class), Position: int32(q.Position), QueueLength: int32(m.gate.Status().Queued),
+		Enqueued: ts(q.Enqueued), WaiterId: q.ID,
 	}}})
 }
 

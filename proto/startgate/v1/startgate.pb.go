@@ -1187,8 +1187,7 @@ type isAcquireManyResponse_Msg interface {
 }
 
 type AcquireManyResponse_Queued struct {
-	// queued.waiter_id is 0: the gate does not report a multiplexed
-	// waiter's ID before it is granted (the lease ID is the waiter ID).
+	// queued.waiter_id is the ID the lease will have, as in ListQueue.
 	Queued *Queued `protobuf:"bytes,2,opt,name=queued,proto3,oneof"`
 }
 

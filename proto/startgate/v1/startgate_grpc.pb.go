@@ -57,8 +57,7 @@ type StartgateClient interface {
 	// daemon a queue entry, not a stream, so 10,000 waiters fit where
 	// 10,000 Acquire streams do not.
 	//
-	// Per tag the server answers queued (when the slot is not granted at
-	// once; rarely also just before a granted that raced it), then granted
+	// Per tag the server answers queued (only when the start waits), then granted
 	// or error; after granted, released or expired. release gives a held
 	// slot back; cancel withdraws a waiting start (error CANCELLED) and
 	// releases one granted meanwhile. A tag is live from its start until
@@ -263,8 +262,7 @@ type StartgateServer interface {
 	// daemon a queue entry, not a stream, so 10,000 waiters fit where
 	// 10,000 Acquire streams do not.
 	//
-	// Per tag the server answers queued (when the slot is not granted at
-	// once; rarely also just before a granted that raced it), then granted
+	// Per tag the server answers queued (only when the start waits), then granted
 	// or error; after granted, released or expired. release gives a held
 	// slot back; cancel withdraws a waiting start (error CANCELLED) and
 	// releases one granted meanwhile. A tag is live from its start until
