@@ -1,0 +1,92 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+)
+
+// WriteMarkdown writes the result as a short note and a markdown table:
+// one row per mode, then the ideal bound.
+func WriteMarkdown(w io.Writer, r *Result) error {
+	var b strings.Builder
+	c := r.Calibration
+	fmt.Fprintf(&b, "%d pods started at once, %d round(s), modes alternating; %d cores, %s (%s).\n",
+		r.Pods, r.Rounds, r.Cores, orUnknown(r.Runtime), orUnknown(r.Snapshotter))
+	fmt.Fprintf(&b, "Init: a CPU-bound shell loop of %d iterations, %s alone; one pod alone is ready %s after RunPodSandbox.\n",
+		c.Loops, secs(c.Init), secs(c.Single))
+	b.WriteString("Time to ready: from the burst's start to the container's ready line (CRI log time). " +
+		"Nearest-rank percentiles over every round's pods (p99 is the slowest of fewer than 100); makespan is the mean over rounds. " +
+		"init p50: start line to ready line, the init work's wall time under contention.\n")
+	if r.Command != "" {
+		fmt.Fprintf(&b, "Command: `%s` (took %s).\n", r.Command, r.Took.Round(time.Second))
+	}
+	if r.Interrupted {
+		b.WriteString("**Interrupted: the figures cover the bursts that ran.**\n")
+	}
+	for _, wn := range r.Warnings {
+		fmt.Fprintf(&b, "Warning: %s.\n", wn)
+	}
+	b.WriteString("\n| mode | p50 | p90 | p99 | mean | makespan | init p50 | failed | retries | p50 vs direct | p99 vs direct | makespan vs direct |\n")
+	b.WriteString("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
+	for _, m := range r.Modes {
+		s := m.Summary
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %d/%d | %d | %s |\n",
+			m.Mode, dur(s.P50), dur(s.P90), dur(s.P99), dur(s.Mean), dur(s.Makespan), dur(s.InitP50),
+			s.Failed, s.Pods, s.Retries, ratios(m.VsDirect))
+	}
+	s := r.Ideal
+	fmt.Fprintf(&b, "| ideal (FIFO, %d at a time) | %s | %s | %s | %s | %s | %s | - | - | %s |\n",
+		r.Cores, dur(s.P50), dur(s.P90), dur(s.P99), dur(s.Mean), dur(s.Makespan), dur(c.Init), ratios(r.IdealVsDirect))
+	b.WriteString("\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func dur(d time.Duration) string {
+	if d <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+func ratios(r *Ratios) string {
+	if r == nil {
+		return "n/a | n/a | n/a"
+	}
+	f := func(x float64) string {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f", x)
+	}
+	return f(r.P50) + " | " + f(r.P99) + " | " + f(r.Makespan)
+}
+
+// MarshalJSON writes a ratio that has no value (NaN: nothing to divide
+// by) as null; encoding/json refuses NaN.
+func (r Ratios) MarshalJSON() ([]byte, error) {
+	f := func(x float64) *float64 {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil
+		}
+		return &x
+	}
+	return json.Marshal(struct {
+		P50      *float64 `json:"p50"`
+		P90      *float64 `json:"p90"`
+		P99      *float64 `json:"p99"`
+		Mean     *float64 `json:"mean"`
+		Makespan *float64 `json:"makespan"`
+	}{f(r.P50), f(r.P90), f(r.P99), f(r.Mean), f(r.Makespan)})
+}
