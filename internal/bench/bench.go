@@ -109,8 +109,11 @@ func (o *Options) withDefaults() error {
 type Calibration struct {
 	// Loops is the init loop's iteration count.
 	Loops int `json:"loops"`
+	// CPU is the median CPU time of a lone pod's container at its ready
+	// line: the init work's CPU time.
+	CPU time.Duration `json:"cpu_ns"`
 	// Init is the median time from start line to ready line of a lone
-	// pod: the init work's CPU time, near enough.
+	// pod: the init work's wall time, alone.
 	Init time.Duration `json:"init_ns"`
 	// Single is the median time from RunPodSandbox to the ready line of
 	// a lone pod: the unit of the ideal bound.
@@ -214,7 +217,7 @@ func (b *bencher) run(ctx context.Context) error {
 			if err := b.quiet(ctx, label); err != nil {
 				return err
 			}
-			burst, err := b.burst(ctx, m, r, b.opts.Pods, work, label)
+			burst, err := b.burst(ctx, m, r, b.opts.Pods, work, label, false)
 			if err != nil {
 				return err
 			}
@@ -229,12 +232,12 @@ func (b *bencher) run(ctx context.Context) error {
 
 // burst runs one burst and tears it down; the error is the teardown's or
 // ctx's.
-func (b *bencher) burst(ctx context.Context, m Mode, round, pods int, w Workload, label string) (Burst, error) {
+func (b *bencher) burst(ctx context.Context, m Mode, round, pods int, w Workload, label string, measureCPU bool) (Burst, error) {
 	rs := b.node.clients[m.Via]
 	burst := runBurst(ctx, burstSpec{
 		mode: m, round: round, pods: pods, workload: w, rs: rs,
 		image: AppImage, logRoot: b.node.tb.Dir() + "/pods", kubelet: b.opts.Kubelet,
-		deadline: b.opts.Deadline, poll: 50 * time.Millisecond,
+		deadline: b.opts.Deadline, poll: 50 * time.Millisecond, measureCPU: measureCPU,
 		progress: func(ready, failed int, el time.Duration) {
 			b.pr.status("%s: %d/%d ready, %d failed, %s", label, ready, pods, failed, secs(el))
 		},
@@ -264,62 +267,79 @@ func (b *bencher) quiet(ctx context.Context, before string) error {
 	return nil
 }
 
-// probeLoops is the first calibration probe's loop count: about 0.15 s of
-// busybox shell on this kind of machine, long enough to measure from log
-// timestamps.
+// probeLoops is the calibration probe's loop count: about 0.15 s of
+// busybox shell on this kind of machine.
 const probeLoops = 50000
 
-// calibrate sizes the init loop to opts.InitCPU (unless opts.Loops fixes
-// it) from up to three probe pods, each rescaling the loop count until a
-// probe lands within 10% (the shell loop's cost per iteration is not quite
-// constant), then runs opts.Lone pods alone, one after the other, and
-// keeps the medians.
+// calibrate sizes the init loop to opts.InitCPU of CPU time (unless
+// opts.Loops fixes it): probe pods, up to three, each rescaling the loop
+// count from the containers' CPU time so far (CRI stats, which other work
+// on the machine stretches less than wall time) until one lands within
+// 10%. Then opts.Lone pods run alone, one after the other, and the
+// medians are kept.
 func (b *bencher) calibrate(ctx context.Context) error {
-	direct := Mode{Name: "alone", Via: Direct}
 	loops := b.opts.Loops
 	if loops == 0 {
 		loops = probeLoops
+		// Per-loop cost, pooled over the probes so far: one probe's
+		// noise does not swing the next.
+		var sumLoops int
+		var sumCPU time.Duration
 		for i := range 3 {
 			if err := b.quiet(ctx, "a calibration probe"); err != nil {
 				return err
 			}
-			p, err := b.burst(ctx, Mode{Name: "probe", Via: Direct}, i, 1, Workload{Kind: "cpu", Loops: loops}, "calibration probe")
+			pod, err := b.lonePod(ctx, "probe", i, loops)
 			if err != nil {
 				return err
 			}
-			pod := p.Pods[0]
-			if pod.Failed() || pod.Init <= 0 {
-				return fmt.Errorf("bench: calibration probe pod failed: %s %v", pod.FailReason, pod.Errors)
+			if pod.CPU <= 0 {
+				return fmt.Errorf("bench: calibration probe: no CPU time from ContainerStats: %v", pod.Errors)
 			}
-			off := float64(pod.Init)/float64(b.opts.InitCPU) - 1
+			b.pr.line("calibration probe %d: %d loops used %s of CPU", i+1, loops, secs(pod.CPU))
+			off := float64(pod.CPU)/float64(b.opts.InitCPU) - 1
 			if off > -0.1 && off < 0.1 {
 				break
 			}
-			loops = max(1, int(float64(loops)*float64(b.opts.InitCPU)/float64(pod.Init)))
+			sumLoops += loops
+			sumCPU += pod.CPU
+			loops = max(1, int(float64(sumLoops)*float64(b.opts.InitCPU)/float64(sumCPU)))
 		}
 	}
-	var inits, singles []time.Duration
+	var inits, cpus, singles []time.Duration
 	for i := range b.opts.Lone {
 		if err := b.quiet(ctx, "a lone pod"); err != nil {
 			return err
 		}
-		p, err := b.burst(ctx, direct, i, 1, Workload{Kind: "cpu", Loops: loops}, fmt.Sprintf("lone pod %d/%d", i+1, b.opts.Lone))
+		pod, err := b.lonePod(ctx, "alone", i, loops)
 		if err != nil {
 			return err
 		}
-		pod := p.Pods[0]
-		if pod.Failed() {
-			return fmt.Errorf("bench: lone pod failed: %s %v", pod.FailReason, pod.Errors)
-		}
 		inits = append(inits, pod.Init)
+		cpus = append(cpus, pod.CPU)
 		singles = append(singles, pod.Ready)
 	}
-	slices.Sort(inits)
-	slices.Sort(singles)
-	b.res.Calibration = Calibration{Loops: loops, Init: Percentile(inits, 50), Single: Percentile(singles, 50)}
-	b.pr.line("calibrated: %d loops = %s of init alone; one pod alone is ready %s after RunPodSandbox",
-		loops, secs(b.res.Calibration.Init), secs(b.res.Calibration.Single))
+	for _, xs := range [][]time.Duration{inits, cpus, singles} {
+		slices.Sort(xs)
+	}
+	c := Calibration{Loops: loops, Init: Percentile(inits, 50), CPU: Percentile(cpus, 50), Single: Percentile(singles, 50)}
+	b.res.Calibration = c
+	b.pr.line("calibrated: %d loops = %s of CPU, %s of init alone; one pod alone is ready %s after RunPodSandbox",
+		loops, secs(c.CPU), secs(c.Init), secs(c.Single))
 	return nil
+}
+
+// lonePod runs one pod alone, direct, and tears it down.
+func (b *bencher) lonePod(ctx context.Context, name string, i, loops int) (Pod, error) {
+	burst, err := b.burst(ctx, Mode{Name: name, Via: Direct}, i, 1, Workload{Kind: "cpu", Loops: loops}, name, true)
+	if err != nil {
+		return Pod{}, err
+	}
+	pod := burst.Pods[0]
+	if pod.Failed() {
+		return pod, fmt.Errorf("bench: %s pod failed: %s %v", name, pod.FailReason, pod.Errors)
+	}
+	return pod, nil
 }
 
 // summarize fills in the per-mode figures, the ideal bound and the ratios

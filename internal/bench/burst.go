@@ -32,6 +32,9 @@ type Pod struct {
 	// Calls are the successful calls' latencies by method: how long the
 	// client waited in each (for startgate, gate time included).
 	Calls map[string]time.Duration `json:"calls_ns,omitempty"`
+	// CPU is the container's CPU time at its ready line (CRI
+	// ContainerStats), measured for calibration pods only.
+	CPU time.Duration `json:"cpu_ns,omitempty"`
 	// FailReason says why the pod never became ready; "" when it did.
 	FailReason string `json:"fail_reason,omitempty"`
 }
@@ -79,6 +82,9 @@ type burstSpec struct {
 	// line; it only decides when the client learns of readiness (and
 	// frees a fixed-K slot), not the measured time.
 	poll time.Duration
+	// measureCPU: read each container's CPU time once it is ready (one
+	// more CRI call per pod, so only for calibration).
+	measureCPU bool
 	// progress, if not nil, is called with the counts now and then.
 	progress func(ready, failed int, elapsed time.Duration)
 }
@@ -261,6 +267,9 @@ func (w *podWorker) waitReady(ctx context.Context) {
 					if !m.start.IsZero() {
 						w.pod.Init = m.ready.Sub(m.start)
 					}
+					if w.spec.measureCPU {
+						w.readCPU(ctx)
+					}
 					return
 				}
 			}
@@ -275,6 +284,17 @@ func (w *podWorker) waitReady(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// readCPU records the container's CPU time so far: once the ready line is
+// out, the container only sleeps, so this is its init work's CPU time.
+func (w *podWorker) readCPU(ctx context.Context) {
+	st, err := w.spec.rs.ContainerStats(ctx, w.containerID)
+	if err != nil {
+		w.pod.Errors = append(w.pod.Errors, "ContainerStats: "+err.Error())
+		return
+	}
+	w.pod.CPU = time.Duration(st.GetCpu().GetUsageCoreNanoSeconds().GetValue())
 }
 
 func (w *podWorker) sandboxConfig() *runtimeapi.PodSandboxConfig {

@@ -16,8 +16,8 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 	c := r.Calibration
 	fmt.Fprintf(&b, "%d pods started at once, %d round(s), modes alternating; %d cores, %s (%s).\n",
 		r.Pods, r.Rounds, r.Cores, orUnknown(r.Runtime), orUnknown(r.Snapshotter))
-	fmt.Fprintf(&b, "Init: a CPU-bound shell loop of %d iterations, %s alone; one pod alone is ready %s after RunPodSandbox.\n",
-		c.Loops, secs(c.Init), secs(c.Single))
+	fmt.Fprintf(&b, "Init: a CPU-bound shell loop of %d iterations, %.2f CPU-s (%s alone); one pod alone is ready %s after RunPodSandbox.\n",
+		c.Loops, c.CPU.Seconds(), secs(c.Init), secs(c.Single))
 	b.WriteString("Time to ready: from the burst's start to the container's ready line (CRI log time). " +
 		"Nearest-rank percentiles over every round's pods (p99 is the slowest of fewer than 100); makespan is the mean over rounds. " +
 		"init p50: start line to ready line, the init work's wall time under contention.\n")
