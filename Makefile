@@ -16,7 +16,7 @@ protoc = PATH=$(BIN):$$PATH protoc -I proto \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build tools proto check-proto fmt-check vet verify-units test deps demo clean
+.PHONY: help build tools proto check-proto fmt-check vet verify-units test deps demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -65,8 +65,15 @@ deps: ## apt-get install what the build and tests need, if missing
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	else echo "deps: nothing missing"; fi
 
-demo: ## Build, then run the demo (hack/demo.sh; it runs make build itself)
+demo: deps ## Install what is missing, then the demo: the gate, then 20 pods direct and through startgated (about a minute, as root)
 	bash hack/demo.sh
+
+# BENCH_FLAGS are extra startgate-bench flags: make bench BENCH_FLAGS="--pods 100 --json bench.json"
+BENCH_FLAGS ?=
+
+bench: deps ## Install what is missing, then the burst benchmark: 40 pods; direct, fixed-2/4/8, startgate; 2 rounds (as root)
+	go build -o $(BIN)/startgate-bench ./cmd/startgate-bench
+	$(BIN)/startgate-bench $(BENCH_FLAGS)
 
 clean: ## Remove build output
 	rm -rf $(BIN)

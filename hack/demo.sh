@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The startgate demo (`make demo`): startgated on a private socket in a
-# temporary directory; the gate paused and resumed with mixed classes; the
-# in-flight limit following CPU pressure; a clean stop. Needs no stdin and
-# leaves nothing running, also on Ctrl-C or an error.
+# The startgate demo (`make demo`), in two parts, about a minute in all.
+#
+#  1. The gate: startgated on a private socket in a temporary directory;
+#     the gate paused and resumed with mixed classes; the in-flight limit
+#     following CPU pressure; a clean stop.
+#  2. The CRI: startgate-bench starts a private containerd (the testbed)
+#     and startgated's CRI proxy in front of it, then a burst of 20 pods,
+#     once straight to containerd and once through startgated, and prints
+#     the side-by-side table. Needs root, containerd, runc and
+#     busybox-static (`make deps`, which `make demo` runs first).
+#
+# Needs no stdin and leaves nothing running, also on Ctrl-C or an error.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -99,8 +107,12 @@ status_every() {
 	done
 }
 
-say "make build"
+SECONDS=0
+say "make build, and startgate-bench"
 make --no-print-directory build
+go build -o "$BIN/startgate-bench" ./cmd/startgate-bench
+
+say "PART 1: the gate (startgated and startgatectl, no containers)"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/startgate-demo.XXXXXX")
 export STARTGATE_SOCKET=$TMP/startgate.sock
@@ -131,7 +143,7 @@ ctl pause
 # reverse of the class order, which is the order the gate grants in.
 hold() { # class tenant what
 	bg "$BIN/startgatectl" hold --class "$1" --tenant "$2" --description "start $3" \
-		-- sh -c "echo '    started $3 ($1, $2)'; sleep 2"
+		-- sh -c "echo '    started $3 ($1, $2)'; sleep 1"
 }
 hold critical kube-system coredns
 n=0
@@ -155,7 +167,7 @@ bg "$BIN/startgatectl" watch
 watch_pg=${pgroups[-1]}
 sleep 0.5
 ctl resume
-sleep 6.5
+sleep 3.5
 stop_groups "$watch_pg"
 
 say "4) unpin the limits (set --auto): pressure sizes them again"
@@ -167,22 +179,22 @@ say "ten loops of 'startgatectl hold -- sleep 3' keep starts waiting, so the lim
 for i in $(seq 10); do
 	bg bash -c "while :; do \"$BIN/startgatectl\" hold --tenant loops --description 'loop $i' -- sleep 3 || sleep 1; done"
 done
-status_every 4
+status_every 3
 
 cores=$(nproc)
-say "CPU hog: $((2 * cores)) busy loops on $cores cores for 8 s; the limit drops"
+say "CPU hog: $((2 * cores)) busy loops on $cores cores for 5 s; the limit drops"
 for _ in $(seq $((2 * cores))); do
 	bg sh -c 'while :; do :; done'
 	hogs+=("${pgroups[-1]}")
 done
-status_every 8
+status_every 5
 stop_groups "${hogs[@]}"
 
 say "hog stopped; the limit climbs back while starts wait"
-status_every 6
+status_every 4
 
-say "5) startgatectl status -o json"
-ctl status -o json
+say "5) startgatectl status (-o json for scripts)"
+ctl status
 
 say "stop the hold loops, then SIGTERM startgated"
 stop_groups "${pgroups[@]}"
@@ -199,3 +211,15 @@ if [[ -e $STARTGATE_SOCKET ]]; then
 fi
 echo "    socket removed; nothing left running"
 [[ $rc -eq 0 ]]
+gate_secs=$SECONDS
+
+say "PART 2: the CRI. A burst of 20 pods, each a CPU-bound init of about 0.2 CPU-s,"
+echo "    started at once by kubelet's CRI client: straight to containerd (direct), then"
+echo "    through startgated's CRI proxy (startgate). Progress below; the table follows."
+# Ctrl-C reaches startgate-bench too (same foreground process group); it
+# stops its pods, startgated and containerd before this script's trap runs.
+"$BIN/startgate-bench" --pods 20 --modes direct,startgate --rounds 1
+
+echo
+echo "demo: done in ${SECONDS} s (the gate ${gate_secs} s, the CRI $((SECONDS - gate_secs)) s); nothing left running."
+echo "demo: the full benchmark (40 pods; direct, fixed-2/4/8, startgate; 2 rounds): make bench"

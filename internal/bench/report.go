@@ -14,8 +14,12 @@ import (
 func WriteMarkdown(w io.Writer, r *Result) error {
 	var b strings.Builder
 	c := r.Calibration
-	fmt.Fprintf(&b, "%d pods started at once, %d round(s), modes alternating; %d cores, %s (%s).\n",
-		r.Pods, r.Rounds, r.Cores, orUnknown(r.Runtime), orUnknown(r.Snapshotter))
+	rounds := "1 round"
+	if r.Rounds > 1 {
+		rounds = fmt.Sprintf("%d rounds, the modes alternating", r.Rounds)
+	}
+	fmt.Fprintf(&b, "%d pods started at once, %s; %d cores, %s (%s).\n",
+		r.Pods, rounds, r.Cores, orUnknown(r.Runtime), orUnknown(r.Snapshotter))
 	fmt.Fprintf(&b, "Init: a CPU-bound shell loop of %d iterations, %.2f CPU-s (%s alone); one pod alone is ready %s after RunPodSandbox.\n",
 		c.Loops, c.CPU.Seconds(), secs(c.Init), secs(c.Single))
 	b.WriteString("Time to ready: from the burst's start to the container's ready line (CRI log time). " +
