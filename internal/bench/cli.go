@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 )
@@ -88,8 +87,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "\nstartgate-bench: interrupted; cleaning up (interrupt again to abandon it)")
 	})
 	// cri-client logs every failed call through klog; the benchmark
-	// records them per pod instead.
-	ctx = klog.NewContext(ctx, logr.Discard())
+	// records them per pod instead. The zero logr.Logger discards.
+	ctx = klog.NewContext(ctx, klog.Logger{})
 
 	res, err := Run(ctx, opts)
 	if res != nil {
