@@ -72,9 +72,10 @@ func TestPausedGateQueuesStartsInClassOrder(t *testing.T) {
 		wg.Add(1)
 		go func(name, class string) {
 			defer wg.Done()
-			sb := n.sandboxConfig("default", name, map[string]string{"startgate.io/class": class})
-			if _, err := n.rs.RunPodSandbox(ctx, sb, ""); err != nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
+			// A whole pod: its slot is held until its container has
+			// warmed up, then the next pod goes.
+			if _, _, err := n.runPod(ctx, "default", name, map[string]string{"startgate.io/class": class}, "sleep", "300"); err != nil {
+				errs <- err
 			}
 		}(p.name, p.class)
 		n.eventually(10*time.Second, p.name+" to queue", func() (bool, string) {
@@ -87,7 +88,7 @@ func TestPausedGateQueuesStartsInClassOrder(t *testing.T) {
 	for _, w := range q {
 		got = append(got, w.Class+":"+w.Description)
 	}
-	want := []string{"high:run pod default/p-high", "normal:run pod default/p-normal", "low:run pod default/p-low"}
+	want := []string{"high:start pod default/p-high", "normal:start pod default/p-normal", "low:start pod default/p-low"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("startgatectl queue shows %v, want %v", got, want)
 	}
@@ -106,7 +107,7 @@ func TestPausedGateQueuesStartsInClassOrder(t *testing.T) {
 	var order []string
 	for _, e := range stopWatch() {
 		if e.Type == "granted" && e.Reason == "granted" {
-			order = append(order, strings.TrimPrefix(e.Description, "run pod default/"))
+			order = append(order, strings.TrimPrefix(e.Description, "start pod default/"))
 		}
 	}
 	if strings.Join(order, ",") != "p-high,p-normal,p-low" {
@@ -155,9 +156,9 @@ func TestBurstStaysWithinLimit(t *testing.T) {
 			t.Errorf("grant of %q brought in-flight to %d over the limit %d", e.Description, e.InFlight, e.InFlightLimit)
 		}
 	}
-	// Each pod takes a slot at RunPodSandbox and one at CreateContainer.
-	if grants != 2*pods {
-		t.Errorf("saw %d grants, want %d (sandbox and container of each pod)", grants, 2*pods)
+	// Each pod takes one slot, at RunPodSandbox, held by its container.
+	if grants != pods {
+		t.Errorf("saw %d grants, want %d (one per pod)", grants, pods)
 	}
 }
 

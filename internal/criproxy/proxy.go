@@ -199,7 +199,7 @@ func (p *Proxy) handle(_ any, ss grpc.ServerStream) error {
 		return p.forwardStart(ss, method)
 	case methodPullImage:
 		return p.forwardPull(ss, method)
-	case methodStopContainer, methodRemoveContainer:
+	case methodStopContainer, methodRemoveContainer, methodStopPodSandbox, methodRemovePodSandbox:
 		return p.forwardEnd(ss, method)
 	}
 	if p.unary[method] {

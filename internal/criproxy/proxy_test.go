@@ -72,6 +72,11 @@ func (f *fakeRuntime) StartContainer(ctx context.Context, r *runtimeapi.StartCon
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
+func (f *fakeRuntime) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	f.record(ctx, "StopPodSandbox")
+	return &runtimeapi.StopPodSandboxResponse{}, nil
+}
+
 func (f *fakeRuntime) RemoveContainer(ctx context.Context, r *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
 	f.record(ctx, "RemoveContainer")
 	return &runtimeapi.RemoveContainerResponse{}, nil
@@ -275,7 +280,7 @@ func TestPausedGateHoldsStartsAndCriticalPasses(t *testing.T) {
 		errc <- err
 	}()
 	waitUntil(t, "the sandbox to queue", func() bool { return e.gate.Status().Queued == 1 })
-	if q := e.gate.Queue(); q[0].Tenant != "default" || q[0].Description != "run pod default/web-0" || q[0].Class != admission.Normal {
+	if q := e.gate.Queue(); q[0].Tenant != "default" || q[0].Description != "start pod default/web-0" || q[0].Class != admission.Normal {
 		t.Fatalf("queued %+v, want a normal start of default/web-0", q[0])
 	}
 	if n := e.fake.count("RunPodSandbox"); n != 0 {
@@ -299,8 +304,18 @@ func TestPausedGateHoldsStartsAndCriticalPasses(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatalf("RunPodSandbox after resume: %v", err)
 	}
+	// Each pod holds its slot until its containers have warmed up or it
+	// is stopped.
+	if st := e.gate.Status(); st.InFlight != 4 {
+		t.Fatalf("in flight after four pods started = %d, want 4", st.InFlight)
+	}
+	for _, name := range []string{"web-0", "coredns", "static", "vip"} {
+		if _, err := e.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: "sb-" + name}); err != nil {
+			t.Fatalf("StopPodSandbox: %v", err)
+		}
+	}
 	if st := e.gate.Status(); st.InFlight != 0 {
-		t.Fatalf("in flight after the calls = %d, want 0", st.InFlight)
+		t.Fatalf("in flight after the pods stopped = %d, want 0", st.InFlight)
 	}
 }
 
@@ -518,4 +533,42 @@ func TestRemovedBeforeStartReleasesSlot(t *testing.T) {
 	if got := e.gate.Status().InFlight; got != 0 {
 		t.Fatalf("in flight after RemoveContainer of a never-started container = %d, want 0", got)
 	}
+}
+
+// A pod takes one slot: at RunPodSandbox, shared by its containers, given
+// back when their warm-up is over.
+func TestOneSlotPerPod(t *testing.T) {
+	e := newEnv(t, nil, openPolicy(4))
+	ctx := context.Background()
+	sb, err := e.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandbox("default", "web-0", nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.gate.Status(); got.InFlight != 1 || got.Counters.Admitted != 1 {
+		t.Fatalf("after RunPodSandbox: in flight %d, admitted %d; want 1 and 1", got.InFlight, got.Counters.Admitted)
+	}
+	var ids []string
+	for _, name := range []string{"app", "sidecar"} {
+		c, err := e.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: sb.PodSandboxId,
+			Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}}, SandboxConfig: sandbox("default", "web-0", nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, c.ContainerId)
+	}
+	if got := e.gate.Status(); got.InFlight != 1 || got.Counters.Admitted != 1 {
+		t.Fatalf("after two creates in the pod: in flight %d, admitted %d; want the pod's one slot", got.InFlight, got.Counters.Admitted)
+	}
+	if _, err := e.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ids[0]}); err != nil {
+		t.Fatal(err)
+	}
+	// The sidecar is created, not started: the slot waits for it.
+	time.Sleep(50 * time.Millisecond) // ten warm-up polls: the app settles
+	if got := e.gate.Status().InFlight; got != 1 {
+		t.Fatalf("in flight with the sidecar not started = %d, want 1", got)
+	}
+	if _, err := e.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ids[1]}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the pod's slot to be released once both settle", func() bool { return e.gate.Status().InFlight == 0 })
 }

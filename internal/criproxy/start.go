@@ -18,21 +18,23 @@ import (
 )
 
 const (
-	runtimeService        = "/runtime.v1.RuntimeService/"
-	methodRunPodSandbox   = runtimeService + "RunPodSandbox"
-	methodCreateContainer = runtimeService + "CreateContainer"
-	methodStartContainer  = runtimeService + "StartContainer"
-	methodStopContainer   = runtimeService + "StopContainer"
-	methodRemoveContainer = runtimeService + "RemoveContainer"
-	methodPullImage       = "/runtime.v1.ImageService/PullImage"
+	runtimeService         = "/runtime.v1.RuntimeService/"
+	methodRunPodSandbox    = runtimeService + "RunPodSandbox"
+	methodCreateContainer  = runtimeService + "CreateContainer"
+	methodStartContainer   = runtimeService + "StartContainer"
+	methodStopContainer    = runtimeService + "StopContainer"
+	methodStopPodSandbox   = runtimeService + "StopPodSandbox"
+	methodRemovePodSandbox = runtimeService + "RemovePodSandbox"
+	methodRemoveContainer  = runtimeService + "RemoveContainer"
+	methodPullImage        = "/runtime.v1.ImageService/PullImage"
 )
 
-// forwardStart gates the start family. RunPodSandbox holds a slot for the
-// call. CreateContainer takes a slot that outlives the call: it is held
-// through StartContainer and the container's warm-up (see warmer), because
-// a container's start cost is mostly the CPU its process burns right after
-// runc starts it, not the CRI calls themselves. StartContainer takes no
-// slot of its own.
+// forwardStart gates the start family. A pod takes one slot at
+// RunPodSandbox, held through its containers' creates, starts and warm-ups
+// (see warmer): a container's start cost is mostly the CPU its process
+// burns right after runc starts it, not the CRI calls themselves.
+// CreateContainer takes a slot only for a pod that holds none;
+// StartContainer never does.
 func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
 	ctx := ss.Context()
 	in := new(frame)
@@ -46,21 +48,7 @@ func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
 			return status.Errorf(codes.InvalidArgument, "criproxy: decode RunPodSandboxRequest: %v", err)
 		}
 		md := req.GetConfig().GetMetadata()
-		release, err := p.admit(ctx, method, req.GetConfig(), fmt.Sprintf("run pod %s/%s", md.GetNamespace(), md.GetName()), 0)
-		if err != nil {
-			return err
-		}
-		defer release()
-		return p.relay(ss, method, in)
-
-	case methodCreateContainer:
-		req := new(runtimeapi.CreateContainerRequest)
-		if err := proto.Unmarshal(in.b, req); err != nil {
-			return status.Errorf(codes.InvalidArgument, "criproxy: decode CreateContainerRequest: %v", err)
-		}
-		md := req.GetSandboxConfig().GetMetadata()
-		desc := fmt.Sprintf("create container %s/%s/%s", md.GetNamespace(), md.GetName(), req.GetConfig().GetMetadata().GetName())
-		release, err := p.admit(ctx, method, req.GetSandboxConfig(), desc, p.cfg.Warmup.Cap)
+		release, err := p.admit(ctx, method, req.GetConfig(), fmt.Sprintf("start pod %s/%s", md.GetNamespace(), md.GetName()), p.cfg.Warmup.Cap)
 		if err != nil {
 			return err
 		}
@@ -69,13 +57,46 @@ func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
 			release()
 			return err
 		}
+		resp := new(runtimeapi.RunPodSandboxResponse)
+		if perr := proto.Unmarshal(out.b, resp); perr != nil || resp.GetPodSandboxId() == "" {
+			release()
+		} else {
+			p.warm.sandboxStarted(resp.GetPodSandboxId(), release)
+		}
+		return ss.SendMsg(out)
+
+	case methodCreateContainer:
+		req := new(runtimeapi.CreateContainerRequest)
+		if err := proto.Unmarshal(in.b, req); err != nil {
+			return status.Errorf(codes.InvalidArgument, "criproxy: decode CreateContainerRequest: %v", err)
+		}
+		sb := req.GetPodSandboxId()
+		if !p.warm.join(sb) {
+			// The pod holds no slot (its first wave is over, or it was
+			// started before startgated): take one.
+			md := req.GetSandboxConfig().GetMetadata()
+			desc := fmt.Sprintf("create container %s/%s/%s", md.GetNamespace(), md.GetName(), req.GetConfig().GetMetadata().GetName())
+			release, err := p.admit(ctx, method, req.GetSandboxConfig(), desc, p.cfg.Warmup.Cap)
+			if err != nil {
+				return err
+			}
+			p.warm.adopt(sb, release)
+		} else if ctx.Err() != nil {
+			p.warm.createFailed(sb)
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		out, err := p.invoke(ss, method, in)
+		if err != nil {
+			p.warm.createFailed(sb)
+			return err
+		}
 		resp := new(runtimeapi.CreateContainerResponse)
 		if perr := proto.Unmarshal(out.b, resp); perr != nil || resp.GetContainerId() == "" {
 			// Forward what containerd said; without an ID there is
 			// nothing to watch.
-			release()
+			p.warm.createFailed(sb)
 		} else {
-			p.warm.created(resp.GetContainerId(), release)
+			p.warm.created(resp.GetContainerId(), sb)
 		}
 		return ss.SendMsg(out)
 
@@ -89,7 +110,7 @@ func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
 		}
 		out, err := p.invoke(ss, method, in)
 		if err != nil {
-			p.warm.failed(req.GetContainerId())
+			p.warm.notStarted(req.GetContainerId())
 			return err
 		}
 		p.warm.started(req.GetContainerId())
@@ -97,24 +118,30 @@ func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
 	}
 }
 
-// forwardEnd forwards StopContainer and RemoveContainer, then gives back
-// the slot of a container created and never started: kubelet removes such
-// containers when a pod is deleted mid-start, and the slot must not wait
-// for its cap. (Both requests carry container_id as field 1.)
+// forwardEnd forwards StopContainer, RemoveContainer, StopPodSandbox and
+// RemovePodSandbox, then gives back what the container or pod held:
+// kubelet stops pods mid-start when they are deleted, and the slot must
+// not wait for its cap.
 func (p *Proxy) forwardEnd(ss grpc.ServerStream, method string) error {
 	in := new(frame)
 	if err := ss.RecvMsg(in); err != nil {
 		return err
 	}
 	out, err := p.invoke(ss, method, in)
-	if err == nil {
-		req := new(runtimeapi.RemoveContainerRequest)
-		if proto.Unmarshal(in.b, req) == nil {
-			p.warm.failed(req.GetContainerId())
-		}
-		return ss.SendMsg(out)
+	if err != nil {
+		return err
 	}
-	return err
+	// All four requests carry the ID as field 1.
+	req := new(runtimeapi.RemoveContainerRequest)
+	if proto.Unmarshal(in.b, req) == nil {
+		switch method {
+		case methodStopContainer, methodRemoveContainer:
+			p.warm.notStarted(req.GetContainerId())
+		default:
+			p.warm.podEnded(req.GetContainerId())
+		}
+	}
+	return ss.SendMsg(out)
 }
 
 // relay forwards a unary call and its answer.

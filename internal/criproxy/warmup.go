@@ -58,83 +58,180 @@ func (w WarmupPolicy) withDefaults() WarmupPolicy {
 	return w
 }
 
-// warmer holds the slots of created containers until their warm-up ends.
+// warmer holds pod slots until the pods' warm-ups end.
+//
+// A pod takes one slot, not one per call: taken at RunPodSandbox, shared by
+// the containers kubelet then creates in the pod, and given back when every
+// container created under it has finished its warm-up (settled, exited,
+// failed to start, removed), when the pod is stopped, or at the cap. With a
+// slot per call, a burst's sandboxes all queue ahead of its containers and
+// almost no pod is ready until most sandboxes are through; with a slot per
+// pod, a pod that is admitted runs to ready before the next one starts. A
+// container created after its pod's slot was given back (a second wave of
+// containers) takes a slot of its own the same way.
 type warmer struct {
 	p  *Proxy
 	mu sync.Mutex
-	// pending: created, not yet started.
-	pending map[string]pendingSlot
+	// Guarded by mu.
+	pods       map[string]*podSlot // by sandbox ID
+	containers map[string]*warmingContainer
 }
 
-type pendingSlot struct {
+type podSlot struct {
 	release func()
 	at      time.Time
+	// users counts containers created under the slot whose warm-up is
+	// not over, plus creates in progress.
+	users int
+}
+
+type warmingContainer struct {
+	sandbox string
+	started bool
 }
 
 func newWarmer(p *Proxy) *warmer {
-	return &warmer{p: p, pending: make(map[string]pendingSlot)}
+	return &warmer{p: p, pods: make(map[string]*podSlot), containers: make(map[string]*warmingContainer)}
 }
 
-func (w *warmer) created(id string, release func()) {
+// sandboxStarted keeps the pod's slot after RunPodSandbox succeeded.
+func (w *warmer) sandboxStarted(sandbox string, release func()) {
 	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	// Containers created and never started: their leases have expired at
-	// the cap; forget them.
-	for k, s := range w.pending {
+	// Pods whose containers never came: their leases have expired at the
+	// cap; forget them.
+	for id, s := range w.pods {
 		if now.Sub(s.at) > w.p.cfg.Warmup.Cap {
 			s.release()
-			delete(w.pending, k)
+			delete(w.pods, id)
 		}
 	}
-	if old, ok := w.pending[id]; ok {
-		old.release() // a retried create of the same ID: one slot is enough
+	if old, ok := w.pods[sandbox]; ok {
+		old.release() // a sandbox run twice: one slot is enough
 	}
-	w.pending[id] = pendingSlot{release: release, at: now}
+	w.pods[sandbox] = &podSlot{release: release, at: now}
 }
 
-func (w *warmer) take(id string) func() {
+// join attaches a create to the pod's slot; it reports false if the pod
+// holds none, and the create must take one (then adopt it).
+func (w *warmer) join(sandbox string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s, ok := w.pending[id]
-	if !ok {
-		return nil
+	s, ok := w.pods[sandbox]
+	if ok {
+		s.users++
 	}
-	delete(w.pending, id)
-	return s.release
+	return ok
 }
 
-// releaseAll gives back the slots of containers never started, at Stop.
+// adopt makes a slot taken at CreateContainer the pod's, with the create
+// counted as its user.
+func (w *warmer) adopt(sandbox string, release func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if old, ok := w.pods[sandbox]; ok {
+		// Another create of the pod took one meanwhile: share it.
+		old.users++
+		release()
+		return
+	}
+	w.pods[sandbox] = &podSlot{release: release, at: time.Now(), users: 1}
+}
+
+// created records a container created under its pod's slot; createFailed
+// undoes the join when CreateContainer failed.
+func (w *warmer) created(id, sandbox string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.containers[id] = &warmingContainer{sandbox: sandbox}
+}
+
+func (w *warmer) createFailed(sandbox string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.leaveLocked(sandbox)
+}
+
+// leaveLocked drops one user of the pod's slot, giving it back with the
+// last.
+func (w *warmer) leaveLocked(sandbox string) {
+	s, ok := w.pods[sandbox]
+	if !ok {
+		return
+	}
+	s.users--
+	if s.users <= 0 {
+		s.release()
+		delete(w.pods, sandbox)
+	}
+}
+
+// done ends a container's part in its pod's slot; it is idempotent.
+func (w *warmer) done(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c, ok := w.containers[id]
+	if !ok {
+		return
+	}
+	delete(w.containers, id)
+	w.leaveLocked(c.sandbox)
+}
+
+// notStarted: StartContainer failed, or the container was stopped or
+// removed before it started; there is no warm-up to wait for. A container
+// already being watched ends through its watcher.
+func (w *warmer) notStarted(id string) {
+	w.mu.Lock()
+	c, ok := w.containers[id]
+	watching := ok && c.started
+	w.mu.Unlock()
+	if !watching {
+		w.done(id)
+	}
+}
+
+// podEnded gives back the slot of a pod kubelet stops or removes.
+func (w *warmer) podEnded(sandbox string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s, ok := w.pods[sandbox]; ok {
+		s.release()
+		delete(w.pods, sandbox)
+	}
+}
+
+// releaseAll gives back every slot, at Stop.
 func (w *warmer) releaseAll() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for k, s := range w.pending {
+	for id, s := range w.pods {
 		s.release()
-		delete(w.pending, k)
+		delete(w.pods, id)
 	}
+	clear(w.containers)
 }
 
-// failed: StartContainer failed, so there is no warm-up to wait for.
-func (w *warmer) failed(id string) {
-	if r := w.take(id); r != nil {
-		r()
-	}
-}
-
-// started begins watching the container; its slot is released when the
-// container settles or exits. The lease's own hold cap (WarmupPolicy.Cap,
-// set at CreateContainer) ends it in any case.
+// started begins watching the container; its part in the pod's slot ends
+// when it settles or exits. The lease's own hold cap (WarmupPolicy.Cap)
+// ends the slot in any case.
 func (w *warmer) started(id string) {
-	release := w.take(id)
-	if release == nil {
-		return // created before startgated, or its slot already expired
+	w.mu.Lock()
+	c, ok := w.containers[id]
+	if ok {
+		c.started = true
+	}
+	w.mu.Unlock()
+	if !ok {
+		return // created before startgated, or its slot already ended
 	}
 	w.p.wg.Add(1)
 	go func() {
 		defer w.p.wg.Done()
-		defer release()
+		defer w.done(id)
 		reason := w.watch(id)
-		w.p.log.Debug("warm-up over: slot released", zap.String("container", id), zap.String("reason", reason))
+		w.p.log.Debug("warm-up over", zap.String("container", id), zap.String("reason", reason))
 	}()
 }
 
