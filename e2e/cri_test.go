@@ -94,8 +94,8 @@ func TestPausedGateQueuesStartsInClassOrder(t *testing.T) {
 	}
 
 	// A critical pod passes the paused gate.
-	if _, err := n.rs.RunPodSandbox(ctx, n.sandboxConfig("kube-system", "coredns", nil), ""); err != nil {
-		t.Fatalf("kube-system RunPodSandbox on a paused gate: %v", err)
+	if _, _, err := n.runPod(ctx, "kube-system", "coredns", nil, "sleep", "300"); err != nil {
+		t.Fatalf("a kube-system pod on a paused gate: %v", err)
 	}
 
 	n.ctl("resume")
