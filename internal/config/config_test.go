@@ -137,7 +137,7 @@ func TestDefaultsFromBrief(t *testing.T) {
 		{"cri.containerd_socket", c.CRI.ContainerdSocket, "/run/containerd/containerd.sock"},
 		{"cri.class_annotation", c.CRI.ClassAnnotation, "startgate.io/class"},
 		{"cri.default_class", c.CRI.DefaultClass, "normal"},
-		{"cri.warmup.poll", c.CRI.Warmup.Poll.Std(), 250 * time.Millisecond},
+		{"cri.warmup.poll", c.CRI.Warmup.Poll.Std(), 100 * time.Millisecond},
 		{"cri.warmup.settle_cores", c.CRI.Warmup.SettleCores, 0.1},
 		{"cri.warmup.settle_polls", c.CRI.Warmup.SettlePolls, 2},
 		{"cri.warmup.cap", c.CRI.Warmup.Cap.Std(), 60 * time.Second},

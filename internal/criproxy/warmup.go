@@ -33,12 +33,15 @@ type WarmupPolicy struct {
 	Cap time.Duration
 }
 
-// DefaultWarmupPolicy: TESTBED.md saw a busy loop's CPU stop growing in
-// CRI stats within 250 ms of its end, so two idle polls of 250 ms say the
-// warm-up is over; 60 s caps a start that never settles (a service that
-// stays busy).
+// DefaultWarmupPolicy: a busy loop's CPU stops growing in CRI stats within
+// one poll of its end, so two idle polls say the warm-up is over. The poll
+// is 100 ms because every poll of idle time is a slot held for nothing: in
+// a 40-pod burst on 2 cores, 250 ms polls cost startgate 1.45 times
+// direct's makespan and 100 ms polls 1.18 (startgate-bench, docs/benchmarks.md),
+// for about ten ContainerStats calls a second per warming container. 60 s
+// caps a start that never settles (a service that stays busy).
 func DefaultWarmupPolicy() WarmupPolicy {
-	return WarmupPolicy{Poll: 250 * time.Millisecond, SettleCores: 0.1, SettlePolls: 2, Cap: 60 * time.Second}
+	return WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.1, SettlePolls: 2, Cap: 60 * time.Second}
 }
 
 func (w WarmupPolicy) withDefaults() WarmupPolicy {
