@@ -20,10 +20,12 @@
 //
 // # Gating
 //
-// RunPodSandbox holds a slot for the call. CreateContainer takes a slot
-// that is held through StartContainer and the container's warm-up: it is
-// released when the container's CPU use settles (CRI ContainerStats), it
-// exits, or the per-start cap passes (WarmupPolicy). The class and tenant
+// A pod takes one slot at RunPodSandbox, shared by the containers kubelet
+// creates in it and held through their warm-up: it is released when every
+// one has settled (CRI ContainerStats), exited, failed to start or been
+// removed, when the pod stops, or when the cap passes (WarmupPolicy). A
+// container created in a pod that no longer holds a slot takes its own.
+// The class and tenant
 // come from the pod (Classifier): static and mirror pods, kube-system and
 // pods annotated startgate.io/class: critical bypass the gate, DaemonSet
 // pods are high, the rest normal; tenant is the namespace. The caller's
