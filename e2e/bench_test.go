@@ -7,8 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	remote "k8s.io/cri-client/pkg"
+
+	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
 
 // BenchmarkProxyOverhead measures what the proxy adds to CRI calls, side
@@ -36,6 +40,15 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		rs   internalapi.RuntimeService
 	}{{"direct", direct}, {"proxy", n.rs}}
 	n.ctl("set", "--inflight", "64", "--rate", "10000", "--burst", "1000")
+	// The floor: one unary gRPC call to another process on this machine
+	// (startgated's own Status, no CRI, no containerd). A proxy in its own
+	// process adds at least one such round trip.
+	adminConn, err := grpc.NewClient("unix://"+n.api, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer adminConn.Close()
+	admin := pb.NewStartgateClient(adminConn)
 
 	sb := n.sandboxConfig("default", "bench", nil)
 	sbID, err := direct.RunPodSandbox(ctx, sb, "")
@@ -64,6 +77,7 @@ func BenchmarkProxyOverhead(b *testing.B) {
 				timeIt("Version/"+m.name, func() error { _, err := m.rs.Version(ctx, "v1"); return err })
 				timeIt("ContainerStatus/"+m.name, func() error { _, err := m.rs.ContainerStatus(ctx, cID, false); return err })
 			}
+			timeIt("floor", func() error { _, err := admin.Status(ctx, &pb.StatusRequest{}); return err })
 		}
 		for r := 0; r < createRounds; r++ {
 			for _, m := range modes {
@@ -80,6 +94,7 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	b.ReportMetric(us(quantiles(lat["floor"]).p50), "cross-process-unary-p50-µs")
 	for _, call := range []string{"Version", "ContainerStatus", "CreateContainer"} {
 		d, p := quantiles(lat[call+"/direct"]), quantiles(lat[call+"/proxy"])
 		b.ReportMetric(us(d.p50), call+"-direct-p50-µs")
