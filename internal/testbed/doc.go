@@ -67,6 +67,16 @@
 // containerd along; its shims then survive until the next Stop-less
 // cleanup by hand (look for -address /tmp/sgtb-).
 //
+// # Registry
+//
+// StartRegistry runs Debian's docker-registry (CNCF distribution 2.8) on a
+// free loopback port with storage in /tmp/sgreg-NNN and, optionally, push
+// notifications to a URL with a bearer token; Push and Patch (the same tag
+// pushed again with its last layer replaced: what a security patch looks
+// like) write images to it with go-containerregistry. containerd 1.6's CRI
+// pulls from 127.0.0.1:PORT over plain HTTP with no registry config.
+// registry.go has the details.
+//
 // StartT skips the test when the machine cannot host a testbed (not root,
 // no containerd or runc), except under CI=true, where it fails: CI must not
 // turn the e2e suite into silent skips.
