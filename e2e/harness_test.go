@@ -270,15 +270,7 @@ func (n *node) sandboxConfig(ns, name string, ann map[string]string) *runtimeapi
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: ns, Uid: ns + "-" + name + "-uid"},
 		LogDirectory: filepath.Join(n.tb.Dir(), "pods", ns+"_"+name),
 		Annotations:  ann,
-		Linux: &runtimeapi.LinuxPodSandboxConfig{
-			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{
-					Network: runtimeapi.NamespaceMode_NODE,
-					Pid:     runtimeapi.NamespaceMode_POD,
-					Ipc:     runtimeapi.NamespaceMode_POD,
-				},
-			},
-		},
+		Linux:        testbed.HostNetwork(),
 	}
 }
 

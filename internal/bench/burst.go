@@ -13,6 +13,8 @@ import (
 
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/startgate/startgate/internal/testbed"
 )
 
 // Pod is one pod of a burst.
@@ -304,15 +306,7 @@ func (w *podWorker) sandboxConfig() *runtimeapi.PodSandboxConfig {
 		LogDirectory: filepath.Join(w.spec.logRoot, namespace+"_"+w.pod.Name+"_"+uid),
 		Labels:       map[string]string{"app": "startgate-bench", "startgate-bench/mode": w.spec.mode.Name},
 		Annotations:  map[string]string{"kubernetes.io/config.source": "api"},
-		Linux: &runtimeapi.LinuxPodSandboxConfig{
-			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{
-					Network: runtimeapi.NamespaceMode_NODE,
-					Pid:     runtimeapi.NamespaceMode_POD,
-					Ipc:     runtimeapi.NamespaceMode_POD,
-				},
-			},
-		},
+		Linux:        testbed.HostNetwork(),
 	}
 }
 

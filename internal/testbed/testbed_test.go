@@ -56,15 +56,7 @@ func hostNetworkSandbox(tb *Testbed, name string) *runtimeapi.PodSandboxConfig {
 	return &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: name + "-uid"},
 		LogDirectory: filepath.Join(tb.Dir(), "pods", name),
-		Linux: &runtimeapi.LinuxPodSandboxConfig{
-			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{
-					Network: runtimeapi.NamespaceMode_NODE,
-					Pid:     runtimeapi.NamespaceMode_POD,
-					Ipc:     runtimeapi.NamespaceMode_POD,
-				},
-			},
-		},
+		Linux:        HostNetwork(),
 	}
 }
 
