@@ -1,0 +1,568 @@
+package prefetch
+
+// The Manager (issue 4, items 1 and 2 without the webhook and the API):
+// which tags to watch, seeing a new digest for one, and handing that digest
+// to the Fetcher.
+//
+// One goroutine, the loop, owns the schedule: every jittered interval it
+// refreshes the watch set from containerd's image records and resolves
+// every watched tag whose registry is not backing off; Trigger wakes it to
+// resolve one tag at once. Resolves run one at a time in the loop, each
+// with its own timeout: they are a HEAD each, and a slow registry only
+// delays the next cycle. A new digest starts a fetch goroutine, which waits
+// for one of Options.Concurrency slots; Run waits for all of them.
+//
+// The digest compared is the one containerd's resolver returns for the
+// tag (a manifest HEAD: the manifest, or the index holding this node's
+// platform's). That is what the CRI stores as the image record's target
+// after a pull, so "running" and "new" are comparable; the Fetcher picks
+// this node's platform from an index when it fetches.
+//
+// Lock order: Manager.mu only; no call out (containerd, registry, Fetcher,
+// logger aside) is made while holding it.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.uber.org/zap"
+)
+
+// ErrNotTag is returned (wrapped) by Add, Remove and Trigger for a
+// reference that is not a tag: a digest never changes, so there is nothing
+// to watch.
+var ErrNotTag = errors.New("prefetch: not a tag reference")
+
+const (
+	// DefaultInterval is how often watched tags are resolved when
+	// ManagerOptions.Interval is 0.
+	DefaultInterval = 5 * time.Minute
+	// DefaultMaxBackoff caps a failing registry's backoff when
+	// ManagerOptions.MaxBackoff is 0.
+	DefaultMaxBackoff = time.Hour
+	// DefaultResolveTimeout bounds one resolve when
+	// ManagerOptions.ResolveTimeout is 0.
+	DefaultResolveTimeout = 30 * time.Second
+	// jitter spreads each wait over ±jitter of its length, so that nodes
+	// started together do not resolve against a registry together.
+	jitter = 0.2
+)
+
+// State is where a watched reference is.
+type State string
+
+const (
+	// StateIdle: the tag resolves to the digest the node runs (or has not
+	// been resolved yet); nothing to do.
+	StateIdle State = "idle"
+	// StatePending: a new digest was seen and waits for a fetch slot.
+	StatePending State = "pending"
+	// StateFetching: the new digest is being fetched.
+	StateFetching State = "fetching"
+	// StateDone: the new digest is in containerd, held by a lease.
+	StateDone State = "done"
+	// StateFailed: the last resolve or fetch failed; Entry.Error says why.
+	// It is retried on the next cycle its registry is not backing off.
+	StateFailed State = "failed"
+)
+
+// Entry is the state of one watched reference, as List reports it.
+type Entry struct {
+	// Ref is the normalised tag reference.
+	Ref string `json:"reference"`
+	// Running is the digest the node's image record for Ref points at;
+	// empty for a reference added with Add that the node does not have.
+	Running string `json:"running_digest,omitempty"`
+	// New is the digest Ref resolved to when it differs from Running.
+	New   string `json:"new_digest,omitempty"`
+	State State  `json:"state"`
+	// BytesDone and BytesTotal are the bytes read from the registry for
+	// New. The Fetcher reports no progress yet, so both are set when the
+	// fetch ends; during it they are 0.
+	BytesDone  int64 `json:"bytes_done"`
+	BytesTotal int64 `json:"bytes_total"`
+	// LayersFetched counts the layers the fetch of New moved; the others
+	// were in containerd already.
+	LayersFetched int       `json:"layers_fetched"`
+	Error         string    `json:"error,omitempty"`
+	Updated       time.Time `json:"updated"`
+}
+
+// ManagerOptions configure a Manager. The zero value is usable.
+type ManagerOptions struct {
+	// Interval between resolves of every watched tag, jittered by ±20%;
+	// 0 means DefaultInterval.
+	Interval time.Duration
+	// MaxBackoff caps the wait before a failing registry is tried again;
+	// the wait starts at Interval and doubles per failure. 0 means
+	// DefaultMaxBackoff.
+	MaxBackoff time.Duration
+	// ResolveTimeout bounds one resolve; 0 means DefaultResolveTimeout.
+	ResolveTimeout time.Duration
+	// Concurrency is how many fetches run at once; 0 means 1.
+	Concurrency int
+	// Logger; nil means zap.NewNop.
+	Logger *zap.Logger
+}
+
+// resolver is the part of containerd's remotes.Resolver the Manager uses.
+type resolver interface {
+	Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error)
+}
+
+// fetcher is the part of the Fetcher the Manager uses.
+type fetcher interface {
+	Fetch(ctx context.Context, ref, dgst string) (Result, error)
+}
+
+// imageLister is the part of containerd's image store the Manager uses.
+type imageLister interface {
+	List(ctx context.Context, filters ...string) ([]images.Image, error)
+}
+
+var (
+	_ resolver    = (remotes.Resolver)(nil)
+	_ fetcher     = (*Fetcher)(nil)
+	_ imageLister = (images.Store)(nil)
+)
+
+// Manager watches the tags this node uses and prefetches their new
+// digests. Its methods are safe for concurrent use; Run is called once.
+type Manager struct {
+	images    imageLister
+	resolver  resolver
+	fetcher   fetcher
+	namespace string
+	opts      ManagerOptions
+	log       *zap.Logger
+	now       func() time.Time
+	rand      func() float64 // in [0, 1)
+
+	kick  chan struct{} // wakes the loop for triggered refs; capacity 1
+	slots chan struct{} // fetch slots; capacity Concurrency
+
+	mu struct {
+		sync.Mutex
+		node      map[string]digest.Digest // tag: the digest its image record targets
+		added     map[string]bool          // by Add
+		removed   map[string]bool          // by Remove: ignored even if the node has it
+		entries   map[string]*Entry
+		triggered []string                    // refs to resolve at once, in order
+		inflight  map[string]bool             // ref@digest being fetched (pending or fetching)
+		backoff   map[string]*registryBackoff // registry host: its failures
+	}
+}
+
+type registryBackoff struct {
+	failures int
+	until    time.Time
+}
+
+// NewManager returns a Manager that watches the image records of the
+// Fetcher's containerd namespace and resolves and fetches through f (its
+// resolver, so the same host rules and transport). It contacts no one
+// until Run.
+func NewManager(f *Fetcher, opts ManagerOptions) (*Manager, error) {
+	if f == nil {
+		return nil, errors.New("prefetch: nil Fetcher")
+	}
+	return newManager(f.client.ImageService(), f.resolver, f, f.opts.Namespace, opts)
+}
+
+func newManager(il imageLister, r resolver, f fetcher, namespace string, opts ManagerOptions) (*Manager, error) {
+	if opts.Interval < 0 || opts.MaxBackoff < 0 || opts.ResolveTimeout < 0 || opts.Concurrency < 0 {
+		return nil, fmt.Errorf("prefetch: negative manager option in %+v", opts)
+	}
+	if opts.Interval == 0 {
+		opts.Interval = DefaultInterval
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	if opts.ResolveTimeout == 0 {
+		opts.ResolveTimeout = DefaultResolveTimeout
+	}
+	if opts.Concurrency == 0 {
+		opts.Concurrency = 1
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	m := &Manager{
+		images: il, resolver: r, fetcher: f, namespace: namespace,
+		opts: opts, log: opts.Logger, now: time.Now, rand: rand.Float64,
+		kick:  make(chan struct{}, 1),
+		slots: make(chan struct{}, opts.Concurrency),
+	}
+	m.mu.node = map[string]digest.Digest{}
+	m.mu.added = map[string]bool{}
+	m.mu.removed = map[string]bool{}
+	m.mu.entries = map[string]*Entry{}
+	m.mu.inflight = map[string]bool{}
+	m.mu.backoff = map[string]*registryBackoff{}
+	return m, nil
+}
+
+// tagRef normalises ref as the CRI does and requires a tag without a digest.
+func tagRef(ref string) (string, error) {
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return "", fmt.Errorf("prefetch: reference %q: %w", ref, err)
+	}
+	if _, ok := named.(reference.Canonical); ok {
+		return "", fmt.Errorf("%w: %q", ErrNotTag, ref)
+	}
+	return named.String(), nil
+}
+
+// Add watches ref (a tag) even if no image on the node uses it, and
+// resolves it at once; a ref removed with Remove is watched again.
+func (m *Manager) Add(ref string) error {
+	r, err := tagRef(ref)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.mu.added[r] = true
+	delete(m.mu.removed, r)
+	m.mu.Unlock()
+	m.log.Info("prefetch: watch added", zap.String("ref", r))
+	return m.Trigger(r)
+}
+
+// Remove stops watching ref, whether Add or the node's images put it in
+// the watch set, until Add is called for it again. A fetch running for it
+// finishes; its lease expires as any other.
+func (m *Manager) Remove(ref string) error {
+	r, err := tagRef(ref)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	delete(m.mu.added, r)
+	m.mu.removed[r] = true
+	delete(m.mu.entries, r)
+	m.mu.Unlock()
+	m.log.Info("prefetch: watch removed", zap.String("ref", r))
+	return nil
+}
+
+// Trigger resolves ref at once, without waiting for the interval or for
+// its registry's backoff: a push notification or an announced patch is
+// worth one request. It returns without waiting for the resolve. A ref
+// that is not watched when its turn comes (after a refresh of the node's
+// images) is ignored.
+func (m *Manager) Trigger(ref string) error {
+	r, err := tagRef(ref)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if !slices.Contains(m.mu.triggered, r) {
+		m.mu.triggered = append(m.mu.triggered, r)
+	}
+	m.mu.Unlock()
+	select {
+	case m.kick <- struct{}{}:
+	default: // the loop has a wake-up queued already
+	}
+	return nil
+}
+
+// List returns the watched references' entries, sorted by reference.
+func (m *Manager) List() []Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Entry, 0, len(m.mu.entries))
+	for _, e := range m.mu.entries {
+		out = append(out, *e)
+	}
+	slices.SortFunc(out, func(a, b Entry) int {
+		switch {
+		case a.Ref < b.Ref:
+			return -1
+		case a.Ref > b.Ref:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Run watches and prefetches until ctx ends, then waits for its fetches
+// (cancelled with ctx) and returns ctx's error.
+func (m *Manager) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	m.log.Info("prefetch: manager started", zap.Duration("interval", m.opts.Interval), zap.Int("concurrency", m.opts.Concurrency))
+	timer := time.NewTimer(0) // the first cycle at once
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			m.log.Info("prefetch: manager stopping")
+			return ctx.Err()
+		case <-timer.C:
+			m.refresh(ctx)
+			for _, ref := range m.due() {
+				m.check(ctx, &wg, ref)
+			}
+			timer.Reset(m.jittered(m.opts.Interval))
+		case <-m.kick:
+			m.mu.Lock()
+			refs := m.mu.triggered
+			m.mu.triggered = nil
+			m.mu.Unlock()
+			m.refresh(ctx)
+			for _, ref := range refs {
+				if m.watched(ref) {
+					m.check(ctx, &wg, ref)
+				} else {
+					m.log.Debug("prefetch: trigger for a ref not watched", zap.String("ref", ref))
+				}
+			}
+		}
+	}
+}
+
+// refresh reads the node's tag image records. On error the last set is
+// kept: a containerd restart must not drop the watch set.
+func (m *Manager) refresh(ctx context.Context) {
+	imgs, err := m.images.List(namespaces.WithNamespace(ctx, m.namespace))
+	if err != nil {
+		m.log.Warn("prefetch: list images", zap.Error(err))
+		return
+	}
+	node := map[string]digest.Digest{}
+	for _, img := range imgs {
+		// The CRI names an image three ways: by tag, by repo digest and
+		// by image ID (sha256:...). Only tags move.
+		if _, err := digest.Parse(img.Name); err == nil {
+			continue
+		}
+		named, err := reference.ParseNormalizedNamed(img.Name)
+		if err != nil {
+			continue
+		}
+		if _, ok := named.(reference.NamedTagged); !ok {
+			continue
+		}
+		if _, ok := named.(reference.Canonical); ok {
+			continue
+		}
+		node[named.String()] = img.Target.Digest
+	}
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mu.node = node
+	for ref, e := range m.mu.entries {
+		if !m.watchedLocked(ref) {
+			delete(m.mu.entries, ref)
+			continue
+		}
+		running := node[ref].String()
+		if running == "" || running == e.Running {
+			continue
+		}
+		// Kubelet pulled the tag again: the node now runs what it points at.
+		e.Running = running
+		if e.New == running {
+			e.New, e.State, e.Error, e.Updated = "", StateIdle, "", now
+		}
+	}
+	for ref := range m.watchSetLocked() {
+		if _, ok := m.mu.entries[ref]; !ok {
+			running := ""
+			if d, ok := node[ref]; ok {
+				running = d.String()
+			}
+			m.mu.entries[ref] = &Entry{Ref: ref, Running: running, State: StateIdle, Updated: now}
+		}
+	}
+}
+
+func (m *Manager) watchSetLocked() map[string]bool {
+	s := map[string]bool{}
+	for ref := range m.mu.node {
+		s[ref] = true
+	}
+	for ref := range m.mu.added {
+		s[ref] = true
+	}
+	for ref := range m.mu.removed {
+		delete(s, ref)
+	}
+	return s
+}
+
+func (m *Manager) watchedLocked(ref string) bool {
+	if m.mu.removed[ref] {
+		return false
+	}
+	_, onNode := m.mu.node[ref]
+	return onNode || m.mu.added[ref]
+}
+
+func (m *Manager) watched(ref string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.watchedLocked(ref)
+}
+
+// due returns the watched refs whose registry is not backing off, sorted.
+func (m *Manager) due() []string {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var refs []string
+	for ref := range m.watchSetLocked() {
+		if b := m.mu.backoff[registryOf(ref)]; b != nil && now.Before(b.until) {
+			continue
+		}
+		refs = append(refs, ref)
+	}
+	slices.Sort(refs)
+	return refs
+}
+
+func registryOf(ref string) string {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return ""
+	}
+	return reference.Domain(named)
+}
+
+// check resolves ref and starts a fetch if it points at a digest the node
+// does not run and no fetch of it is running or done.
+func (m *Manager) check(ctx context.Context, wg *sync.WaitGroup, ref string) {
+	rctx, cancel := context.WithTimeout(ctx, m.opts.ResolveTimeout)
+	_, desc, err := m.resolver.Resolve(rctx, ref)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	host := registryOf(ref)
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.mu.entries[ref]
+	if e == nil { // removed meanwhile
+		return
+	}
+	if err != nil {
+		wait := m.failedLocked(host, now)
+		// A fetch in flight keeps its state; it will report its own end.
+		if e.State != StatePending && e.State != StateFetching {
+			e.State, e.Error, e.Updated = StateFailed, err.Error(), now
+		}
+		m.log.Warn("prefetch: resolve", zap.String("ref", ref), zap.Duration("backoff", wait), zap.Error(err))
+		return
+	}
+	delete(m.mu.backoff, host)
+	d := desc.Digest.String()
+	switch {
+	case d == e.Running:
+		if e.State != StatePending && e.State != StateFetching {
+			e.New, e.State, e.Error, e.BytesDone, e.BytesTotal, e.LayersFetched, e.Updated = "", StateIdle, "", 0, 0, 0, now
+		}
+		return
+	case m.mu.inflight[ref+"@"+d]:
+		return
+	case d == e.New && e.State == StateDone:
+		return
+	}
+	m.log.Info("prefetch: new digest", zap.String("ref", ref), zap.String("running", e.Running), zap.String("new", d))
+	e.New, e.State, e.Error, e.BytesDone, e.BytesTotal, e.LayersFetched, e.Updated = d, StatePending, "", 0, 0, 0, now
+	m.mu.inflight[ref+"@"+d] = true
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.fetch(ctx, ref, d)
+	}()
+}
+
+// failedLocked records a failure of host and returns its backoff.
+func (m *Manager) failedLocked(host string, now time.Time) time.Duration {
+	b := m.mu.backoff[host]
+	if b == nil {
+		b = &registryBackoff{}
+		m.mu.backoff[host] = b
+	}
+	b.failures++
+	wait := m.jittered(backoff(m.opts.Interval, m.opts.MaxBackoff, b.failures))
+	b.until = now.Add(wait)
+	return wait
+}
+
+// backoff is base doubled per failure after the first, capped at max.
+func backoff(base, max time.Duration, failures int) time.Duration {
+	d := base
+	for i := 1; i < failures && d < max; i++ {
+		d *= 2
+	}
+	return min(d, max)
+}
+
+// jittered spreads d over [d*(1-jitter), d*(1+jitter)).
+func (m *Manager) jittered(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (1 - jitter + 2*jitter*m.rand()))
+}
+
+// fetch waits for a slot and fetches ref pinned to d.
+func (m *Manager) fetch(ctx context.Context, ref, d string) {
+	key := ref + "@" + d
+	defer func() {
+		m.mu.Lock()
+		delete(m.mu.inflight, key)
+		m.mu.Unlock()
+	}()
+	select {
+	case m.slots <- struct{}{}:
+		defer func() { <-m.slots }()
+	case <-ctx.Done():
+		return
+	}
+	if !m.update(ref, d, func(e *Entry) { e.State = StateFetching }) {
+		return // removed, or another digest seen meanwhile
+	}
+	res, err := m.fetcher.Fetch(ctx, ref, d)
+	if err != nil {
+		m.log.Warn("prefetch: fetch", zap.String("ref", ref), zap.String("digest", d), zap.Error(err))
+		m.update(ref, d, func(e *Entry) {
+			e.State, e.Error = StateFailed, err.Error()
+			// A failing fetch backs its registry off too: a blob that
+			// fails every time must not be fetched every interval.
+			m.failedLocked(registryOf(ref), m.now())
+		})
+		return
+	}
+	m.update(ref, d, func(e *Entry) {
+		e.State, e.BytesDone, e.BytesTotal, e.LayersFetched = StateDone, res.Bytes, res.Bytes, res.LayersFetched
+	})
+}
+
+// update applies f to ref's entry if it still waits for digest d.
+func (m *Manager) update(ref, d string, f func(*Entry)) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.mu.entries[ref]
+	if e == nil || e.New != d {
+		return false
+	}
+	f(e)
+	e.Updated = m.now()
+	return true
+}
