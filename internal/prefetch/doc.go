@@ -55,11 +55,22 @@
 // snapshot), so the lease may expire or be deleted then. On a failed Fetch
 // the lease is deleted at once.
 //
+// # Watching and notifications
+//
+// Manager (manager.go) keeps the watch set (the node's tagged images in
+// k8s.io, plus Add), resolves each tag on a jittered interval with
+// per-registry backoff, and fetches a new digest with the Fetcher; Trigger
+// resolves one tag at once. Notifier (notify.go) receives the registry's
+// push notifications (bearer token) and calls back with HOST/REPO:TAG and
+// the digest, never blocking the registry; the callback is meant to call
+// Trigger.
+//
 // # Not here yet
 //
-// Watching tags, notifications, the API, credentials, an allowlist,
-// admission and bandwidth caps, retries and progress (issue 4, items 1, 2
-// and 4 to 6) are other pieces. Layers are fetched one at a time.
+// Wiring into startgated, the API and startgatectl prefetch, credentials,
+// the registry allowlist, the background admission class, bandwidth caps,
+// live progress and a proxied PullImage joining a running prefetch (issue
+// 4, items 4 to 6). Layers are fetched one at a time.
 //
 // # Usage
 //
