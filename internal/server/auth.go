@@ -90,10 +90,11 @@ func readPeerCred(uc *net.UnixConn) (PeerCred, error) {
 // readOnly lists the methods any peer that can connect may call; every
 // other method, including ones added later, needs an admin.
 var readOnly = map[string]bool{
-	"/startgate.v1.Startgate/Status":     true,
-	"/startgate.v1.Startgate/ListQueue":  true,
-	"/startgate.v1.Startgate/ListLeases": true,
-	"/startgate.v1.Startgate/Watch":      true,
+	"/startgate.v1.Startgate/Status":       true,
+	"/startgate.v1.Startgate/ListQueue":    true,
+	"/startgate.v1.Startgate/ListLeases":   true,
+	"/startgate.v1.Startgate/Watch":        true,
+	"/startgate.v1.Startgate/PrefetchList": true,
 }
 
 func isReadOnly(method string) bool {

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/prefetch"
 )
 
 // toStatus maps an error to a gRPC status. Handlers return admission and
@@ -31,6 +32,8 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, admission.ErrUnknownLease):
 		code = codes.NotFound
+	case errors.Is(err, prefetch.ErrNotTag):
+		code = codes.InvalidArgument
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/prefetch"
 	startgatev1 "github.com/startgate/startgate/proto/startgate/v1"
 )
 
@@ -24,6 +25,9 @@ type Config struct {
 	// AdminGID is the group allowed to call mutating RPCs besides root;
 	// -1 means root only.
 	AdminGID int
+	// Prefetch serves the prefetch RPCs (a *prefetch.Manager); nil means
+	// prefetch is off and they answer FailedPrecondition.
+	Prefetch Prefetcher
 }
 
 // Server serves the startgate API for one gate.
@@ -33,6 +37,7 @@ type Server struct {
 	gate     *admission.Gate
 	log      *zap.Logger
 	adminGID int
+	prefetch Prefetcher
 	groups   groupsFunc
 	grpc     *grpc.Server
 	health   *health.Server
@@ -48,6 +53,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Gate == nil {
 		return nil, errors.New("server: no gate")
 	}
+	if m, ok := cfg.Prefetch.(*prefetch.Manager); ok && m == nil {
+		// A nil *Manager in the interface is prefetch off too, not a
+		// Prefetcher to call.
+		cfg.Prefetch = nil
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -56,6 +66,7 @@ func New(cfg Config) (*Server, error) {
 		gate:     cfg.Gate,
 		log:      log,
 		adminGID: cfg.AdminGID,
+		prefetch: cfg.Prefetch,
 		groups:   procGroups,
 		health:   health.NewServer(),
 		stopping: make(chan struct{}),

@@ -610,6 +610,10 @@ func TestAuthorize(t *testing.T) {
 		{"unknown method needs admin", "/startgate.v1.Startgate/Future", PeerCred{UID: 1000}, admin, false},
 		{"bypass needs admin", "/startgate.v1.Startgate/SetBypass", PeerCred{PID: 200, UID: 1000, GID: 1000}, admin, false},
 		{"admin group bypasses", "/startgate.v1.Startgate/SetBypass", PeerCred{UID: 1000, GID: admin}, admin, true},
+		{"read prefetch list", "/startgate.v1.Startgate/PrefetchList", PeerCred{UID: 1000}, -1, true},
+		{"prefetch add needs admin", "/startgate.v1.Startgate/PrefetchAdd", PeerCred{PID: 200, UID: 1000, GID: 1000}, admin, false},
+		{"prefetch remove needs admin", "/startgate.v1.Startgate/PrefetchRemove", PeerCred{UID: 1000}, -1, false},
+		{"admin group adds prefetch", "/startgate.v1.Startgate/PrefetchAdd", PeerCred{UID: 1000, GID: admin}, admin, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := authorize(tc.method, tc.cred, tc.adminGID, groups)

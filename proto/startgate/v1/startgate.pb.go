@@ -3090,6 +3090,368 @@ func (x *SetBypassRequest) GetOn() bool {
 	return false
 }
 
+type PrefetchAddRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reference is a tag reference (docker.io/library/app:1, app:1); it is
+	// normalised as the CRI does.
+	Reference     string `protobuf:"bytes,1,opt,name=reference,proto3" json:"reference,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefetchAddRequest) Reset() {
+	*x = PrefetchAddRequest{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefetchAddRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefetchAddRequest) ProtoMessage() {}
+
+func (x *PrefetchAddRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefetchAddRequest.ProtoReflect.Descriptor instead.
+func (*PrefetchAddRequest) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *PrefetchAddRequest) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+type PrefetchAddResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefetchAddResponse) Reset() {
+	*x = PrefetchAddResponse{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefetchAddResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefetchAddResponse) ProtoMessage() {}
+
+func (x *PrefetchAddResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefetchAddResponse.ProtoReflect.Descriptor instead.
+func (*PrefetchAddResponse) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{41}
+}
+
+type PrefetchRemoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reference     string                 `protobuf:"bytes,1,opt,name=reference,proto3" json:"reference,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefetchRemoveRequest) Reset() {
+	*x = PrefetchRemoveRequest{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefetchRemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefetchRemoveRequest) ProtoMessage() {}
+
+func (x *PrefetchRemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefetchRemoveRequest.ProtoReflect.Descriptor instead.
+func (*PrefetchRemoveRequest) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *PrefetchRemoveRequest) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+type PrefetchRemoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefetchRemoveResponse) Reset() {
+	*x = PrefetchRemoveResponse{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefetchRemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefetchRemoveResponse) ProtoMessage() {}
+
+func (x *PrefetchRemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefetchRemoveResponse.ProtoReflect.Descriptor instead.
+func (*PrefetchRemoveResponse) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{43}
+}
+
+type PrefetchListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefetchListRequest) Reset() {
+	*x = PrefetchListRequest{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefetchListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefetchListRequest) ProtoMessage() {}
+
+func (x *PrefetchListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefetchListRequest.ProtoReflect.Descriptor instead.
+func (*PrefetchListRequest) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{44}
+}
+
+type PrefetchListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*PrefetchEntry       `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefetchListResponse) Reset() {
+	*x = PrefetchListResponse{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefetchListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefetchListResponse) ProtoMessage() {}
+
+func (x *PrefetchListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefetchListResponse.ProtoReflect.Descriptor instead.
+func (*PrefetchListResponse) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *PrefetchListResponse) GetEntries() []*PrefetchEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type PrefetchEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reference is the normalised tag.
+	Reference string `protobuf:"bytes,1,opt,name=reference,proto3" json:"reference,omitempty"`
+	// running_digest is the digest the node's image record for the tag
+	// points at; empty when the node does not have the tag.
+	RunningDigest string `protobuf:"bytes,2,opt,name=running_digest,json=runningDigest,proto3" json:"running_digest,omitempty"`
+	// new_digest is the digest the tag resolved to when it differs from
+	// running_digest.
+	NewDigest string `protobuf:"bytes,3,opt,name=new_digest,json=newDigest,proto3" json:"new_digest,omitempty"`
+	// state: idle, pending, fetching, done or failed.
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// bytes_done and bytes_total are the bytes read from the registry for
+	// new_digest.
+	BytesDone  int64 `protobuf:"varint,5,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal int64 `protobuf:"varint,6,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	// layers_fetched counts the layers moved; the others were in
+	// containerd already.
+	LayersFetched int32 `protobuf:"varint,7,opt,name=layers_fetched,json=layersFetched,proto3" json:"layers_fetched,omitempty"`
+	// error is why the last resolve or fetch failed (state failed).
+	Error string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	// updated is when the entry last changed.
+	Updated       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefetchEntry) Reset() {
+	*x = PrefetchEntry{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefetchEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefetchEntry) ProtoMessage() {}
+
+func (x *PrefetchEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefetchEntry.ProtoReflect.Descriptor instead.
+func (*PrefetchEntry) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *PrefetchEntry) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *PrefetchEntry) GetRunningDigest() string {
+	if x != nil {
+		return x.RunningDigest
+	}
+	return ""
+}
+
+func (x *PrefetchEntry) GetNewDigest() string {
+	if x != nil {
+		return x.NewDigest
+	}
+	return ""
+}
+
+func (x *PrefetchEntry) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *PrefetchEntry) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *PrefetchEntry) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *PrefetchEntry) GetLayersFetched() int32 {
+	if x != nil {
+		return x.LayersFetched
+	}
+	return 0
+}
+
+func (x *PrefetchEntry) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PrefetchEntry) GetUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
 var File_startgate_v1_startgate_proto protoreflect.FileDescriptor
 
 const file_startgate_v1_startgate_proto_rawDesc = "" +
@@ -3319,7 +3681,29 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x11SetPolicyResponse\x12,\n" +
 	"\x06policy\x18\x01 \x01(\v2\x14.startgate.v1.PolicyR\x06policy\"\"\n" +
 	"\x10SetBypassRequest\x12\x0e\n" +
-	"\x02on\x18\x01 \x01(\bR\x02on*y\n" +
+	"\x02on\x18\x01 \x01(\bR\x02on\"2\n" +
+	"\x12PrefetchAddRequest\x12\x1c\n" +
+	"\treference\x18\x01 \x01(\tR\treference\"\x15\n" +
+	"\x13PrefetchAddResponse\"5\n" +
+	"\x15PrefetchRemoveRequest\x12\x1c\n" +
+	"\treference\x18\x01 \x01(\tR\treference\"\x18\n" +
+	"\x16PrefetchRemoveResponse\"\x15\n" +
+	"\x13PrefetchListRequest\"M\n" +
+	"\x14PrefetchListResponse\x125\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.startgate.v1.PrefetchEntryR\aentries\"\xbc\x02\n" +
+	"\rPrefetchEntry\x12\x1c\n" +
+	"\treference\x18\x01 \x01(\tR\treference\x12%\n" +
+	"\x0erunning_digest\x18\x02 \x01(\tR\rrunningDigest\x12\x1d\n" +
+	"\n" +
+	"new_digest\x18\x03 \x01(\tR\tnewDigest\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x05 \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x06 \x01(\x03R\n" +
+	"bytesTotal\x12%\n" +
+	"\x0elayers_fetched\x18\a \x01(\x05R\rlayersFetched\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x124\n" +
+	"\aupdated\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aupdated*y\n" +
 	"\x05Class\x12\x15\n" +
 	"\x11CLASS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCLASS_CRITICAL\x10\x01\x12\x0e\n" +
@@ -3349,7 +3733,7 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x13EVENT_TYPE_SHUTDOWN\x10\v\x12\x13\n" +
 	"\x0fEVENT_TYPE_LOST\x10\f\x12\x18\n" +
 	"\x14EVENT_TYPE_BYPASS_ON\x10\r\x12\x19\n" +
-	"\x15EVENT_TYPE_BYPASS_OFF\x10\x0e2\xf9\x06\n" +
+	"\x15EVENT_TYPE_BYPASS_OFF\x10\x0e2\x81\t\n" +
 	"\tStartgate\x12J\n" +
 	"\aAcquire\x12\x1c.startgate.v1.AcquireRequest\x1a\x1d.startgate.v1.AcquireResponse(\x010\x01\x12V\n" +
 	"\vAcquireMany\x12 .startgate.v1.AcquireManyRequest\x1a!.startgate.v1.AcquireManyResponse(\x010\x01\x12F\n" +
@@ -3363,7 +3747,10 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x06Resume\x12\x1b.startgate.v1.ResumeRequest\x1a\x1c.startgate.v1.ResumeResponse\x12@\n" +
 	"\x05Drain\x12\x1a.startgate.v1.DrainRequest\x1a\x1b.startgate.v1.DrainResponse\x12L\n" +
 	"\tSetPolicy\x12\x1e.startgate.v1.SetPolicyRequest\x1a\x1f.startgate.v1.SetPolicyResponse\x12I\n" +
-	"\tSetBypass\x12\x1e.startgate.v1.SetBypassRequest\x1a\x1c.startgate.v1.StatusResponseB?Z=github.com/startgate/startgate/proto/startgate/v1;startgatev1b\x06proto3"
+	"\tSetBypass\x12\x1e.startgate.v1.SetBypassRequest\x1a\x1c.startgate.v1.StatusResponse\x12R\n" +
+	"\vPrefetchAdd\x12 .startgate.v1.PrefetchAddRequest\x1a!.startgate.v1.PrefetchAddResponse\x12[\n" +
+	"\x0ePrefetchRemove\x12#.startgate.v1.PrefetchRemoveRequest\x1a$.startgate.v1.PrefetchRemoveResponse\x12U\n" +
+	"\fPrefetchList\x12!.startgate.v1.PrefetchListRequest\x1a\".startgate.v1.PrefetchListResponseB?Z=github.com/startgate/startgate/proto/startgate/v1;startgatev1b\x06proto3"
 
 var (
 	file_startgate_v1_startgate_proto_rawDescOnce sync.Once
@@ -3378,76 +3765,83 @@ func file_startgate_v1_startgate_proto_rawDescGZIP() []byte {
 }
 
 var file_startgate_v1_startgate_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_startgate_v1_startgate_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_startgate_v1_startgate_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_startgate_v1_startgate_proto_goTypes = []any{
-	(Class)(0),                    // 0: startgate.v1.Class
-	(OnDeadline)(0),               // 1: startgate.v1.OnDeadline
-	(EventType)(0),                // 2: startgate.v1.EventType
-	(*AcquireRequest)(nil),        // 3: startgate.v1.AcquireRequest
-	(*AcquireStart)(nil),          // 4: startgate.v1.AcquireStart
-	(*AcquireRelease)(nil),        // 5: startgate.v1.AcquireRelease
-	(*AcquireResponse)(nil),       // 6: startgate.v1.AcquireResponse
-	(*Queued)(nil),                // 7: startgate.v1.Queued
-	(*Granted)(nil),               // 8: startgate.v1.Granted
-	(*Released)(nil),              // 9: startgate.v1.Released
-	(*Expired)(nil),               // 10: startgate.v1.Expired
-	(*AcquireManyRequest)(nil),    // 11: startgate.v1.AcquireManyRequest
-	(*AcquireManyStart)(nil),      // 12: startgate.v1.AcquireManyStart
-	(*AcquireManyRelease)(nil),    // 13: startgate.v1.AcquireManyRelease
-	(*AcquireManyCancel)(nil),     // 14: startgate.v1.AcquireManyCancel
-	(*AcquireManyResponse)(nil),   // 15: startgate.v1.AcquireManyResponse
-	(*TagError)(nil),              // 16: startgate.v1.TagError
-	(*ReleaseRequest)(nil),        // 17: startgate.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 18: startgate.v1.ReleaseResponse
-	(*StatusRequest)(nil),         // 19: startgate.v1.StatusRequest
-	(*StatusResponse)(nil),        // 20: startgate.v1.StatusResponse
-	(*ClassCount)(nil),            // 21: startgate.v1.ClassCount
-	(*Pressure)(nil),              // 22: startgate.v1.Pressure
-	(*ResourcePressure)(nil),      // 23: startgate.v1.ResourcePressure
-	(*Counters)(nil),              // 24: startgate.v1.Counters
-	(*Policy)(nil),                // 25: startgate.v1.Policy
-	(*ListQueueRequest)(nil),      // 26: startgate.v1.ListQueueRequest
-	(*ListQueueResponse)(nil),     // 27: startgate.v1.ListQueueResponse
-	(*Waiter)(nil),                // 28: startgate.v1.Waiter
-	(*ListLeasesRequest)(nil),     // 29: startgate.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 30: startgate.v1.ListLeasesResponse
-	(*Lease)(nil),                 // 31: startgate.v1.Lease
-	(*WatchRequest)(nil),          // 32: startgate.v1.WatchRequest
-	(*Event)(nil),                 // 33: startgate.v1.Event
-	(*PauseRequest)(nil),          // 34: startgate.v1.PauseRequest
-	(*PauseResponse)(nil),         // 35: startgate.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 36: startgate.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 37: startgate.v1.ResumeResponse
-	(*DrainRequest)(nil),          // 38: startgate.v1.DrainRequest
-	(*DrainResponse)(nil),         // 39: startgate.v1.DrainResponse
-	(*SetPolicyRequest)(nil),      // 40: startgate.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),     // 41: startgate.v1.SetPolicyResponse
-	(*SetBypassRequest)(nil),      // 42: startgate.v1.SetBypassRequest
-	(*durationpb.Duration)(nil),   // 43: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 44: google.protobuf.Timestamp
+	(Class)(0),                     // 0: startgate.v1.Class
+	(OnDeadline)(0),                // 1: startgate.v1.OnDeadline
+	(EventType)(0),                 // 2: startgate.v1.EventType
+	(*AcquireRequest)(nil),         // 3: startgate.v1.AcquireRequest
+	(*AcquireStart)(nil),           // 4: startgate.v1.AcquireStart
+	(*AcquireRelease)(nil),         // 5: startgate.v1.AcquireRelease
+	(*AcquireResponse)(nil),        // 6: startgate.v1.AcquireResponse
+	(*Queued)(nil),                 // 7: startgate.v1.Queued
+	(*Granted)(nil),                // 8: startgate.v1.Granted
+	(*Released)(nil),               // 9: startgate.v1.Released
+	(*Expired)(nil),                // 10: startgate.v1.Expired
+	(*AcquireManyRequest)(nil),     // 11: startgate.v1.AcquireManyRequest
+	(*AcquireManyStart)(nil),       // 12: startgate.v1.AcquireManyStart
+	(*AcquireManyRelease)(nil),     // 13: startgate.v1.AcquireManyRelease
+	(*AcquireManyCancel)(nil),      // 14: startgate.v1.AcquireManyCancel
+	(*AcquireManyResponse)(nil),    // 15: startgate.v1.AcquireManyResponse
+	(*TagError)(nil),               // 16: startgate.v1.TagError
+	(*ReleaseRequest)(nil),         // 17: startgate.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),        // 18: startgate.v1.ReleaseResponse
+	(*StatusRequest)(nil),          // 19: startgate.v1.StatusRequest
+	(*StatusResponse)(nil),         // 20: startgate.v1.StatusResponse
+	(*ClassCount)(nil),             // 21: startgate.v1.ClassCount
+	(*Pressure)(nil),               // 22: startgate.v1.Pressure
+	(*ResourcePressure)(nil),       // 23: startgate.v1.ResourcePressure
+	(*Counters)(nil),               // 24: startgate.v1.Counters
+	(*Policy)(nil),                 // 25: startgate.v1.Policy
+	(*ListQueueRequest)(nil),       // 26: startgate.v1.ListQueueRequest
+	(*ListQueueResponse)(nil),      // 27: startgate.v1.ListQueueResponse
+	(*Waiter)(nil),                 // 28: startgate.v1.Waiter
+	(*ListLeasesRequest)(nil),      // 29: startgate.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),     // 30: startgate.v1.ListLeasesResponse
+	(*Lease)(nil),                  // 31: startgate.v1.Lease
+	(*WatchRequest)(nil),           // 32: startgate.v1.WatchRequest
+	(*Event)(nil),                  // 33: startgate.v1.Event
+	(*PauseRequest)(nil),           // 34: startgate.v1.PauseRequest
+	(*PauseResponse)(nil),          // 35: startgate.v1.PauseResponse
+	(*ResumeRequest)(nil),          // 36: startgate.v1.ResumeRequest
+	(*ResumeResponse)(nil),         // 37: startgate.v1.ResumeResponse
+	(*DrainRequest)(nil),           // 38: startgate.v1.DrainRequest
+	(*DrainResponse)(nil),          // 39: startgate.v1.DrainResponse
+	(*SetPolicyRequest)(nil),       // 40: startgate.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),      // 41: startgate.v1.SetPolicyResponse
+	(*SetBypassRequest)(nil),       // 42: startgate.v1.SetBypassRequest
+	(*PrefetchAddRequest)(nil),     // 43: startgate.v1.PrefetchAddRequest
+	(*PrefetchAddResponse)(nil),    // 44: startgate.v1.PrefetchAddResponse
+	(*PrefetchRemoveRequest)(nil),  // 45: startgate.v1.PrefetchRemoveRequest
+	(*PrefetchRemoveResponse)(nil), // 46: startgate.v1.PrefetchRemoveResponse
+	(*PrefetchListRequest)(nil),    // 47: startgate.v1.PrefetchListRequest
+	(*PrefetchListResponse)(nil),   // 48: startgate.v1.PrefetchListResponse
+	(*PrefetchEntry)(nil),          // 49: startgate.v1.PrefetchEntry
+	(*durationpb.Duration)(nil),    // 50: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 51: google.protobuf.Timestamp
 }
 var file_startgate_v1_startgate_proto_depIdxs = []int32{
 	4,  // 0: startgate.v1.AcquireRequest.start:type_name -> startgate.v1.AcquireStart
 	5,  // 1: startgate.v1.AcquireRequest.release:type_name -> startgate.v1.AcquireRelease
 	0,  // 2: startgate.v1.AcquireStart.class:type_name -> startgate.v1.Class
-	43, // 3: startgate.v1.AcquireStart.hold:type_name -> google.protobuf.Duration
+	50, // 3: startgate.v1.AcquireStart.hold:type_name -> google.protobuf.Duration
 	7,  // 4: startgate.v1.AcquireResponse.queued:type_name -> startgate.v1.Queued
 	8,  // 5: startgate.v1.AcquireResponse.granted:type_name -> startgate.v1.Granted
 	9,  // 6: startgate.v1.AcquireResponse.released:type_name -> startgate.v1.Released
 	10, // 7: startgate.v1.AcquireResponse.expired:type_name -> startgate.v1.Expired
 	0,  // 8: startgate.v1.Queued.class:type_name -> startgate.v1.Class
-	44, // 9: startgate.v1.Queued.enqueued:type_name -> google.protobuf.Timestamp
-	43, // 10: startgate.v1.Granted.waited:type_name -> google.protobuf.Duration
-	44, // 11: startgate.v1.Granted.granted:type_name -> google.protobuf.Timestamp
-	44, // 12: startgate.v1.Granted.expires:type_name -> google.protobuf.Timestamp
-	43, // 13: startgate.v1.Released.held:type_name -> google.protobuf.Duration
-	43, // 14: startgate.v1.Expired.held:type_name -> google.protobuf.Duration
+	51, // 9: startgate.v1.Queued.enqueued:type_name -> google.protobuf.Timestamp
+	50, // 10: startgate.v1.Granted.waited:type_name -> google.protobuf.Duration
+	51, // 11: startgate.v1.Granted.granted:type_name -> google.protobuf.Timestamp
+	51, // 12: startgate.v1.Granted.expires:type_name -> google.protobuf.Timestamp
+	50, // 13: startgate.v1.Released.held:type_name -> google.protobuf.Duration
+	50, // 14: startgate.v1.Expired.held:type_name -> google.protobuf.Duration
 	12, // 15: startgate.v1.AcquireManyRequest.start:type_name -> startgate.v1.AcquireManyStart
 	13, // 16: startgate.v1.AcquireManyRequest.release:type_name -> startgate.v1.AcquireManyRelease
 	14, // 17: startgate.v1.AcquireManyRequest.cancel:type_name -> startgate.v1.AcquireManyCancel
 	0,  // 18: startgate.v1.AcquireManyStart.class:type_name -> startgate.v1.Class
-	43, // 19: startgate.v1.AcquireManyStart.hold:type_name -> google.protobuf.Duration
-	44, // 20: startgate.v1.AcquireManyStart.deadline:type_name -> google.protobuf.Timestamp
+	50, // 19: startgate.v1.AcquireManyStart.hold:type_name -> google.protobuf.Duration
+	51, // 20: startgate.v1.AcquireManyStart.deadline:type_name -> google.protobuf.Timestamp
 	7,  // 21: startgate.v1.AcquireManyResponse.queued:type_name -> startgate.v1.Queued
 	8,  // 22: startgate.v1.AcquireManyResponse.granted:type_name -> startgate.v1.Granted
 	9,  // 23: startgate.v1.AcquireManyResponse.released:type_name -> startgate.v1.Released
@@ -3458,61 +3852,69 @@ var file_startgate_v1_startgate_proto_depIdxs = []int32{
 	24, // 28: startgate.v1.StatusResponse.counters:type_name -> startgate.v1.Counters
 	25, // 29: startgate.v1.StatusResponse.policy:type_name -> startgate.v1.Policy
 	0,  // 30: startgate.v1.ClassCount.class:type_name -> startgate.v1.Class
-	44, // 31: startgate.v1.Pressure.time:type_name -> google.protobuf.Timestamp
+	51, // 31: startgate.v1.Pressure.time:type_name -> google.protobuf.Timestamp
 	23, // 32: startgate.v1.Pressure.cpu:type_name -> startgate.v1.ResourcePressure
 	23, // 33: startgate.v1.Pressure.io:type_name -> startgate.v1.ResourcePressure
 	23, // 34: startgate.v1.Pressure.memory:type_name -> startgate.v1.ResourcePressure
-	43, // 35: startgate.v1.Policy.deadline_margin:type_name -> google.protobuf.Duration
+	50, // 35: startgate.v1.Policy.deadline_margin:type_name -> google.protobuf.Duration
 	1,  // 36: startgate.v1.Policy.on_deadline:type_name -> startgate.v1.OnDeadline
-	43, // 37: startgate.v1.Policy.aging:type_name -> google.protobuf.Duration
-	43, // 38: startgate.v1.Policy.max_hold:type_name -> google.protobuf.Duration
+	50, // 37: startgate.v1.Policy.aging:type_name -> google.protobuf.Duration
+	50, // 38: startgate.v1.Policy.max_hold:type_name -> google.protobuf.Duration
 	28, // 39: startgate.v1.ListQueueResponse.waiters:type_name -> startgate.v1.Waiter
 	0,  // 40: startgate.v1.Waiter.class:type_name -> startgate.v1.Class
-	44, // 41: startgate.v1.Waiter.enqueued:type_name -> google.protobuf.Timestamp
-	44, // 42: startgate.v1.Waiter.deadline:type_name -> google.protobuf.Timestamp
+	51, // 41: startgate.v1.Waiter.enqueued:type_name -> google.protobuf.Timestamp
+	51, // 42: startgate.v1.Waiter.deadline:type_name -> google.protobuf.Timestamp
 	31, // 43: startgate.v1.ListLeasesResponse.leases:type_name -> startgate.v1.Lease
 	0,  // 44: startgate.v1.Lease.class:type_name -> startgate.v1.Class
-	44, // 45: startgate.v1.Lease.granted:type_name -> google.protobuf.Timestamp
-	44, // 46: startgate.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	43, // 47: startgate.v1.Lease.waited:type_name -> google.protobuf.Duration
-	44, // 48: startgate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	51, // 45: startgate.v1.Lease.granted:type_name -> google.protobuf.Timestamp
+	51, // 46: startgate.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	50, // 47: startgate.v1.Lease.waited:type_name -> google.protobuf.Duration
+	51, // 48: startgate.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,  // 49: startgate.v1.Event.type:type_name -> startgate.v1.EventType
 	0,  // 50: startgate.v1.Event.class:type_name -> startgate.v1.Class
-	43, // 51: startgate.v1.Event.waited:type_name -> google.protobuf.Duration
-	43, // 52: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
+	50, // 51: startgate.v1.Event.waited:type_name -> google.protobuf.Duration
+	50, // 52: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
 	1,  // 53: startgate.v1.SetPolicyRequest.on_deadline:type_name -> startgate.v1.OnDeadline
-	43, // 54: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
-	43, // 55: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
+	50, // 54: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
+	50, // 55: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
 	25, // 56: startgate.v1.SetPolicyResponse.policy:type_name -> startgate.v1.Policy
-	3,  // 57: startgate.v1.Startgate.Acquire:input_type -> startgate.v1.AcquireRequest
-	11, // 58: startgate.v1.Startgate.AcquireMany:input_type -> startgate.v1.AcquireManyRequest
-	17, // 59: startgate.v1.Startgate.Release:input_type -> startgate.v1.ReleaseRequest
-	19, // 60: startgate.v1.Startgate.Status:input_type -> startgate.v1.StatusRequest
-	26, // 61: startgate.v1.Startgate.ListQueue:input_type -> startgate.v1.ListQueueRequest
-	29, // 62: startgate.v1.Startgate.ListLeases:input_type -> startgate.v1.ListLeasesRequest
-	32, // 63: startgate.v1.Startgate.Watch:input_type -> startgate.v1.WatchRequest
-	34, // 64: startgate.v1.Startgate.Pause:input_type -> startgate.v1.PauseRequest
-	36, // 65: startgate.v1.Startgate.Resume:input_type -> startgate.v1.ResumeRequest
-	38, // 66: startgate.v1.Startgate.Drain:input_type -> startgate.v1.DrainRequest
-	40, // 67: startgate.v1.Startgate.SetPolicy:input_type -> startgate.v1.SetPolicyRequest
-	42, // 68: startgate.v1.Startgate.SetBypass:input_type -> startgate.v1.SetBypassRequest
-	6,  // 69: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
-	15, // 70: startgate.v1.Startgate.AcquireMany:output_type -> startgate.v1.AcquireManyResponse
-	18, // 71: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
-	20, // 72: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
-	27, // 73: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
-	30, // 74: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
-	33, // 75: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
-	35, // 76: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
-	37, // 77: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
-	39, // 78: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
-	41, // 79: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
-	20, // 80: startgate.v1.Startgate.SetBypass:output_type -> startgate.v1.StatusResponse
-	69, // [69:81] is the sub-list for method output_type
-	57, // [57:69] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	49, // 57: startgate.v1.PrefetchListResponse.entries:type_name -> startgate.v1.PrefetchEntry
+	51, // 58: startgate.v1.PrefetchEntry.updated:type_name -> google.protobuf.Timestamp
+	3,  // 59: startgate.v1.Startgate.Acquire:input_type -> startgate.v1.AcquireRequest
+	11, // 60: startgate.v1.Startgate.AcquireMany:input_type -> startgate.v1.AcquireManyRequest
+	17, // 61: startgate.v1.Startgate.Release:input_type -> startgate.v1.ReleaseRequest
+	19, // 62: startgate.v1.Startgate.Status:input_type -> startgate.v1.StatusRequest
+	26, // 63: startgate.v1.Startgate.ListQueue:input_type -> startgate.v1.ListQueueRequest
+	29, // 64: startgate.v1.Startgate.ListLeases:input_type -> startgate.v1.ListLeasesRequest
+	32, // 65: startgate.v1.Startgate.Watch:input_type -> startgate.v1.WatchRequest
+	34, // 66: startgate.v1.Startgate.Pause:input_type -> startgate.v1.PauseRequest
+	36, // 67: startgate.v1.Startgate.Resume:input_type -> startgate.v1.ResumeRequest
+	38, // 68: startgate.v1.Startgate.Drain:input_type -> startgate.v1.DrainRequest
+	40, // 69: startgate.v1.Startgate.SetPolicy:input_type -> startgate.v1.SetPolicyRequest
+	42, // 70: startgate.v1.Startgate.SetBypass:input_type -> startgate.v1.SetBypassRequest
+	43, // 71: startgate.v1.Startgate.PrefetchAdd:input_type -> startgate.v1.PrefetchAddRequest
+	45, // 72: startgate.v1.Startgate.PrefetchRemove:input_type -> startgate.v1.PrefetchRemoveRequest
+	47, // 73: startgate.v1.Startgate.PrefetchList:input_type -> startgate.v1.PrefetchListRequest
+	6,  // 74: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
+	15, // 75: startgate.v1.Startgate.AcquireMany:output_type -> startgate.v1.AcquireManyResponse
+	18, // 76: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
+	20, // 77: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
+	27, // 78: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
+	30, // 79: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
+	33, // 80: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
+	35, // 81: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
+	37, // 82: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
+	39, // 83: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
+	41, // 84: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
+	20, // 85: startgate.v1.Startgate.SetBypass:output_type -> startgate.v1.StatusResponse
+	44, // 86: startgate.v1.Startgate.PrefetchAdd:output_type -> startgate.v1.PrefetchAddResponse
+	46, // 87: startgate.v1.Startgate.PrefetchRemove:output_type -> startgate.v1.PrefetchRemoveResponse
+	48, // 88: startgate.v1.Startgate.PrefetchList:output_type -> startgate.v1.PrefetchListResponse
+	74, // [74:89] is the sub-list for method output_type
+	59, // [59:74] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_startgate_v1_startgate_proto_init() }
@@ -3549,7 +3951,7 @@ func file_startgate_v1_startgate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_startgate_v1_startgate_proto_rawDesc), len(file_startgate_v1_startgate_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   40,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,18 +23,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Startgate_Acquire_FullMethodName     = "/startgate.v1.Startgate/Acquire"
-	Startgate_AcquireMany_FullMethodName = "/startgate.v1.Startgate/AcquireMany"
-	Startgate_Release_FullMethodName     = "/startgate.v1.Startgate/Release"
-	Startgate_Status_FullMethodName      = "/startgate.v1.Startgate/Status"
-	Startgate_ListQueue_FullMethodName   = "/startgate.v1.Startgate/ListQueue"
-	Startgate_ListLeases_FullMethodName  = "/startgate.v1.Startgate/ListLeases"
-	Startgate_Watch_FullMethodName       = "/startgate.v1.Startgate/Watch"
-	Startgate_Pause_FullMethodName       = "/startgate.v1.Startgate/Pause"
-	Startgate_Resume_FullMethodName      = "/startgate.v1.Startgate/Resume"
-	Startgate_Drain_FullMethodName       = "/startgate.v1.Startgate/Drain"
-	Startgate_SetPolicy_FullMethodName   = "/startgate.v1.Startgate/SetPolicy"
-	Startgate_SetBypass_FullMethodName   = "/startgate.v1.Startgate/SetBypass"
+	Startgate_Acquire_FullMethodName        = "/startgate.v1.Startgate/Acquire"
+	Startgate_AcquireMany_FullMethodName    = "/startgate.v1.Startgate/AcquireMany"
+	Startgate_Release_FullMethodName        = "/startgate.v1.Startgate/Release"
+	Startgate_Status_FullMethodName         = "/startgate.v1.Startgate/Status"
+	Startgate_ListQueue_FullMethodName      = "/startgate.v1.Startgate/ListQueue"
+	Startgate_ListLeases_FullMethodName     = "/startgate.v1.Startgate/ListLeases"
+	Startgate_Watch_FullMethodName          = "/startgate.v1.Startgate/Watch"
+	Startgate_Pause_FullMethodName          = "/startgate.v1.Startgate/Pause"
+	Startgate_Resume_FullMethodName         = "/startgate.v1.Startgate/Resume"
+	Startgate_Drain_FullMethodName          = "/startgate.v1.Startgate/Drain"
+	Startgate_SetPolicy_FullMethodName      = "/startgate.v1.Startgate/SetPolicy"
+	Startgate_SetBypass_FullMethodName      = "/startgate.v1.Startgate/SetBypass"
+	Startgate_PrefetchAdd_FullMethodName    = "/startgate.v1.Startgate/PrefetchAdd"
+	Startgate_PrefetchRemove_FullMethodName = "/startgate.v1.Startgate/PrefetchRemove"
+	Startgate_PrefetchList_FullMethodName   = "/startgate.v1.Startgate/PrefetchList"
 )
 
 // StartgateClient is the client API for Startgate service.
@@ -97,6 +100,20 @@ type StartgateClient interface {
 	// (reason "bypass") and the CRI proxy passes starts straight through to
 	// containerd without asking the gate: the operator's fail-open switch.
 	SetBypass(ctx context.Context, in *SetBypassRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Prefetch (issue 4): the tags whose new digests startgated fetches
+	// ahead of kubelet. Every call answers FailedPrecondition when prefetch
+	// is off (prefetch.enabled in the config).
+	//
+	// PrefetchAdd watches a tag even if no image on the node uses it and
+	// resolves it at once, so a pipeline can announce a patch; a digest
+	// reference is InvalidArgument (a digest never changes).
+	PrefetchAdd(ctx context.Context, in *PrefetchAddRequest, opts ...grpc.CallOption) (*PrefetchAddResponse, error)
+	// PrefetchRemove stops watching a tag, however it came to be watched,
+	// until PrefetchAdd is called for it again.
+	PrefetchRemove(ctx context.Context, in *PrefetchRemoveRequest, opts ...grpc.CallOption) (*PrefetchRemoveResponse, error)
+	// PrefetchList lists the watched tags and their prefetch state, sorted
+	// by reference.
+	PrefetchList(ctx context.Context, in *PrefetchListRequest, opts ...grpc.CallOption) (*PrefetchListResponse, error)
 }
 
 type startgateClient struct {
@@ -242,6 +259,36 @@ func (c *startgateClient) SetBypass(ctx context.Context, in *SetBypassRequest, o
 	return out, nil
 }
 
+func (c *startgateClient) PrefetchAdd(ctx context.Context, in *PrefetchAddRequest, opts ...grpc.CallOption) (*PrefetchAddResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrefetchAddResponse)
+	err := c.cc.Invoke(ctx, Startgate_PrefetchAdd_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *startgateClient) PrefetchRemove(ctx context.Context, in *PrefetchRemoveRequest, opts ...grpc.CallOption) (*PrefetchRemoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrefetchRemoveResponse)
+	err := c.cc.Invoke(ctx, Startgate_PrefetchRemove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *startgateClient) PrefetchList(ctx context.Context, in *PrefetchListRequest, opts ...grpc.CallOption) (*PrefetchListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrefetchListResponse)
+	err := c.cc.Invoke(ctx, Startgate_PrefetchList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StartgateServer is the server API for Startgate service.
 // All implementations must embed UnimplementedStartgateServer
 // for forward compatibility.
@@ -302,6 +349,20 @@ type StartgateServer interface {
 	// (reason "bypass") and the CRI proxy passes starts straight through to
 	// containerd without asking the gate: the operator's fail-open switch.
 	SetBypass(context.Context, *SetBypassRequest) (*StatusResponse, error)
+	// Prefetch (issue 4): the tags whose new digests startgated fetches
+	// ahead of kubelet. Every call answers FailedPrecondition when prefetch
+	// is off (prefetch.enabled in the config).
+	//
+	// PrefetchAdd watches a tag even if no image on the node uses it and
+	// resolves it at once, so a pipeline can announce a patch; a digest
+	// reference is InvalidArgument (a digest never changes).
+	PrefetchAdd(context.Context, *PrefetchAddRequest) (*PrefetchAddResponse, error)
+	// PrefetchRemove stops watching a tag, however it came to be watched,
+	// until PrefetchAdd is called for it again.
+	PrefetchRemove(context.Context, *PrefetchRemoveRequest) (*PrefetchRemoveResponse, error)
+	// PrefetchList lists the watched tags and their prefetch state, sorted
+	// by reference.
+	PrefetchList(context.Context, *PrefetchListRequest) (*PrefetchListResponse, error)
 	mustEmbedUnimplementedStartgateServer()
 }
 
@@ -347,6 +408,15 @@ func (UnimplementedStartgateServer) SetPolicy(context.Context, *SetPolicyRequest
 }
 func (UnimplementedStartgateServer) SetBypass(context.Context, *SetBypassRequest) (*StatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetBypass not implemented")
+}
+func (UnimplementedStartgateServer) PrefetchAdd(context.Context, *PrefetchAddRequest) (*PrefetchAddResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PrefetchAdd not implemented")
+}
+func (UnimplementedStartgateServer) PrefetchRemove(context.Context, *PrefetchRemoveRequest) (*PrefetchRemoveResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PrefetchRemove not implemented")
+}
+func (UnimplementedStartgateServer) PrefetchList(context.Context, *PrefetchListRequest) (*PrefetchListResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PrefetchList not implemented")
 }
 func (UnimplementedStartgateServer) mustEmbedUnimplementedStartgateServer() {}
 func (UnimplementedStartgateServer) testEmbeddedByValue()                   {}
@@ -556,6 +626,60 @@ func _Startgate_SetBypass_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Startgate_PrefetchAdd_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrefetchAddRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StartgateServer).PrefetchAdd(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Startgate_PrefetchAdd_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StartgateServer).PrefetchAdd(ctx, req.(*PrefetchAddRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Startgate_PrefetchRemove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrefetchRemoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StartgateServer).PrefetchRemove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Startgate_PrefetchRemove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StartgateServer).PrefetchRemove(ctx, req.(*PrefetchRemoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Startgate_PrefetchList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrefetchListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StartgateServer).PrefetchList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Startgate_PrefetchList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StartgateServer).PrefetchList(ctx, req.(*PrefetchListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Startgate_ServiceDesc is the grpc.ServiceDesc for Startgate service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -598,6 +722,18 @@ var Startgate_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetBypass",
 			Handler:    _Startgate_SetBypass_Handler,
+		},
+		{
+			MethodName: "PrefetchAdd",
+			Handler:    _Startgate_PrefetchAdd_Handler,
+		},
+		{
+			MethodName: "PrefetchRemove",
+			Handler:    _Startgate_PrefetchRemove_Handler,
+		},
+		{
+			MethodName: "PrefetchList",
+			Handler:    _Startgate_PrefetchList_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
