@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/criproxy"
+	"github.com/startgate/startgate/internal/prefetch"
 	"github.com/startgate/startgate/internal/pressure"
 )
 
@@ -34,6 +36,7 @@ type Config struct {
 	Pressure  Pressure  `toml:"pressure"`
 	Admission Admission `toml:"admission"`
 	CRI       CRI       `toml:"cri"`
+	Prefetch  Prefetch  `toml:"prefetch"`
 }
 
 // Daemon is the [daemon] section.
@@ -165,6 +168,57 @@ type Pulls struct {
 	Interval Duration `toml:"interval"`
 }
 
+// Prefetch is the [prefetch] section: watch the tags this node runs and
+// fetch a new digest's missing layers into containerd before kubelet
+// pulls it (issue 4).
+type Prefetch struct {
+	// Enabled runs the prefetch manager. Off by default.
+	Enabled bool `toml:"enabled"`
+	// ContainerdSocket is containerd's socket; "" means
+	// cri.containerd_socket: prefetching into any other containerd than
+	// the CRI's would be useless.
+	ContainerdSocket string `toml:"containerd_socket"`
+	// Snapshotter must be the one the CRI unpacks into.
+	Snapshotter string   `toml:"snapshotter"`
+	Interval    Duration `toml:"interval"`
+	MaxBackoff  Duration `toml:"max_backoff"`
+	Concurrency int      `toml:"concurrency"`
+	LeaseExpiry Duration `toml:"lease_expiry"`
+	// PlainHTTP lists registry hosts (host or host:port) spoken to over
+	// plain HTTP besides the loopback hosts, which always are.
+	PlainHTTP     []string      `toml:"plain_http"`
+	Notifications Notifications `toml:"notifications"`
+}
+
+// Notifications is [prefetch.notifications]: the listener for the
+// registry's push notification webhook.
+type Notifications struct {
+	// Listen is a TCP address; "" turns the listener off. It must be on a
+	// loopback address unless AllowRemote.
+	Listen      string `toml:"listen"`
+	AllowRemote bool   `toml:"allow_remote"`
+	// TokenFile holds the bearer token the registry sends; required when
+	// Listen is set. It is read once at start, so the secret stays out of
+	// the config file, and must not be readable by others.
+	TokenFile string `toml:"token_file"`
+}
+
+// defaultPrefetch is the [prefetch] section of a node with no config
+// file; the durations are the prefetch package's own defaults.
+func defaultPrefetch() Prefetch {
+	return Prefetch{
+		Enabled:          false,
+		ContainerdSocket: "",
+		Snapshotter:      "overlayfs",
+		Interval:         Duration(prefetch.DefaultInterval),
+		MaxBackoff:       Duration(prefetch.DefaultMaxBackoff),
+		Concurrency:      1,
+		LeaseExpiry:      Duration(prefetch.DefaultLeaseExpiry),
+		PlainHTTP:        []string{},
+		Notifications:    Notifications{Listen: "", AllowRemote: false, TokenFile: ""},
+	}
+}
+
 // Duration is a time.Duration written as a string ("250ms") in TOML.
 // toml decodes a plain time.Duration from a string but encodes it as an
 // integer of nanoseconds, which would make WriteTOML's output unreadable
@@ -279,7 +333,8 @@ func DefaultConfig() *Config {
 				StaticRate:         p.StaticRate,
 			},
 		},
-		CRI: defaultCRI(),
+		CRI:      defaultCRI(),
+		Prefetch: defaultPrefetch(),
 	}
 }
 
@@ -489,6 +544,7 @@ func (c *Config) Validate() error {
 	}
 
 	errs = append(errs, c.CRI.validate(c.Daemon.Socket)...)
+	errs = append(errs, c.Prefetch.validate(c.Metrics.Listen)...)
 
 	if len(errs) == 0 {
 		// The gate and the proxy have the last word on their settings;
@@ -578,6 +634,137 @@ func (c CRI) validate(apiSocket string) []error {
 		bad("cri.pulls.interval", "%v must be positive", p.Interval.Std())
 	}
 	return errs
+}
+
+// validate checks the [prefetch] section, whether or not it is enabled.
+func (p Prefetch) validate(metricsListen string) []error {
+	var errs []error
+	bad := func(key string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if p.ContainerdSocket != "" && !filepath.IsAbs(p.ContainerdSocket) {
+		bad("prefetch.containerd_socket", "%q is not an absolute path (\"\" is cri.containerd_socket)", p.ContainerdSocket)
+	}
+	if p.Snapshotter == "" {
+		bad("prefetch.snapshotter", "must not be empty (it must be the CRI's)")
+	}
+	if p.Interval <= 0 {
+		bad("prefetch.interval", "%v must be positive", p.Interval.Std())
+	}
+	if p.MaxBackoff <= 0 {
+		bad("prefetch.max_backoff", "%v must be positive", p.MaxBackoff.Std())
+	} else if p.MaxBackoff < p.Interval {
+		bad("prefetch.max_backoff", "%v is shorter than prefetch.interval %v", p.MaxBackoff.Std(), p.Interval.Std())
+	}
+	if p.Concurrency < 1 {
+		bad("prefetch.concurrency", "%d must be at least 1", p.Concurrency)
+	}
+	if p.LeaseExpiry <= 0 {
+		bad("prefetch.lease_expiry", "%v must be positive", p.LeaseExpiry.Std())
+	}
+	for i, h := range p.PlainHTTP {
+		if !validHost(h) {
+			bad(fmt.Sprintf("prefetch.plain_http[%d]", i+1), "%q is not a host or host:port", h)
+		}
+	}
+	n := p.Notifications
+	if n.Listen == "" {
+		return errs
+	}
+	host, port, err := net.SplitHostPort(n.Listen)
+	if err != nil {
+		bad("prefetch.notifications.listen", "%q is not a host:port", n.Listen)
+	} else {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			bad("prefetch.notifications.listen", "%q has no valid port", n.Listen)
+		}
+		if !n.AllowRemote && !loopbackHost(host) {
+			bad("prefetch.notifications.listen", "%q is not a loopback address (set prefetch.notifications.allow_remote = true to listen beyond the node)", n.Listen)
+		}
+	}
+	if metricsListen != "" && n.Listen == metricsListen {
+		bad("prefetch.notifications.listen", "%q is also metrics.listen", n.Listen)
+	}
+	switch {
+	case n.TokenFile == "":
+		bad("prefetch.notifications.token_file", "must be set when prefetch.notifications.listen is")
+	case !filepath.IsAbs(n.TokenFile):
+		bad("prefetch.notifications.token_file", "%q is not an absolute path", n.TokenFile)
+	}
+	return errs
+}
+
+// loopbackHost says whether a listen address's host is this node only:
+// localhost or a loopback IP. "" (every interface) is not.
+func loopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// validHost accepts a registry host as containerd names it: host or
+// host:port, no scheme, path or spaces.
+func validHost(h string) bool {
+	if h == "" || strings.ContainsAny(h, "/ \t@") {
+		return false
+	}
+	if host, port, err := net.SplitHostPort(h); err == nil {
+		_, perr := strconv.ParseUint(port, 10, 16)
+		return host != "" && perr == nil
+	}
+	return !strings.Contains(h, ":") || net.ParseIP(h) != nil
+}
+
+// PrefetchContainerdSocket is prefetch.containerd_socket, or
+// cri.containerd_socket when that is "".
+func (c *Config) PrefetchContainerdSocket() string {
+	if c.Prefetch.ContainerdSocket != "" {
+		return c.Prefetch.ContainerdSocket
+	}
+	return c.CRI.ContainerdSocket
+}
+
+// NotificationToken reads prefetch.notifications.token_file: the token is
+// its content without surrounding white space. It refuses an empty token
+// and a file others may read or write, since the token is what keeps
+// anyone else on the network from triggering fetches.
+func (c *Config) NotificationToken() (string, error) {
+	path := c.Prefetch.Notifications.TokenFile
+	if path == "" {
+		return "", errors.New("config: prefetch.notifications.token_file: not set")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("config: prefetch.notifications.token_file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("config: prefetch.notifications.token_file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("config: prefetch.notifications.token_file: %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+		return "", fmt.Errorf("config: prefetch.notifications.token_file: %s has mode %04o; others must have no access (chmod 0600 or 0640)", path, perm)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4097))
+	if err != nil {
+		return "", fmt.Errorf("config: prefetch.notifications.token_file: %w", err)
+	}
+	if len(b) > 4096 {
+		return "", fmt.Errorf("config: prefetch.notifications.token_file: %s is longer than 4096 bytes", path)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("config: prefetch.notifications.token_file: %s is empty", path)
+	}
+	if strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("config: prefetch.notifications.token_file: %s holds more than one word", path)
+	}
+	return tok, nil
 }
 
 var classList = func() string {
@@ -836,4 +1023,24 @@ var keyDocs = map[string]string{
 	"cri.pulls.max":           "Most pulls in flight node-wide.",
 	"cri.pulls.io_target":     "IO stall fraction, (0, 1], above which the lane shrinks by one per interval.",
 	"cri.pulls.interval":      "How often the lane is resized.",
+	"prefetch": "Prefetch: watch the tags this node's images use (containerd namespace k8s.io)\n" +
+		"and fetch a new digest's missing layers into containerd before kubelet pulls it.\n" +
+		"The tag is not moved: kubelet still decides when a rollout starts.",
+	"prefetch.enabled": "Run the prefetch manager. Off by default.",
+	"prefetch.containerd_socket": "containerd's socket; \"\" is cri.containerd_socket, the same containerd as the\n" +
+		"CRI's (prefetching into another would be useless). containerd may start after\n" +
+		"startgated: prefetch retries with backoff until it answers.",
+	"prefetch.snapshotter":  "Snapshotter to unpack into; it must be the one the CRI uses.",
+	"prefetch.interval":     "How often every watched tag is resolved against its registry (jittered ±20%).",
+	"prefetch.max_backoff":  "Cap of the wait before a failing registry is tried again; the wait starts at\ninterval and doubles per failure.",
+	"prefetch.concurrency":  "Most fetches at once.",
+	"prefetch.lease_expiry": "How long prefetched content is kept from containerd's GC if kubelet never\npulls it.",
+	"prefetch.plain_http":   "Registry hosts (host or host:port) spoken to over plain HTTP besides the\nloopback hosts, which always are. All others are HTTPS.",
+	"prefetch.notifications": "The registry's push notifications (distribution's webhook): a push of a\n" +
+		"watched tag triggers a resolve at once. Point the registry's notifications\n" +
+		"endpoint at http://LISTEN/ with header Authorization: Bearer TOKEN.",
+	"prefetch.notifications.listen":       "TCP address of the webhook listener; \"\" is off. Must be a loopback address\nunless allow_remote = true.",
+	"prefetch.notifications.allow_remote": "Allow a listen address beyond loopback (the registry is on another host).",
+	"prefetch.notifications.token_file": "File holding the bearer token the registry sends; required when listen is\n" +
+		"set. Read once at start; it must not be readable by others (0600 or 0640).",
 }

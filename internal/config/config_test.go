@@ -165,6 +165,12 @@ func TestWriteTOMLRoundTrip(t *testing.T) {
 	want.CRI.Enabled = true
 	want.CRI.Rules = []Rule{{Label: "app=db", Class: "high"}, {Annotation: "x", Static: true, Class: "background"}}
 	want.CRI.Warmup.Cap = Duration(90 * time.Second)
+	want.Prefetch = Prefetch{
+		Enabled: true, ContainerdSocket: "/run/k3s/containerd/containerd.sock", Snapshotter: "native",
+		Interval: Duration(30 * time.Second), MaxBackoff: Duration(10 * time.Minute), Concurrency: 3,
+		LeaseExpiry: Duration(2 * time.Hour), PlainHTTP: []string{"registry.lan:5000", "10.0.0.5"},
+		Notifications: Notifications{Listen: "0.0.0.0:5050", AllowRemote: true, TokenFile: "/etc/startgate/notify.token"},
+	}
 	var buf bytes.Buffer
 	if err := want.WriteTOML(&buf); err != nil {
 		t.Fatal(err)
@@ -283,6 +289,22 @@ func TestLoadErrors(t *testing.T) {
 		{"pulls max below min", "version = 1\n[cri.pulls]\nmin = 4\n", []string{"cri.pulls.max: 3 below cri.pulls.min 4"}},
 		{"pulls io_target", "version = 1\n[cri.pulls]\nio_target = 1.5\n", []string{"cri.pulls.io_target: 1.5 out of range (0, 1]"}},
 		{"pulls interval", "version = 1\n[cri.pulls]\ninterval = \"-1s\"\n", []string{"cri.pulls.interval: -1s must be positive"}},
+		{"prefetch unknown key", "version = 1\n[prefetch]\ntoken = \"x\"\n", []string{"prefetch.token: unknown key"}},
+		{"prefetch containerd_socket relative", "version = 1\n[prefetch]\ncontainerd_socket = \"c.sock\"\n", []string{"prefetch.containerd_socket", `"c.sock"`}},
+		{"prefetch snapshotter", "version = 1\n[prefetch]\nsnapshotter = \"\"\n", []string{"prefetch.snapshotter: must not be empty"}},
+		{"prefetch interval", "version = 1\n[prefetch]\ninterval = \"0s\"\n", []string{"prefetch.interval: 0s must be positive"}},
+		{"prefetch interval bad", "version = 1\n[prefetch]\ninterval = \"often\"\n", []string{"prefetch.interval", `"often"`}},
+		{"prefetch max_backoff below interval", "version = 1\n[prefetch]\ninterval = \"10m\"\nmax_backoff = \"1m\"\n", []string{"prefetch.max_backoff: 1m0s is shorter than prefetch.interval 10m0s"}},
+		{"prefetch concurrency", "version = 1\n[prefetch]\nconcurrency = 0\n", []string{"prefetch.concurrency: 0 must be at least 1"}},
+		{"prefetch lease_expiry", "version = 1\n[prefetch]\nlease_expiry = \"-1h\"\n", []string{"prefetch.lease_expiry: -1h0m0s must be positive"}},
+		{"prefetch plain_http", "version = 1\n[prefetch]\nplain_http = [\"ok:5000\", \"http://reg\"]\n", []string{"prefetch.plain_http[2]", `"http://reg"`}},
+		{"prefetch plain_http type", "version = 1\n[prefetch]\nplain_http = \"reg\"\n", []string{"prefetch.plain_http"}},
+		{"notifications listen remote", "version = 1\n[prefetch.notifications]\nlisten = \"0.0.0.0:5050\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", `"0.0.0.0:5050"`, "loopback", "allow_remote"}},
+		{"notifications listen all interfaces", "version = 1\n[prefetch.notifications]\nlisten = \":5050\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", "loopback"}},
+		{"notifications listen bad", "version = 1\n[prefetch.notifications]\nlisten = \"localhost\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", "host:port"}},
+		{"notifications listen is metrics", "version = 1\n[metrics]\nlisten = \"127.0.0.1:9464\"\n[prefetch.notifications]\nlisten = \"127.0.0.1:9464\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", "metrics.listen"}},
+		{"notifications without token", "version = 1\n[prefetch.notifications]\nlisten = \"127.0.0.1:5050\"\n", []string{"prefetch.notifications.token_file: must be set"}},
+		{"notifications token relative", "version = 1\n[prefetch.notifications]\nlisten = \"[::1]:5050\"\ntoken_file = \"tok\"\n", []string{"prefetch.notifications.token_file", `"tok"`}},
 		{"all problems at once", "version = 1\n[admission]\non_deadline = \"x\"\nmax_queue = -1\n[admission.targets]\ncpu = 2.0\n",
 			[]string{"admission.on_deadline", "admission.max_queue", "admission.targets.cpu: 2"}},
 	}
@@ -303,6 +325,62 @@ func TestLoadErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPrefetchHelpers(t *testing.T) {
+	c := DefaultConfig()
+	if c.Prefetch.Enabled || c.Prefetch.Notifications.Listen != "" {
+		t.Errorf("prefetch defaults on: %+v", c.Prefetch)
+	}
+	if got, want := c.PrefetchContainerdSocket(), c.CRI.ContainerdSocket; got != want {
+		t.Errorf("PrefetchContainerdSocket() = %q, want cri.containerd_socket %q", got, want)
+	}
+	c.Prefetch.ContainerdSocket = "/run/other.sock"
+	if got := c.PrefetchContainerdSocket(); got != "/run/other.sock" {
+		t.Errorf("PrefetchContainerdSocket() = %q, want /run/other.sock", got)
+	}
+	// Remote listening is allowed only when asked for.
+	c.Prefetch.Notifications = Notifications{Listen: "0.0.0.0:5050", AllowRemote: true, TokenFile: "/t"}
+	if err := c.Validate(); err != nil {
+		t.Errorf("allow_remote = true: Validate() = %v", err)
+	}
+
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tt := range []struct {
+		name, text string
+		mode       os.FileMode
+		want       string // token, or a substring of the error
+		ok         bool
+	}{
+		{"good", "s3cret\n", 0o600, "s3cret", true},
+		{"group readable", "s3cret", 0o640, "s3cret", true},
+		{"world readable", "s3cret", 0o644, "mode 0644", false},
+		{"empty", " \n", 0o600, "is empty", false},
+		{"two words", "a b", 0o600, "more than one word", false},
+	} {
+		c.Prefetch.Notifications.TokenFile = write(tt.name, tt.text, tt.mode)
+		got, err := c.NotificationToken()
+		switch {
+		case tt.ok && (err != nil || got != tt.want):
+			t.Errorf("%s: NotificationToken() = %q, %v; want %q", tt.name, got, err, tt.want)
+		case !tt.ok && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "prefetch.notifications.token_file")):
+			t.Errorf("%s: NotificationToken() error = %v, want one naming the key and containing %q", tt.name, err, tt.want)
+		}
+	}
+	c.Prefetch.Notifications.TokenFile = filepath.Join(dir, "missing")
+	if _, err := c.NotificationToken(); err == nil || !strings.Contains(err.Error(), "prefetch.notifications.token_file") {
+		t.Errorf("missing token file: error = %v, want one naming the key", err)
 	}
 }
 

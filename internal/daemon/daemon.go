@@ -74,7 +74,24 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		m.WatchGate(gate)
 	}
 
-	srv, err := server.New(server.Config{Gate: gate, Logger: log.Named("server"), AdminGID: gid})
+	pf, err := newPrefetch(cfg, log)
+	if err != nil {
+		return err
+	}
+	if pf != nil {
+		// Closes the notification listener when Run returns before serving
+		// it, then the Fetcher's idle connections and the containerd
+		// client, after the goroutines below have ended (wg.Wait).
+		defer pf.close()
+	}
+
+	scfg := server.Config{Gate: gate, Logger: log.Named("server"), AdminGID: gid}
+	if pf != nil {
+		// Only when on: the prefetch RPCs answer FailedPrecondition
+		// without it.
+		scfg.Prefetch = pf.manager
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
@@ -186,15 +203,19 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		zap.Float64("rate_fixed", cfg.Admission.Limits.Rate),
 	)
 	log.Info("startgated starting", fields...)
+	if pf != nil {
+		log.Info("prefetch on", pf.fields...)
+	}
 	if act.cri != nil && !cfg.CRI.Enabled {
 		log.Info("systemd passed a socket named cri: serving the CRI proxy although cri.enabled is false")
 	}
 
+	var stopping sync.WaitGroup
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	var wg sync.WaitGroup
 	// failed carries the first unexpected end of a server.
-	failed := make(chan error, 3)
+	failed := make(chan error, 4)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -225,6 +246,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			}
 		}()
 	}
+	if pf != nil {
+		pf.start(runCtx, &wg, failed)
+	}
 	n := notifier{log: log, cri: proxy != nil}
 	n.send("READY=1")
 	wg.Add(1)
@@ -253,12 +277,18 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	// instead wait on starts queued for slots that never come, until the
 	// shutdown timeout cut them.
 	gate.Close()
+	// Prefetch stops beside the servers: first the notification
+	// listener (no new triggers; requests in flight get their answer),
+	// then the manager, whose fetches are cancelled and whose leases
+	// containerd's GC drops once expired. Neither holds a start.
+	if pf != nil {
+		stopping.Go(pf.stop)
+	}
 	// ctx is done; the shutdown gets a fresh deadline of its own, shared
 	// by both servers, which stop side by side so that a long image pull
 	// in the proxy does not eat the API's share.
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Daemon.ShutdownTimeout.Std())
 	defer cancel()
-	var stopping sync.WaitGroup
 	if proxy != nil {
 		stopping.Go(func() { proxy.Stop(stopCtx) })
 	}

@@ -1,9 +1,11 @@
 // Package daemon is startgated: the command line, and the wiring of the
 // config, the pressure sampler, the admission gate, the gRPC server, the
-// CRI proxy, the metrics endpoint and systemd in one place.
+// CRI proxy, image prefetch, the metrics endpoint and systemd in one
+// place.
 //
 // Run owns every goroutine it starts (the gate's controller, the API
-// server, the CRI proxy, the metrics server, the systemd notifier) and
+// server, the CRI proxy, the prefetch manager and its notification
+// listener, the metrics server, the systemd notifier) and
 // returns only after all of them have ended. Its life:
 //
 //  1. Build the pressure source and sampler, the gate and, when
@@ -22,17 +24,32 @@
 //     serves the CRI socket before containerd does, callers get
 //     Unavailable until containerd answers, and the proxy reconnects by
 //     itself (backoff capped at a second).
-//  4. Serve, then tell systemd READY=1. While running, STATUS= carries the
+//  4. With prefetch.enabled, build a containerd client on
+//     prefetch.containerd_socket ("" is cri.containerd_socket), namespace
+//     k8s.io, the prefetch Fetcher and Manager, and with
+//     prefetch.notifications.listen the registry's webhook listener,
+//     whose pushes call Manager.Trigger. The client does not dial at
+//     start (its dialer fails at once when the socket is missing, instead
+//     of containerd's 10 s wait for the file): startgated comes up with
+//     containerd down, and the Manager's cycles (interval, backoff) try
+//     again. The token file is read here; a bad one (missing, empty,
+//     readable by others) fails the start, as does a taken port. One
+//     "prefetch on" line logs the settings.
+//  5. Serve, then tell systemd READY=1. While running, STATUS= carries the
 //     figures an operator wants in `systemctl status` (", cri: on" when
 //     the proxy serves), and the watchdog is pinged at half
 //     WATCHDOG_USEC, but only while the gate's controller is ticking: a
 //     wedged gate must get the daemon restarted.
-//  5. When ctx ends (SIGTERM, SIGINT): STOPPING=1; close the gate, so
+//  6. When ctx ends (SIGTERM, SIGINT): STOPPING=1; close the gate, so
 //     waiters fail with Unavailable, leases end, and CRI starts waiting
-//     for a slot pass through to containerd (fail open); then stop the API
-//     server and the proxy side by side, gracefully within
-//     daemon.shutdown_timeout; stop the controller; remove the sockets
-//     this process created. The gate closes first because the proxy's
+//     for a slot pass through to containerd (fail open); then, side by
+//     side: the API server and the proxy stop gracefully within
+//     daemon.shutdown_timeout, and prefetch stops (the notification
+//     listener first, answering requests in flight within 5 s, so that no
+//     trigger arrives after the Manager; then the Manager, whose running
+//     fetches are cancelled and delete their leases); stop the
+//     controller; close the Fetcher and the containerd client once every
+//     goroutine has ended; remove the sockets this process created. The gate closes first because the proxy's
 //     graceful stop waits for its calls, and a start queued behind an
 //     open gate would wait for a slot until the timeout cut it.
 //

@@ -1,0 +1,212 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/startgate/startgate/internal/config"
+	"github.com/startgate/startgate/internal/prefetch"
+)
+
+// prefetcher is the [prefetch] section wired up: the containerd client,
+// the Fetcher, the Manager and, when prefetch.notifications.listen is
+// set, the webhook listener. Run owns its goroutines (start) and stops
+// them in order (stop).
+type prefetcher struct {
+	client   *containerd.Client
+	fetcher  *prefetch.Fetcher
+	manager  *prefetch.Manager
+	notifier *prefetch.Notifier
+	lis      net.Listener // nil without notifications
+	fields   []zap.Field  // the "prefetch on" line
+	log      *zap.Logger
+
+	stopNotify, stopManager context.CancelFunc
+	notifyDone, managerDone chan struct{}
+}
+
+// newPrefetch builds the prefetcher, or returns nil when prefetch is off.
+// It contacts no one: the containerd client connects on first use, so
+// startgated starts while containerd is down and the Manager's next
+// cycle tries again (it logs the failure and keeps its watch set). The
+// token file is read and the notification listener bound here, so a bad
+// token or a taken port fails the start.
+func newPrefetch(cfg *config.Config, log *zap.Logger) (_ *prefetcher, err error) {
+	pc := cfg.Prefetch
+	if !pc.Enabled {
+		return nil, nil
+	}
+	log = log.Named("prefetch")
+	pf := &prefetcher{log: log}
+	defer func() {
+		if err != nil {
+			pf.close()
+		}
+	}()
+	var token string
+	if pc.Notifications.Listen != "" {
+		if token, err = cfg.NotificationToken(); err != nil {
+			return nil, err
+		}
+	}
+	sock := cfg.PrefetchContainerdSocket()
+	// containerd.New does not dial (grpc.NewClient), but its dialer
+	// retries a missing socket file every 10 ms until its timeout (10 s)
+	// and ignores the context: a call while containerd is down would wait
+	// that long, and shutdown would leave the dialling goroutine behind.
+	// This dialer fails at once and honours cancellation; gRPC reconnects
+	// with backoff.
+	pf.client, err = containerd.New(sock,
+		containerd.WithDefaultNamespace(prefetch.DefaultNamespace),
+		containerd.WithExtraDialOpts([]grpc.DialOption{grpc.WithContextDialer(dialUnix)}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: prefetch: containerd client on %s: %w", sock, err)
+	}
+	pf.fetcher, err = prefetch.New(pf.client, prefetch.Options{
+		Snapshotter: pc.Snapshotter,
+		Namespace:   prefetch.DefaultNamespace,
+		LeaseExpiry: pc.LeaseExpiry.Std(),
+		PlainHTTP:   plainHTTP(pc.PlainHTTP),
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	pf.manager, err = prefetch.NewManager(pf.fetcher, prefetch.ManagerOptions{
+		Interval:    pc.Interval.Std(),
+		MaxBackoff:  pc.MaxBackoff.Std(),
+		Concurrency: pc.Concurrency,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	notifications := "off"
+	if pc.Notifications.Listen != "" {
+		m := pf.manager
+		pf.notifier, err = prefetch.NewNotifier(prefetch.NotifierOptions{
+			Token: token,
+			// Trigger does not block: it queues the ref for the
+			// Manager's loop.
+			OnPush: func(ref, dgst string) {
+				if err := m.Trigger(ref); err != nil {
+					log.Debug("prefetch: notification not triggered", zap.String("ref", ref), zap.Error(err))
+				}
+			},
+			Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+		if pf.lis, err = net.Listen("tcp", pc.Notifications.Listen); err != nil {
+			return nil, fmt.Errorf("daemon: prefetch notifications listener: %w", err)
+		}
+		notifications = pf.lis.Addr().String()
+	}
+	pf.fields = []zap.Field{
+		zap.String("containerd_socket", sock),
+		zap.String("namespace", prefetch.DefaultNamespace),
+		zap.String("snapshotter", pc.Snapshotter),
+		zap.Duration("interval", pc.Interval.Std()),
+		zap.Duration("max_backoff", pc.MaxBackoff.Std()),
+		zap.Int("concurrency", pc.Concurrency),
+		zap.Duration("lease_expiry", pc.LeaseExpiry.Std()),
+		zap.Strings("plain_http", append([]string{"loopback"}, pc.PlainHTTP...)),
+		zap.String("notifications", notifications),
+	}
+	return pf, nil
+}
+
+// start runs the Manager and the notification listener under wg, each
+// with a context of its own below ctx so that stop can end them in turn.
+// A listener that fails to serve is reported on failed.
+func (pf *prefetcher) start(ctx context.Context, wg *sync.WaitGroup, failed chan<- error) {
+	var mctx context.Context
+	mctx, pf.stopManager = context.WithCancel(ctx)
+	pf.managerDone = make(chan struct{})
+	wg.Go(func() {
+		defer close(pf.managerDone)
+		_ = pf.manager.Run(mctx)
+	})
+	if pf.lis == nil {
+		return
+	}
+	var nctx context.Context
+	nctx, pf.stopNotify = context.WithCancel(ctx)
+	pf.notifyDone = make(chan struct{})
+	lis := pf.lis
+	pf.lis = nil // ServeNotifications closes it
+	wg.Go(func() {
+		defer close(pf.notifyDone)
+		if err := prefetch.ServeNotifications(nctx, lis, pf.notifier); err != nil && nctx.Err() == nil {
+			failed <- fmt.Errorf("daemon: %w", err)
+		}
+	})
+}
+
+// stop ends the notification listener (requests in flight are answered,
+// within 5 s), then the Manager (its fetches are cancelled; a cancelled
+// fetch deletes its lease). Notifications go first so that no trigger
+// arrives for a Manager that is gone.
+func (pf *prefetcher) stop() {
+	if pf.stopNotify != nil {
+		pf.stopNotify()
+		<-pf.notifyDone
+	}
+	if pf.stopManager != nil {
+		pf.stopManager()
+		<-pf.managerDone
+	}
+}
+
+// close releases what newPrefetch took; call after the goroutines have
+// ended.
+func (pf *prefetcher) close() {
+	if pf.lis != nil {
+		pf.lis.Close()
+	}
+	if pf.fetcher != nil {
+		pf.fetcher.Close()
+	}
+	if pf.client != nil {
+		if err := pf.client.Close(); err != nil {
+			pf.log.Debug("prefetch: containerd client close", zap.Error(err))
+		}
+	}
+}
+
+// dialUnix dials containerd's unix socket, failing at once when nothing
+// is there.
+func dialUnix(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", strings.TrimPrefix(addr, "unix://"))
+}
+
+// plainHTTP is prefetch.plain_http as the Fetcher's PlainHTTP: loopback
+// hosts (containerd's rule) and the listed hosts; a listed host without a
+// port matches it on any port.
+func plainHTTP(hosts []string) func(string) (bool, error) {
+	listed := slices.Clone(hosts)
+	return func(host string) (bool, error) {
+		if ok, err := docker.MatchLocalhost(host); ok || err != nil {
+			return ok, err
+		}
+		if slices.Contains(listed, host) {
+			return true, nil
+		}
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			return slices.Contains(listed, h), nil
+		}
+		return false, nil
+	}
+}

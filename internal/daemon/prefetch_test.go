@@ -1,0 +1,201 @@
+package daemon
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/startgate/startgate/internal/config"
+	startgatev1 "github.com/startgate/startgate/proto/startgate/v1"
+)
+
+// TestRunPrefetchWithoutContainerd: prefetch on, containerd down (no
+// socket file, or a socket file nothing listens on). startgated starts,
+// serves, the manager tries containerd and fails at once, and shutdown is
+// clean (goleak in TestMain checks the containerd client's goroutines).
+func TestRunPrefetchWithoutContainerd(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		setup func(t *testing.T, path string)
+	}{
+		{"no socket file", func(*testing.T, string) {}},
+		{"nothing listening", func(t *testing.T, path string) {
+			l, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.(*net.UnixListener).SetUnlinkOnClose(false)
+			l.Close()
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			sock := filepath.Join(t.TempDir(), "containerd.sock")
+			tt.setup(t, sock)
+			cfg.Prefetch.Enabled = true
+			cfg.Prefetch.ContainerdSocket = sock
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			r := startRun(t, cfg)
+			waitFor(t, "the API socket", func() bool { _, err := os.Lstat(cfg.Daemon.Socket); return err == nil })
+			if _, err := status(context.Background(), cfg.Daemon.Socket); err != nil {
+				t.Fatalf("Status with containerd down: %v", err)
+			}
+			lines := r.logs.FilterMessage("prefetch on").All()
+			if len(lines) != 1 {
+				t.Fatalf("got %d \"prefetch on\" lines, want 1", len(lines))
+			}
+			f := lines[0].ContextMap()
+			if f["containerd_socket"] != sock || f["snapshotter"] != "overlayfs" || f["notifications"] != "off" || f["concurrency"] != int64(1) {
+				t.Errorf("prefetch on line = %v", f)
+			}
+			// The API serves the Manager: add and list answer, not
+			// FailedPrecondition.
+			conn, err := grpc.NewClient("unix://"+cfg.Daemon.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			api := startgatev1.NewStartgateClient(conn)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := api.PrefetchAdd(ctx, &startgatev1.PrefetchAddRequest{Reference: "127.0.0.1:1/app:1"}); err != nil {
+				t.Errorf("PrefetchAdd: %v", err)
+			}
+			if _, err := api.PrefetchList(ctx, &startgatev1.PrefetchListRequest{}); err != nil {
+				t.Errorf("PrefetchList: %v", err)
+			}
+			// The manager's first cycle lists containerd's images and must
+			// fail fast, not wait out containerd's 10 s dial timeout.
+			waitFor(t, "the manager's failed image list", func() bool {
+				return r.logs.FilterMessage("prefetch: list images").Len() > 0
+			})
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("first image list failed after %v, want at once", d)
+			}
+			if err := r.stop(t); err != nil {
+				t.Fatalf("Run = %v, want nil", err)
+			}
+			if r.logs.FilterMessage("prefetch: manager stopping").Len() != 1 {
+				t.Error("the manager did not stop")
+			}
+		})
+	}
+}
+
+// TestRunPrefetchNotifications: the webhook listener answers 401 without
+// the token and 200 with it, and a push reaches the Manager as a Trigger.
+func TestRunPrefetchNotifications(t *testing.T) {
+	cfg := testConfig(t)
+	dir := t.TempDir()
+	token := filepath.Join(dir, "notify.token")
+	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Prefetch.Enabled = true
+	cfg.Prefetch.ContainerdSocket = filepath.Join(dir, "containerd.sock")
+	cfg.Prefetch.Notifications.Listen = "127.0.0.1:0"
+	cfg.Prefetch.Notifications.TokenFile = token
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := startRun(t, cfg)
+	waitFor(t, "the API socket", func() bool { _, err := os.Lstat(cfg.Daemon.Socket); return err == nil })
+	lines := r.logs.FilterMessage("prefetch on").All()
+	if len(lines) != 1 {
+		t.Fatalf("got %d \"prefetch on\" lines, want 1", len(lines))
+	}
+	addr, _ := lines[0].ContextMap()["notifications"].(string)
+	if !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("notifications = %q, want the bound loopback address", addr)
+	}
+
+	const body = `{"events":[{"id":"1","action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
+		`"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1,"repository":"app","tag":"1"},` +
+		`"request":{"host":"reg.example:5000"}}]}`
+	post := func(auth string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/vnd.docker.distribution.events.v1+json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("POST: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(""); code != http.StatusUnauthorized {
+		t.Errorf("POST without a token = %d, want 401", code)
+	}
+	if code := post("Bearer wrong"); code != http.StatusUnauthorized {
+		t.Errorf("POST with a wrong token = %d, want 401", code)
+	}
+	if code := post("Bearer s3cret"); code != http.StatusOK {
+		t.Errorf("POST with the token = %d, want 200", code)
+	}
+	// The push reached Manager.Trigger: the manager's loop took the ref
+	// (not watched, as containerd is down and nothing was added).
+	waitFor(t, "the triggered ref in the manager", func() bool {
+		for _, e := range r.logs.FilterMessage("prefetch: trigger for a ref not watched").All() {
+			if e.ContextMap()["ref"] == "reg.example:5000/app:1" {
+				return true
+			}
+		}
+		return false
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	// The listener is gone after shutdown.
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("notifications listener %s still accepts after shutdown", addr)
+	}
+}
+
+// TestRunPrefetchRefusesBadToken: a token file others can read fails the
+// start, naming the key.
+func TestRunPrefetchRefusesBadToken(t *testing.T) {
+	cfg := testConfig(t)
+	dir := t.TempDir()
+	token := filepath.Join(dir, "notify.token")
+	if err := os.WriteFile(token, []byte("s3cret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(token, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Prefetch.Enabled = true
+	cfg.Prefetch.ContainerdSocket = filepath.Join(dir, "containerd.sock")
+	cfg.Prefetch.Notifications = config.Notifications{Listen: "127.0.0.1:0", TokenFile: token}
+	r := startRun(t, cfg)
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err == nil || !strings.Contains(err.Error(), "prefetch.notifications.token_file") {
+			t.Errorf("Run = %v, want an error naming prefetch.notifications.token_file", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not fail")
+	}
+	if _, err := os.Lstat(cfg.Daemon.Socket); err == nil {
+		t.Errorf("API socket %s left behind", cfg.Daemon.Socket)
+	}
+}
