@@ -186,8 +186,19 @@ type Prefetch struct {
 	LeaseExpiry Duration `toml:"lease_expiry"`
 	// PlainHTTP lists registry hosts (host or host:port) spoken to over
 	// plain HTTP besides the loopback hosts, which always are.
-	PlainHTTP     []string      `toml:"plain_http"`
-	Notifications Notifications `toml:"notifications"`
+	PlainHTTP []string `toml:"plain_http"`
+	// Registries are the registry hosts (host or host:port; without a
+	// port, any port) that API- and webhook-triggered prefetches may fetch
+	// from besides the registries of the images on the node, which always
+	// may. Any other host is refused.
+	Registries []string `toml:"registries"`
+	// DockerConfig is a docker config.json whose "auths" give registry
+	// credentials; "" means none (anonymous). Read at start.
+	DockerConfig string `toml:"docker_config"`
+	// RequestTimeout bounds a registry's wait before answering a request
+	// and a token request as a whole.
+	RequestTimeout Duration      `toml:"request_timeout"`
+	Notifications  Notifications `toml:"notifications"`
 }
 
 // Notifications is [prefetch.notifications]: the listener for the
@@ -215,6 +226,9 @@ func defaultPrefetch() Prefetch {
 		Concurrency:      1,
 		LeaseExpiry:      Duration(prefetch.DefaultLeaseExpiry),
 		PlainHTTP:        []string{},
+		Registries:       []string{},
+		DockerConfig:     "",
+		RequestTimeout:   Duration(prefetch.DefaultRequestTimeout),
 		Notifications:    Notifications{Listen: "", AllowRemote: false, TokenFile: ""},
 	}
 }
@@ -667,6 +681,17 @@ func (p Prefetch) validate(metricsListen string) []error {
 			bad(fmt.Sprintf("prefetch.plain_http[%d]", i+1), "%q is not a host or host:port", h)
 		}
 	}
+	for i, h := range p.Registries {
+		if !validHost(h) {
+			bad(fmt.Sprintf("prefetch.registries[%d]", i+1), "%q is not a host or host:port", h)
+		}
+	}
+	if p.DockerConfig != "" && !filepath.IsAbs(p.DockerConfig) {
+		bad("prefetch.docker_config", "%q is not an absolute path (\"\" is none)", p.DockerConfig)
+	}
+	if p.RequestTimeout <= 0 {
+		bad("prefetch.request_timeout", "%v must be positive", p.RequestTimeout.Std())
+	}
 	n := p.Notifications
 	if n.Listen == "" {
 		return errs
@@ -1036,6 +1061,12 @@ var keyDocs = map[string]string{
 	"prefetch.concurrency":  "Most fetches at once.",
 	"prefetch.lease_expiry": "How long prefetched content is kept from containerd's GC if kubelet never\npulls it.",
 	"prefetch.plain_http":   "Registry hosts (host or host:port) spoken to over plain HTTP besides the\nloopback hosts, which always are. All others are HTTPS.",
+	"prefetch.registries": "Registry hosts (host or host:port; without a port, any port) that prefetches\n" +
+		"asked for through the API or the webhook may fetch from, besides the registries\n" +
+		"of the images on this node, which always may. Any other host is refused.",
+	"prefetch.docker_config": "A docker config.json whose \"auths\" (auth, username/password, identitytoken)\n" +
+		"give registry credentials; \"\" is none. Read at start; credential helpers are not run.",
+	"prefetch.request_timeout": "Longest wait for a registry to answer a request (and for a whole token\nrequest); a blob's download is not cut by it.",
 	"prefetch.notifications": "The registry's push notifications (distribution's webhook): a push of a\n" +
 		"watched tag triggers a resolve at once. Point the registry's notifications\n" +
 		"endpoint at http://LISTEN/ with header Authorization: Bearer TOKEN.",

@@ -169,6 +169,7 @@ func TestWriteTOMLRoundTrip(t *testing.T) {
 		Enabled: true, ContainerdSocket: "/run/k3s/containerd/containerd.sock", Snapshotter: "native",
 		Interval: Duration(30 * time.Second), MaxBackoff: Duration(10 * time.Minute), Concurrency: 3,
 		LeaseExpiry: Duration(2 * time.Hour), PlainHTTP: []string{"registry.lan:5000", "10.0.0.5"},
+		Registries: []string{"registry.lan", "ghcr.io"}, DockerConfig: "/root/.docker/config.json", RequestTimeout: Duration(5 * time.Second),
 		Notifications: Notifications{Listen: "0.0.0.0:5050", AllowRemote: true, TokenFile: "/etc/startgate/notify.token"},
 	}
 	var buf bytes.Buffer
@@ -298,6 +299,9 @@ func TestLoadErrors(t *testing.T) {
 		{"prefetch concurrency", "version = 1\n[prefetch]\nconcurrency = 0\n", []string{"prefetch.concurrency: 0 must be at least 1"}},
 		{"prefetch lease_expiry", "version = 1\n[prefetch]\nlease_expiry = \"-1h\"\n", []string{"prefetch.lease_expiry: -1h0m0s must be positive"}},
 		{"prefetch plain_http", "version = 1\n[prefetch]\nplain_http = [\"ok:5000\", \"http://reg\"]\n", []string{"prefetch.plain_http[2]", `"http://reg"`}},
+		{"prefetch registries", "version = 1\n[prefetch]\nregistries = [\"ok\", \"bad/host\"]\n", []string{"prefetch.registries[2]", `"bad/host"`}},
+		{"prefetch docker_config", "version = 1\n[prefetch]\ndocker_config = \"config.json\"\n", []string{"prefetch.docker_config", `"config.json"`}},
+		{"prefetch request_timeout", "version = 1\n[prefetch]\nrequest_timeout = \"0s\"\n", []string{"prefetch.request_timeout"}},
 		{"prefetch plain_http type", "version = 1\n[prefetch]\nplain_http = \"reg\"\n", []string{"prefetch.plain_http"}},
 		{"notifications listen remote", "version = 1\n[prefetch.notifications]\nlisten = \"0.0.0.0:5050\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", `"0.0.0.0:5050"`, "loopback", "allow_remote"}},
 		{"notifications listen all interfaces", "version = 1\n[prefetch.notifications]\nlisten = \":5050\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", "loopback"}},

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -72,12 +73,26 @@ func newPrefetch(cfg *config.Config, log *zap.Logger) (_ *prefetcher, err error)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: prefetch: containerd client on %s: %w", sock, err)
 	}
+	// Read at start, as the token file: a bad file fails the start, and
+	// only its hosts are ever logged.
+	var creds func(string) (string, string, error)
+	credHosts := []string{}
+	if pc.DockerConfig != "" {
+		dc, err := prefetch.LoadDockerConfig(pc.DockerConfig)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: prefetch.docker_config: %w", err)
+		}
+		creds, credHosts = dc.Credentials, dc.Hosts()
+		slices.Sort(credHosts)
+	}
 	pf.fetcher, err = prefetch.New(pf.client, prefetch.Options{
-		Snapshotter: pc.Snapshotter,
-		Namespace:   prefetch.DefaultNamespace,
-		LeaseExpiry: pc.LeaseExpiry.Std(),
-		PlainHTTP:   plainHTTP(pc.PlainHTTP),
-		Logger:      log,
+		Snapshotter:    pc.Snapshotter,
+		Namespace:      prefetch.DefaultNamespace,
+		LeaseExpiry:    pc.LeaseExpiry.Std(),
+		PlainHTTP:      plainHTTP(pc.PlainHTTP),
+		Credentials:    creds,
+		RequestTimeout: pc.RequestTimeout.Std(),
+		Logger:         log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
@@ -86,6 +101,7 @@ func newPrefetch(cfg *config.Config, log *zap.Logger) (_ *prefetcher, err error)
 		Interval:    pc.Interval.Std(),
 		MaxBackoff:  pc.MaxBackoff.Std(),
 		Concurrency: pc.Concurrency,
+		Registries:  pc.Registries,
 		Logger:      log,
 	})
 	if err != nil {
@@ -99,7 +115,9 @@ func newPrefetch(cfg *config.Config, log *zap.Logger) (_ *prefetcher, err error)
 			// Trigger does not block: it queues the ref for the
 			// Manager's loop.
 			OnPush: func(ref, dgst string) {
-				if err := m.Trigger(ref); err != nil {
+				if err := m.Trigger(ref); errors.Is(err, prefetch.ErrRegistryNotAllowed) {
+					log.Warn("prefetch: notification refused", zap.String("ref", ref), zap.Error(err))
+				} else if err != nil {
 					log.Debug("prefetch: notification not triggered", zap.String("ref", ref), zap.Error(err))
 				}
 			},
@@ -122,6 +140,9 @@ func newPrefetch(cfg *config.Config, log *zap.Logger) (_ *prefetcher, err error)
 		zap.Int("concurrency", pc.Concurrency),
 		zap.Duration("lease_expiry", pc.LeaseExpiry.Std()),
 		zap.Strings("plain_http", append([]string{"loopback"}, pc.PlainHTTP...)),
+		zap.Strings("registries", append([]string{"node's"}, pc.Registries...)),
+		zap.Strings("credentials_for", credHosts),
+		zap.Duration("request_timeout", pc.RequestTimeout.Std()),
 		zap.String("notifications", notifications),
 	}
 	return pf, nil

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/startgate/startgate/internal/config"
 	startgatev1 "github.com/startgate/startgate/proto/startgate/v1"
@@ -42,6 +45,7 @@ func TestRunPrefetchWithoutContainerd(t *testing.T) {
 			tt.setup(t, sock)
 			cfg.Prefetch.Enabled = true
 			cfg.Prefetch.ContainerdSocket = sock
+			cfg.Prefetch.Registries = []string{"127.0.0.1:1"}
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -71,6 +75,12 @@ func TestRunPrefetchWithoutContainerd(t *testing.T) {
 			defer cancel()
 			if _, err := api.PrefetchAdd(ctx, &startgatev1.PrefetchAddRequest{Reference: "127.0.0.1:1/app:1"}); err != nil {
 				t.Errorf("PrefetchAdd: %v", err)
+			}
+			// No image on the node (containerd is down) and not in
+			// prefetch.registries: refused, naming the host and the key.
+			_, err = api.PrefetchAdd(ctx, &startgatev1.PrefetchAddRequest{Reference: "127.0.0.1:2/app:1"})
+			if grpcstatus.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "registry 127.0.0.1:2 is not allowed (prefetch.registries)") {
+				t.Errorf("PrefetchAdd from an unlisted registry: %v, want PermissionDenied naming 127.0.0.1:2 and prefetch.registries", err)
 			}
 			if _, err := api.PrefetchList(ctx, &startgatev1.PrefetchListRequest{}); err != nil {
 				t.Errorf("PrefetchList: %v", err)
@@ -106,6 +116,7 @@ func TestRunPrefetchNotifications(t *testing.T) {
 	cfg.Prefetch.ContainerdSocket = filepath.Join(dir, "containerd.sock")
 	cfg.Prefetch.Notifications.Listen = "127.0.0.1:0"
 	cfg.Prefetch.Notifications.TokenFile = token
+	cfg.Prefetch.Registries = []string{"reg.example"}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -120,10 +131,14 @@ func TestRunPrefetchNotifications(t *testing.T) {
 		t.Fatalf("notifications = %q, want the bound loopback address", addr)
 	}
 
+	var postBody func(auth, body string) int
 	const body = `{"events":[{"id":"1","action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
 		`"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1,"repository":"app","tag":"1"},` +
 		`"request":{"host":"reg.example:5000"}}]}`
 	post := func(auth string) int {
+		return postBody(auth, body)
+	}
+	postBody = func(auth, body string) int {
 		t.Helper()
 		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader(body))
 		if err != nil {
@@ -155,6 +170,19 @@ func TestRunPrefetchNotifications(t *testing.T) {
 	waitFor(t, "the triggered ref in the manager", func() bool {
 		for _, e := range r.logs.FilterMessage("prefetch: trigger for a ref not watched").All() {
 			if e.ContextMap()["ref"] == "reg.example:5000/app:1" {
+				return true
+			}
+		}
+		return false
+	})
+	// A push from a registry outside prefetch.registries (and no image
+	// on the node) is refused at Trigger and logged.
+	if code := postBody("Bearer s3cret", strings.ReplaceAll(body, "reg.example:5000", "evil.example")); code != http.StatusOK {
+		t.Errorf("POST from another registry = %d, want 200", code)
+	}
+	waitFor(t, "the refused notification", func() bool {
+		for _, e := range r.logs.FilterMessage("prefetch: notification refused").All() {
+			if e.ContextMap()["ref"] == "evil.example/app:1" {
 				return true
 			}
 		}
@@ -198,4 +226,58 @@ func TestRunPrefetchRefusesBadToken(t *testing.T) {
 	if _, err := os.Lstat(cfg.Daemon.Socket); err == nil {
 		t.Errorf("API socket %s left behind", cfg.Daemon.Socket)
 	}
+}
+
+// TestRunPrefetchDockerConfig: a docker config.json's hosts are logged on
+// the "prefetch on" line and its secrets nowhere; a bad one fails the
+// start, naming the key and not quoting the file.
+func TestRunPrefetchDockerConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(good, []byte(`{"auths":{"reg.example:5000":{"username":"u","password":"pw-s3cret"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"auths":{"reg.example":{"auth":"pw-s3cret"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("good", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Prefetch.Enabled = true
+		cfg.Prefetch.ContainerdSocket = filepath.Join(dir, "containerd.sock")
+		cfg.Prefetch.DockerConfig = good
+		r := startRun(t, cfg)
+		waitFor(t, "the API socket", func() bool { _, err := os.Lstat(cfg.Daemon.Socket); return err == nil })
+		lines := r.logs.FilterMessage("prefetch on").All()
+		if len(lines) != 1 {
+			t.Fatalf("got %d \"prefetch on\" lines, want 1", len(lines))
+		}
+		if got := fmt.Sprint(lines[0].ContextMap()["credentials_for"]); got != "[reg.example:5000]" {
+			t.Errorf("credentials_for = %s, want [reg.example:5000]", got)
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+		for _, e := range r.logs.All() {
+			if strings.Contains(fmt.Sprint(e.Message, e.ContextMap()), "pw-s3cret") {
+				t.Errorf("a log line shows the secret: %s %v", e.Message, e.ContextMap())
+			}
+		}
+	})
+	t.Run("bad", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Prefetch.Enabled = true
+		cfg.Prefetch.ContainerdSocket = filepath.Join(dir, "containerd.sock")
+		cfg.Prefetch.DockerConfig = bad
+		r := startRun(t, cfg)
+		select {
+		case err := <-r.done:
+			r.done <- err
+			if err == nil || !strings.Contains(err.Error(), "prefetch.docker_config") || strings.Contains(err.Error(), "pw-s3cret") {
+				t.Errorf("Run = %v, want an error naming prefetch.docker_config without the secret", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("Run did not fail")
+		}
+	})
 }

@@ -73,6 +73,16 @@ type Options struct {
 	// Transport carries the registry requests; nil means a clone of
 	// http.DefaultTransport owned, and closed, by the Fetcher.
 	Transport http.RoundTripper
+	// Credentials gives the user and secret for a registry host
+	// (containerd's docker.WithAuthCreds; DockerConfig.Credentials); nil
+	// means anonymous.
+	Credentials func(host string) (user, secret string, err error)
+	// RequestTimeout bounds a registry's wait before answering (the
+	// Fetcher's own transport's ResponseHeaderTimeout) and a token request
+	// as a whole; 0 means DefaultRequestTimeout. A blob's body is bounded
+	// by the fetch's context only: a whole-request timeout would cut big
+	// layers on slow links.
+	RequestTimeout time.Duration
 	// Logger; nil means zap.NewNop.
 	Logger *zap.Logger
 }
@@ -113,6 +123,12 @@ func New(client *containerd.Client, opts Options) (*Fetcher, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.RequestTimeout < 0 {
+		return nil, fmt.Errorf("prefetch: negative request timeout %v", opts.RequestTimeout)
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
 	f := &Fetcher{client: client, opts: opts, log: opts.Logger}
 	f.platform = platforms.DefaultSpec()
 	if opts.Platform != nil {
@@ -124,15 +140,10 @@ func New(client *containerd.Client, opts Options) (*Fetcher, error) {
 		f.owned = http.DefaultTransport.(*http.Transport).Clone()
 		// A registry that accepts and never answers must not hold a
 		// fetch until its context ends.
-		f.owned.ResponseHeaderTimeout = 30 * time.Second
+		f.owned.ResponseHeaderTimeout = opts.RequestTimeout
 		rt = f.owned
 	}
-	f.resolver = docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(
-			docker.WithPlainHTTP(opts.PlainHTTP),
-			docker.WithClient(&http.Client{Transport: rt}),
-		),
-	})
+	f.resolver = newResolver(rt, opts)
 	return f, nil
 }
 

@@ -112,6 +112,11 @@ type ManagerOptions struct {
 	ResolveTimeout time.Duration
 	// Concurrency is how many fetches run at once; 0 means 1.
 	Concurrency int
+	// Registries are the registry hosts (host or host:port; without a
+	// port, any port) Add and Trigger accept besides those of the images
+	// on the node, which are always accepted. No other host is fetched
+	// from on request.
+	Registries []string
 	// Logger; nil means zap.NewNop.
 	Logger *zap.Logger
 }
@@ -233,6 +238,9 @@ func (m *Manager) Add(ref string) error {
 	if err != nil {
 		return err
 	}
+	if err := m.checkRegistry(r); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	m.mu.added[r] = true
 	delete(m.mu.removed, r)
@@ -266,6 +274,9 @@ func (m *Manager) Remove(ref string) error {
 func (m *Manager) Trigger(ref string) error {
 	r, err := tagRef(ref)
 	if err != nil {
+		return err
+	}
+	if err := m.checkRegistry(r); err != nil {
 		return err
 	}
 	m.mu.Lock()

@@ -34,6 +34,8 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, prefetch.ErrNotTag):
 		code = codes.InvalidArgument
+	case errors.Is(err, prefetch.ErrRegistryNotAllowed):
+		code = codes.PermissionDenied
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
