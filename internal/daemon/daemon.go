@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		m.WatchGate(gate)
 	}
 
-	pf, err := newPrefetch(cfg, log)
+	pf, err := newPrefetch(cfg, log, gate)
 	if err != nil {
 		return err
 	}

@@ -14,8 +14,10 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/config"
 	"github.com/startgate/startgate/internal/prefetch"
+	"github.com/startgate/startgate/internal/pressure"
 )
 
 // prefetcher is the [prefetch] section wired up: the containerd client,
@@ -41,7 +43,7 @@ type prefetcher struct {
 // cycle tries again (it logs the failure and keeps its watch set). The
 // token file is read and the notification listener bound here, so a bad
 // token or a taken port fails the start.
-func newPrefetch(cfg *config.Config, log *zap.Logger) (_ *prefetcher, err error) {
+func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate) (_ *prefetcher, err error) {
 	pc := cfg.Prefetch
 	if !pc.Enabled {
 		return nil, nil
@@ -85,7 +87,19 @@ func newPrefetch(cfg *config.Config, log *zap.Logger) (_ *prefetcher, err error)
 		creds, credHosts = dc.Credentials, dc.Hosts()
 		slices.Sort(credHosts)
 	}
+	// Prefetch yields to starts: it pauses while IO pressure is above the
+	// gate's own IO target and waits in the gate's background class. (A
+	// node-wide bandwidth cap exists in the Throttle; its config key is
+	// still to come, so it is off.)
+	throttle, err := prefetch.NewThrottle(prefetch.ThrottleOptions{
+		IOPressure: func() float64 { return gate.Status().Pressure.Some[pressure.IO] },
+		IOTarget:   cfg.Admission.Targets.IO,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
 	pf.fetcher, err = prefetch.New(pf.client, prefetch.Options{
+		WrapReader:     throttle.Reader,
 		Snapshotter:    pc.Snapshotter,
 		Namespace:      prefetch.DefaultNamespace,
 		LeaseExpiry:    pc.LeaseExpiry.Std(),
@@ -102,6 +116,8 @@ func newPrefetch(cfg *config.Config, log *zap.Logger) (_ *prefetcher, err error)
 		MaxBackoff:  pc.MaxBackoff.Std(),
 		Concurrency: pc.Concurrency,
 		Registries:  pc.Registries,
+		Admitter:    gate,
+		Throttle:    throttle,
 		Logger:      log,
 	})
 	if err != nil {

@@ -83,6 +83,10 @@ type Options struct {
 	// by the fetch's context only: a whole-request timeout would cut big
 	// layers on slow links.
 	RequestTimeout time.Duration
+	// WrapReader, when set, wraps every blob body the Fetcher downloads
+	// (the bandwidth cap and IO pause: Throttle.Reader); ctx is the
+	// fetch's. nil reads the body as is.
+	WrapReader func(ctx context.Context, r io.Reader) io.Reader
 	// Logger; nil means zap.NewNop.
 	Logger *zap.Logger
 }
@@ -414,7 +418,11 @@ func (b *blobs) get(ctx context.Context, desc ocispec.Descriptor, labels map[str
 		return 0, false, err
 	}
 	defer rc.Close()
-	cr := &countingReader{r: rc}
+	var body io.Reader = rc
+	if wrap := b.f.opts.WrapReader; wrap != nil {
+		body = wrap(ctx, rc)
+	}
+	cr := &countingReader{r: body}
 	// Copy commits with the expected size and digest: containerd hashes
 	// what it wrote and refuses a mismatch, so a wrong blob is never
 	// committed. Written under the lease's context, the blob joins it.

@@ -37,6 +37,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
+
+	"github.com/startgate/startgate/internal/admission"
 )
 
 // ErrNotTag is returned (wrapped) by Add, Remove and Trigger for a
@@ -112,6 +114,19 @@ type ManagerOptions struct {
 	ResolveTimeout time.Duration
 	// Concurrency is how many fetches run at once; 0 means 1.
 	Concurrency int
+	// Admitter, when set, is asked for a slot in admission's background
+	// class before each fetch (tenant AdmissionTenant), held until the
+	// fetch ends: prefetch yields to every start. nil means no gating.
+	Admitter Admitter
+	// AdmissionHold caps how long a fetch holds its slot; 0 means
+	// DefaultAdmissionHold.
+	AdmissionHold time.Duration
+	// Throttle, when set, holds a fetch back while IO pressure is above
+	// its target, before it asks for an admission slot and (giving the
+	// slot back) if it rose meanwhile. Pass the same Throttle's Reader as
+	// the Fetcher's Options.WrapReader for the bandwidth cap and the pause
+	// between blobs. nil means none.
+	Throttle *Throttle
 	// Registries are the registry hosts (host or host:port; without a
 	// port, any port) Add and Trigger accept besides those of the images
 	// on the node, which are always accepted. No other host is fetched
@@ -186,7 +201,7 @@ func NewManager(f *Fetcher, opts ManagerOptions) (*Manager, error) {
 }
 
 func newManager(il imageLister, r resolver, f fetcher, namespace string, opts ManagerOptions) (*Manager, error) {
-	if opts.Interval < 0 || opts.MaxBackoff < 0 || opts.ResolveTimeout < 0 || opts.Concurrency < 0 {
+	if opts.Interval < 0 || opts.MaxBackoff < 0 || opts.ResolveTimeout < 0 || opts.Concurrency < 0 || opts.AdmissionHold < 0 {
 		return nil, fmt.Errorf("prefetch: negative manager option in %+v", opts)
 	}
 	if opts.Interval == 0 {
@@ -200,6 +215,9 @@ func newManager(il imageLister, r resolver, f fetcher, namespace string, opts Ma
 	}
 	if opts.Concurrency == 0 {
 		opts.Concurrency = 1
+	}
+	if opts.AdmissionHold == 0 {
+		opts.AdmissionHold = DefaultAdmissionHold
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -532,7 +550,9 @@ func (m *Manager) jittered(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (1 - jitter + 2*jitter*m.rand()))
 }
 
-// fetch waits for a slot and fetches ref pinned to d.
+// fetch waits for a fetch slot, for IO pressure to fall to its target and
+// for an admission slot, then fetches ref pinned to d; the entry stays
+// pending until then.
 func (m *Manager) fetch(ctx context.Context, ref, d string) {
 	key := ref + "@" + d
 	defer func() {
@@ -546,6 +566,11 @@ func (m *Manager) fetch(ctx context.Context, ref, d string) {
 	case <-ctx.Done():
 		return
 	}
+	release, ok := m.admit(ctx, ref, d)
+	if !ok {
+		return
+	}
+	defer release()
 	if !m.update(ref, d, func(e *Entry) { e.State = StateFetching }) {
 		return // removed, or another digest seen meanwhile
 	}
@@ -576,4 +601,47 @@ func (m *Manager) update(ref, d string, f func(*Entry)) bool {
 	f(e)
 	e.Updated = m.now()
 	return true
+}
+
+// admit waits while IO pressure is above target, then for a background
+// admission slot. If IO rose above target while it waited for the slot,
+// it gives the slot back and starts over: a paused fetch must not keep a
+// slot from a start. It returns the slot's release, or false when ctx
+// ended or the gate refused (logged; the next resolve tries again).
+func (m *Manager) admit(ctx context.Context, ref, d string) (release func(), ok bool) {
+	for {
+		if !m.waitIO(ctx, ref, d) {
+			return nil, false
+		}
+		if m.opts.Admitter == nil {
+			return func() {}, true
+		}
+		lease, err := m.opts.Admitter.Acquire(ctx, admission.Request{
+			Class:       admission.Background,
+			Tenant:      AdmissionTenant,
+			Description: "prefetch " + ref + "@" + d,
+			Hold:        m.opts.AdmissionHold,
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Warn("prefetch: admission", zap.String("ref", ref), zap.String("digest", d), zap.Error(err))
+				m.update(ref, d, func(e *Entry) { e.State, e.Error = StateFailed, "admission: "+err.Error() })
+			}
+			return nil, false
+		}
+		if !m.opts.Throttle.ioHigh() {
+			return lease.Release, true
+		}
+		lease.Release()
+	}
+}
+
+// waitIO waits while the Throttle's IO pressure is above its target; it
+// reports false when ctx ended first.
+func (m *Manager) waitIO(ctx context.Context, ref, d string) bool {
+	t := m.opts.Throttle
+	if t.ioHigh() {
+		m.log.Info("prefetch: waiting for IO pressure", zap.String("ref", ref), zap.String("digest", d), zap.Float64("target", t.target))
+	}
+	return t.WaitIO(ctx) == nil
 }
