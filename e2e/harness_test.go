@@ -82,7 +82,7 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	n := &node{t: t, tb: tb, dir: dir, api: filepath.Join(dir, "api.sock"), cri: filepath.Join(dir, "cri.sock"),
-		logPath: filepath.Join(dir, "startgated.log"), image: "startgate.test/app:1"}
+		logPath: filepath.Join(dir, "startgated.log"), image: "localhost/startgate/app:1"}
 	cfg := filepath.Join(dir, "config.toml")
 	conf := "version = 1\n[daemon]\nlog_format = \"json\"\nlog_level = \"debug\"\n" + opts.config
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {

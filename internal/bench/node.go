@@ -21,7 +21,7 @@ import (
 
 // AppImage is the benchmark's container image: busybox, imported into the
 // testbed before the first burst (no pull in this version).
-const AppImage = "startgate.test/bench-app:1"
+const AppImage = "localhost/startgate/bench-app:1"
 
 // childEnv marks a process started by the benchmark to be startgated.
 const childEnv = "STARTGATE_BENCH_RUN_STARTGATED"

@@ -395,8 +395,15 @@ func (f *Fetcher) pick(descs []ocispec.Descriptor) (ocispec.Descriptor, bool) {
 // was fetched (false: it was there already, or another pull committed it
 // while we waited for its ingest).
 func (b *blobs) get(ctx context.Context, desc ocispec.Descriptor, labels map[string]string) (int64, bool, error) {
+	// Hold first, then look: a blob found present but not yet held could
+	// be collected by a garbage collection (one a deleted lease just
+	// scheduled, say) before it is read. A lease may name a blob that is
+	// not there yet.
+	if err := b.hold(ctx, leases.Resource{ID: desc.Digest.String(), Type: "content"}); err != nil {
+		return 0, false, err
+	}
 	if _, err := b.cs.Info(ctx, desc.Digest); err == nil {
-		return 0, false, b.hold(ctx, leases.Resource{ID: desc.Digest.String(), Type: "content"})
+		return 0, false, nil
 	} else if !errdefs.IsNotFound(err) {
 		return 0, false, err
 	}

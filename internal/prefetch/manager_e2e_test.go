@@ -192,7 +192,7 @@ func TestManagerTrigger(t *testing.T) {
 }
 
 // countingResolver counts Resolve calls for one ref. (The testbed's
-// sandbox image, startgate.test/pause:1, is a tag on the node too, and is
+// sandbox image, localhost/startgate/pause:1, is a tag on the node too, and is
 // watched and resolved as well.)
 type countingResolver struct {
 	r   resolver

@@ -19,7 +19,7 @@
 //   - restrict_oom_score_adj = true: lowering oom_score_adj is denied in
 //     VMs and containers like CI's, and without this every RunPodSandbox
 //     fails in runc ("can't get final child's PID from pipe: EOF").
-//   - sandbox_image = startgate.test/pause:1, imported by Start: the default
+//   - sandbox_image = localhost/startgate/pause:1, imported by Start: the default
 //     registry.k8s.io/pause cannot be pulled offline.
 //   - snapshotter: overlayfs when a probe overlay mount in DIR works, else
 //     native (slower, copies each layer, but works on any filesystem).

@@ -27,7 +27,7 @@ const (
 	// Namespace is the containerd namespace the CRI plugin uses.
 	Namespace = "k8s.io"
 	// DefaultSandboxImage is the name the pause image is imported under.
-	DefaultSandboxImage = "startgate.test/pause:1"
+	DefaultSandboxImage = "localhost/startgate/pause:1"
 
 	socketName = "containerd.sock"
 	logName    = "containerd.log"

@@ -69,7 +69,7 @@ func runPod(ctx context.Context, t *testing.T, tb *Testbed, rs internalapi.Runti
 	if err != nil {
 		t.Fatal(err)
 	}
-	const ref = "startgate.test/busybox:1"
+	const ref = "localhost/startgate/busybox:1"
 	if err := tb.ImportImage(ctx, ref, img); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func testPodEndToEnd(t *testing.T, snapshotter string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tb.ImportImage(ctx, "startgate.test/busybox:1", img); err != nil {
+	if err := tb.ImportImage(ctx, "localhost/startgate/busybox:1", img); err != nil {
 		t.Fatalf("re-import: %v", err)
 	}
 
