@@ -90,14 +90,8 @@ func (a *app) releaseCommand() *cobra.Command {
 			if err != nil || id == 0 {
 				return usagef("lease ID %q: want a positive integer", args[0])
 			}
-			c, err := a.client()
-			if err != nil {
+			if _, err := unary(a, cmd, pb.StartgateClient.Release, &pb.ReleaseRequest{LeaseId: id}); err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			if _, err := c.Release(ctx, &pb.ReleaseRequest{LeaseId: id}); err != nil {
-				return a.rpcError(err)
 			}
 			return a.confirm(fmt.Sprintf("released lease %d", id))
 		},
@@ -186,15 +180,9 @@ func (a *app) setCommand() *cobra.Command {
 					return usagef("--on-deadline %q: want admit or refuse", onDeadline)
 				}
 			}
-			c, err := a.client()
+			r, err := unary(a, cmd, pb.StartgateClient.SetPolicy, req)
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			r, err := c.SetPolicy(ctx, req)
-			if err != nil {
-				return a.rpcError(err)
 			}
 			p := policyOut(r.Policy)
 			if a.output == "table" {
@@ -256,15 +244,9 @@ func (a *app) bypassCommand() *cobra.Command {
 			default:
 				return usagef("bypass %q: want on or off", args[0])
 			}
-			c, err := a.client()
+			st, err := unary(a, cmd, pb.StartgateClient.SetBypass, &pb.SetBypassRequest{On: on})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			st, err := c.SetBypass(ctx, &pb.SetBypassRequest{On: on})
-			if err != nil {
-				return a.rpcError(err)
 			}
 			// The daemon's answer, not the request: what the gate is now.
 			what := "bypass off"

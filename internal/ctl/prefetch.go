@@ -57,15 +57,9 @@ func (a *app) prefetchLsCommand() *cobra.Command {
 		Short:   "List the watched tags: running and new digest, state, progress, age, error",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
+			r, err := unary(a, cmd, pb.StartgateClient.PrefetchList, &pb.PrefetchListRequest{})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			r, err := c.PrefetchList(ctx, &pb.PrefetchListRequest{})
-			if err != nil {
-				return a.rpcError(err)
 			}
 			es := prefetchOut(r.Entries)
 			if a.output == "table" {
@@ -82,14 +76,8 @@ func (a *app) prefetchAddCommand() *cobra.Command {
 		Short: "Watch a tag (e.g. registry.example.com/app:1) and resolve it now, to announce a patch",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
+			if _, err := unary(a, cmd, pb.StartgateClient.PrefetchAdd, &pb.PrefetchAddRequest{Reference: args[0]}); err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			if _, err := c.PrefetchAdd(ctx, &pb.PrefetchAddRequest{Reference: args[0]}); err != nil {
-				return a.rpcError(err)
 			}
 			return a.confirm(fmt.Sprintf("watching %s (resolving now)", args[0]))
 		},
@@ -103,14 +91,8 @@ func (a *app) prefetchRmCommand() *cobra.Command {
 		Short:   "Stop watching a tag until it is added again",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
+			if _, err := unary(a, cmd, pb.StartgateClient.PrefetchRemove, &pb.PrefetchRemoveRequest{Reference: args[0]}); err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			if _, err := c.PrefetchRemove(ctx, &pb.PrefetchRemoveRequest{Reference: args[0]}); err != nil {
-				return a.rpcError(err)
 			}
 			return a.confirm(fmt.Sprintf("stopped watching %s", args[0]))
 		},

@@ -20,15 +20,9 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show limits, in-flight starts, queue, pressure and policy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
+			r, err := unary(a, cmd, pb.StartgateClient.Status, &pb.StatusRequest{})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			r, err := c.Status(ctx, &pb.StatusRequest{})
-			if err != nil {
-				return a.rpcError(err)
 			}
 			s := statusOut(r)
 			if a.output == "table" {
@@ -45,15 +39,9 @@ func (a *app) leasesCommand() *cobra.Command {
 		Short: "List the start slots held",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
+			r, err := unary(a, cmd, pb.StartgateClient.ListLeases, &pb.ListLeasesRequest{})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			r, err := c.ListLeases(ctx, &pb.ListLeasesRequest{})
-			if err != nil {
-				return a.rpcError(err)
 			}
 			ls := leasesOut(r.Leases, time.Now())
 			if a.output == "table" {

@@ -157,6 +157,24 @@ func (a *app) unreachable() error {
 }
 
 // callCtx bounds one unary call by --timeout.
+// unary makes one call to the daemon within the command's timeout and
+// turns its error into the run's outcome (rpcError).
+func unary[Req, Resp any](a *app, cmd *cobra.Command,
+	method func(pb.StartgateClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	var zero Resp
+	c, err := a.client()
+	if err != nil {
+		return zero, err
+	}
+	ctx, cancel := a.callCtx(cmd.Context())
+	defer cancel()
+	r, err := method(c, ctx, req)
+	if err != nil {
+		return zero, a.rpcError(err)
+	}
+	return r, nil
+}
+
 func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, a.timeout)
 }
