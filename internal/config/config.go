@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/docker/go-units"
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/criproxy"
@@ -184,6 +185,18 @@ type Prefetch struct {
 	MaxBackoff  Duration `toml:"max_backoff"`
 	Concurrency int      `toml:"concurrency"`
 	LeaseExpiry Duration `toml:"lease_expiry"`
+	// Bandwidth caps the registry bytes all fetches read together, per
+	// second ("50MiB" is 50 MiB/s); 0 is unlimited.
+	Bandwidth Size `toml:"bandwidth"`
+	// RollbackWindow is how long the digest a tag pointed at before the
+	// node moved to a new one stays protected from containerd's GC, so
+	// that a rollback starts warm too; 0 turns it off.
+	RollbackWindow Duration `toml:"rollback_window"`
+	// MoveTag moves the tag to a prefetched digest at once (a CRI pull of
+	// local content). Off by default: kubelet decides when a rollout
+	// starts, and pods of the tag started meanwhile would start the new
+	// digest.
+	MoveTag bool `toml:"move_tag"`
 	// PlainHTTP lists registry hosts (host or host:port) spoken to over
 	// plain HTTP besides the loopback hosts, which always are.
 	PlainHTTP []string `toml:"plain_http"`
@@ -225,12 +238,45 @@ func defaultPrefetch() Prefetch {
 		MaxBackoff:       Duration(prefetch.DefaultMaxBackoff),
 		Concurrency:      1,
 		LeaseExpiry:      Duration(prefetch.DefaultLeaseExpiry),
+		Bandwidth:        DefaultBandwidth,
+		RollbackWindow:   Duration(DefaultRollbackWindow),
+		MoveTag:          false,
 		PlainHTTP:        []string{},
 		Registries:       []string{},
 		DockerConfig:     "",
 		RequestTimeout:   Duration(prefetch.DefaultRequestTimeout),
 		Notifications:    Notifications{Listen: "", AllowRemote: false, TokenFile: ""},
 	}
+}
+
+// DefaultBandwidth is prefetch.bandwidth's default: 100 MiB/s, about a
+// tenth of a 10 Gbit/s link, so that background fetching never fills a
+// node's network while its pods start; a 20 MB patch still lands in a
+// fraction of a second.
+const DefaultBandwidth = Size(100 << 20)
+
+// DefaultRollbackWindow is prefetch.rollback_window's default: a day
+// covers a rollout noticed bad the next morning.
+const DefaultRollbackWindow = 24 * time.Hour
+
+// Size is a byte count written in TOML the way docker and containerd
+// write sizes (go-units' RAMInBytes): "50MiB", "50MB" and "50m" are all
+// 50 MiB; "0" is zero. It keeps the string form in both directions.
+type Size int64
+
+// UnmarshalText parses a size; it must not be negative.
+func (z *Size) UnmarshalText(b []byte) error {
+	v, err := units.RAMInBytes(string(b))
+	if err != nil || v < 0 {
+		return fmt.Errorf("invalid size %q (want bytes, e.g. \"50MiB\" or \"0\")", b)
+	}
+	*z = Size(v)
+	return nil
+}
+
+// MarshalText formats z in binary units ("50MiB"; "0B" when zero).
+func (z Size) MarshalText() ([]byte, error) {
+	return []byte(strings.ReplaceAll(units.BytesSize(float64(z)), " ", "")), nil
 }
 
 // Duration is a time.Duration written as a string ("250ms") in TOML.
@@ -676,6 +722,9 @@ func (p Prefetch) validate(metricsListen string) []error {
 	if p.LeaseExpiry <= 0 {
 		bad("prefetch.lease_expiry", "%v must be positive", p.LeaseExpiry.Std())
 	}
+	if p.RollbackWindow < 0 {
+		bad("prefetch.rollback_window", "%v must not be negative (0s is off)", p.RollbackWindow.Std())
+	}
 	for i, h := range p.PlainHTTP {
 		if !validHost(h) {
 			bad(fmt.Sprintf("prefetch.plain_http[%d]", i+1), "%q is not a host or host:port", h)
@@ -1060,6 +1109,12 @@ var keyDocs = map[string]string{
 	"prefetch.max_backoff":  "Cap of the wait before a failing registry is tried again; the wait starts at\ninterval and doubles per failure.",
 	"prefetch.concurrency":  "Most fetches at once.",
 	"prefetch.lease_expiry": "How long prefetched content is kept from containerd's GC if kubelet never\npulls it.",
+	"prefetch.bandwidth": "Cap of the registry bytes per second all fetches read together, in docker's\n" +
+		"size notation (\"50MiB\", \"50MB\" and \"50m\" all mean 50 MiB/s); \"0\" is unlimited.",
+	"prefetch.rollback_window": "How long the digest a tag ran before the node moved to a new one stays\n" +
+		"protected from containerd's GC (a lease), so a rollback starts warm; \"0s\" is off.",
+	"prefetch.move_tag": "Move the tag to the prefetched digest at once (a CRI pull of local content).\n" +
+		"Off: kubelet decides when a rollout starts.",
 	"prefetch.plain_http":   "Registry hosts (host or host:port) spoken to over plain HTTP besides the\nloopback hosts, which always are. All others are HTTPS.",
 	"prefetch.registries": "Registry hosts (host or host:port; without a port, any port) that prefetches\n" +
 		"asked for through the API or the webhook may fetch from, besides the registries\n" +

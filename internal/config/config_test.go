@@ -301,6 +301,9 @@ func TestLoadErrors(t *testing.T) {
 		{"prefetch plain_http", "version = 1\n[prefetch]\nplain_http = [\"ok:5000\", \"http://reg\"]\n", []string{"prefetch.plain_http[2]", `"http://reg"`}},
 		{"prefetch registries", "version = 1\n[prefetch]\nregistries = [\"ok\", \"bad/host\"]\n", []string{"prefetch.registries[2]", `"bad/host"`}},
 		{"prefetch docker_config", "version = 1\n[prefetch]\ndocker_config = \"config.json\"\n", []string{"prefetch.docker_config", `"config.json"`}},
+		{"prefetch bandwidth bad", "version = 1\n[prefetch]\nbandwidth = \"fast\"\n", []string{"prefetch.bandwidth", `"fast"`}},
+		{"prefetch bandwidth negative", "version = 1\n[prefetch]\nbandwidth = \"-1MiB\"\n", []string{"prefetch.bandwidth", `"-1MiB"`}},
+		{"prefetch rollback_window negative", "version = 1\n[prefetch]\nrollback_window = \"-1h\"\n", []string{"prefetch.rollback_window: -1h0m0s must not be negative"}},
 		{"prefetch request_timeout", "version = 1\n[prefetch]\nrequest_timeout = \"0s\"\n", []string{"prefetch.request_timeout"}},
 		{"prefetch plain_http type", "version = 1\n[prefetch]\nplain_http = \"reg\"\n", []string{"prefetch.plain_http"}},
 		{"notifications listen remote", "version = 1\n[prefetch.notifications]\nlisten = \"0.0.0.0:5050\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", `"0.0.0.0:5050"`, "loopback", "allow_remote"}},
@@ -438,5 +441,33 @@ func TestWriteTOMLDocumentsEveryKey(t *testing.T) {
 		if _, ok := keyDocs[key]; !ok {
 			t.Errorf("key %s has no entry in keyDocs", key)
 		}
+	}
+}
+
+func TestSize(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want Size
+	}{
+		{"0", 0}, {"50MiB", 50 << 20}, {"50MB", 50 << 20}, {"50m", 50 << 20}, {"1GiB", 1 << 30}, {"512", 512},
+	} {
+		var z Size
+		if err := z.UnmarshalText([]byte(tt.in)); err != nil || z != tt.want {
+			t.Errorf("Size(%q) = %d, %v; want %d", tt.in, z, err, tt.want)
+			continue
+		}
+		// The string form reads back to the same size.
+		b, _ := z.MarshalText()
+		var back Size
+		if err := back.UnmarshalText(b); err != nil || back != z {
+			t.Errorf("Size(%q) -> %q -> %d, %v", tt.in, b, back, err)
+		}
+	}
+	c, err := Load(writeFile(t, "version = 1\n[prefetch]\nbandwidth = \"20MiB\"\nrollback_window = \"0s\"\nmove_tag = true\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Prefetch.Bandwidth != 20<<20 || c.Prefetch.RollbackWindow != 0 || !c.Prefetch.MoveTag {
+		t.Errorf("parsed %+v", c.Prefetch)
 	}
 }
