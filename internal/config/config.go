@@ -1115,7 +1115,7 @@ var keyDocs = map[string]string{
 		"protected from containerd's GC (a lease), so a rollback starts warm; \"0s\" is off.",
 	"prefetch.move_tag": "Move the tag to the prefetched digest at once (a CRI pull of local content).\n" +
 		"Off: kubelet decides when a rollout starts.",
-	"prefetch.plain_http":   "Registry hosts (host or host:port) spoken to over plain HTTP besides the\nloopback hosts, which always are. All others are HTTPS.",
+	"prefetch.plain_http": "Registry hosts (host or host:port) spoken to over plain HTTP besides the\nloopback hosts, which always are. All others are HTTPS.",
 	"prefetch.registries": "Registry hosts (host or host:port; without a port, any port) that prefetches\n" +
 		"asked for through the API or the webhook may fetch from, besides the registries\n" +
 		"of the images on this node, which always may. Any other host is refused.",
