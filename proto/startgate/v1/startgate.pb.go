@@ -156,6 +156,10 @@ const (
 	EventType_EVENT_TYPE_LOST        EventType = 12
 	EventType_EVENT_TYPE_BYPASS_ON   EventType = 13
 	EventType_EVENT_TYPE_BYPASS_OFF  EventType = 14
+	// A watched image reference changed (prefetch); reason says how
+	// ("state", "hit", "rollback", "removed") and prefetch holds the entry
+	// after the change.
+	EventType_EVENT_TYPE_PREFETCH EventType = 15
 )
 
 // Enum value maps for EventType.
@@ -176,6 +180,7 @@ var (
 		12: "EVENT_TYPE_LOST",
 		13: "EVENT_TYPE_BYPASS_ON",
 		14: "EVENT_TYPE_BYPASS_OFF",
+		15: "EVENT_TYPE_PREFETCH",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED": 0,
@@ -193,6 +198,7 @@ var (
 		"EVENT_TYPE_LOST":        12,
 		"EVENT_TYPE_BYPASS_ON":   13,
 		"EVENT_TYPE_BYPASS_OFF":  14,
+		"EVENT_TYPE_PREFETCH":    15,
 	}
 )
 
@@ -2444,7 +2450,9 @@ type Event struct {
 	// "bypass-on", ...). A daemon newer than this proto may send a type the
 	// enum does not have: type is then EVENT_TYPE_UNSPECIFIED and type_name
 	// still says what happened.
-	TypeName      string `protobuf:"bytes,20,opt,name=type_name,json=typeName,proto3" json:"type_name,omitempty"`
+	TypeName string `protobuf:"bytes,20,opt,name=type_name,json=typeName,proto3" json:"type_name,omitempty"`
+	// prefetch is the entry an EVENT_TYPE_PREFETCH event is about.
+	Prefetch      *PrefetchEntry `protobuf:"bytes,21,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2617,6 +2625,13 @@ func (x *Event) GetTypeName() string {
 		return x.TypeName
 	}
 	return ""
+}
+
+func (x *Event) GetPrefetch() *PrefetchEntry {
+	if x != nil {
+		return x.Prefetch
+	}
+	return nil
 }
 
 type PauseRequest struct {
@@ -3344,8 +3359,8 @@ type PrefetchEntry struct {
 	NewDigest string `protobuf:"bytes,3,opt,name=new_digest,json=newDigest,proto3" json:"new_digest,omitempty"`
 	// state: idle, pending, fetching, done or failed.
 	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
-	// bytes_done and bytes_total are the bytes read from the registry for
-	// new_digest.
+	// bytes_total is the bytes of new_digest's blobs containerd lacked
+	// (known once its manifest is read); bytes_done grows as they arrive.
 	BytesDone  int64 `protobuf:"varint,5,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
 	BytesTotal int64 `protobuf:"varint,6,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
 	// layers_fetched counts the layers moved; the others were in
@@ -3354,7 +3369,21 @@ type PrefetchEntry struct {
 	// error is why the last resolve or fetch failed (state failed).
 	Error string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
 	// updated is when the entry last changed.
-	Updated       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated,proto3" json:"updated,omitempty"`
+	Updated *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated,proto3" json:"updated,omitempty"`
+	// fetched_layers are the digests of the layers the fetch moved.
+	FetchedLayers []string `protobuf:"bytes,10,rep,name=fetched_layers,json=fetchedLayers,proto3" json:"fetched_layers,omitempty"`
+	// config_digest is new_digest's config: the CRI's image ID.
+	ConfigDigest string `protobuf:"bytes,11,opt,name=config_digest,json=configDigest,proto3" json:"config_digest,omitempty"`
+	// lease is the containerd lease holding new_digest's content until
+	// expires, or until a pull uses it.
+	Lease   string                 `protobuf:"bytes,12,opt,name=lease,proto3" json:"lease,omitempty"`
+	Expires *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=expires,proto3" json:"expires,omitempty"`
+	// previous_digest is the digest the node ran before running_digest,
+	// kept from containerd's GC until previous_until (the rollback window).
+	PreviousDigest string                 `protobuf:"bytes,14,opt,name=previous_digest,json=previousDigest,proto3" json:"previous_digest,omitempty"`
+	PreviousUntil  *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=previous_until,json=previousUntil,proto3" json:"previous_until,omitempty"`
+	// hits counts pulls served from this reference's prefetched content.
+	Hits          int32 `protobuf:"varint,16,opt,name=hits,proto3" json:"hits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3450,6 +3479,55 @@ func (x *PrefetchEntry) GetUpdated() *timestamppb.Timestamp {
 		return x.Updated
 	}
 	return nil
+}
+
+func (x *PrefetchEntry) GetFetchedLayers() []string {
+	if x != nil {
+		return x.FetchedLayers
+	}
+	return nil
+}
+
+func (x *PrefetchEntry) GetConfigDigest() string {
+	if x != nil {
+		return x.ConfigDigest
+	}
+	return ""
+}
+
+func (x *PrefetchEntry) GetLease() string {
+	if x != nil {
+		return x.Lease
+	}
+	return ""
+}
+
+func (x *PrefetchEntry) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *PrefetchEntry) GetPreviousDigest() string {
+	if x != nil {
+		return x.PreviousDigest
+	}
+	return ""
+}
+
+func (x *PrefetchEntry) GetPreviousUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousUntil
+	}
+	return nil
+}
+
+func (x *PrefetchEntry) GetHits() int32 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
 }
 
 var File_startgate_v1_startgate_proto protoreflect.FileDescriptor
@@ -3610,7 +3688,7 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\aexpires\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x121\n" +
 	"\x06waited\x18\b \x01(\v2\x19.google.protobuf.DurationR\x06waited\"\x0e\n" +
-	"\fWatchRequest\"\x91\x05\n" +
+	"\fWatchRequest\"\xca\x05\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -3633,7 +3711,8 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"ioPressure\x12'\n" +
 	"\x0fmemory_pressure\x18\x12 \x01(\x01R\x0ememoryPressure\x12\x12\n" +
 	"\x04lost\x18\x13 \x01(\x04R\x04lost\x12\x1b\n" +
-	"\ttype_name\x18\x14 \x01(\tR\btypeName\"\x0e\n" +
+	"\ttype_name\x18\x14 \x01(\tR\btypeName\x127\n" +
+	"\bprefetch\x18\x15 \x01(\v2\x1b.startgate.v1.PrefetchEntryR\bprefetch\"\x0e\n" +
 	"\fPauseRequest\"\x0f\n" +
 	"\rPauseResponse\"\x0f\n" +
 	"\rResumeRequest\"\x10\n" +
@@ -3690,7 +3769,7 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x16PrefetchRemoveResponse\"\x15\n" +
 	"\x13PrefetchListRequest\"M\n" +
 	"\x14PrefetchListResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.startgate.v1.PrefetchEntryR\aentries\"\xbc\x02\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.startgate.v1.PrefetchEntryR\aentries\"\xd4\x04\n" +
 	"\rPrefetchEntry\x12\x1c\n" +
 	"\treference\x18\x01 \x01(\tR\treference\x12%\n" +
 	"\x0erunning_digest\x18\x02 \x01(\tR\rrunningDigest\x12\x1d\n" +
@@ -3703,7 +3782,15 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"bytesTotal\x12%\n" +
 	"\x0elayers_fetched\x18\a \x01(\x05R\rlayersFetched\x12\x14\n" +
 	"\x05error\x18\b \x01(\tR\x05error\x124\n" +
-	"\aupdated\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aupdated*y\n" +
+	"\aupdated\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12%\n" +
+	"\x0efetched_layers\x18\n" +
+	" \x03(\tR\rfetchedLayers\x12#\n" +
+	"\rconfig_digest\x18\v \x01(\tR\fconfigDigest\x12\x14\n" +
+	"\x05lease\x18\f \x01(\tR\x05lease\x124\n" +
+	"\aexpires\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12'\n" +
+	"\x0fprevious_digest\x18\x0e \x01(\tR\x0epreviousDigest\x12A\n" +
+	"\x0eprevious_until\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\rpreviousUntil\x12\x12\n" +
+	"\x04hits\x18\x10 \x01(\x05R\x04hits*y\n" +
 	"\x05Class\x12\x15\n" +
 	"\x11CLASS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCLASS_CRITICAL\x10\x01\x12\x0e\n" +
@@ -3716,7 +3803,7 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"OnDeadline\x12\x1b\n" +
 	"\x17ON_DEADLINE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ON_DEADLINE_ADMIT\x10\x01\x12\x16\n" +
-	"\x12ON_DEADLINE_REFUSE\x10\x02*\xfb\x02\n" +
+	"\x12ON_DEADLINE_REFUSE\x10\x02*\x94\x03\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11EVENT_TYPE_QUEUED\x10\x01\x12\x16\n" +
@@ -3733,7 +3820,8 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x13EVENT_TYPE_SHUTDOWN\x10\v\x12\x13\n" +
 	"\x0fEVENT_TYPE_LOST\x10\f\x12\x18\n" +
 	"\x14EVENT_TYPE_BYPASS_ON\x10\r\x12\x19\n" +
-	"\x15EVENT_TYPE_BYPASS_OFF\x10\x0e2\x81\t\n" +
+	"\x15EVENT_TYPE_BYPASS_OFF\x10\x0e\x12\x17\n" +
+	"\x13EVENT_TYPE_PREFETCH\x10\x0f2\x81\t\n" +
 	"\tStartgate\x12J\n" +
 	"\aAcquire\x12\x1c.startgate.v1.AcquireRequest\x1a\x1d.startgate.v1.AcquireResponse(\x010\x01\x12V\n" +
 	"\vAcquireMany\x12 .startgate.v1.AcquireManyRequest\x1a!.startgate.v1.AcquireManyResponse(\x010\x01\x12F\n" +
@@ -3873,48 +3961,51 @@ var file_startgate_v1_startgate_proto_depIdxs = []int32{
 	2,  // 49: startgate.v1.Event.type:type_name -> startgate.v1.EventType
 	0,  // 50: startgate.v1.Event.class:type_name -> startgate.v1.Class
 	50, // 51: startgate.v1.Event.waited:type_name -> google.protobuf.Duration
-	50, // 52: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
-	1,  // 53: startgate.v1.SetPolicyRequest.on_deadline:type_name -> startgate.v1.OnDeadline
-	50, // 54: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
-	50, // 55: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
-	25, // 56: startgate.v1.SetPolicyResponse.policy:type_name -> startgate.v1.Policy
-	49, // 57: startgate.v1.PrefetchListResponse.entries:type_name -> startgate.v1.PrefetchEntry
-	51, // 58: startgate.v1.PrefetchEntry.updated:type_name -> google.protobuf.Timestamp
-	3,  // 59: startgate.v1.Startgate.Acquire:input_type -> startgate.v1.AcquireRequest
-	11, // 60: startgate.v1.Startgate.AcquireMany:input_type -> startgate.v1.AcquireManyRequest
-	17, // 61: startgate.v1.Startgate.Release:input_type -> startgate.v1.ReleaseRequest
-	19, // 62: startgate.v1.Startgate.Status:input_type -> startgate.v1.StatusRequest
-	26, // 63: startgate.v1.Startgate.ListQueue:input_type -> startgate.v1.ListQueueRequest
-	29, // 64: startgate.v1.Startgate.ListLeases:input_type -> startgate.v1.ListLeasesRequest
-	32, // 65: startgate.v1.Startgate.Watch:input_type -> startgate.v1.WatchRequest
-	34, // 66: startgate.v1.Startgate.Pause:input_type -> startgate.v1.PauseRequest
-	36, // 67: startgate.v1.Startgate.Resume:input_type -> startgate.v1.ResumeRequest
-	38, // 68: startgate.v1.Startgate.Drain:input_type -> startgate.v1.DrainRequest
-	40, // 69: startgate.v1.Startgate.SetPolicy:input_type -> startgate.v1.SetPolicyRequest
-	42, // 70: startgate.v1.Startgate.SetBypass:input_type -> startgate.v1.SetBypassRequest
-	43, // 71: startgate.v1.Startgate.PrefetchAdd:input_type -> startgate.v1.PrefetchAddRequest
-	45, // 72: startgate.v1.Startgate.PrefetchRemove:input_type -> startgate.v1.PrefetchRemoveRequest
-	47, // 73: startgate.v1.Startgate.PrefetchList:input_type -> startgate.v1.PrefetchListRequest
-	6,  // 74: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
-	15, // 75: startgate.v1.Startgate.AcquireMany:output_type -> startgate.v1.AcquireManyResponse
-	18, // 76: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
-	20, // 77: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
-	27, // 78: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
-	30, // 79: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
-	33, // 80: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
-	35, // 81: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
-	37, // 82: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
-	39, // 83: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
-	41, // 84: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
-	20, // 85: startgate.v1.Startgate.SetBypass:output_type -> startgate.v1.StatusResponse
-	44, // 86: startgate.v1.Startgate.PrefetchAdd:output_type -> startgate.v1.PrefetchAddResponse
-	46, // 87: startgate.v1.Startgate.PrefetchRemove:output_type -> startgate.v1.PrefetchRemoveResponse
-	48, // 88: startgate.v1.Startgate.PrefetchList:output_type -> startgate.v1.PrefetchListResponse
-	74, // [74:89] is the sub-list for method output_type
-	59, // [59:74] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	49, // 52: startgate.v1.Event.prefetch:type_name -> startgate.v1.PrefetchEntry
+	50, // 53: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
+	1,  // 54: startgate.v1.SetPolicyRequest.on_deadline:type_name -> startgate.v1.OnDeadline
+	50, // 55: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
+	50, // 56: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
+	25, // 57: startgate.v1.SetPolicyResponse.policy:type_name -> startgate.v1.Policy
+	49, // 58: startgate.v1.PrefetchListResponse.entries:type_name -> startgate.v1.PrefetchEntry
+	51, // 59: startgate.v1.PrefetchEntry.updated:type_name -> google.protobuf.Timestamp
+	51, // 60: startgate.v1.PrefetchEntry.expires:type_name -> google.protobuf.Timestamp
+	51, // 61: startgate.v1.PrefetchEntry.previous_until:type_name -> google.protobuf.Timestamp
+	3,  // 62: startgate.v1.Startgate.Acquire:input_type -> startgate.v1.AcquireRequest
+	11, // 63: startgate.v1.Startgate.AcquireMany:input_type -> startgate.v1.AcquireManyRequest
+	17, // 64: startgate.v1.Startgate.Release:input_type -> startgate.v1.ReleaseRequest
+	19, // 65: startgate.v1.Startgate.Status:input_type -> startgate.v1.StatusRequest
+	26, // 66: startgate.v1.Startgate.ListQueue:input_type -> startgate.v1.ListQueueRequest
+	29, // 67: startgate.v1.Startgate.ListLeases:input_type -> startgate.v1.ListLeasesRequest
+	32, // 68: startgate.v1.Startgate.Watch:input_type -> startgate.v1.WatchRequest
+	34, // 69: startgate.v1.Startgate.Pause:input_type -> startgate.v1.PauseRequest
+	36, // 70: startgate.v1.Startgate.Resume:input_type -> startgate.v1.ResumeRequest
+	38, // 71: startgate.v1.Startgate.Drain:input_type -> startgate.v1.DrainRequest
+	40, // 72: startgate.v1.Startgate.SetPolicy:input_type -> startgate.v1.SetPolicyRequest
+	42, // 73: startgate.v1.Startgate.SetBypass:input_type -> startgate.v1.SetBypassRequest
+	43, // 74: startgate.v1.Startgate.PrefetchAdd:input_type -> startgate.v1.PrefetchAddRequest
+	45, // 75: startgate.v1.Startgate.PrefetchRemove:input_type -> startgate.v1.PrefetchRemoveRequest
+	47, // 76: startgate.v1.Startgate.PrefetchList:input_type -> startgate.v1.PrefetchListRequest
+	6,  // 77: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
+	15, // 78: startgate.v1.Startgate.AcquireMany:output_type -> startgate.v1.AcquireManyResponse
+	18, // 79: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
+	20, // 80: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
+	27, // 81: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
+	30, // 82: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
+	33, // 83: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
+	35, // 84: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
+	37, // 85: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
+	39, // 86: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
+	41, // 87: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
+	20, // 88: startgate.v1.Startgate.SetBypass:output_type -> startgate.v1.StatusResponse
+	44, // 89: startgate.v1.Startgate.PrefetchAdd:output_type -> startgate.v1.PrefetchAddResponse
+	46, // 90: startgate.v1.Startgate.PrefetchRemove:output_type -> startgate.v1.PrefetchRemoveResponse
+	48, // 91: startgate.v1.Startgate.PrefetchList:output_type -> startgate.v1.PrefetchListResponse
+	77, // [77:92] is the sub-list for method output_type
+	62, // [62:77] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_startgate_v1_startgate_proto_init() }
