@@ -61,6 +61,22 @@ type Config struct {
 	// IOPressure returns the node's smoothed IO stall fraction; it sizes
 	// the image pull lane. Nil keeps the lane at its maximum.
 	IOPressure func() float64
+	// Prefetch, when set, lets a PullImage join a prefetch of the same
+	// image and hears of every pull that succeeded; nil means none.
+	Prefetch Prefetch
+}
+
+// Prefetch is what the proxy needs of the prefetch manager;
+// *prefetch.Manager implements it.
+type Prefetch interface {
+	// Join waits for a prefetch of ref that is pending or running, making
+	// a pending one start now; it reports false at once when there is
+	// none. Its error is the fetch's (or ctx's).
+	Join(ctx context.Context, ref string) (joined bool, err error)
+	// Pulled tells the manager the CRI pulled ref as imageID (the
+	// response's image_ref); it reports whether prefetched content
+	// served the pull. It must not block for long.
+	Pulled(ctx context.Context, ref, imageID string) (hit bool)
 }
 
 // Proxy serves the CRI on its own socket and forwards every call to

@@ -169,7 +169,7 @@ func (c *countingObserver) get(reason string) int {
 	return c.failOpen[reason]
 }
 
-func newEnv(t *testing.T, gate Gate, pol admission.Policy) *env {
+func newEnv(t *testing.T, gate Gate, pol admission.Policy, opts ...func(*Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, fake: &fakeRuntime{calls: map[string]int{}, pullGate: make(chan struct{})}, upSock: filepath.Join(dir, "up.sock")}
@@ -183,8 +183,12 @@ func newEnv(t *testing.T, gate Gate, pol admission.Policy) *env {
 		e.gate, gate = g, g
 	}
 	e.observe = &countingObserver{failOpen: map[string]int{}}
-	p, err := New(Config{Upstream: e.upSock, Gate: gate, Observer: e.observe,
-		Warmup: WarmupPolicy{Poll: 5 * time.Millisecond, Cap: 10 * time.Second}})
+	cfg := Config{Upstream: e.upSock, Gate: gate, Observer: e.observe,
+		Warmup: WarmupPolicy{Poll: 5 * time.Millisecond, Cap: 10 * time.Second}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,6 +420,72 @@ func TestConcurrentPullsOfOneImageCollapse(t *testing.T) {
 	}
 	if got := e.fake.pullCalls.Load(); got != 1 {
 		t.Fatalf("containerd saw %d pulls for %d concurrent callers of one image, want 1", got, n)
+	}
+}
+
+// fakePrefetch holds Join until release is closed and records Pulled.
+type fakePrefetch struct {
+	release chan struct{}
+	joinErr error
+	mu      sync.Mutex
+	joins   []string
+	pulled  [][2]string
+}
+
+func (f *fakePrefetch) Join(ctx context.Context, ref string) (bool, error) {
+	f.mu.Lock()
+	f.joins = append(f.joins, ref)
+	f.mu.Unlock()
+	select {
+	case <-f.release:
+		return true, f.joinErr
+	case <-ctx.Done():
+		return true, ctx.Err()
+	}
+}
+
+func (f *fakePrefetch) Pulled(_ context.Context, ref, imageID string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pulled = append(f.pulled, [2]string{ref, imageID})
+	return true
+}
+
+func (f *fakePrefetch) snapshot() (joins []string, pulled [][2]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.joins...), append([][2]string(nil), f.pulled...)
+}
+
+// A pull of an image being prefetched waits for that fetch before it
+// reaches containerd, and containerd's answer is reported back, whether
+// the fetch ended well or not (a failed fetch still lets the pull go).
+func TestPullJoinsPrefetch(t *testing.T) {
+	for _, joinErr := range []error{nil, errors.New("registry answered 500")} {
+		pf := &fakePrefetch{release: make(chan struct{}), joinErr: joinErr}
+		e := newEnv(t, nil, openPolicy(4), func(c *Config) { c.Prefetch = pf })
+		close(e.fake.pullGate)
+		done := make(chan error, 1)
+		go func() {
+			r, err := e.img.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}})
+			if err == nil && r.GetImageRef() != "sha256:app:1" {
+				err = errors.New("image ref " + r.GetImageRef())
+			}
+			done <- err
+		}()
+		waitUntil(t, "the pull to join the prefetch", func() bool { j, _ := pf.snapshot(); return len(j) == 1 })
+		time.Sleep(20 * time.Millisecond)
+		if n := e.fake.pullCalls.Load(); n != 0 {
+			t.Fatalf("containerd saw %d pulls while the prefetch it joined was running, want 0", n)
+		}
+		close(pf.release)
+		if err := <-done; err != nil {
+			t.Fatalf("PullImage after the join (fetch error %v): %v", joinErr, err)
+		}
+		joins, pulled := pf.snapshot()
+		if joins[0] != "app:1" || len(pulled) != 1 || pulled[0] != [2]string{"app:1", "sha256:app:1"} {
+			t.Fatalf("joins %q, pulled %q; want one join of app:1 and Pulled(app:1, sha256:app:1)", joins, pulled)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -160,7 +161,7 @@ func (p *Proxy) forwardPull(ss grpc.ServerStream, method string) error {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		v, err, _ := p.pulls.sf.Do(key, func() (any, error) { return p.pull(ctx, method, in) })
+		v, err, _ := p.pulls.sf.Do(key, func() (any, error) { return p.pull(ctx, method, in, req) })
 		r, _ := v.(pullResult)
 		ch <- pullOutcome{r, err}
 	}()
@@ -189,7 +190,14 @@ type pullOutcome struct {
 // pull is the one upstream pull of a collapsed group. It is detached from
 // the caller who started it, keeping only its deadline, and ends when the
 // proxy stops.
-func (p *Proxy) pull(ctx context.Context, method string, in *frame) (pullResult, error) {
+//
+// With prefetch on, it first joins a prefetch of the same image that is
+// pending or running, so the pull then finds every blob local instead of
+// fetching the same layers a second time; whatever the prefetch's outcome,
+// the pull goes on (it fetches what is still missing). After a pull that
+// succeeded, the prefetch manager hears of it: that is how it counts hits
+// and gives up its lease on content the CRI's image record now holds.
+func (p *Proxy) pull(ctx context.Context, method string, in *frame, req *runtimeapi.PullImageRequest) (pullResult, error) {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(outgoing(ctx)))
 	defer cancel()
 	if d, ok := ctx.Deadline(); ok {
@@ -198,6 +206,17 @@ func (p *Proxy) pull(ctx context.Context, method string, in *frame) (pullResult,
 	}
 	stop := context.AfterFunc(p.stopCtx, cancel)
 	defer stop()
+	image := req.GetImage().GetImage()
+	pf := p.cfg.Prefetch
+	if pf != nil && image != "" {
+		joined, err := pf.Join(pctx, image)
+		switch {
+		case joined && err != nil:
+			p.log.Info("pull joined a prefetch that failed; pulling", zap.String("image", image), zap.Error(err))
+		case joined:
+			p.log.Debug("pull joined a prefetch", zap.String("image", image))
+		}
+	}
 	if err := p.pulls.acquire(pctx); err != nil {
 		return pullResult{}, status.FromContextError(err).Err()
 	}
@@ -205,6 +224,12 @@ func (p *Proxy) pull(ctx context.Context, method string, in *frame) (pullResult,
 	r := pullResult{out: new(frame)}
 	err := p.upstream.Invoke(pctx, method, in, r.out, grpc.ForceCodec(rawCodec{}), grpc.Header(&r.header), grpc.Trailer(&r.trailer))
 	p.obs.Forwarded(method, codeOf(err))
+	if err == nil && pf != nil && image != "" {
+		resp := new(runtimeapi.PullImageResponse)
+		if uerr := proto.Unmarshal(r.out.b, resp); uerr == nil && resp.ImageRef != "" {
+			pf.Pulled(pctx, image, resp.ImageRef)
+		}
+	}
 	return r, err
 }
 
