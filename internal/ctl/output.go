@@ -123,6 +123,9 @@ type Event struct {
 	QueueLength   int       `json:"queue_length"`
 	Rate          float64   `json:"rate"`
 	Lost          uint64    `json:"lost,omitempty"`
+	// Prefetch is the watched reference a "prefetch" event is about; the
+	// gate's fields are then zero.
+	Prefetch *PrefetchEntry `json:"prefetch,omitempty"`
 }
 
 // className is the lower-case word an operator types.
@@ -268,6 +271,10 @@ func eventOut(e *pb.Event) Event {
 	}
 	if d := e.Waited.AsDuration(); d > 0 {
 		out.Waited = roundDur(d).String()
+	}
+	if e.Prefetch != nil {
+		pe := prefetchOut([]*pb.PrefetchEntry{e.Prefetch})[0]
+		out.Prefetch = &pe
 	}
 	return out
 }
@@ -474,6 +481,19 @@ func writeLeasesTable(w io.Writer, ls []Lease) error {
 func eventLine(e Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-9s", e.Time.Format("15:04:05.000"), e.Type)
+	if p := e.Prefetch; p != nil {
+		fmt.Fprintf(&b, " %s ref=%s state=%s running=%s new=%s", e.Reason, p.Reference, p.State, shortDigest(p.RunningDigest), shortDigest(p.NewDigest))
+		if p.BytesTotal > 0 {
+			fmt.Fprintf(&b, " progress=%q", progress(p.BytesDone, p.BytesTotal))
+		}
+		if p.PreviousDigest != "" {
+			fmt.Fprintf(&b, " previous=%s", shortDigest(p.PreviousDigest))
+		}
+		if p.Error != "" {
+			fmt.Fprintf(&b, " error=%q", p.Error)
+		}
+		return b.String()
+	}
 	if e.ID != 0 {
 		fmt.Fprintf(&b, " id=%d class=%s", e.ID, e.Class)
 	}

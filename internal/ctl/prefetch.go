@@ -21,8 +21,20 @@ type PrefetchEntry struct {
 	BytesDone     int64      `json:"bytes_done"`
 	BytesTotal    int64      `json:"bytes_total"`
 	LayersFetched int        `json:"layers_fetched"`
+	FetchedLayers []string   `json:"fetched_layers"`
+	ConfigDigest  string     `json:"config_digest"`
 	Error         string     `json:"error"`
 	Updated       *time.Time `json:"updated"`
+	// Lease holds the new digest's content until Expires or until a pull
+	// uses it.
+	Lease   string     `json:"lease"`
+	Expires *time.Time `json:"expires"`
+	// PreviousDigest is what the node ran before RunningDigest, protected
+	// until PreviousUntil (the rollback window).
+	PreviousDigest string     `json:"previous_digest"`
+	PreviousUntil  *time.Time `json:"previous_until"`
+	// Hits counts pulls served from this reference's prefetched content.
+	Hits int `json:"hits"`
 }
 
 func prefetchOut(es []*pb.PrefetchEntry) []PrefetchEntry {
@@ -31,7 +43,11 @@ func prefetchOut(es []*pb.PrefetchEntry) []PrefetchEntry {
 		out = append(out, PrefetchEntry{
 			Reference: e.Reference, RunningDigest: e.RunningDigest, NewDigest: e.NewDigest, State: e.State,
 			BytesDone: e.BytesDone, BytesTotal: e.BytesTotal, LayersFetched: int(e.LayersFetched),
+			FetchedLayers: append([]string{}, e.FetchedLayers...), ConfigDigest: e.ConfigDigest,
 			Error: e.Error, Updated: timePtr(e.Updated),
+			Lease: e.Lease, Expires: timePtr(e.Expires),
+			PreviousDigest: e.PreviousDigest, PreviousUntil: timePtr(e.PreviousUntil),
+			Hits: int(e.Hits),
 		})
 	}
 	return out
@@ -101,15 +117,15 @@ func (a *app) prefetchRmCommand() *cobra.Command {
 
 func writePrefetchTable(w io.Writer, es []PrefetchEntry, now time.Time) error {
 	tw := table(w)
-	fmt.Fprintln(tw, "REFERENCE\tRUNNING\tNEW\tSTATE\tPROGRESS\tAGE\tERROR")
+	fmt.Fprintln(tw, "REFERENCE\tRUNNING\tNEW\tSTATE\tPROGRESS\tAGE\tHITS\tERROR")
 	for _, e := range es {
 		age := "-"
 		if e.Updated != nil {
 			age = ageStr(now.Sub(*e.Updated))
 		}
 		errMsg := strings.Join(strings.Fields(e.Error), " ") // one line per entry
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Reference, shortDigest(e.RunningDigest), shortDigest(e.NewDigest),
-			e.State, progress(e.BytesDone, e.BytesTotal), age, orDash(errMsg))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Reference, shortDigest(e.RunningDigest), shortDigest(e.NewDigest),
+			e.State, progress(e.BytesDone, e.BytesTotal), age, e.Hits, orDash(errMsg))
 	}
 	return tw.Flush()
 }

@@ -98,7 +98,8 @@ func TestPrefetchLs(t *testing.T) {
 		t.Fatalf("prefetch ls -o json: %d entries, want 2:\n%s", len(got), r.stdout)
 	}
 	for i, e := range got {
-		for _, k := range []string{"reference", "running_digest", "new_digest", "state", "bytes_done", "bytes_total", "layers_fetched", "error", "updated"} {
+		for _, k := range []string{"reference", "running_digest", "new_digest", "state", "bytes_done", "bytes_total", "layers_fetched",
+			"fetched_layers", "config_digest", "error", "updated", "lease", "expires", "previous_digest", "previous_until", "hits"} {
 			if _, ok := e[k]; !ok {
 				t.Errorf("entry %d lacks key %q: %v", i, k, e)
 			}
@@ -120,7 +121,7 @@ func TestPrefetchLs(t *testing.T) {
 	if len(lines) != 3 {
 		t.Fatalf("prefetch ls: %d lines, want header and 2:\n%s", len(lines), r.stdout)
 	}
-	for _, h := range []string{"REFERENCE", "RUNNING", "NEW", "STATE", "PROGRESS", "AGE", "ERROR"} {
+	for _, h := range []string{"REFERENCE", "RUNNING", "NEW", "STATE", "PROGRESS", "AGE", "HITS", "ERROR"} {
 		if !strings.Contains(lines[0], h) {
 			t.Errorf("header %q lacks %s", lines[0], h)
 		}
@@ -228,5 +229,23 @@ func TestProgress(t *testing.T) {
 		if got := ageStr(d); got != want {
 			t.Errorf("ageStr(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+func TestPrefetchEventLine(t *testing.T) {
+	at := time.Date(2026, 11, 24, 3, 4, 5, 0, time.UTC)
+	e := Event{Time: at, Type: "prefetch", Reason: "state", Prefetch: &PrefetchEntry{
+		Reference: "localhost:5000/app:1", RunningDigest: runDigest, NewDigest: newDigest, State: "fetching",
+		BytesDone: 5e6, BytesTotal: 20e6,
+	}}
+	got := eventLine(e)
+	for _, want := range []string{"03:04:05.000 prefetch", "state", "ref=localhost:5000/app:1", "state=fetching",
+		"running=0123456789ab", "new=fedcba987654", `progress="[##........] 5.0/20.0 MB"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("eventLine = %q, lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "in_flight=") {
+		t.Errorf("eventLine = %q: a prefetch event shows the gate's fields", got)
 	}
 }
