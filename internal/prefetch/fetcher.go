@@ -207,7 +207,29 @@ type Result struct {
 // No image record is created or changed: the tag stays where kubelet left
 // it. On error the lease is deleted, so nothing fetched is kept past the
 // next GC, and no blob with a wrong digest is ever committed.
-func (f *Fetcher) Fetch(ctx context.Context, ref, dgst string) (res Result, err error) {
+func (f *Fetcher) Fetch(ctx context.Context, ref, dgst string) (Result, error) {
+	return f.FetchProgress(ctx, ref, dgst, Progress{})
+}
+
+// Progress receives a Fetch's progress as it happens. Its functions are
+// called from the fetching goroutine and must not block; nil ones are
+// skipped.
+type Progress struct {
+	// Planned is called once, after the manifest and config are read
+	// and every layer's presence in the content store checked and before
+	// any layer moves: config is the image's config digest (the CRI's
+	// image ID) and total the bytes of the blobs the content store lacked
+	// (the index, manifest and config fetched so far included). A layer
+	// another pull commits meanwhile is then not read, so a Fetch may end
+	// below total.
+	Planned func(config digest.Digest, total int64)
+	// Read is called with the number of blob bytes just read from the
+	// registry.
+	Read func(n int64)
+}
+
+// FetchProgress is Fetch telling p of its progress.
+func (f *Fetcher) FetchProgress(ctx context.Context, ref, dgst string, p Progress) (res Result, err error) {
 	named, err := pinnedRef(ref, dgst)
 	if err != nil {
 		return Result{}, err
@@ -246,7 +268,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref, dgst string) (res Result, err 
 	}()
 	ctx = leases.WithLease(ctx, lease.ID)
 
-	b := &blobs{f: f, cs: f.client.ContentStore(), fetcher: fetcher, lease: lease}
+	b := &blobs{f: f, cs: f.client.ContentStore(), fetcher: fetcher, lease: lease, read: p.Read, held: map[digest.Digest]bool{}}
 	mfDesc, err := b.manifestFor(ctx, root, 0)
 	if err != nil {
 		return Result{}, fmt.Errorf("prefetch: %s: %w", res.Ref, err)
@@ -273,8 +295,24 @@ func (f *Fetcher) Fetch(ctx context.Context, ref, dgst string) (res Result, err 
 	if len(cfg.RootFS.DiffIDs) != len(mf.Layers) {
 		return Result{}, fmt.Errorf("prefetch: %s: config lists %d diff IDs for %d layers", res.Ref, len(cfg.RootFS.DiffIDs), len(mf.Layers))
 	}
-	// One layer at a time: the bandwidth cap and admission (issue 4,
-	// item 4) will sit here, and a patch is usually one layer anyway.
+	// Which layers are missing, before any moves: the total for progress.
+	// Held first, as in get, so that a layer found here is not collected
+	// before get looks again.
+	total := b.bytes
+	for _, l := range mf.Layers {
+		present, err := b.present(ctx, l)
+		if err != nil {
+			return Result{}, fmt.Errorf("prefetch: %s: layer %s: %w", res.Ref, l.Digest, err)
+		}
+		if !present {
+			total += l.Size
+		}
+	}
+	if p.Planned != nil {
+		p.Planned(mf.Config.Digest, total)
+	}
+	// One layer at a time: the bandwidth cap is node-wide anyway, and a
+	// patch is usually one layer.
 	for _, l := range mf.Layers {
 		n, fetched, err := b.get(ctx, l, nil)
 		if err != nil {
@@ -327,7 +365,26 @@ type blobs struct {
 	cs      content.Store
 	fetcher remotes.Fetcher
 	lease   leases.Lease
-	bytes   int64 // read from the registry so far
+	bytes   int64                  // read from the registry so far
+	read    func(n int64)          // Progress.Read; nil: none
+	held    map[digest.Digest]bool // blobs added to the lease
+}
+
+// present holds desc's blob in the lease and says whether the content
+// store has it.
+func (b *blobs) present(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	if !b.held[desc.Digest] {
+		if err := b.hold(ctx, leases.Resource{ID: desc.Digest.String(), Type: "content"}); err != nil {
+			return false, err
+		}
+		b.held[desc.Digest] = true
+	}
+	if _, err := b.cs.Info(ctx, desc.Digest); err == nil {
+		return true, nil
+	} else if !errdefs.IsNotFound(err) {
+		return false, err
+	}
+	return false, nil
 }
 
 // manifestFor fetches desc and, while it is an index, the child for this
@@ -399,12 +456,7 @@ func (b *blobs) get(ctx context.Context, desc ocispec.Descriptor, labels map[str
 	// be collected by a garbage collection (one a deleted lease just
 	// scheduled, say) before it is read. A lease may name a blob that is
 	// not there yet.
-	if err := b.hold(ctx, leases.Resource{ID: desc.Digest.String(), Type: "content"}); err != nil {
-		return 0, false, err
-	}
-	if _, err := b.cs.Info(ctx, desc.Digest); err == nil {
-		return 0, false, nil
-	} else if !errdefs.IsNotFound(err) {
+	if present, err := b.present(ctx, desc); err != nil || present {
 		return 0, false, err
 	}
 	// containerd's own ingest key: a CRI pull of the same blob running now
@@ -429,7 +481,7 @@ func (b *blobs) get(ctx context.Context, desc ocispec.Descriptor, labels map[str
 	if wrap := b.f.opts.WrapReader; wrap != nil {
 		body = wrap(ctx, rc)
 	}
-	cr := &countingReader{r: body}
+	cr := &countingReader{r: body, read: b.read}
 	// Copy commits with the expected size and digest: containerd hashes
 	// what it wrote and refuses a mismatch, so a wrong blob is never
 	// committed. Written under the lease's context, the blob joins it.
@@ -540,12 +592,16 @@ func (f *Fetcher) unpack(ctx context.Context, name string, root ocispec.Descript
 }
 
 type countingReader struct {
-	r io.Reader
-	n int64
+	r    io.Reader
+	n    int64
+	read func(n int64) // nil: none
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if n > 0 && c.read != nil {
+		c.read(int64(n))
+	}
 	return n, err
 }

@@ -37,8 +37,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
-
-	"github.com/startgate/startgate/internal/admission"
 )
 
 // ErrNotTag is returned (wrapped) by Add, Remove and Trigger for a
@@ -89,16 +87,33 @@ type Entry struct {
 	// New is the digest Ref resolved to when it differs from Running.
 	New   string `json:"new_digest,omitempty"`
 	State State  `json:"state"`
-	// BytesDone and BytesTotal are the bytes read from the registry for
-	// New. The Fetcher reports no progress yet, so both are set when the
-	// fetch ends; during it they are 0.
+	// BytesTotal is the bytes of New's blobs containerd lacked, set once
+	// the manifest and config are read and before the layers move;
+	// BytesDone the bytes read from the registry so far, live. Once done
+	// both are the bytes read (a blob another pull committed meanwhile
+	// was not needed after all).
 	BytesDone  int64 `json:"bytes_done"`
 	BytesTotal int64 `json:"bytes_total"`
-	// LayersFetched counts the layers the fetch of New moved; the others
-	// were in containerd already.
-	LayersFetched int       `json:"layers_fetched"`
-	Error         string    `json:"error,omitempty"`
-	Updated       time.Time `json:"updated"`
+	// LayersFetched counts the layers the fetch of New moved, and
+	// FetchedLayers names them in manifest order; the others were in
+	// containerd already.
+	LayersFetched int      `json:"layers_fetched"`
+	FetchedLayers []string `json:"fetched_layers,omitempty"`
+	// Config is New's config digest (the CRI's image ID), once read.
+	Config string `json:"config_digest,omitempty"`
+	// Lease is the prefetch lease holding New and Expires its end, while
+	// held: deleted once a pull used it (Pulled), forgotten once expired.
+	Lease   string    `json:"lease,omitempty"`
+	Expires time.Time `json:"expires,omitzero"`
+	// Previous is the digest the node ran before it moved to Running, and
+	// PreviousUntil the end of its rollback protection
+	// (ManagerOptions.RollbackWindow).
+	Previous      string    `json:"previous_digest,omitempty"`
+	PreviousUntil time.Time `json:"previous_until,omitzero"`
+	// Hits counts the pulls served from this reference's prefetches.
+	Hits    int       `json:"hits"`
+	Error   string    `json:"error,omitempty"`
+	Updated time.Time `json:"updated"`
 }
 
 // ManagerOptions configure a Manager. The zero value is usable.
@@ -132,6 +147,21 @@ type ManagerOptions struct {
 	// on the node, which are always accepted. No other host is fetched
 	// from on request.
 	Registries []string
+	// Observer is told of bytes, fetches, failures and hits (metrics);
+	// nil means none.
+	Observer Observer
+	// RollbackWindow: when the node's record for a tag moves from X to
+	// Y, X's content and snapshots (as the node has them: no registry is
+	// contacted) are held by a lease labelled RollbackLabel=REPO@X that
+	// expires after the window, so that a rollback finds X on the node
+	// even if kubelet's image GC removed its records. 0 means off.
+	RollbackWindow time.Duration
+	// MoveTag, when set, is called after a fetch is done to move the tag
+	// to the fetched digest (the daemon: a CRI PullImage on containerd,
+	// which moves no bytes since all is local). Its error is logged and
+	// shown in Entry.Error, the entry staying done. nil means the tag is
+	// never moved: kubelet moves it when it pulls.
+	MoveTag func(ctx context.Context, ref, digest string) error
 	// Logger; nil means zap.NewNop.
 	Logger *zap.Logger
 }
@@ -143,7 +173,9 @@ type resolver interface {
 
 // fetcher is the part of the Fetcher the Manager uses.
 type fetcher interface {
-	Fetch(ctx context.Context, ref, dgst string) (Result, error)
+	FetchProgress(ctx context.Context, ref, dgst string, p Progress) (Result, error)
+	Protect(ctx context.Context, ref, dgst string, window time.Duration) (Protection, error)
+	Release(ctx context.Context, lease string) error
 }
 
 // imageLister is the part of containerd's image store the Manager uses.
@@ -172,6 +204,8 @@ type Manager struct {
 	kick  chan struct{} // wakes the loop for triggered refs; capacity 1
 	slots chan struct{} // fetch slots; capacity Concurrency
 
+	obs Observer
+
 	mu struct {
 		sync.Mutex
 		node      map[string]digest.Digest // tag: the digest its image record targets
@@ -179,10 +213,17 @@ type Manager struct {
 		removed   map[string]bool          // by Remove: ignored even if the node has it
 		entries   map[string]*Entry
 		triggered []string                    // refs to resolve at once, in order
-		inflight  map[string]bool             // ref@digest being fetched (pending or fetching)
+		flights   map[string]*flight          // ref@digest being fetched (pending or fetching)
 		backoff   map[string]*registryBackoff // registry host: its failures
+		moves     []move                      // tags moved, to protect for rollback
+		gen       uint64                      // counts Pulled hits
+		pulled    map[string]uint64           // tag: gen of its last Pulled hit
+		events    broadcaster
 	}
 }
+
+// move is a tag whose node record moved from one digest to another.
+type move struct{ ref, from, to string }
 
 type registryBackoff struct {
 	failures int
@@ -201,7 +242,7 @@ func NewManager(f *Fetcher, opts ManagerOptions) (*Manager, error) {
 }
 
 func newManager(il imageLister, r resolver, f fetcher, namespace string, opts ManagerOptions) (*Manager, error) {
-	if opts.Interval < 0 || opts.MaxBackoff < 0 || opts.ResolveTimeout < 0 || opts.Concurrency < 0 || opts.AdmissionHold < 0 {
+	if opts.Interval < 0 || opts.MaxBackoff < 0 || opts.ResolveTimeout < 0 || opts.Concurrency < 0 || opts.AdmissionHold < 0 || opts.RollbackWindow < 0 {
 		return nil, fmt.Errorf("prefetch: negative manager option in %+v", opts)
 	}
 	if opts.Interval == 0 {
@@ -227,12 +268,17 @@ func newManager(il imageLister, r resolver, f fetcher, namespace string, opts Ma
 		opts: opts, log: opts.Logger, now: time.Now, rand: rand.Float64,
 		kick:  make(chan struct{}, 1),
 		slots: make(chan struct{}, opts.Concurrency),
+		obs:   opts.Observer,
+	}
+	if m.obs == nil {
+		m.obs = noObserver{}
 	}
 	m.mu.node = map[string]digest.Digest{}
 	m.mu.added = map[string]bool{}
 	m.mu.removed = map[string]bool{}
 	m.mu.entries = map[string]*Entry{}
-	m.mu.inflight = map[string]bool{}
+	m.mu.flights = map[string]*flight{}
+	m.mu.pulled = map[string]uint64{}
 	m.mu.backoff = map[string]*registryBackoff{}
 	return m, nil
 }
@@ -269,7 +315,7 @@ func (m *Manager) Add(ref string) error {
 
 // Remove stops watching ref, whether Add or the node's images put it in
 // the watch set, until Add is called for it again. A fetch running for it
-// finishes; its lease expires as any other.
+// finishes, and its lease is deleted.
 func (m *Manager) Remove(ref string) error {
 	r, err := tagRef(ref)
 	if err != nil {
@@ -278,7 +324,10 @@ func (m *Manager) Remove(ref string) error {
 	m.mu.Lock()
 	delete(m.mu.added, r)
 	m.mu.removed[r] = true
-	delete(m.mu.entries, r)
+	if e := m.mu.entries[r]; e != nil {
+		delete(m.mu.entries, r)
+		m.publishLocked(EventRemoved, e)
+	}
 	m.mu.Unlock()
 	m.log.Info("prefetch: watch removed", zap.String("ref", r))
 	return nil
@@ -302,10 +351,7 @@ func (m *Manager) Trigger(ref string) error {
 		m.mu.triggered = append(m.mu.triggered, r)
 	}
 	m.mu.Unlock()
-	select {
-	case m.kick <- struct{}{}:
-	default: // the loop has a wake-up queued already
-	}
+	m.wake()
 	return nil
 }
 
@@ -330,10 +376,16 @@ func (m *Manager) List() []Entry {
 }
 
 // Run watches and prefetches until ctx ends, then waits for its fetches
-// (cancelled with ctx) and returns ctx's error.
+// (cancelled with ctx), closes the event subscriptions and returns ctx's
+// error.
 func (m *Manager) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		m.mu.Lock()
+		m.mu.events.closeAll()
+		m.mu.Unlock()
+	}()
 	m.log.Info("prefetch: manager started", zap.Duration("interval", m.opts.Interval), zap.Int("concurrency", m.opts.Concurrency))
 	timer := time.NewTimer(0) // the first cycle at once
 	defer timer.Stop()
@@ -368,6 +420,9 @@ func (m *Manager) Run(ctx context.Context) error {
 // refresh reads the node's tag image records. On error the last set is
 // kept: a containerd restart must not drop the watch set.
 func (m *Manager) refresh(ctx context.Context) {
+	m.mu.Lock()
+	gen := m.mu.gen
+	m.mu.Unlock()
 	imgs, err := m.images.List(namespaces.WithNamespace(ctx, m.namespace))
 	if err != nil {
 		m.log.Warn("prefetch: list images", zap.Error(err))
@@ -393,23 +448,41 @@ func (m *Manager) refresh(ctx context.Context) {
 		node[named.String()] = img.Target.Digest
 	}
 	now := m.now()
+	type hit struct{ ref, lease string }
+	var hits []hit
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.mu.node = node
 	for ref, e := range m.mu.entries {
 		if !m.watchedLocked(ref) {
 			delete(m.mu.entries, ref)
+			m.publishLocked(EventRemoved, e)
 			continue
+		}
+		if e.Lease != "" && !now.Before(e.Expires) {
+			e.Lease, e.Expires = "", time.Time{} // containerd's GC drops it
 		}
 		running := node[ref].String()
 		if running == "" || running == e.Running {
 			continue
 		}
-		// Kubelet pulled the tag again: the node now runs what it points at.
-		e.Running = running
-		if e.New == running {
-			e.New, e.State, e.Error, e.Updated = "", StateIdle, "", now
+		if m.mu.pulled[ref] > gen {
+			// Listed before a Pulled moved e.Running: this list is the
+			// older news.
+			continue
 		}
+		// The tag moved: kubelet pulled it (not through the proxy, or
+		// Pulled would have seen it), or MoveTag did.
+		if e.New == running && e.State == StateDone {
+			hits = append(hits, hit{ref, m.hitLocked(e, now)})
+			continue
+		}
+		before := e.State
+		m.movedLocked(e, running)
+		if e.New == running {
+			e.New, e.State, e.Error = "", StateIdle, ""
+		}
+		e.Updated = now
+		m.stateLocked(e, before)
 	}
 	for ref := range m.watchSetLocked() {
 		if _, ok := m.mu.entries[ref]; !ok {
@@ -417,8 +490,25 @@ func (m *Manager) refresh(ctx context.Context) {
 			if d, ok := node[ref]; ok {
 				running = d.String()
 			}
-			m.mu.entries[ref] = &Entry{Ref: ref, Running: running, State: StateIdle, Updated: now}
+			e := &Entry{Ref: ref, Running: running, State: StateIdle, Updated: now}
+			m.mu.entries[ref] = e
+			m.publishLocked(EventState, e)
 		}
+	}
+	for ref, g := range m.mu.pulled {
+		if g <= gen {
+			delete(m.mu.pulled, ref)
+		}
+	}
+	moves := m.mu.moves
+	m.mu.moves = nil
+	m.mu.Unlock()
+	for _, h := range hits {
+		m.obs.PrefetchHit(h.ref)
+		m.release(ctx, h.ref, h.lease)
+	}
+	for _, mv := range moves {
+		m.protect(ctx, mv)
 	}
 }
 
@@ -491,8 +581,11 @@ func (m *Manager) check(ctx context.Context, wg *sync.WaitGroup, ref string) {
 	if e == nil { // removed meanwhile
 		return
 	}
+	before := e.State
+	defer m.stateLocked(e, before)
 	if err != nil {
 		wait := m.failedLocked(host, now)
+		m.obs.PrefetchFailed(ref, err)
 		// A fetch in flight keeps its state; it will report its own end.
 		if e.State != StatePending && e.State != StateFetching {
 			e.State, e.Error, e.Updated = StateFailed, err.Error(), now
@@ -504,23 +597,33 @@ func (m *Manager) check(ctx context.Context, wg *sync.WaitGroup, ref string) {
 	d := desc.Digest.String()
 	switch {
 	case d == e.Running:
-		if e.State != StatePending && e.State != StateFetching {
-			e.New, e.State, e.Error, e.BytesDone, e.BytesTotal, e.LayersFetched, e.Updated = "", StateIdle, "", 0, 0, 0, now
+		// Nothing new (any more): a fetch in flight reports its own end;
+		// an idle entry keeps what it says of its last prefetch.
+		if e.State != StatePending && e.State != StateFetching && (e.State != StateIdle || e.New != "") {
+			resetFetch(e)
+			e.New, e.State, e.Error, e.Updated = "", StateIdle, "", now
 		}
 		return
-	case m.mu.inflight[ref+"@"+d]:
+	case m.mu.flights[ref+"@"+d] != nil:
 		return
 	case d == e.New && e.State == StateDone:
 		return
 	}
 	m.log.Info("prefetch: new digest", zap.String("ref", ref), zap.String("running", e.Running), zap.String("new", d))
-	e.New, e.State, e.Error, e.BytesDone, e.BytesTotal, e.LayersFetched, e.Updated = d, StatePending, "", 0, 0, 0, now
-	m.mu.inflight[ref+"@"+d] = true
+	resetFetch(e)
+	e.New, e.State, e.Error, e.Updated = d, StatePending, "", now
+	fl := m.flightLocked(ref, d)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		m.fetch(ctx, ref, d)
+		m.fetch(ctx, fl)
 	}()
+}
+
+// resetFetch clears what e says of a fetch of New.
+func resetFetch(e *Entry) {
+	e.BytesDone, e.BytesTotal, e.LayersFetched, e.FetchedLayers = 0, 0, 0, nil
+	e.Config, e.Lease, e.Expires = "", "", time.Time{}
 }
 
 // failedLocked records a failure of host and returns its backoff.
@@ -550,46 +653,6 @@ func (m *Manager) jittered(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (1 - jitter + 2*jitter*m.rand()))
 }
 
-// fetch waits for a fetch slot, for IO pressure to fall to its target and
-// for an admission slot, then fetches ref pinned to d; the entry stays
-// pending until then.
-func (m *Manager) fetch(ctx context.Context, ref, d string) {
-	key := ref + "@" + d
-	defer func() {
-		m.mu.Lock()
-		delete(m.mu.inflight, key)
-		m.mu.Unlock()
-	}()
-	select {
-	case m.slots <- struct{}{}:
-		defer func() { <-m.slots }()
-	case <-ctx.Done():
-		return
-	}
-	release, ok := m.admit(ctx, ref, d)
-	if !ok {
-		return
-	}
-	defer release()
-	if !m.update(ref, d, func(e *Entry) { e.State = StateFetching }) {
-		return // removed, or another digest seen meanwhile
-	}
-	res, err := m.fetcher.Fetch(ctx, ref, d)
-	if err != nil {
-		m.log.Warn("prefetch: fetch", zap.String("ref", ref), zap.String("digest", d), zap.Error(err))
-		m.update(ref, d, func(e *Entry) {
-			e.State, e.Error = StateFailed, err.Error()
-			// A failing fetch backs its registry off too: a blob that
-			// fails every time must not be fetched every interval.
-			m.failedLocked(registryOf(ref), m.now())
-		})
-		return
-	}
-	m.update(ref, d, func(e *Entry) {
-		e.State, e.BytesDone, e.BytesTotal, e.LayersFetched = StateDone, res.Bytes, res.Bytes, res.LayersFetched
-	})
-}
-
 // update applies f to ref's entry if it still waits for digest d.
 func (m *Manager) update(ref, d string, f func(*Entry)) bool {
 	m.mu.Lock()
@@ -598,50 +661,9 @@ func (m *Manager) update(ref, d string, f func(*Entry)) bool {
 	if e == nil || e.New != d {
 		return false
 	}
+	before := e.State
 	f(e)
 	e.Updated = m.now()
+	m.stateLocked(e, before)
 	return true
-}
-
-// admit waits while IO pressure is above target, then for a background
-// admission slot. If IO rose above target while it waited for the slot,
-// it gives the slot back and starts over: a paused fetch must not keep a
-// slot from a start. It returns the slot's release, or false when ctx
-// ended or the gate refused (logged; the next resolve tries again).
-func (m *Manager) admit(ctx context.Context, ref, d string) (release func(), ok bool) {
-	for {
-		if !m.waitIO(ctx, ref, d) {
-			return nil, false
-		}
-		if m.opts.Admitter == nil {
-			return func() {}, true
-		}
-		lease, err := m.opts.Admitter.Acquire(ctx, admission.Request{
-			Class:       admission.Background,
-			Tenant:      AdmissionTenant,
-			Description: "prefetch " + ref + "@" + d,
-			Hold:        m.opts.AdmissionHold,
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				m.log.Warn("prefetch: admission", zap.String("ref", ref), zap.String("digest", d), zap.Error(err))
-				m.update(ref, d, func(e *Entry) { e.State, e.Error = StateFailed, "admission: "+err.Error() })
-			}
-			return nil, false
-		}
-		if !m.opts.Throttle.ioHigh() {
-			return lease.Release, true
-		}
-		lease.Release()
-	}
-}
-
-// waitIO waits while the Throttle's IO pressure is above its target; it
-// reports false when ctx ended first.
-func (m *Manager) waitIO(ctx context.Context, ref, d string) bool {
-	t := m.opts.Throttle
-	if t.ioHigh() {
-		m.log.Info("prefetch: waiting for IO pressure", zap.String("ref", ref), zap.String("digest", d), zap.Float64("target", t.target))
-	}
-	return t.WaitIO(ctx) == nil
 }

@@ -186,11 +186,12 @@ func TestThrottleReaderWaitsForIO(t *testing.T) {
 
 // blockingFetcher records fetches and blocks each until released.
 type blockingFetcher struct {
+	noProtect
 	started chan string
 	finish  chan struct{}
 }
 
-func (f *blockingFetcher) Fetch(ctx context.Context, ref, dgst string) (Result, error) {
+func (f *blockingFetcher) FetchProgress(ctx context.Context, ref, dgst string, _ Progress) (Result, error) {
 	f.started <- ref + "@" + dgst
 	select {
 	case <-f.finish:
@@ -267,11 +268,11 @@ func TestManagerFetchWaitsForAdmissionAndIO(t *testing.T) {
 	}
 	const ref, d = "127.0.0.1:5000/app:1", "sha256:" + zeros64
 	m.mu.entries[ref] = &Entry{Ref: ref, New: d, State: StatePending}
-	m.mu.inflight[ref+"@"+d] = true
+	fl := m.flightLocked(ref, d)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
-	go func() { defer close(done); m.fetch(ctx, ref, d) }()
+	go func() { defer close(done); m.fetch(ctx, fl) }()
 
 	notStarted := func(why string) {
 		t.Helper()
@@ -378,7 +379,7 @@ func TestManagerAdmissionCancelledAndIORisesWhileQueued(t *testing.T) {
 	m, _ := newManager(nil, nil, f, DefaultNamespace, ManagerOptions{Admitter: adm, Throttle: th})
 	const ref, d = "127.0.0.1:5000/app:1", "sha256:" + zeros64
 	m.mu.entries[ref] = &Entry{Ref: ref, New: d, State: StatePending}
-	m.fetch(context.Background(), ref, d)
+	m.fetch(context.Background(), m.flightLocked(ref, d))
 	<-f.started
 	if grants.Load() != 2 {
 		t.Fatalf("%d grants, want 2 (the first given back under high IO)", grants.Load())
@@ -397,7 +398,7 @@ func TestManagerAdmissionCancelledAndIORisesWhileQueued(t *testing.T) {
 	blocked := &gatedAdmitter{gate: gate, open: make(chan struct{})}
 	m2, _ := newManager(nil, nil, f, DefaultNamespace, ManagerOptions{Admitter: blocked})
 	m2.mu.entries[ref] = &Entry{Ref: ref, New: d, State: StatePending}
-	m2.fetch(ctx, ref, d)
+	m2.fetch(ctx, m2.flightLocked(ref, d))
 	if e := m2.List()[0]; e.State != StatePending {
 		t.Errorf("entry after a cancelled admission: %+v", e)
 	}
@@ -406,7 +407,7 @@ func TestManagerAdmissionCancelledAndIORisesWhileQueued(t *testing.T) {
 		return nil, admission.ErrClosed
 	})})
 	m3.mu.entries[ref] = &Entry{Ref: ref, New: d, State: StatePending}
-	m3.fetch(context.Background(), ref, d)
+	m3.fetch(context.Background(), m3.flightLocked(ref, d))
 	if e := m3.List()[0]; e.State != StateFailed || e.Error == "" {
 		t.Errorf("entry after a refusal: %+v", e)
 	}
