@@ -65,12 +65,16 @@ type node struct {
 	daemon  *exec.Cmd
 	logPath string
 	rs      internalapi.RuntimeService
+	is      internalapi.ImageManagerService // kubelet's image client, on the proxy
 	image   string
 }
 
 type nodeOptions struct {
 	// config is extra TOML appended to the generated config.
 	config string
+	// configFor, when set, returns more TOML for the config, once the
+	// testbed runs (its snapshotter is known only then).
+	configFor func(tb *testbed.Testbed) string
 }
 
 func startNode(t testing.TB, opts nodeOptions) *node {
@@ -85,6 +89,9 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 		logPath: filepath.Join(dir, "startgated.log"), image: "localhost/startgate/app:1"}
 	cfg := filepath.Join(dir, "config.toml")
 	conf := "version = 1\n[daemon]\nlog_format = \"json\"\nlog_level = \"debug\"\n" + opts.config
+	if opts.configFor != nil {
+		conf += opts.configFor(tb)
+	}
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +135,14 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 		t.Fatalf("kubelet's CRI client on the proxy: %v", err)
 	}
 	t.Cleanup(func() { _ = n.rs.Close(ctx) })
+	n.is, err = remote.NewRemoteImageServiceBuilder().
+		WithEndpoint("unix://" + n.cri).
+		WithConnectionTimeout(criTimeout).
+		Build(ctx)
+	if err != nil {
+		t.Fatalf("kubelet's CRI image client on the proxy: %v", err)
+	}
+	t.Cleanup(func() { _ = n.is.Close(ctx) })
 	img, err := testbed.BusyboxImage()
 	if err != nil {
 		t.Fatal(err)
@@ -275,9 +290,13 @@ func (n *node) sandboxConfig(ns, name string, ann map[string]string) *runtimeapi
 }
 
 func (n *node) containerConfig(name string, cmd ...string) *runtimeapi.ContainerConfig {
+	return n.containerConfigOf(name, n.image, cmd...)
+}
+
+func (n *node) containerConfigOf(name, image string, cmd ...string) *runtimeapi.ContainerConfig {
 	return &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: name},
-		Image:    &runtimeapi.ImageSpec{Image: n.image},
+		Image:    &runtimeapi.ImageSpec{Image: image},
 		Command:  cmd,
 		LogPath:  name + ".log",
 	}
@@ -286,6 +305,11 @@ func (n *node) containerConfig(name string, cmd ...string) *runtimeapi.Container
 // runPod runs a pod with one container through the proxy, as kubelet
 // does, and returns the sandbox and container IDs.
 func (n *node) runPod(ctx context.Context, ns, name string, ann map[string]string, cmd ...string) (string, string, error) {
+	return n.runPodOf(ctx, ns, name, n.image, ann, cmd...)
+}
+
+// runPodOf is runPod with the container's image named.
+func (n *node) runPodOf(ctx context.Context, ns, name, image string, ann map[string]string, cmd ...string) (string, string, error) {
 	sb := n.sandboxConfig(ns, name, ann)
 	if err := os.MkdirAll(sb.LogDirectory, 0o755); err != nil {
 		return "", "", err
@@ -294,7 +318,7 @@ func (n *node) runPod(ctx context.Context, ns, name string, ann map[string]strin
 	if err != nil {
 		return "", "", fmt.Errorf("RunPodSandbox %s/%s: %w", ns, name, err)
 	}
-	cID, err := n.rs.CreateContainer(ctx, sbID, n.containerConfig("app", cmd...), sb)
+	cID, err := n.rs.CreateContainer(ctx, sbID, n.containerConfigOf("app", image, cmd...), sb)
 	if err != nil {
 		return sbID, "", fmt.Errorf("CreateContainer %s/%s: %w", ns, name, err)
 	}
