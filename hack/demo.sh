@@ -4,11 +4,15 @@
 #  1. The gate: startgated on a private socket in a temporary directory;
 #     the gate paused and resumed with mixed classes; the in-flight limit
 #     following CPU pressure; a clean stop.
-#  2. The CRI: startgate-bench starts a private containerd (the testbed)
-#     and startgated's CRI proxy in front of it, then a burst of 20 pods,
-#     once straight to containerd and once through startgated, and prints
-#     the side-by-side table. Needs root, containerd, runc and
-#     busybox-static (`make deps`, which `make demo` runs first).
+#  2. The CRI: startgate-bench starts a private containerd (the testbed),
+#     a loopback registry serving the app image, and startgated's CRI
+#     proxy in front of the containerd; then it patches the app's tag (a
+#     20 MB layer replaced) before each burst of 20 pods that pull it and
+#     start at once: straight to containerd, through startgated, and
+#     through startgated with the patch prefetched. It prints the
+#     side-by-side table and where the chart is. Needs root, containerd,
+#     runc, busybox-static and docker-registry (`make deps`, which
+#     `make demo` runs first).
 #
 # Needs no stdin and leaves nothing running, also on Ctrl-C or an error.
 set -euo pipefail
@@ -213,13 +217,19 @@ echo "    socket removed; nothing left running"
 [[ $rc -eq 0 ]]
 gate_secs=$SECONDS
 
-say "PART 2: the CRI. A burst of 20 pods, each a CPU-bound init of about 0.2 CPU-s,"
-echo "    started at once by kubelet's CRI client: straight to containerd (direct), then"
-echo "    through startgated's CRI proxy (startgate). Progress below; the table follows."
+say "PART 2: the CRI. A patch rollout: the app's tag gets a new 20 MB layer, then 20 pods"
+echo "    pull it and start at once (each a CPU-bound init of about 0.2 CPU-s) through"
+echo "    kubelet's CRI client: straight to containerd (direct), through startgated's CRI"
+echo "    proxy (startgate), and through it with the patch prefetched (startgate-prefetch)."
+echo "    Progress below; the table follows."
 # Ctrl-C reaches startgate-bench too (same foreground process group); it
-# stops its pods, startgated and containerd before this script's trap runs.
-"$BIN/startgate-bench" --pods 20 --modes direct,startgate --rounds 1
+# stops its pods, startgated, containerd and the registry before this
+# script's trap runs. The chart goes to the demo's temporary directory's
+# parent, so it outlives the cleanup.
+chart=${TMPDIR:-/tmp}/startgate-demo.svg
+"$BIN/startgate-bench" --pods 20 --modes direct,startgate,startgate-prefetch --rounds 1 --chart "$chart"
 
 echo
 echo "demo: done in ${SECONDS} s (the gate ${gate_secs} s, the CRI $((SECONDS - gate_secs)) s); nothing left running."
-echo "demo: the full benchmark (40 pods; direct, fixed-2/4/8, startgate; 2 rounds): make bench"
+echo "demo: the chart (time to ready per mode): $chart"
+echo "demo: the full benchmark (40 pods; direct, fixed-2/4/8, startgate, startgate-prefetch; 2 rounds): make bench"

@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/startgate/startgate/internal/testbed"
@@ -14,8 +15,10 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultInitCPU  = 200 * time.Millisecond
-	DefaultDeadline = 5 * time.Minute
+	DefaultInitCPU         = 200 * time.Millisecond
+	DefaultDeadline        = 5 * time.Minute
+	DefaultPatchSize       = 20 << 20
+	DefaultPrefetchTimeout = 2 * time.Minute
 )
 
 // Options configure Run. Zero fields take the defaults noted.
@@ -27,11 +30,25 @@ type Options struct {
 	// Modes run in this order in odd rounds and reversed in even ones,
 	// so no mode always follows the same one; nil means DefaultModes.
 	Modes []Mode
+	// Workload is the init work's kind: WorkCPU (""), WorkIO or
+	// WorkMixed.
+	Workload string
 	// InitCPU is the CPU time a container's init loop is calibrated to;
 	// 0 means 200 ms.
 	InitCPU time.Duration
-	// Loops fixes the loop count and skips the calibration.
+	// Loops fixes the loop count and skips the CPU calibration.
 	Loops int
+	// IOBytes fixes the IO work's size and skips its calibration (which
+	// sizes it so that a lone pod's IO init takes as long as its CPU
+	// init).
+	IOBytes int64
+	// PatchSize is the size of the layer each patch replaces; 0 means
+	// 20 MiB.
+	PatchSize int
+	// PrefetchTimeout bounds the wait for startgated to show a patch
+	// prefetched; past it the burst runs anyway, with a warning. 0 means
+	// 2 minutes.
+	PrefetchTimeout time.Duration
 	// Lone is how many pods are run alone to measure one pod's time
 	// (the median is used); 0 means 3.
 	Lone int
@@ -55,6 +72,9 @@ type Options struct {
 	// Testbed, if not nil, is a started testbed to use instead of
 	// starting one; Run tears its pods down but leaves it running.
 	Testbed *testbed.Testbed
+	// Registry, if not nil, is a started testbed registry to push the
+	// app image to instead of starting one; Run leaves it running.
+	Registry *testbed.Registry
 }
 
 func (o *Options) withDefaults() error {
@@ -71,8 +91,20 @@ func (o *Options) withDefaults() error {
 		}
 		o.Modes = m
 	}
+	if o.Workload == "" {
+		o.Workload = WorkCPU
+	}
+	if _, err := ParseWorkload(o.Workload); err != nil {
+		return err
+	}
 	if o.InitCPU == 0 {
 		o.InitCPU = DefaultInitCPU
+	}
+	if o.PatchSize == 0 {
+		o.PatchSize = DefaultPatchSize
+	}
+	if o.PrefetchTimeout == 0 {
+		o.PrefetchTimeout = DefaultPrefetchTimeout
 	}
 	if o.Lone == 0 {
 		o.Lone = 3
@@ -97,7 +129,8 @@ func (o *Options) withDefaults() error {
 		return fmt.Errorf("bench: rounds %d: want at least 1", o.Rounds)
 	case len(o.Modes) == 0:
 		return errors.New("bench: no modes")
-	case o.InitCPU < 0, o.Loops < 0, o.Lone < 1, o.Deadline < 0, o.Kubelet.Timeout < 0, o.Kubelet.Backoff < 0:
+	case o.InitCPU < 0, o.Loops < 0, o.IOBytes < 0, o.PatchSize < 0, o.PrefetchTimeout < 0,
+		o.Lone < 1, o.Deadline < 0, o.Kubelet.Timeout < 0, o.Kubelet.Backoff < 0:
 		return errors.New("bench: negative durations or counts")
 	case o.Quiet.Interval <= 0 || o.Quiet.Samples < 1:
 		return errors.New("bench: quiet: interval and samples must be positive")
@@ -115,8 +148,13 @@ type Calibration struct {
 	// Init is the median time from start line to ready line of a lone
 	// pod: the init work's wall time, alone.
 	Init time.Duration `json:"init_ns"`
+	// IOBytes is the IO work's size; IOInit the median init time of a
+	// lone IO pod. Zero for the cpu workload.
+	IOBytes int64         `json:"io_bytes,omitempty"`
+	IOInit  time.Duration `json:"io_init_ns,omitempty"`
 	// Single is the median time from RunPodSandbox to the ready line of
-	// a lone pod: the unit of the ideal bound.
+	// a lone pod (of each kind the workload has): the unit of the ideal
+	// bound.
 	Single time.Duration `json:"single_ns"`
 }
 
@@ -134,6 +172,8 @@ type ModeResult struct {
 // Result is a whole run.
 type Result struct {
 	Command     string       `json:"command"`
+	Workload    string       `json:"workload"`
+	PatchSize   int          `json:"patch_size"`
 	Pods        int          `json:"pods"`
 	Rounds      int          `json:"rounds"`
 	Cores       int          `json:"cores"`
@@ -149,11 +189,15 @@ type Result struct {
 	// Interrupted: the run ended early; the figures cover what ran.
 	Interrupted bool          `json:"interrupted,omitempty"`
 	Took        time.Duration `json:"took_ns"`
+	// Chart is where the chart was written, when it was.
+	Chart string `json:"chart,omitempty"`
 }
 
-// Run runs the benchmark: a testbed, startgated when a mode needs it, the
-// calibration, then every mode's burst in every round, each on a quiet
-// node and torn down after. Everything it started is stopped before it
+// Run runs the benchmark: a testbed and its registry, the app image
+// pulled, startgated when a mode needs it, the calibration, then every
+// mode's burst in every round, each after a patch of the app image (and
+// for startgate-prefetch, its prefetch), on a quiet node, torn down
+// after. Everything it started is stopped before it
 // returns, also when ctx ends. On an error after bursts have run it
 // returns the result so far (Interrupted) along with the error.
 func Run(ctx context.Context, opts Options) (_ *Result, err error) {
@@ -163,19 +207,21 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	t0 := time.Now()
 	pr := newProgress(opts.Progress)
 	withGate := slices.ContainsFunc(opts.Modes, func(m Mode) bool { return m.Via == Startgate })
-	pr.line("starting a testbed containerd%s", map[bool]string{true: " and startgated in front of it", false: ""}[withGate])
-	n, err := startNode(ctx, &opts, withGate)
+	withPrefetch := slices.ContainsFunc(opts.Modes, func(m Mode) bool { return m.Prefetch })
+	pr.line("starting a testbed containerd, its registry (app image: busybox + %s layer)%s", mib(int64(opts.PatchSize)),
+		map[bool]string{true: " and startgated in front of it", false: ""}[withGate])
+	n, err := startNode(ctx, &opts, withGate, withPrefetch)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		pr.line("cleaning up: pods, startgated, containerd")
+		pr.line("cleaning up: pods, startgated, containerd, the registry")
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
 		err = errors.Join(err, n.stop(stopCtx))
 	}()
 
-	res := &Result{Command: opts.Command, Pods: opts.Pods, Rounds: opts.Rounds, Cores: runtime.NumCPU(),
+	res := &Result{Command: opts.Command, Workload: opts.Workload, PatchSize: opts.PatchSize, Pods: opts.Pods, Rounds: opts.Rounds, Cores: runtime.NumCPU(),
 		Snapshotter: n.tb.Snapshotter()}
 	if v, verr := n.clients[Direct].Version(ctx, "v1"); verr == nil {
 		res.Runtime = v.GetRuntimeName() + " " + v.GetRuntimeVersion()
@@ -197,6 +243,7 @@ type bencher struct {
 	node *node
 	pr   *progress
 	res  *Result
+	lone int // lone pods so far, for their names
 }
 
 func (b *bencher) run(ctx context.Context) error {
@@ -206,40 +253,88 @@ func (b *bencher) run(ctx context.Context) error {
 	if err := b.calibrate(ctx); err != nil {
 		return err
 	}
-	work := Workload{Kind: "cpu", Loops: b.res.Calibration.Loops}
+	c := b.res.Calibration
+	work := Workload{Kind: b.opts.Workload, Loops: c.Loops, IOBytes: c.IOBytes}
+	total := b.opts.Rounds * len(b.opts.Modes)
 	for r := 1; r <= b.opts.Rounds; r++ {
 		order := slices.Clone(b.opts.Modes)
 		if r%2 == 0 {
 			slices.Reverse(order)
 		}
 		for _, m := range order {
-			label := fmt.Sprintf("round %d/%d %s", r, b.opts.Rounds, m.Name)
+			label := fmt.Sprintf("burst %d/%d, round %d/%d %s", len(b.res.Bursts)+1, total, r, b.opts.Rounds, m.Name)
 			if err := b.quiet(ctx, label); err != nil {
 				return err
 			}
-			burst, err := b.burst(ctx, m, r, b.opts.Pods, work, label, false)
+			burst, err := b.patchAndBurst(ctx, m, r, work, label)
 			if err != nil {
 				return err
 			}
 			b.res.Bursts = append(b.res.Bursts, burst)
 			s := Summarize([]Burst{burst})
-			b.pr.line("%s: %d/%d ready, p50 %s, makespan %s, %d failed, %d retries",
-				label, s.Ready, s.Pods, secs(s.P50), secs(s.Makespan), s.Failed, s.Retries)
+			b.pr.line("%s: %d/%d ready, p50 %s, p99 %s, makespan %s, first pull %s, %d failed, %d retries",
+				label, s.Ready, s.Pods, secs(s.P50), secs(s.P99), secs(s.Makespan), secs(s.FirstPull), s.Failed, s.Retries)
 		}
 	}
 	return nil
 }
 
+// patchAndBurst pushes a patch of the app image, prefetches it for a
+// prefetch mode, waits for a quiet node again and runs the burst, every
+// pod pulling the patched tag first.
+func (b *bencher) patchAndBurst(ctx context.Context, m Mode, round int, work Workload, label string) (Burst, error) {
+	b.pr.status("%s: pushing a patch (%s layer)", label, mib(int64(b.opts.PatchSize)))
+	digest, err := b.node.patch(ctx)
+	if err != nil {
+		return Burst{}, err
+	}
+	var took time.Duration
+	var perr error
+	if m.Prefetch {
+		b.pr.status("%s: PrefetchAdd, waiting for startgated to fetch %s", label, short(digest))
+		took, perr = b.node.prefetch(ctx, digest, b.opts.PrefetchTimeout)
+		if err := ctx.Err(); err != nil {
+			return Burst{}, err
+		}
+		if perr != nil {
+			w := fmt.Sprintf("%s: the burst ran without the patch prefetched: %v", label, perr)
+			b.res.Warnings = append(b.res.Warnings, w)
+			b.pr.line("warning: %s", w)
+		} else {
+			b.pr.line("%s: startgated prefetched %s in %s", label, short(digest), secs(took))
+		}
+		// The fetch's unpack is IO and CPU of its own: let it settle.
+		if err := b.quiet(ctx, label); err != nil {
+			return Burst{}, err
+		}
+	}
+	burst, err := b.burst(ctx, m, round, b.opts.Pods, work, label, false, true)
+	burst.Patch, burst.Prefetch = digest, took
+	if perr != nil {
+		burst.PrefetchError = perr.Error()
+	}
+	return burst, err
+}
+
+// short is a digest's first 12 hex digits, for progress lines.
+func short(d string) string {
+	_, hex, _ := strings.Cut(d, ":")
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	return hex
+}
+
 // burst runs one burst and tears it down; the error is the teardown's or
-// ctx's.
-func (b *bencher) burst(ctx context.Context, m Mode, round, pods int, w Workload, label string, measureCPU bool) (Burst, error) {
+// ctx's. With pull, every pod pulls the app's tag first.
+func (b *bencher) burst(ctx context.Context, m Mode, round, pods int, w Workload, label string, measureCPU, pull bool) (Burst, error) {
 	rs := b.node.clients[m.Via]
 	burst := runBurst(ctx, burstSpec{
-		mode: m, round: round, pods: pods, workload: w, rs: rs,
-		image: AppImage, logRoot: b.node.tb.Dir() + "/pods", kubelet: b.opts.Kubelet,
+		mode: m, round: round, pods: pods, workload: w, rs: rs, images: b.node.images[m.Via], pull: pull,
+		image: b.node.appRef, logRoot: b.node.tb.Dir() + "/pods", kubelet: b.opts.Kubelet,
 		deadline: b.opts.Deadline, poll: 50 * time.Millisecond, measureCPU: measureCPU,
 		progress: func(ready, failed int, el time.Duration) {
-			b.pr.status("%s: %d/%d ready, %d failed, %s", label, ready, pods, failed, secs(el))
+			b.pr.bar(label, ready, failed, pods, el)
 		},
 	})
 	if err := ctx.Err(); err != nil {
@@ -267,71 +362,131 @@ func (b *bencher) quiet(ctx context.Context, before string) error {
 	return nil
 }
 
-// probeLoops is the calibration probe's loop count: about 0.15 s of
-// busybox shell on this kind of machine.
-const probeLoops = 50000
+// Calibration probes' starting points: about 0.15 s of busybox shell, and
+// 16 MiB written and read, on this kind of machine.
+const (
+	probeLoops   = 50000
+	probeIOBytes = 16 << 20
+)
 
-// calibrate sizes the init loop to opts.InitCPU of CPU time (unless
-// opts.Loops fixes it): probe pods, up to three, each rescaling the loop
-// count from the containers' CPU time so far (CRI stats, which other work
-// on the machine stretches less than wall time) until one lands within
-// 10%. Then opts.Lone pods run alone, one after the other, and the
-// medians are kept.
+// calibrate sizes the init work, then times lone pods. The CPU loop is
+// sized to opts.InitCPU of CPU time (unless opts.Loops fixes it): probe
+// pods, up to three, each rescaling the loop count from the containers'
+// CPU time so far (CRI stats, which other work on the machine stretches
+// less than wall time) until one lands within 10%. For the io and mixed
+// workloads the IO work is then sized the same way (unless opts.IOBytes
+// fixes it), on wall time: a lone IO pod's init should take as long as a
+// lone CPU pod's. Then opts.Lone pods of each kind the workload has run
+// alone, one after the other, and the medians are kept.
 func (b *bencher) calibrate(ctx context.Context) error {
 	loops := b.opts.Loops
 	if loops == 0 {
-		loops = probeLoops
-		// Per-loop cost, pooled over the probes so far: one probe's
-		// noise does not swing the next.
-		var sumLoops int
-		var sumCPU time.Duration
-		for i := range 3 {
-			if err := b.quiet(ctx, "a calibration probe"); err != nil {
-				return err
+		n, err := b.probe(ctx, probeLoops, b.opts.InitCPU, 0.1, func(n int64) (time.Duration, error) {
+			pod, err := b.lonePod(ctx, "probe", Workload{Kind: WorkCPU, Loops: int(n)})
+			if err == nil && pod.CPU <= 0 {
+				err = fmt.Errorf("bench: calibration probe: no CPU time from ContainerStats: %v", pod.Errors)
 			}
-			pod, err := b.lonePod(ctx, "probe", i, loops)
-			if err != nil {
-				return err
+			if err == nil {
+				b.pr.line("calibration probe: %d loops used %s of CPU", n, secs(pod.CPU))
 			}
-			if pod.CPU <= 0 {
-				return fmt.Errorf("bench: calibration probe: no CPU time from ContainerStats: %v", pod.Errors)
-			}
-			b.pr.line("calibration probe %d: %d loops used %s of CPU", i+1, loops, secs(pod.CPU))
-			off := float64(pod.CPU)/float64(b.opts.InitCPU) - 1
-			if off > -0.1 && off < 0.1 {
-				break
-			}
-			sumLoops += loops
-			sumCPU += pod.CPU
-			loops = max(1, int(float64(sumLoops)*float64(b.opts.InitCPU)/float64(sumCPU)))
-		}
-	}
-	var inits, cpus, singles []time.Duration
-	for i := range b.opts.Lone {
-		if err := b.quiet(ctx, "a lone pod"); err != nil {
-			return err
-		}
-		pod, err := b.lonePod(ctx, "alone", i, loops)
+			return pod.CPU, err
+		})
 		if err != nil {
 			return err
 		}
-		inits = append(inits, pod.Init)
+		loops = int(n)
+	}
+	c := Calibration{Loops: loops}
+	kinds := []string{WorkCPU}
+	var cpuInits, cpus, singles []time.Duration
+	for range b.opts.Lone {
+		pod, err := b.lonePod(ctx, "alone", Workload{Kind: WorkCPU, Loops: loops})
+		if err != nil {
+			return err
+		}
+		cpuInits = append(cpuInits, pod.Init)
 		cpus = append(cpus, pod.CPU)
-		singles = append(singles, pod.Ready)
+		if b.opts.Workload != WorkIO {
+			singles = append(singles, pod.Ready)
+		}
 	}
-	for _, xs := range [][]time.Duration{inits, cpus, singles} {
-		slices.Sort(xs)
+	c.Init, c.CPU = median(cpuInits), median(cpus)
+	if b.opts.Workload != WorkCPU {
+		kinds = append(kinds, WorkIO)
+		c.IOBytes = b.opts.IOBytes
+		if c.IOBytes == 0 {
+			target := max(c.Init, 50*time.Millisecond)
+			var err error
+			c.IOBytes, err = b.probe(ctx, probeIOBytes, target, 0.15, func(n int64) (time.Duration, error) {
+				pod, err := b.lonePod(ctx, "probe", Workload{Kind: WorkIO, IOBytes: n})
+				if err == nil {
+					b.pr.line("calibration probe: %s of IO took %s", mib(n), secs(pod.Init))
+				}
+				return pod.Init, err
+			})
+			if err != nil {
+				return err
+			}
+			c.IOBytes = max(ioBlock, c.IOBytes/ioBlock*ioBlock)
+		}
+		var ioInits []time.Duration
+		for range b.opts.Lone {
+			pod, err := b.lonePod(ctx, "alone", Workload{Kind: WorkIO, IOBytes: c.IOBytes})
+			if err != nil {
+				return err
+			}
+			ioInits = append(ioInits, pod.Init)
+			singles = append(singles, pod.Ready)
+		}
+		c.IOInit = median(ioInits)
 	}
-	c := Calibration{Loops: loops, Init: Percentile(inits, 50), CPU: Percentile(cpus, 50), Single: Percentile(singles, 50)}
+	c.Single = median(singles)
 	b.res.Calibration = c
-	b.pr.line("calibrated: %d loops = %s of CPU, %s of init alone; one pod alone is ready %s after RunPodSandbox",
-		loops, secs(c.CPU), secs(c.Init), secs(c.Single))
+	b.pr.line("calibrated (%s): %s; one pod alone is ready %s after RunPodSandbox",
+		strings.Join(kinds, ", "), Workload{Kind: b.opts.Workload}.describe(c), secs(c.Single))
 	return nil
 }
 
-// lonePod runs one pod alone, direct, and tears it down.
-func (b *bencher) lonePod(ctx context.Context, name string, i, loops int) (Pod, error) {
-	burst, err := b.burst(ctx, Mode{Name: name, Via: Direct}, i, 1, Workload{Kind: "cpu", Loops: loops}, name, true)
+// probe sizes a work unit n so that measure(n) comes within tolerance of
+// target: up to three probes, each rescaling n from the pooled cost per
+// unit of the probes so far.
+func (b *bencher) probe(ctx context.Context, n int64, target time.Duration, tolerance float64,
+	measure func(n int64) (time.Duration, error)) (int64, error) {
+	var sumN int64
+	var sumT time.Duration
+	for range 3 {
+		got, err := measure(n)
+		if err != nil {
+			return 0, err
+		}
+		if got <= 0 {
+			return 0, fmt.Errorf("bench: calibration probe of %d measured nothing", n)
+		}
+		off := float64(got)/float64(target) - 1
+		if off > -tolerance && off < tolerance {
+			break
+		}
+		sumN += n
+		sumT += got
+		n = max(1, int64(float64(sumN)*float64(target)/float64(sumT)))
+	}
+	return n, nil
+}
+
+func median(xs []time.Duration) time.Duration {
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	return Percentile(xs, 50)
+}
+
+// lonePod runs one pod alone, direct, on a quiet node, without a pull
+// (the node has the image), and tears it down.
+func (b *bencher) lonePod(ctx context.Context, name string, w Workload) (Pod, error) {
+	if err := b.quiet(ctx, "a lone pod"); err != nil {
+		return Pod{}, err
+	}
+	b.lone++
+	burst, err := b.burst(ctx, Mode{Name: name, Via: Direct}, b.lone, 1, w, name, w.Kind == WorkCPU, false)
 	if err != nil {
 		return Pod{}, err
 	}

@@ -20,12 +20,18 @@ import (
 // Pod is one pod of a burst.
 type Pod struct {
 	Name string `json:"name"`
+	// Work is the pod's workload kind (cpu or io).
+	Work string `json:"work"`
 	// Ready is the time from the burst's start to the container's ready
 	// line (CRI log time); zero when the pod failed.
 	Ready time.Duration `json:"ready_ns"`
 	// Init is the time from the container's start line to its ready
 	// line: the init work's wall time under this mode's contention.
 	Init time.Duration `json:"init_ns"`
+	// Pull is the time from the pod's first call to its PullImage's
+	// return: waiting for the node's one pull at a time, and the pull.
+	// Zero when the burst pulls nothing (calibration).
+	Pull time.Duration `json:"pull_ns,omitempty"`
 	// Retries counts failed CRI calls that were retried after the
 	// back-off.
 	Retries int `json:"retries"`
@@ -49,7 +55,14 @@ type Burst struct {
 	Mode  string    `json:"mode"`
 	Round int       `json:"round"`
 	Start time.Time `json:"start"`
-	Pods  []Pod     `json:"pods"`
+	// Patch is the digest pushed under the app's tag before the burst.
+	Patch string `json:"patch,omitempty"`
+	// Prefetch is how long startgated took, from PrefetchAdd, to show
+	// the patch fetched (startgate-prefetch only); PrefetchError says
+	// why it did not, and the burst then ran anyway.
+	Prefetch      time.Duration `json:"prefetch_ns,omitempty"`
+	PrefetchError string        `json:"prefetch_error,omitempty"`
+	Pods          []Pod         `json:"pods"`
 }
 
 // Kubelet is how the client behaves, after kubelet's defaults.
@@ -75,9 +88,14 @@ type burstSpec struct {
 	pods     int
 	workload Workload
 	rs       internalapi.RuntimeService
+	images   internalapi.ImageManagerService
 	image    string
-	logRoot  string // pod log directories go under it
-	kubelet  Kubelet
+	// pull: every pod pulls image first, one pull at a time on the
+	// node (kubelet's default serialize-image-pulls, with
+	// imagePullPolicy Always).
+	pull    bool
+	logRoot string // pod log directories go under it
+	kubelet Kubelet
 	// deadline bounds the whole burst: a pod not ready by then failed.
 	deadline time.Duration
 	// poll is how often a started container's log is read for its ready
@@ -106,16 +124,21 @@ func runBurst(ctx context.Context, spec burstSpec) Burst {
 		sem = make(chan struct{}, spec.mode.Limit)
 	}
 	var ready, failed atomic.Int64
+	// Kubelet's serialized puller is one worker for the node; one burst
+	// runs at a time, so one per burst is one per node.
+	pullMu := make(chan struct{}, 1)
 	begin := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range b.Pods {
 		p := &b.Pods[i]
 		p.Name = fmt.Sprintf("%s-r%d-%03d", spec.mode.Name, spec.round, i)
+		work := spec.workload.forPod(i)
+		p.Work = work.Kind
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-begin
-			w := podWorker{spec: &spec, pod: p, start: b.Start}
+			w := podWorker{spec: &spec, pod: p, start: b.Start, work: work, pullMu: pullMu}
 			w.run(ctx, sem)
 			if p.Failed() {
 				failed.Add(1)
@@ -150,8 +173,8 @@ func runBurst(ctx context.Context, spec burstSpec) Burst {
 	}
 }
 
-// podWorker syncs one pod the way kubelet's pod worker does: sandbox,
-// container, start; when a call fails, the same step again after the
+// podWorker syncs one pod the way kubelet's pod worker does: image,
+// sandbox, container, start; when a call fails, the same step again after the
 // back-off, with the same names (so a call still running in containerd
 // after the client's timeout shows up as kubelet sees it, "name is
 // reserved"). A container that failed to start is removed and created
@@ -160,7 +183,11 @@ type podWorker struct {
 	spec  *burstSpec
 	pod   *Pod
 	start time.Time // the burst's start; set before the worker runs
+	work  Workload  // this pod's (mixed resolved)
+	// pullMu is the node's one pull at a time.
+	pullMu chan struct{}
 
+	pulled                 bool
 	sandboxID, containerID string
 	attempt                uint32 // the container's
 	sandbox                *runtimeapi.PodSandboxConfig
@@ -207,6 +234,12 @@ func (w *podWorker) run(ctx context.Context, sem chan struct{}) {
 // sync makes the calls still missing; nil once the container started.
 func (w *podWorker) sync(ctx context.Context) error {
 	rs := w.spec.rs
+	if w.spec.pull && !w.pulled {
+		if err := w.pullImage(ctx); err != nil {
+			return err
+		}
+		w.pulled = true
+	}
 	if w.sandboxID == "" {
 		var id string
 		err := w.timed("RunPodSandbox", func() (err error) {
@@ -241,6 +274,27 @@ func (w *podWorker) sync(ctx context.Context) error {
 	return nil
 }
 
+// pullImage pulls the pod's image as kubelet's serialized puller does:
+// after every pull queued before it on the node. No sandbox config is
+// passed: the pull comes before the sandbox here.
+func (w *podWorker) pullImage(ctx context.Context) error {
+	t0 := time.Now()
+	select {
+	case w.pullMu <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("PullImage: waiting for the node's pull worker: %w", ctx.Err())
+	}
+	err := w.timed("PullImage", func() error {
+		_, err := w.spec.images.PullImage(ctx, &runtimeapi.ImageSpec{Image: w.spec.image}, nil, nil)
+		return err
+	})
+	<-w.pullMu
+	if err == nil {
+		w.pod.Pull = time.Since(t0)
+	}
+	return err
+}
+
 func (w *podWorker) timed(method string, call func() error) error {
 	t0 := time.Now()
 	err := call()
@@ -248,7 +302,7 @@ func (w *podWorker) timed(method string, call func() error) error {
 		return fmt.Errorf("%s: %w", method, err)
 	}
 	if w.pod.Calls == nil {
-		w.pod.Calls = make(map[string]time.Duration, 3)
+		w.pod.Calls = make(map[string]time.Duration, 4)
 	}
 	w.pod.Calls[method] = time.Since(t0)
 	return nil
@@ -316,7 +370,7 @@ func (w *podWorker) containerConfig() *runtimeapi.ContainerConfig {
 	return &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "app", Attempt: w.attempt},
 		Image:    &runtimeapi.ImageSpec{Image: w.spec.image},
-		Command:  w.spec.workload.Command(),
+		Command:  w.work.Command(),
 		LogPath:  w.logPath(),
 		Labels:   map[string]string{"app": "startgate-bench"},
 	}

@@ -23,25 +23,28 @@ func (v Via) String() string {
 	return "direct"
 }
 
-// Mode is one way of starting the burst. Issue 5's prefetch mode is a
-// Startgate mode with one more field (announce the patch before the
-// burst), handled by the node before Burst runs.
+// Mode is one way of starting the burst.
 type Mode struct {
 	Name string
 	Via  Via
-	// Limit is a client-side cap on pods in flight, held from
-	// RunPodSandbox until the pod's ready line (what pod-pacemaker-style
-	// tools do); 0 means none.
+	// Limit is a client-side cap on pods in flight, held from the pod's
+	// first call (its PullImage) until its ready line (what
+	// pod-pacemaker-style tools do); 0 means none.
 	Limit int
+	// Prefetch: before the burst, the patch is announced to startgated
+	// (PrefetchAdd) and the burst waits until startgated has fetched it.
+	// Only with Via Startgate.
+	Prefetch bool
 }
 
 // DefaultModes is what `startgate-bench` runs without --modes.
-const DefaultModes = "direct,fixed-2,fixed-4,fixed-8,startgate"
+const DefaultModes = "direct,fixed-2,fixed-4,fixed-8,startgate,startgate-prefetch"
 
-// ParseModes reads a comma-separated list: direct, startgate, fixed-K (K
-// pods in flight at most, on the direct endpoint), and fixed, short for
-// fixed-2,fixed-4,fixed-8. Order is kept (it is the order within a
-// round); duplicates are refused.
+// ParseModes reads a comma-separated list: direct, startgate (admission
+// alone), startgate-prefetch (admission, and the patch prefetched before
+// the burst), fixed-K (K pods in flight at most, on the direct endpoint),
+// and fixed, short for fixed-2,fixed-4,fixed-8. Order is kept (it is the
+// order within a round); duplicates are refused.
 func ParseModes(s string) ([]Mode, error) {
 	var modes []Mode
 	seen := map[string]bool{}
@@ -61,6 +64,8 @@ func ParseModes(s string) ([]Mode, error) {
 			err = add(Mode{Name: f, Via: Direct})
 		case f == "startgate":
 			err = add(Mode{Name: f, Via: Startgate})
+		case f == "startgate-prefetch":
+			err = add(Mode{Name: f, Via: Startgate, Prefetch: true})
 		case f == "fixed":
 			for _, k := range []int{2, 4, 8} {
 				if err = add(fixed(k)); err != nil {
@@ -76,7 +81,7 @@ func ParseModes(s string) ([]Mode, error) {
 		case f == "":
 			return nil, fmt.Errorf("bench: empty mode in %q", s)
 		default:
-			return nil, fmt.Errorf("bench: unknown mode %q (want direct, fixed-K, fixed or startgate)", f)
+			return nil, fmt.Errorf("bench: unknown mode %q (want direct, fixed-K, fixed, startgate or startgate-prefetch)", f)
 		}
 		if err != nil {
 			return nil, err

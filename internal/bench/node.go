@@ -8,20 +8,32 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	internalapi "k8s.io/cri-api/pkg/apis"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remote "k8s.io/cri-client/pkg"
 
 	"github.com/startgate/startgate/internal/daemon"
 	"github.com/startgate/startgate/internal/testbed"
+	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
 
-// AppImage is the benchmark's container image: busybox, imported into the
-// testbed before the first burst (no pull in this version).
-const AppImage = "localhost/startgate/bench-app:1"
+// AppRepoTag is the benchmark's app image in the testbed registry:
+// busybox plus one layer of Options.PatchSize random bytes, the layer a
+// patch replaces. Its reference is 127.0.0.1:PORT/startgate/bench-app:1: a
+// loopback host, so containerd and startgated's prefetch speak plain HTTP
+// to it and never look a name up.
+const AppRepoTag = "startgate/bench-app:1"
+
+// patchFile is the path of the patched layer's one file in the image.
+const patchFile = "app/patch.bin"
 
 // childEnv marks a process started by the benchmark to be startgated.
 const childEnv = "STARTGATE_BENCH_RUN_STARTGATED"
@@ -39,22 +51,35 @@ func RunChild() (code int, ok bool) {
 	return daemon.Main(os.Args[1:]), true
 }
 
-// node is the testbed containerd, startgated in front of it when a mode
-// needs it, and a kubelet-like CRI client for each endpoint.
+// node is the testbed containerd, its registry, startgated in front of
+// the containerd when a mode needs it, and a kubelet-like CRI client for
+// each endpoint.
 type node struct {
 	tb     *testbed.Testbed
-	ownTB  bool   // started here, so stopped here
+	ownTB  bool // started here, so stopped here
+	reg    *testbed.Registry
+	ownReg bool
 	dir    string // startgated's config, sockets and log
 	daemon *exec.Cmd
 	exited chan struct{} // closed when daemon has been waited for
 	logf   *os.File
 
-	clients [2]internalapi.RuntimeService // by Via
+	clients [2]internalapi.RuntimeService      // by Via
+	images  [2]internalapi.ImageManagerService // by Via
+	apiConn *grpc.ClientConn                   // startgated's API, for prefetch
+	api     pb.StartgateClient
+
+	app       v1.Image // the app image as last pushed
+	appRef    string   // 127.0.0.1:PORT/startgate/bench-app:1
+	patchSize int
+	patches   int // pushed so far: the next patch's layer seed
 }
 
-// startNode starts the testbed, imports the app image and, with
-// withGate, starts startgated; on error it leaves nothing behind.
-func startNode(ctx context.Context, opts *Options, withGate bool) (_ *node, err error) {
+// startNode starts the testbed and the registry, pushes the app image and
+// pulls it through the CRI (so the node has the tag, as a node running the
+// app does), and with withGate starts startgated (with withPrefetch, its
+// prefetch on); on error it leaves nothing behind.
+func startNode(ctx context.Context, opts *Options, withGate, withPrefetch bool) (_ *node, err error) {
 	n := &node{}
 	defer func() {
 		if err != nil {
@@ -69,15 +94,32 @@ func startNode(ctx context.Context, opts *Options, withGate bool) (_ *node, err 
 		}
 		n.ownTB = true
 	}
-	img, err := testbed.BusyboxImage()
-	if err != nil {
-		return nil, err
-	}
-	if err := n.tb.ImportImage(ctx, AppImage, img); err != nil {
-		return nil, err
+	if n.reg = opts.Registry; n.reg == nil {
+		if n.reg, err = testbed.StartRegistry(ctx, testbed.RegistryOptions{}); err != nil {
+			return nil, err
+		}
+		n.ownReg = true
 	}
 	if n.clients[Direct], err = newClient(ctx, n.tb.Endpoint(), opts.Kubelet.Timeout); err != nil {
 		return nil, err
+	}
+	if n.images[Direct], err = newImageClient(ctx, n.tb.Endpoint(), opts.Kubelet.Timeout); err != nil {
+		return nil, err
+	}
+	n.patchSize = opts.PatchSize
+	layer, err := testbed.RandomLayer(patchFile, n.patchSize, 0)
+	if err != nil {
+		return nil, err
+	}
+	if n.app, err = testbed.BusyboxImage(layer); err != nil {
+		return nil, err
+	}
+	n.appRef = n.reg.Ref(AppRepoTag)
+	if _, err := n.reg.Push(ctx, AppRepoTag, n.app); err != nil {
+		return nil, err
+	}
+	if _, err := n.images[Direct].PullImage(ctx, &runtimeapi.ImageSpec{Image: n.appRef}, nil, nil); err != nil {
+		return nil, fmt.Errorf("bench: pull %s: %w", n.appRef, err)
 	}
 	if !withGate {
 		return n, nil
@@ -85,9 +127,14 @@ func startNode(ctx context.Context, opts *Options, withGate bool) (_ *node, err 
 	if n.dir, err = os.MkdirTemp("", "sgbench-"); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	if err := n.startDaemon(opts); err != nil {
+	if err := n.startDaemon(opts, withPrefetch); err != nil {
 		return nil, err
 	}
+	api := filepath.Join(n.dir, "api.sock")
+	if n.apiConn, err = grpc.NewClient("unix://"+api, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		return nil, fmt.Errorf("bench: startgated API client: %w", err)
+	}
+	n.api = pb.NewStartgateClient(n.apiConn)
 	// Up once the CRI client's own check (Version through the proxy to
 	// containerd) passes; the client refuses to build before that.
 	cri := filepath.Join(n.dir, "cri.sock")
@@ -97,7 +144,8 @@ func startNode(ctx context.Context, opts *Options, withGate bool) (_ *node, err 
 		if _, serr := os.Stat(cri); serr != nil {
 			cerr = serr
 		} else if n.clients[Startgate], cerr = newClient(ctx, cri, opts.Kubelet.Timeout); cerr == nil {
-			return n, nil
+			n.images[Startgate], err = newImageClient(ctx, cri, opts.Kubelet.Timeout)
+			return n, err
 		}
 		select {
 		case <-n.exited:
@@ -124,12 +172,29 @@ func newClient(ctx context.Context, sock string, timeout time.Duration) (interna
 	return rs, nil
 }
 
+func newImageClient(ctx context.Context, sock string, timeout time.Duration) (internalapi.ImageManagerService, error) {
+	is, err := remote.NewRemoteImageServiceBuilder().
+		WithEndpoint("unix://" + sock).
+		WithConnectionTimeout(timeout).
+		WithTracerProvider(nil).
+		Build(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bench: CRI image client for %s: %w", sock, err)
+	}
+	return is, nil
+}
+
 // startDaemon starts startgated with the CRI proxy in front of the
-// testbed's containerd, its config, sockets and log in n.dir.
-func (n *node) startDaemon(opts *Options) error {
+// testbed's containerd, its config, sockets and log in n.dir; with
+// withPrefetch, its prefetch on.
+func (n *node) startDaemon(opts *Options, withPrefetch bool) error {
 	cfg := filepath.Join(n.dir, "startgated.toml")
 	conf := "version = 1\n[daemon]\nlog_format = \"json\"\nlog_level = \"info\"\nshutdown_timeout = \"5s\"\n" +
-		"[metrics]\nlisten = \"\"\n" + opts.DaemonConfig
+		"[metrics]\nlisten = \"\"\n"
+	if withPrefetch {
+		conf += prefetchTOML(n.tb.Snapshotter(), n.reg.Host())
+	}
+	conf += opts.DaemonConfig
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
@@ -187,6 +252,16 @@ func childEnviron() []string {
 	return env
 }
 
+// prefetchTOML is startgated's [prefetch] for the benchmark: on, into
+// the CRI's snapshotter, and resolving on its own only once an hour (the longest max_backoff allows), so the
+// startgate-prefetch mode's PrefetchAdd is what fetches a patch and the
+// startgate mode (same daemon) never finds one prefetched. The registry is
+// allowed explicitly (the node's own images would allow it anyway).
+func prefetchTOML(snapshotter, registry string) string {
+	return "[prefetch]\nenabled = true\nsnapshotter = " + strconv.Quote(snapshotter) +
+		"\ninterval = \"1h\"\nregistries = [" + strconv.Quote(registry) + "]\n"
+}
+
 func (n *node) daemonLog() string { return filepath.Join(n.dir, "startgated.log") }
 
 // withDaemonLog appends the end of startgated's log to err.
@@ -219,6 +294,14 @@ func (n *node) stop(ctx context.Context) error {
 			errs = append(errs, c.Close(ctx))
 		}
 	}
+	for _, c := range n.images {
+		if c != nil {
+			errs = append(errs, c.Close(ctx))
+		}
+	}
+	if n.apiConn != nil {
+		errs = append(errs, n.apiConn.Close())
+	}
 	if n.daemon != nil {
 		_ = n.daemon.Process.Signal(syscall.SIGTERM)
 		select {
@@ -238,8 +321,72 @@ func (n *node) stop(ctx context.Context) error {
 	if n.tb != nil && n.ownTB {
 		errs = append(errs, n.tb.Stop(ctx))
 	}
+	if n.reg != nil && n.ownReg {
+		errs = append(errs, n.reg.Stop(ctx))
+	}
 	if n.dir != "" {
 		errs = append(errs, os.RemoveAll(n.dir))
 	}
 	return errors.Join(errs...)
+}
+
+// patch pushes the app's tag again with its last layer replaced by
+// patchSize new random bytes (a new seed each time), as a patch rollout
+// does, and returns the new manifest digest.
+func (n *node) patch(ctx context.Context) (string, error) {
+	n.patches++
+	layer, err := testbed.RandomLayer(patchFile, n.patchSize, uint64(n.patches))
+	if err != nil {
+		return "", err
+	}
+	img, d, err := n.reg.Patch(ctx, AppRepoTag, n.app, layer)
+	if err != nil {
+		return "", err
+	}
+	n.app = img
+	return d, nil
+}
+
+// prefetchPoll is how often PrefetchList is read while a prefetch runs.
+const prefetchPoll = 100 * time.Millisecond
+
+// prefetch announces the app's tag to startgated (PrefetchAdd, which
+// resolves it at once) and waits until PrefetchList shows digest fetched,
+// at most timeout. It returns the time from PrefetchAdd to then.
+func (n *node) prefetch(ctx context.Context, digest string, timeout time.Duration) (time.Duration, error) {
+	if n.api == nil {
+		return 0, errors.New("bench: prefetch: startgated is not running")
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t0 := time.Now()
+	if _, err := n.api.PrefetchAdd(ctx, &pb.PrefetchAddRequest{Reference: n.appRef}); err != nil {
+		return 0, fmt.Errorf("bench: PrefetchAdd %s: %w", n.appRef, err)
+	}
+	tick := time.NewTicker(prefetchPoll)
+	defer tick.Stop()
+	last := "no entry"
+	for {
+		resp, err := n.api.PrefetchList(ctx, &pb.PrefetchListRequest{})
+		if err != nil && ctx.Err() == nil {
+			return 0, fmt.Errorf("bench: PrefetchList: %w", err)
+		}
+		for _, e := range resp.GetEntries() {
+			if e.GetReference() != n.appRef && e.GetNewDigest() != digest {
+				continue
+			}
+			last = fmt.Sprintf("state %s, new digest %q, %d/%d bytes", e.GetState(), e.GetNewDigest(), e.GetBytesDone(), e.GetBytesTotal())
+			switch {
+			case e.GetNewDigest() == digest && e.GetState() == "done":
+				return time.Since(t0), nil
+			case e.GetState() == "failed" && e.GetUpdated().AsTime().After(t0):
+				return 0, fmt.Errorf("bench: prefetch of %s@%s failed: %s", n.appRef, digest, e.GetError())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("bench: prefetch of %s@%s not done within %s (%s)", n.appRef, digest, timeout, last)
+		case <-tick.C:
+		}
+	}
 }

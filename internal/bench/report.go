@@ -20,13 +20,21 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 	}
 	fmt.Fprintf(&b, "%d pods started at once, %s; %d cores, %s (%s).\n",
 		r.Pods, rounds, r.Cores, orUnknown(r.Runtime), orUnknown(r.Snapshotter))
-	fmt.Fprintf(&b, "Init: a CPU-bound shell loop of %d iterations, %.2f CPU-s (%s alone); one pod alone is ready %s after RunPodSandbox.\n",
-		c.Loops, c.CPU.Seconds(), secs(c.Init), secs(c.Single))
+	fmt.Fprintf(&b, "Before each burst the app's tag is patched (one %s layer of random bytes replaced) and every pod pulls it first, "+
+		"one pull at a time on the node (kubelet's serialized pulls, imagePullPolicy Always).\n", mib(int64(r.PatchSize)))
+	fmt.Fprintf(&b, "Init (%s): %s; one pod alone is ready %s after RunPodSandbox.\n",
+		orUnknown(r.Workload), Workload{Kind: r.Workload}.describe(c), secs(c.Single))
 	b.WriteString("Time to ready: from the burst's start to the container's ready line (CRI log time). " +
 		"Nearest-rank percentiles over every round's pods (p99 is the slowest of fewer than 100); makespan is the mean over rounds. " +
-		"init p50: start line to ready line, the init work's wall time under contention.\n")
+		"init p50: start line to ready line, the init work's wall time under contention. " +
+		"pull p50: a pod's wait for the node's pull worker plus its PullImage; first pull: the burst's longest PullImage " +
+		"(the one that moved the layer), mean over rounds; prefetch: startgated's fetch of the patch before the burst, " +
+		"from PrefetchAdd to PrefetchList showing it done (not in time to ready).\n")
 	if r.Command != "" {
 		fmt.Fprintf(&b, "Command: `%s` (took %s).\n", r.Command, r.Took.Round(time.Second))
+	}
+	if r.Chart != "" {
+		fmt.Fprintf(&b, "Chart (time to ready, CDF per mode): %s.\n", r.Chart)
 	}
 	if r.Interrupted {
 		b.WriteString("**Interrupted: the figures cover the bursts that ran.**\n")
@@ -34,17 +42,21 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 	for _, wn := range r.Warnings {
 		fmt.Fprintf(&b, "Warning: %s.\n", wn)
 	}
-	b.WriteString("\n| mode | p50 | p90 | p99 | mean | makespan | init p50 | failed | retries | p50 vs direct | p99 vs direct | makespan vs direct |\n")
-	b.WriteString("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
+	b.WriteString("\n| mode | p50 | p90 | p99 | mean | makespan | init p50 | pull p50 | first pull | prefetch | failed | retries | p50 vs direct | p99 vs direct | makespan vs direct |\n")
+	b.WriteString("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
 	for _, m := range r.Modes {
 		s := m.Summary
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %d/%d | %d | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d | %d | %s |\n",
 			m.Mode, dur(s.P50), dur(s.P90), dur(s.P99), dur(s.Mean), dur(s.Makespan), dur(s.InitP50),
-			s.Failed, s.Pods, s.Retries, ratios(m.VsDirect))
+			dur(s.PullP50), dur(s.FirstPull), orDash(s.Prefetch), s.Failed, s.Pods, s.Retries, ratios(m.VsDirect))
 	}
 	s := r.Ideal
-	fmt.Fprintf(&b, "| ideal (FIFO, %d at a time) | %s | %s | %s | %s | %s | %s | - | - | %s |\n",
-		r.Cores, dur(s.P50), dur(s.P90), dur(s.P99), dur(s.Mean), dur(s.Makespan), dur(c.Init), ratios(r.IdealVsDirect))
+	init := c.Init
+	if r.Workload == WorkIO {
+		init = c.IOInit
+	}
+	fmt.Fprintf(&b, "| ideal (FIFO, %d at a time, no pull) | %s | %s | %s | %s | %s | %s | - | - | - | - | - | %s |\n",
+		r.Cores, dur(s.P50), dur(s.P90), dur(s.P99), dur(s.Mean), dur(s.Makespan), dur(init), ratios(r.IdealVsDirect))
 	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -55,6 +67,13 @@ func orUnknown(s string) string {
 		return "unknown"
 	}
 	return s
+}
+
+func orDash(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return dur(d)
 }
 
 func dur(d time.Duration) string {

@@ -21,6 +21,15 @@ type Summary struct {
 	// InitP50 is the median time from a container's start line to its
 	// ready line: how much contention stretched the init work.
 	InitP50 time.Duration `json:"init_p50_ns"`
+	// PullP50 is the median of the pods' pull time (Pod.Pull: the wait
+	// for the node's one pull at a time, and the pull).
+	PullP50 time.Duration `json:"pull_p50_ns,omitempty"`
+	// FirstPull is the longest PullImage call of a burst, the one that
+	// moved the patched layer (or found it prefetched), mean over rounds.
+	FirstPull time.Duration `json:"first_pull_ns,omitempty"`
+	// Prefetch is startgated's time to fetch the patch before the burst
+	// (Burst.Prefetch), mean over the rounds that prefetched.
+	Prefetch time.Duration `json:"prefetch_ns,omitempty"`
 }
 
 // Percentile is the nearest-rank percentile (0 < p <= 100) of sorted: the
@@ -39,17 +48,22 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 // Summarize pools the rounds of one mode: percentiles and mean over every
 // pod that became ready, makespan as the mean of the rounds' makespans
 // (each the time from that burst's start to its last ready pod), failures
-// and retries summed. A failed pod has no time to ready; it is counted,
-// not averaged in.
+// and retries summed; pull and prefetch times as their fields say. A
+// failed pod has no time to ready; it is counted, not averaged in.
 func Summarize(rounds []Burst) Summary {
 	var s Summary
-	var ready, inits []time.Duration
-	var makespans time.Duration
+	var ready, inits, pulls []time.Duration
+	var makespans, firstPulls, prefetches time.Duration
+	var nFirst, nPrefetch int
 	for _, b := range rounds {
-		var last time.Duration
+		var last, first time.Duration
 		for _, p := range b.Pods {
 			s.Pods++
 			s.Retries += p.Retries
+			if p.Pull > 0 {
+				pulls = append(pulls, p.Pull)
+			}
+			first = max(first, p.Calls["PullImage"])
 			if p.Failed() {
 				s.Failed++
 				continue
@@ -59,7 +73,23 @@ func Summarize(rounds []Burst) Summary {
 			last = max(last, p.Ready)
 		}
 		makespans += last
+		if first > 0 {
+			firstPulls += first
+			nFirst++
+		}
+		if b.Prefetch > 0 {
+			prefetches += b.Prefetch
+			nPrefetch++
+		}
 	}
+	if nFirst > 0 {
+		s.FirstPull = firstPulls / time.Duration(nFirst)
+	}
+	if nPrefetch > 0 {
+		s.Prefetch = prefetches / time.Duration(nPrefetch)
+	}
+	slices.Sort(pulls)
+	s.PullP50 = Percentile(pulls, 50)
 	s.Ready = len(ready)
 	if len(rounds) > 0 {
 		s.Makespan = makespans / time.Duration(len(rounds))

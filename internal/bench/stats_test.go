@@ -3,6 +3,7 @@ package bench
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -159,7 +160,8 @@ func TestParseModes(t *testing.T) {
 		want    []string
 		wantErr bool
 	}{
-		{in: DefaultModes, want: []string{"direct", "fixed-2", "fixed-4", "fixed-8", "startgate"}},
+		{in: DefaultModes, want: []string{"direct", "fixed-2", "fixed-4", "fixed-8", "startgate", "startgate-prefetch"}},
+		{in: "startgate-prefetch,direct", want: []string{"startgate-prefetch", "direct"}},
 		{in: "direct, startgate", want: []string{"direct", "startgate"}},
 		{in: "startgate,fixed,direct", want: []string{"startgate", "fixed-2", "fixed-4", "fixed-8", "direct"}},
 		{in: "fixed-16", want: []string{"fixed-16"}},
@@ -179,9 +181,10 @@ func TestParseModes(t *testing.T) {
 			t.Errorf("ParseModes(%q): got %v, want %v", tc.in, names(got), tc.want)
 		}
 	}
-	ms, _ := ParseModes("fixed-4,startgate")
-	if ms[0].Limit != 4 || ms[0].Via != Direct || ms[1].Limit != 0 || ms[1].Via != Startgate {
-		t.Errorf("ParseModes(fixed-4,startgate): got %+v, want fixed-4 direct limit 4, startgate unlimited", ms)
+	ms, _ := ParseModes("fixed-4,startgate,startgate-prefetch")
+	if ms[0].Limit != 4 || ms[0].Via != Direct || ms[1].Limit != 0 || ms[1].Via != Startgate || ms[1].Prefetch ||
+		ms[2].Via != Startgate || !ms[2].Prefetch {
+		t.Errorf("ParseModes(fixed-4,startgate,startgate-prefetch): got %+v, want fixed-4 direct limit 4, startgate unlimited, startgate-prefetch prefetching", ms)
 	}
 }
 
@@ -208,5 +211,87 @@ func TestParseLog(t *testing.T) {
 	}
 	if m := parseLog([]byte("2026-01-02T03:04:05.1Z stdout F start\n2026-01-02T03:04:05.3Z stdout F rea")); !m.ready.IsZero() {
 		t.Errorf("ready from a cut line: got %v, want zero", m.ready)
+	}
+}
+
+func TestSummarizePullAndPrefetch(t *testing.T) {
+	pod := func(ready, pull, call float64) Pod {
+		return Pod{Ready: secsOf(ready)[0], Pull: secsOf(pull)[0], Calls: map[string]time.Duration{"PullImage": secsOf(call)[0]}}
+	}
+	bursts := []Burst{
+		{Prefetch: 2 * time.Second, Pods: []Pod{pod(3, 1, 0.8), pod(4, 1.5, 0.1)}},
+		{Pods: []Pod{pod(3, 2, 1.2), {Ready: time.Second}}}, // a pod that pulled nothing
+	}
+	s := Summarize(bursts)
+	if want := 1500 * time.Millisecond; s.PullP50 != want {
+		t.Errorf("PullP50: got %v, want %v (median of the pods that pulled)", s.PullP50, want)
+	}
+	if want := time.Second; s.FirstPull != want {
+		t.Errorf("FirstPull: got %v, want %v (mean of each burst's longest PullImage)", s.FirstPull, want)
+	}
+	if want := 2 * time.Second; s.Prefetch != want {
+		t.Errorf("Prefetch: got %v, want %v (mean over the bursts that prefetched)", s.Prefetch, want)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{in: "20MB", want: 20 << 20},
+		{in: "20MiB", want: 20 << 20},
+		{in: "20m", want: 20 << 20},
+		{in: "1.5 GB", want: 3 << 29},
+		{in: "512KB", want: 512 << 10},
+		{in: "4096", want: 4096},
+		{in: "10B", want: 10},
+		{in: "", wantErr: true},
+		{in: "MB", wantErr: true},
+		{in: "-1MB", wantErr: true},
+		{in: "twenty", wantErr: true},
+		{in: "9999GB", wantErr: true},
+	} {
+		got, err := ParseSize(tc.in)
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("ParseSize(%q): got %d, %v, want %d (error %v)", tc.in, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func TestWorkloadCommand(t *testing.T) {
+	mixed := Workload{Kind: WorkMixed, Loops: 123, IOBytes: 100 << 10}
+	for _, tc := range []struct {
+		name string
+		w    Workload
+		want []string // substrings of the script
+	}{
+		{"cpu", Workload{Kind: WorkCPU, Loops: 123}, []string{"echo start;", "-lt 123 ]", "echo ready; exec sleep"}},
+		{"io rounds up to whole blocks", Workload{Kind: WorkIO, IOBytes: 100 << 10},
+			[]string{"echo start;", "bs=65536 count=2 conv=fsync", "iflag=direct", "echo ready; exec sleep"}},
+		{"io at least one block", Workload{Kind: WorkIO}, []string{"count=1 "}},
+		{"mixed pod 0 is cpu", mixed.forPod(0), []string{"-lt 123 ]"}},
+		{"mixed pod 1 is io", mixed.forPod(1), []string{"count=2 "}},
+		{"cpu pod 1 stays cpu", Workload{Kind: WorkCPU, Loops: 5}.forPod(1), []string{"-lt 5 ]"}},
+	} {
+		cmd := tc.w.Command()
+		if len(cmd) != 3 || cmd[0] != "sh" || cmd[1] != "-c" {
+			t.Errorf("%s: got %q, want sh -c SCRIPT", tc.name, cmd)
+			continue
+		}
+		for _, sub := range tc.want {
+			if !strings.Contains(cmd[2], sub) {
+				t.Errorf("%s: got script %q, want %q in it", tc.name, cmd[2], sub)
+			}
+		}
+	}
+	for _, s := range []string{"cpu", "io", "mixed"} {
+		if got, err := ParseWorkload(s); err != nil || got != s {
+			t.Errorf("ParseWorkload(%q): got %q, %v", s, got, err)
+		}
+	}
+	if _, err := ParseWorkload("gpu"); err == nil {
+		t.Errorf("ParseWorkload(gpu): got no error, want one")
 	}
 }
