@@ -20,6 +20,7 @@ import (
 	"github.com/startgate/startgate/internal/config"
 	"github.com/startgate/startgate/internal/criproxy"
 	"github.com/startgate/startgate/internal/metrics"
+	"github.com/startgate/startgate/internal/prefetch"
 	"github.com/startgate/startgate/internal/pressure"
 	"github.com/startgate/startgate/internal/server"
 )
@@ -74,7 +75,11 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		m.WatchGate(gate)
 	}
 
-	pf, err := newPrefetch(cfg, log, gate)
+	var pfObserver prefetch.Observer
+	if reg != nil {
+		pfObserver = metrics.NewPrefetch(reg)
+	}
+	pf, err := newPrefetch(cfg, log, gate, pfObserver)
 	if err != nil {
 		return err
 	}
@@ -140,6 +145,11 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		if m != nil {
 			// Only when set: a nil *Metrics in the interface is not nil.
 			pcfg.Observer = m
+		}
+		if pf != nil {
+			// A pull of an image being prefetched joins the fetch; pulls
+			// that succeed tell the manager (hits, early lease release).
+			pcfg.Prefetch = pf.manager
 		}
 		// New does not dial: containerd may come up after startgated, and
 		// the proxy answers Unavailable until it does.

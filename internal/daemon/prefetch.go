@@ -43,7 +43,7 @@ type prefetcher struct {
 // cycle tries again (it logs the failure and keeps its watch set). The
 // token file is read and the notification listener bound here, so a bad
 // token or a taken port fails the start.
-func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate) (_ *prefetcher, err error) {
+func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs prefetch.Observer) (_ *prefetcher, err error) {
 	pc := cfg.Prefetch
 	if !pc.Enabled {
 		return nil, nil
@@ -88,12 +88,12 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate) (_ *
 		slices.Sort(credHosts)
 	}
 	// Prefetch yields to starts: it pauses while IO pressure is above the
-	// gate's own IO target and waits in the gate's background class. (A
-	// node-wide bandwidth cap exists in the Throttle; its config key is
-	// still to come, so it is off.)
+	// gate's own IO target, waits in the gate's background class, and all
+	// fetches together read at most prefetch.bandwidth bytes a second.
 	throttle, err := prefetch.NewThrottle(prefetch.ThrottleOptions{
-		IOPressure: func() float64 { return gate.Status().Pressure.Some[pressure.IO] },
-		IOTarget:   cfg.Admission.Targets.IO,
+		BytesPerSecond: int64(pc.Bandwidth),
+		IOPressure:     func() float64 { return gate.Status().Pressure.Some[pressure.IO] },
+		IOTarget:       cfg.Admission.Targets.IO,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
@@ -111,15 +111,23 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate) (_ *
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	pf.manager, err = prefetch.NewManager(pf.fetcher, prefetch.ManagerOptions{
-		Interval:    pc.Interval.Std(),
-		MaxBackoff:  pc.MaxBackoff.Std(),
-		Concurrency: pc.Concurrency,
-		Registries:  pc.Registries,
-		Admitter:    gate,
-		Throttle:    throttle,
-		Logger:      log,
-	})
+	mopts := prefetch.ManagerOptions{
+		Interval:       pc.Interval.Std(),
+		MaxBackoff:     pc.MaxBackoff.Std(),
+		Concurrency:    pc.Concurrency,
+		Registries:     pc.Registries,
+		Admitter:       gate,
+		Throttle:       throttle,
+		RollbackWindow: pc.RollbackWindow.Std(),
+		Observer:       obs,
+		Logger:         log,
+	}
+	if pc.MoveTag {
+		if mopts.MoveTag, err = moveTag(pf.client.Conn(), log); err != nil {
+			return nil, err
+		}
+	}
+	pf.manager, err = prefetch.NewManager(pf.fetcher, mopts)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -155,6 +163,9 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate) (_ *
 		zap.Duration("max_backoff", pc.MaxBackoff.Std()),
 		zap.Int("concurrency", pc.Concurrency),
 		zap.Duration("lease_expiry", pc.LeaseExpiry.Std()),
+		zap.Int64("bandwidth_bytes_per_second", int64(pc.Bandwidth)),
+		zap.Duration("rollback_window", pc.RollbackWindow.Std()),
+		zap.Bool("move_tag", pc.MoveTag),
 		zap.Strings("plain_http", append([]string{"loopback"}, pc.PlainHTTP...)),
 		zap.Strings("registries", append([]string{"node's"}, pc.Registries...)),
 		zap.Strings("credentials_for", credHosts),

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/clock"
+	"github.com/startgate/startgate/internal/prefetch"
 	"github.com/startgate/startgate/internal/pressure"
 )
 
@@ -173,4 +175,44 @@ func TestWithRealGate(t *testing.T) {
 	if got := testutil.ToFloat64(m.released.WithLabelValues("released")); got != 1 {
 		t.Errorf("released{released} = %v, want 1", got)
 	}
+}
+
+func TestPrefetchCounters(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	p := NewPrefetch(reg)
+	p.PrefetchBytes(1000)
+	p.PrefetchBytes(24)
+	p.PrefetchDone("localhost/app:1", prefetch.Result{LayersFetched: 2})
+	p.PrefetchFailed("localhost/app:1", errors.New("500"))
+	p.PrefetchHit("localhost/app:1")
+	p.PrefetchHit("localhost/app:1")
+	for name, want := range map[string]float64{
+		"startgate_prefetch_bytes_total":     1024,
+		"startgate_prefetch_completed_total": 1,
+		"startgate_prefetch_layers_total":    2,
+		"startgate_prefetch_failures_total":  1,
+		"startgate_prefetch_hits_total":      2,
+	} {
+		if got := testutil.ToFloat64(counterOf(t, reg, name)); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// counterOf finds a registered metric by name, as a collector ToFloat64
+// can read.
+func counterOf(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: "copy"},
+				func() float64 { return mf.GetMetric()[0].GetCounter().GetValue() })
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return nil
 }

@@ -19,7 +19,16 @@ type Prefetcher interface {
 	List() []prefetch.Entry
 }
 
-var _ Prefetcher = (*prefetch.Manager)(nil)
+// prefetchSubscriber is the Prefetcher's optional event feed, merged
+// into Watch.
+type prefetchSubscriber interface {
+	Subscribe(buffer int) (<-chan prefetch.Event, func())
+}
+
+var (
+	_ Prefetcher         = (*prefetch.Manager)(nil)
+	_ prefetchSubscriber = (*prefetch.Manager)(nil)
+)
 
 // errPrefetchOff answers every prefetch call when Config.Prefetch is nil.
 var errPrefetchOff = status.Error(codes.FailedPrecondition, "server: prefetch is off (prefetch.enabled in the config)")
@@ -92,14 +101,36 @@ func (s *Server) PrefetchList(context.Context, *pb.PrefetchListRequest) (*pb.Pre
 
 func prefetchEntryToProto(e prefetch.Entry) *pb.PrefetchEntry {
 	return &pb.PrefetchEntry{
-		Reference:     e.Ref,
-		RunningDigest: e.Running,
-		NewDigest:     e.New,
-		State:         string(e.State),
-		BytesDone:     e.BytesDone,
-		BytesTotal:    e.BytesTotal,
-		LayersFetched: int32(e.LayersFetched),
-		Error:         e.Error,
-		Updated:       ts(e.Updated),
+		Reference:      e.Ref,
+		RunningDigest:  e.Running,
+		NewDigest:      e.New,
+		State:          string(e.State),
+		BytesDone:      e.BytesDone,
+		BytesTotal:     e.BytesTotal,
+		LayersFetched:  int32(e.LayersFetched),
+		Error:          e.Error,
+		Updated:        ts(e.Updated),
+		FetchedLayers:  e.FetchedLayers,
+		ConfigDigest:   e.Config,
+		Lease:          e.Lease,
+		Expires:        ts(e.Expires),
+		PreviousDigest: e.Previous,
+		PreviousUntil:  ts(e.PreviousUntil),
+		Hits:           int32(e.Hits),
+	}
+}
+
+// prefetchEventToProto is a prefetch event as Watch sends it: type
+// prefetch, the kind as its reason, the entry after the change. A lost
+// count is the gate's "lost" event type, as for its own losses.
+func prefetchEventToProto(e prefetch.Event) *pb.Event {
+	if e.Kind == prefetch.EventLost {
+		return &pb.Event{Seq: e.Seq, Time: ts(e.Time), Type: pb.EventType_EVENT_TYPE_LOST, TypeName: "lost", Reason: "prefetch", Lost: e.Lost}
+	}
+	return &pb.Event{
+		Seq: e.Seq, Time: ts(e.Time),
+		Type: pb.EventType_EVENT_TYPE_PREFETCH, TypeName: "prefetch",
+		Reason:   string(e.Kind),
+		Prefetch: prefetchEntryToProto(e.Entry),
 	}
 }

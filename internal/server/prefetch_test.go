@@ -230,3 +230,58 @@ func TestReadOnlyMethodsExist(t *testing.T) {
 		}
 	}
 }
+
+// subscribingPrefetcher also feeds events, as *prefetch.Manager does.
+type subscribingPrefetcher struct {
+	fakePrefetcher
+	events chan prefetch.Event
+	subbed chan struct{}
+}
+
+func (f *subscribingPrefetcher) Subscribe(int) (<-chan prefetch.Event, func()) {
+	close(f.subbed)
+	return f.events, func() {}
+}
+
+// Watch merges the prefetch manager's events into the gate's, and goes
+// on with the gate's when the manager's channel closes.
+func TestWatchPrefetchEvents(t *testing.T) {
+	f := &subscribingPrefetcher{events: make(chan prefetch.Event, 4), subbed: make(chan struct{})}
+	c := prefetchClient(t, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := c.Watch(ctx, &pb.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if _, err := w.Header(); err != nil {
+		t.Fatalf("Header: %v", err)
+	}
+	<-f.subbed
+	at := time.Now()
+	f.events <- prefetch.Event{Seq: 1, Time: at, Kind: prefetch.EventState, Entry: prefetch.Entry{
+		Ref: "localhost:5000/app:1", New: "sha256:" + strings.Repeat("a", 64), State: prefetch.StateFetching,
+		BytesDone: 5, BytesTotal: 10, FetchedLayers: []string{"sha256:" + strings.Repeat("b", 64)},
+	}}
+	f.events <- prefetch.Event{Seq: 2, Time: at, Kind: prefetch.EventLost, Lost: 3}
+	e, err := w.Recv()
+	if err != nil {
+		t.Fatalf("Recv: %v", err)
+	}
+	p := e.GetPrefetch()
+	if e.Type != pb.EventType_EVENT_TYPE_PREFETCH || e.TypeName != "prefetch" || e.Reason != "state" ||
+		p.GetReference() != "localhost:5000/app:1" || p.GetState() != "fetching" || p.GetBytesDone() != 5 || len(p.GetFetchedLayers()) != 1 {
+		t.Fatalf("prefetch event = %v", e)
+	}
+	if e, err = w.Recv(); err != nil || e.Type != pb.EventType_EVENT_TYPE_LOST || e.Lost != 3 || e.Reason != "prefetch" {
+		t.Fatalf("lost event = %v, %v; want EVENT_TYPE_LOST lost 3 reason prefetch", e, err)
+	}
+	close(f.events)
+	// The gate's events still come after the manager's channel closed.
+	if _, err := c.Pause(ctx, &pb.PauseRequest{}); err != nil {
+		t.Fatalf("Pause: %v", err)
+	}
+	if e, err = w.Recv(); err != nil || e.Type != pb.EventType_EVENT_TYPE_PAUSED {
+		t.Fatalf("after the prefetch feed closed: %v, %v; want the paused event", e, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/startgate/startgate/internal/prefetch"
 	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
 
@@ -40,7 +41,15 @@ func (s *Server) ListLeases(context.Context, *pb.ListLeasesRequest) (*pb.ListLea
 func (s *Server) Watch(_ *pb.WatchRequest, stream grpc.ServerStreamingServer[pb.Event]) error {
 	events, unsubscribe := s.gate.Subscribe(watchBuffer)
 	defer unsubscribe()
-	// Headers go out once the subscription is in place, so a client that
+	// Prefetch's events come on a channel of their own; nil (prefetch off,
+	// or its manager stopped) never delivers.
+	var pfEvents <-chan prefetch.Event
+	if sub, ok := s.prefetch.(prefetchSubscriber); ok {
+		var cancel func()
+		pfEvents, cancel = sub.Subscribe(watchBuffer)
+		defer cancel()
+	}
+	// Headers go out once the subscriptions are in place, so a client that
 	// waits for them (stream.Header()) misses no event after that.
 	if err := stream.SendHeader(nil); err != nil {
 		return err
@@ -53,6 +62,14 @@ func (s *Server) Watch(_ *pb.WatchRequest, stream grpc.ServerStreamingServer[pb.
 				return nil // the gate closed
 			}
 			if err := stream.Send(eventToProto(e)); err != nil {
+				return err
+			}
+		case e, ok := <-pfEvents:
+			if !ok {
+				pfEvents = nil // the manager stopped; the gate's events go on
+				continue
+			}
+			if err := stream.Send(prefetchEventToProto(e)); err != nil {
 				return err
 			}
 		case <-ctx.Done():
