@@ -63,14 +63,50 @@
 // resolves one tag at once. Notifier (notify.go) receives the registry's
 // push notifications (bearer token) and calls back with HOST/REPO:TAG and
 // the digest, never blocking the registry; the callback is meant to call
-// Trigger.
+// Trigger. A fetch waits for IO pressure and a background admission slot
+// first (throttle.go).
+//
+// # Progress, events, metrics
+//
+// Fetcher.FetchProgress tells the Manager the bytes missing from
+// containerd once the manifest and config are read and each layer's
+// presence checked (Progress.Planned), then bytes as they arrive
+// (Progress.Read), so Entry.BytesDone and BytesTotal are live. State
+// changes, hits, rollback protections and removals are Events
+// (Manager.Subscribe: non-blocking fan-out, a slow subscriber loses
+// events and is told how many, channels closed when Run returns); the
+// Observer gets bytes, fetch outcomes and hits for metrics (events.go).
+//
+// # A pull meeting a prefetch (flight.go)
+//
+// The CRI proxy calls Join before forwarding a PullImage: a fetch of the
+// same image that is still pending stops waiting for IO pressure,
+// admission and a fetch slot (the pull was admitted by the proxy's pull
+// lane, and it is needed now) and starts, and the pull waits for it
+// rather than race it for the same blobs. After the pull the proxy calls
+// Pulled with the image ID the CRI answered: if it is the done prefetch's
+// config, that is a hit, the entry goes idle at the new digest and the
+// prefetch lease is deleted, since the CRI's image records hold the
+// image now. A tag that moved to a done digest without the proxy (a pull
+// straight to containerd, or ManagerOptions.MoveTag, which moves the tag
+// once a fetch is done) is seen by the next read of the node's images and
+// counted the same way, once.
+//
+// # Rollback window (rollback.go)
+//
+// When the node's record for a tag moves from X to Y, and
+// ManagerOptions.RollbackWindow is set, Fetcher.Protect holds X (index,
+// manifest, config, layers and its snapshot chain, walked from the local
+// content store, no registry) with a lease labelled
+// RollbackLabel=REPO@X that expires after the window: kubelet's image GC
+// may remove X's records once no container uses it, and a rollback would
+// then pull it again on every node at once. Entry.Previous and
+// PreviousUntil show it.
 //
 // # Not here yet
 //
-// Wiring into startgated, the API and startgatectl prefetch, credentials,
-// the registry allowlist, the background admission class, bandwidth caps,
-// live progress and a proxied PullImage joining a running prefetch (issue
-// 4, items 4 to 6). Layers are fetched one at a time.
+// Layers are fetched one at a time. A superseded digest's prefetch lease
+// is left to expire rather than deleted.
 //
 // # Usage
 //
@@ -79,4 +115,12 @@
 //	defer f.Close()
 //	res, err := f.Fetch(ctx, "registry.example/app:1", "")
 //	// res.LayersFetched, res.Bytes, res.Lease, res.Expires
+//
+//	m, err := prefetch.NewManager(f, prefetch.ManagerOptions{RollbackWindow: time.Hour})
+//	events, cancel := m.Subscribe(64)
+//	go m.Run(ctx) // until ctx ends; closes events
+//	// CRI proxy, PullImage of ref:
+//	m.Join(ctx, ref)               // waits for a prefetch of ref in flight
+//	resp := pull(ref)              // containerd finds the blobs and snapshots
+//	m.Pulled(ctx, ref, resp.ImageRef)
 package prefetch

@@ -45,8 +45,9 @@ func (noProtect) Release(context.Context, string) error { return nil }
 
 // fakeImages is the node's image records.
 type fakeImages struct {
-	mu   sync.Mutex
-	tags map[string]string // tag: digest
+	mu        sync.Mutex
+	tags      map[string]string // tag: digest
+	afterList func()            // once, after the next List took its copy
 }
 
 func (f *fakeImages) set(ref, d string) {
@@ -57,10 +58,15 @@ func (f *fakeImages) set(ref, d string) {
 
 func (f *fakeImages) List(context.Context, ...string) ([]images.Image, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	var out []images.Image
 	for ref, d := range f.tags {
 		out = append(out, images.Image{Name: ref, Target: ocispec.Descriptor{Digest: digest.Digest(d)}})
+	}
+	after := f.afterList
+	f.afterList = nil
+	f.mu.Unlock()
+	if after != nil {
+		after()
 	}
 	return out, nil
 }
@@ -752,5 +758,29 @@ func TestMoveTag(t *testing.T) {
 				t.Errorf("after MoveTag: got %+v, want done, error %q", e, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestRefreshStaleListAfterPulled: a list of the node's images taken
+// before a pull moved the tag, applied after Pulled saw the hit, must not
+// read as the tag moving back.
+func TestRefreshStaleListAfterPulled(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, ManagerOptions{RollbackWindow: time.Hour})
+	h.fetchDoneStopped(t)
+	h.img.mu.Lock()
+	h.img.afterList = func() {
+		h.img.set(fRef, dY)
+		if !h.m.Pulled(ctx, fRef, configOf(dY)) {
+			t.Errorf("Pulled = false, want a hit")
+		}
+	}
+	h.img.mu.Unlock()
+	h.m.refresh(ctx) // lists dX, then the pull and Pulled happen
+	h.m.refresh(ctx) // lists dY
+	e, _ := entry(h.m, fRef)
+	_, protects, _ := h.f.snapshot()
+	if e.Running != dY || e.Previous != dX || e.Hits != 1 || !slices.Equal(protects, []string{fRef + "@" + dX + " 1h0m0s"}) {
+		t.Errorf("after a stale list: entry %+v, Protect calls %v; want running %s, previous %s, 1 hit, only %s protected", e, protects, dY, dX, dX)
 	}
 }

@@ -280,3 +280,51 @@ func TestProtectMissingImage(t *testing.T) {
 		t.Errorf("%d rollback leases after a failed Protect, want 0", n)
 	}
 }
+
+// TestManagerJoinRealStack: a prefetch held back by admission is joined by
+// a pull: it starts at once, the pull waits for it, and the pull then
+// moves no blob bytes.
+func TestManagerJoinRealStack(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	ref := e.ref("app:1")
+	base, running := e.pushAndCRIPull(ctx, t, "app:1", ref)
+	adm := &blockedAdmitter{}
+	m := newTestManager(t, e, ManagerOptions{Interval: time.Hour, Admitter: adm})
+	startManager(t, m)
+	waitEntry(t, m, ref, 10*time.Second, "the running digest, idle", func(en Entry) bool {
+		return en.Running == running && en.State == StateIdle
+	})
+	patched := e.patch(ctx, t, "app:1", base)
+	if err := m.Trigger(ref); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the fetch to ask admission", func() bool { asked, _ := adm.counts(); return asked == 1 })
+	if en, _ := entry(m, ref); en.State != StatePending || en.New != patched {
+		t.Fatalf("%s held back by admission: got %+v, want pending %s", ref, en, patched)
+	}
+	e.proxy.take()
+
+	joined, err := m.Join(ctx, ref)
+	if !joined || err != nil {
+		t.Fatalf("Join(%s): got %v, %v; want true, nil", ref, joined, err)
+	}
+	en, _ := entry(m, ref)
+	if en.State != StateDone || en.LayersFetched != 1 {
+		t.Fatalf("%s after Join returned: got %+v, want done, 1 layer fetched", ref, en)
+	}
+	if _, givenUp := adm.counts(); givenUp != 1 {
+		t.Errorf("admission wait given up %d times, want 1", givenUp)
+	}
+	e.proxy.take()
+	id, err := e.cri.PullImage(ctx, &runtimeapi.ImageSpec{Image: ref}, nil, nil)
+	if err != nil {
+		t.Fatalf("CRI PullImage %s: %v", ref, err)
+	}
+	if served := e.proxy.take(); len(served) != 0 {
+		t.Errorf("blobs served to the pull that joined the prefetch: %v, want none", served)
+	}
+	if !m.Pulled(ctx, ref, id) {
+		t.Errorf("Pulled(%s, %s) = false, want a hit", ref, id)
+	}
+}

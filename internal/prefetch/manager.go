@@ -18,8 +18,14 @@ package prefetch
 // after a pull, so "running" and "new" are comparable; the Fetcher picks
 // this node's platform from an index when it fetches.
 //
+// The Manager also follows the node's tags as they move (refresh): a move
+// to a done prefetch is a hit, and the digest left behind is protected for
+// the rollback window (flight.go, rollback.go).
+//
 // Lock order: Manager.mu only; no call out (containerd, registry, Fetcher,
-// logger aside) is made while holding it.
+// MoveTag) is made while holding it. The logger, the Observer, subscriber
+// channels (never blocking) and a fetch's wait-cancel function are used
+// under it.
 
 import (
 	"context"
