@@ -65,6 +65,10 @@ type Options struct {
 	Daemon []string
 	// DaemonConfig is TOML appended to startgated's generated config.
 	DaemonConfig string
+	// DaemonLog, if set, is where startgated's log (JSON lines) is
+	// copied when it has stopped; it is otherwise removed with its
+	// directory.
+	DaemonLog string
 	// Progress receives progress lines; nil means none.
 	Progress io.Writer
 	// Command is how this run was invoked, for the report.
@@ -308,8 +312,25 @@ func (b *bencher) patchAndBurst(ctx context.Context, m Mode, round int, work Wor
 			return Burst{}, err
 		}
 	}
-	burst, err := b.burst(ctx, m, round, b.opts.Pods, work, label, false, true)
-	burst.Patch, burst.Prefetch = digest, took
+	var gate []GateSample
+	watchDone := make(chan struct{})
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	if m.Via == Startgate && b.node.api != nil {
+		go func() {
+			defer close(watchDone)
+			gate = watchGate(watchCtx, b.node.api, time.Now())
+		}()
+	} else {
+		close(watchDone)
+	}
+	burst, err := b.burst(ctx, m, round, b.opts.Pods, work, label, false, true, stopWatch)
+	stopWatch()
+	<-watchDone
+	burst.Patch, burst.Prefetch, burst.Gate = digest, took, gate
+	if len(gate) > 0 {
+		first, mean, hi := gateSummary(gate)
+		b.pr.line("%s: gate in-flight limit %d at the start, mean %.1f, max %d", label, first, mean, hi)
+	}
 	if perr != nil {
 		burst.PrefetchError = perr.Error()
 	}
@@ -327,7 +348,10 @@ func short(d string) string {
 
 // burst runs one burst and tears it down; the error is the teardown's or
 // ctx's. With pull, every pod pulls the app's tag first.
-func (b *bencher) burst(ctx context.Context, m Mode, round, pods int, w Workload, label string, measureCPU, pull bool) (Burst, error) {
+//
+// done, if not nil, is called when the burst's pods are all ready or
+// failed, before the teardown.
+func (b *bencher) burst(ctx context.Context, m Mode, round, pods int, w Workload, label string, measureCPU, pull bool, done func()) (Burst, error) {
 	rs := b.node.clients[m.Via]
 	burst := runBurst(ctx, burstSpec{
 		mode: m, round: round, pods: pods, workload: w, rs: rs, images: b.node.images[m.Via], pull: pull,
@@ -337,6 +361,9 @@ func (b *bencher) burst(ctx context.Context, m Mode, round, pods int, w Workload
 			b.pr.bar(label, ready, failed, pods, el)
 		},
 	})
+	if done != nil {
+		done()
+	}
 	if err := ctx.Err(); err != nil {
 		return burst, err
 	}
@@ -486,7 +513,7 @@ func (b *bencher) lonePod(ctx context.Context, name string, w Workload) (Pod, er
 		return Pod{}, err
 	}
 	b.lone++
-	burst, err := b.burst(ctx, Mode{Name: name, Via: Direct}, b.lone, 1, w, name, w.Kind == WorkCPU, false)
+	burst, err := b.burst(ctx, Mode{Name: name, Via: Direct}, b.lone, 1, w, name, w.Kind == WorkCPU, false, nil)
 	if err != nil {
 		return Pod{}, err
 	}

@@ -63,6 +63,9 @@ type Burst struct {
 	Prefetch      time.Duration `json:"prefetch_ns,omitempty"`
 	PrefetchError string        `json:"prefetch_error,omitempty"`
 	Pods          []Pod         `json:"pods"`
+	// Gate is startgated's gate during a startgate burst (Status every
+	// 250 ms from just before the burst until its last pod is ready).
+	Gate []GateSample `json:"gate,omitempty"`
 }
 
 // Kubelet is how the client behaves, after kubelet's defaults.

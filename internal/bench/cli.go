@@ -47,6 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.Quiet.Max, "quiet-max", DefaultQuiet().Max, "longest wait for a quiet node before a burst starts anyway")
 	startgated := fs.String("startgated", "", "run this startgated binary instead of re-executing startgate-bench as one")
 	daemonCfg := fs.String("startgated-config", "", "TOML file appended to startgated's generated config (admission tuning, [cri] warm-up)")
+	fs.StringVar(&opts.DaemonLog, "startgated-log", "", "copy startgated's log (JSON lines: admission, CRI, prefetch) to this file at the end")
 	jsonOut := fs.String("json", "", "also write every figure and every pod's record as JSON to this file")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: startgate-bench [flags]\n\n"+

@@ -72,7 +72,8 @@ type node struct {
 	app       v1.Image // the app image as last pushed
 	appRef    string   // 127.0.0.1:PORT/startgate/bench-app:1
 	patchSize int
-	patches   int // pushed so far: the next patch's layer seed
+	patches   int    // pushed so far: the next patch's layer seed
+	keepLog   string // where to copy startgated's log at the end
 }
 
 // startNode starts the testbed and the registry, pushes the app image and
@@ -80,7 +81,7 @@ type node struct {
 // app does), and with withGate starts startgated (with withPrefetch, its
 // prefetch on); on error it leaves nothing behind.
 func startNode(ctx context.Context, opts *Options, withGate, withPrefetch bool) (_ *node, err error) {
-	n := &node{}
+	n := &node{keepLog: opts.DaemonLog}
 	defer func() {
 		if err != nil {
 			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -317,6 +318,9 @@ func (n *node) stop(ctx context.Context) error {
 	}
 	if n.logf != nil {
 		errs = append(errs, n.logf.Close())
+		if n.keepLog != "" {
+			errs = append(errs, copyFile(n.daemonLog(), n.keepLog))
+		}
 	}
 	if n.tb != nil && n.ownTB {
 		errs = append(errs, n.tb.Stop(ctx))
@@ -389,4 +393,15 @@ func (n *node) prefetch(ctx context.Context, digest string, timeout time.Duratio
 		case <-tick.C:
 		}
 	}
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err == nil {
+		err = os.WriteFile(to, b, 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("bench: keep startgated's log: %w", err)
+	}
+	return nil
 }

@@ -87,6 +87,9 @@ func TestSmoke(t *testing.T) {
 		if b.PrefetchError != "" {
 			t.Errorf("burst %s: prefetch failed: %s", b.Mode, b.PrefetchError)
 		}
+		if viaGate := b.Mode != "direct"; viaGate != (len(b.Gate) > 0) {
+			t.Errorf("burst %s: got %d gate samples, want some for the startgate modes only", b.Mode, len(b.Gate))
+		}
 		for i, p := range b.Pods {
 			for _, call := range []string{"PullImage", "RunPodSandbox", "CreateContainer", "StartContainer"} {
 				if p.Calls[call] <= 0 {

@@ -295,3 +295,13 @@ func TestWorkloadCommand(t *testing.T) {
 		t.Errorf("ParseWorkload(gpu): got no error, want one")
 	}
 }
+
+func TestGateSummary(t *testing.T) {
+	if f, m, hi := gateSummary(nil); f != 0 || m != 0 || hi != 0 {
+		t.Errorf("gateSummary(nil): got %d %v %d, want zeros", f, m, hi)
+	}
+	s := []GateSample{{Limit: 1}, {Limit: 4}, {Limit: 2}, {Limit: 1}}
+	if f, m, hi := gateSummary(s); f != 1 || m != 2 || hi != 4 {
+		t.Errorf("gateSummary(1 4 2 1): got first %d mean %v max %d, want 1 2 4", f, m, hi)
+	}
+}
