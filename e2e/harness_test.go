@@ -161,6 +161,23 @@ func (n *node) logTail() string {
 	return string(b)
 }
 
+// logLines returns the last max lines of startgated's log that contain
+// substr and are not an API call's log line: a tail of the lines that
+// matter when the startgatectl polls' lines drown them.
+func (n *node) logLines(substr string, max int) string {
+	b, _ := os.ReadFile(n.logPath)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, substr) && !strings.Contains(l, "/startgate.v1.Startgate/") {
+			out = append(out, l)
+		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return strings.Join(out, "\n")
+}
+
 // ctl runs the real startgatectl against the node's admin socket.
 func (n *node) ctl(args ...string) string {
 	n.t.Helper()

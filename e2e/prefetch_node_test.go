@@ -218,8 +218,8 @@ func (pn *prefetchNode) waitEntry(ref string, d time.Duration, what string, cond
 			return e
 		}
 		if time.Now().After(deadline) {
-			pn.t.Fatalf("prefetch ls: %s: not %s after %v; last seen: %v (listed: %v); relay: %v\nstartgated log tail:\n%s",
-				ref, what, d, e, ok, pn.relay, pn.logTail())
+			pn.t.Fatalf("prefetch ls: %s: not %s after %v; last seen: %v (listed: %v); relay: %v\nstartgated's prefetch log:\n%s",
+				ref, what, d, e, ok, pn.relay, pn.logLines("prefetch", 40))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
