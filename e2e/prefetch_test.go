@@ -16,6 +16,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -88,6 +89,53 @@ func TestPrefetchPatchOnNotification(t *testing.T) {
 	}
 	pn.checkFetchedOnlyChanged(ctx, e, patched, changed, pn.front.take())
 	pn.checkPullFromPrefetch(ctx, ref, patched)
+}
+
+// A push's notification can come before the registry has moved the tag:
+// distribution sends the event from its manifest store, and its handler
+// writes the tag afterwards (a replica or cache in front of a registry
+// lags the same way). A resolve right after the notification may then
+// see the old digest, and the notification names the new one. startgated
+// must still fetch the pushed digest within 5 s of the notification. The
+// front widens distribution's window of a few milliseconds: the tag keeps
+// resolving to the old digest for tagLag after the notification.
+//
+// Known to fail (issue 4): the webhook's callback drops the pushed digest
+// and triggers one resolve, which finds the old digest; the patch waits
+// for the next poll (prefetch.interval, 5 min by default). Seen on the
+// unwidened race too, in about one push of ten in the benchmarks before
+// the relay held notifications back. Skipped until fixed unless
+// STARTGATE_E2E_KNOWN_BUGS=1.
+func TestPrefetchNotificationBeforeTagMoves(t *testing.T) {
+	if os.Getenv("STARTGATE_E2E_KNOWN_BUGS") == "" {
+		t.Skip("known bug: a notification that comes before the tag moves is lost (set STARTGATE_E2E_KNOWN_BUGS=1 to run)")
+	}
+	const tagLag = 300 * time.Millisecond
+	pn := startPrefetchNode(t, prefetchOptions{notifications: true, rawNotifications: true})
+	ctx := context.Background()
+	ref := pn.front.ref("app:1")
+	base, _ := appImage(t, prefetchLayerSize, 1)
+	running := pn.push(ctx, "app:1", base)
+	pn.pull(ctx, ref)
+
+	pn.front.pinTag("app", "1", running)
+	patched, changed := patchOf(t, base, prefetchLayerSize, 2)
+	newDigest := pn.push(ctx, "app:1", patched)
+	var notified time.Time
+	pn.eventually(10*time.Second, "the registry's notification of the patch to reach startgated", func() (bool, string) {
+		at, ok := pn.relay.delivered(newDigest)
+		notified = at
+		return ok, pn.relay.String()
+	})
+	time.Sleep(time.Until(notified.Add(tagLag))) // the registry moves the tag
+	pn.front.pinTag("app", "1", "")
+	e := pn.waitEntry(ref, notifyBound+10*time.Second, "done with the pushed digest", func(e prefetchEntry) bool {
+		return e.NewDigest == newDigest && e.State == "done"
+	})
+	if took := e.Updated.Sub(notified); took > notifyBound {
+		t.Errorf("prefetch done %v after the notification, want within %v", took, notifyBound)
+	}
+	pn.checkFetchedOnlyChanged(ctx, e, patched, changed, pn.front.take())
 }
 
 // (a) and (b) with notifications off: the poll finds the patch within one
@@ -207,12 +255,12 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 	pn.front.setMode(frontUp)
 	tCorrupt := time.Now()
 	e = pn.waitEntry(ref, 30*time.Second, "failed on the corrupted layer", func(e prefetchEntry) bool {
-		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated.After(tCorrupt)
+		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated != nil && e.Updated.After(tCorrupt)
 	})
 	t.Logf("registry serving a corrupted layer: %v", e)
 	firstFail := *e.Updated
 	e = pn.waitEntry(ref, 30*time.Second, "failed again on the corrupted layer (retried)", func(e prefetchEntry) bool {
-		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated.After(firstFail)
+		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated != nil && e.Updated.After(firstFail)
 	})
 	served := pn.front.take()
 	if served[changedDigest] < 2*sizeOf(t, changed) {
@@ -288,8 +336,9 @@ func TestPrefetchSurvivesGCUntilExpiry(t *testing.T) {
 	if left := time.Until(expires); left > expiry || left < time.Second {
 		t.Fatalf("prefetch lease expires in %v, want within prefetch.lease_expiry %v and not yet (is the machine too slow for this test?)", left, expiry)
 	}
-	if e.Expires != nil && !e.Expires.Truncate(time.Second).Equal(expires) {
-		t.Logf("prefetch ls expires %v, the lease's label %v", e.Expires, expires)
+	// prefetch ls shows the same expiry (the label has whole seconds).
+	if e.Expires == nil || e.Expires.Sub(expires).Abs() > 2*time.Second {
+		t.Errorf("prefetch ls: expires %v, want the lease's %v", e.Expires, expires)
 	}
 
 	// GC now, before the expiry: a blob nothing holds goes, the prefetch

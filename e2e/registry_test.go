@@ -64,6 +64,8 @@ type registryFront struct {
 		served   map[string]int64 // blob digest: bytes sent to pullers
 		corrupt  string           // blob digest to flip a byte of
 		failures []time.Time      // requests answered with an injected 500
+		pinPath  string           // "/v2/REPO/manifests/TAG" answered as pinTo
+		pinTo    string           // "/v2/REPO/manifests/DIGEST"
 	}
 }
 
@@ -118,6 +120,9 @@ func (f *registryFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if mode == frontFail500 {
 			f.mu.failures = append(f.mu.failures, time.Now())
 		}
+		if f.mu.pinPath != "" && r.URL.Path == f.mu.pinPath {
+			r.URL.Path, r.URL.RawPath = f.mu.pinTo, ""
+		}
 		f.mu.Unlock()
 		if mode == frontFail500 {
 			http.Error(w, "startgate e2e: injected registry failure", http.StatusInternalServerError)
@@ -163,6 +168,18 @@ func (f *registryFront) setCorrupt(dgst string) {
 	f.mu.Lock()
 	f.mu.corrupt = dgst
 	f.mu.Unlock()
+}
+
+// pinTag makes the front answer requests for repo:tag's manifest with
+// digest's, as a registry whose tag has not moved yet would; "" unpins.
+func (f *registryFront) pinTag(repo, tag, digest string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if digest == "" {
+		f.mu.pinPath, f.mu.pinTo = "", ""
+		return
+	}
+	f.mu.pinPath, f.mu.pinTo = "/v2/"+repo+"/manifests/"+tag, "/v2/"+repo+"/manifests/"+digest
 }
 
 // failuresSince returns the times of the injected 500s after t0.
@@ -266,6 +283,15 @@ type notifyRelay struct {
 
 	mu     sync.Mutex
 	pushes []relayedPush
+	hold   string // the registry's host, when pushes are held until the tag moves
+}
+
+// holdFor makes the relay hold each tagged push until registryHost
+// resolves the tag to the pushed digest.
+func (r *notifyRelay) holdFor(registryHost string) {
+	r.mu.Lock()
+	r.hold = registryHost
+	r.mu.Unlock()
 }
 
 type relayedPush struct {
@@ -275,9 +301,18 @@ type relayedPush struct {
 	status int
 }
 
+// startRelay relays notifications to target. Once holdFor is called, a tagged
+// manifest push is forwarded only once the registry resolves the tag to
+// the pushed digest: distribution (2.8 and later) sends the push event
+// from the manifest store, before its handler moves the tag, so a node
+// that resolves the tag at once may still see the old digest. The tests
+// that are not about that race hold; TestPrefetchNotificationBeforeTagMoves
+// is about it.
 func startRelay(t testing.TB, target string) *notifyRelay {
 	t.Helper()
 	r := &notifyRelay{}
+	// Its own transport, closed with the relay.
+	holdClient := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 2 * time.Second}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	rp.Transport = tr
@@ -302,9 +337,10 @@ func startRelay(t testing.TB, target string) *notifyRelay {
 			Events []struct {
 				Action string `json:"action"`
 				Target struct {
-					MediaType string `json:"mediaType"`
-					Digest    string `json:"digest"`
-					Tag       string `json:"tag"`
+					MediaType  string `json:"mediaType"`
+					Digest     string `json:"digest"`
+					Repository string `json:"repository"`
+					Tag        string `json:"tag"`
 				} `json:"target"`
 			} `json:"events"`
 		}
@@ -312,6 +348,13 @@ func startRelay(t testing.TB, target string) *notifyRelay {
 		if json.Unmarshal(body, &env) == nil {
 			for _, e := range env.Events {
 				if e.Action == "push" && e.Target.Tag != "" && strings.Contains(e.Target.MediaType, "manifest") {
+					r.mu.Lock()
+					hold := r.hold
+					r.mu.Unlock()
+					if hold != "" {
+						waitTag(req.Context(), holdClient, hold, e.Target.Repository, e.Target.Tag, e.Target.MediaType, e.Target.Digest)
+						at = time.Now()
+					}
 					pushes = append(pushes, relayedPush{digest: e.Target.Digest, tag: e.Target.Tag, at: at})
 				}
 			}
@@ -334,8 +377,30 @@ func startRelay(t testing.TB, target string) *notifyRelay {
 		r.srv.Close()
 		r.wg.Wait()
 		tr.CloseIdleConnections()
+		holdClient.CloseIdleConnections()
 	})
 	return r
+}
+
+// waitTag polls the registry (directly, not through the front) until
+// repo:tag resolves to digest, for at most 5 s.
+func waitTag(ctx context.Context, c *http.Client, host, repo, tag, mediaType, digest string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		req, err := http.NewRequestWithContext(ctx, http.MethodHead, "http://"+host+"/v2/"+repo+"/manifests/"+tag, nil)
+		if err != nil {
+			return
+		}
+		req.Header.Set("Accept", mediaType)
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.Header.Get("Docker-Content-Digest") == digest {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 type relayKey struct{}
