@@ -16,7 +16,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -100,16 +99,9 @@ func TestPrefetchPatchOnNotification(t *testing.T) {
 // front widens distribution's window of a few milliseconds: the tag keeps
 // resolving to the old digest for tagLag after the notification.
 //
-// Known to fail (issue 4): the webhook's callback drops the pushed digest
-// and triggers one resolve, which finds the old digest; the patch waits
-// for the next poll (prefetch.interval, 5 min by default). Seen on the
-// unwidened race too, in about one push of ten in the benchmarks before
-// the relay held notifications back. Skipped until fixed unless
-// STARTGATE_E2E_KNOWN_BUGS=1.
+// startgated passes the notified digest to the Manager (Notify), which
+// fetches it pinned when the tag does not name it yet.
 func TestPrefetchNotificationBeforeTagMoves(t *testing.T) {
-	if os.Getenv("STARTGATE_E2E_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a notification that comes before the tag moves is lost (set STARTGATE_E2E_KNOWN_BUGS=1 to run)")
-	}
 	const tagLag = 300 * time.Millisecond
 	pn := startPrefetchNode(t, prefetchOptions{notifications: true, rawNotifications: true})
 	ctx := context.Background()
@@ -117,6 +109,7 @@ func TestPrefetchNotificationBeforeTagMoves(t *testing.T) {
 	base, _ := appImage(t, prefetchLayerSize, 1)
 	running := pn.push(ctx, "app:1", base)
 	pn.pull(ctx, ref)
+	pn.front.take() // what the node's first pull moved
 
 	pn.front.pinTag("app", "1", running)
 	patched, changed := patchOf(t, base, prefetchLayerSize, 2)
@@ -258,10 +251,16 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated != nil && e.Updated.After(tCorrupt)
 	})
 	t.Logf("registry serving a corrupted layer: %v", e)
-	firstFail := *e.Updated
-	e = pn.waitEntry(ref, 30*time.Second, "failed again on the corrupted layer (retried)", func(e prefetchEntry) bool {
-		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated != nil && e.Updated.After(firstFail)
+	// Tried again, and again: each try reads the whole layer.
+	var tries []time.Time
+	pn.eventually(30*time.Second, "three fetches of the corrupted layer", func() (bool, string) {
+		tries = pn.front.getsSince(changedDigest, tCorrupt)
+		return len(tries) >= 3, fmt.Sprintf("%d fetches", len(tries))
 	})
+	e = pn.waitEntry(ref, 30*time.Second, "failed on the corrupted layer after the retries", func(e prefetchEntry) bool {
+		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated != nil && !e.Updated.Before(tries[2])
+	})
+	t.Logf("fetches of the corrupted layer, gaps: %v", gaps(bursts(tries, 0)))
 	served := pn.front.take()
 	if served[changedDigest] < 2*sizeOf(t, changed) {
 		t.Errorf("the corrupted layer was served %d bytes, want at least twice its %d (a retry)", served[changedDigest], sizeOf(t, changed))

@@ -61,11 +61,12 @@ type registryFront struct {
 		sync.Mutex
 		srv      *http.Server // nil while down
 		mode     frontMode
-		served   map[string]int64 // blob digest: bytes sent to pullers
-		corrupt  string           // blob digest to flip a byte of
-		failures []time.Time      // requests answered with an injected 500
-		pinPath  string           // "/v2/REPO/manifests/TAG" answered as pinTo
-		pinTo    string           // "/v2/REPO/manifests/DIGEST"
+		served   map[string]int64       // blob digest: bytes sent to pullers
+		gets     map[string][]time.Time // blob digest: when pullers asked for it
+		corrupt  string                 // blob digest to flip a byte of
+		failures []time.Time            // requests answered with an injected 500
+		pinPath  string                 // "/v2/REPO/manifests/TAG" answered as pinTo
+		pinTo    string                 // "/v2/REPO/manifests/DIGEST"
 	}
 }
 
@@ -73,6 +74,7 @@ func startFront(t testing.TB, reg *testbed.Registry) *registryFront {
 	t.Helper()
 	f := &registryFront{t: t}
 	f.mu.served = map[string]int64{}
+	f.mu.gets = map[string][]time.Time{}
 	f.rp = httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host()})
 	f.rp.ModifyResponse = f.count
 	// The proxy's own transport, so its idle connections to the registry
@@ -143,6 +145,7 @@ func (f *registryFront) count(resp *http.Response) error {
 	dgst := req.URL.Path[i+len("/blobs/"):]
 	f.mu.Lock()
 	flip := f.mu.corrupt == dgst
+	f.mu.gets[dgst] = append(f.mu.gets[dgst], time.Now())
 	f.mu.Unlock()
 	resp.Body = &countingBody{rc: resp.Body, flip: flip, add: func(n int64) {
 		f.mu.Lock()
@@ -180,6 +183,19 @@ func (f *registryFront) pinTag(repo, tag, digest string) {
 		return
 	}
 	f.mu.pinPath, f.mu.pinTo = "/v2/"+repo+"/manifests/"+tag, "/v2/"+repo+"/manifests/"+digest
+}
+
+// getsSince returns when pullers asked for blob dgst after t0.
+func (f *registryFront) getsSince(dgst string, t0 time.Time) []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []time.Time
+	for _, gt := range f.mu.gets[dgst] {
+		if gt.After(t0) {
+			out = append(out, gt)
+		}
+	}
+	return out
 }
 
 // failuresSince returns the times of the injected 500s after t0.
