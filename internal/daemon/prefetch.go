@@ -136,10 +136,10 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 		m := pf.manager
 		pf.notifier, err = prefetch.NewNotifier(prefetch.NotifierOptions{
 			Token: token,
-			// Trigger does not block: it queues the ref for the
+			// Notify does not block: it queues the ref for the
 			// Manager's loop.
 			OnPush: func(ref, dgst string) {
-				if err := m.Trigger(ref); errors.Is(err, prefetch.ErrRegistryNotAllowed) {
+				if err := m.Notify(ref, dgst); errors.Is(err, prefetch.ErrRegistryNotAllowed) {
 					log.Warn("prefetch: notification refused", zap.String("ref", ref), zap.Error(err))
 				} else if err != nil {
 					log.Debug("prefetch: notification not triggered", zap.String("ref", ref), zap.Error(err))

@@ -784,3 +784,38 @@ func TestRefreshStaleListAfterPulled(t *testing.T) {
 		t.Errorf("after a stale list: entry %+v, Protect calls %v; want running %s, previous %s, 1 hit, only %s protected", e, protects, dY, dX, dX)
 	}
 }
+
+// A push notification whose digest the tag does not name yet (the
+// registry notifies before it moves the tag) fetches the notified digest,
+// pinned; one the tag already names, or the running one, changes nothing.
+func TestNotifyBeforeTagMoves(t *testing.T) {
+	h := newHarness(t, ManagerOptions{})
+	startManager(t, h.m)
+	h.waitState(t, StateIdle)
+	// The registry still answers dX for the tag.
+	if err := h.m.Notify(fRef, dY); err != nil {
+		t.Fatal(err)
+	}
+	e := h.waitState(t, StateDone)
+	if e.New != dY {
+		t.Fatalf("after a notification of %s with the tag still at %s: new %s, want the notified digest", dY, dX, e.New)
+	}
+	if calls, _, _ := h.f.snapshot(); !slices.Equal(calls, []string{fRef + "@" + dY}) {
+		t.Fatalf("fetches %v, want one of %s@%s", calls, fRef, dY)
+	}
+	// A notification of the running digest is nothing new; the hint is
+	// used once, so the next resolve (the tag at dZ) wins.
+	if err := h.m.Notify(fRef, dX); err != nil {
+		t.Fatal(err)
+	}
+	h.patch(t, dZ)
+	waitFor(t, "the fetch of "+dZ, func() bool { e, _ = entry(h.m, fRef); return e.New == dZ && e.State == StateDone })
+	if calls, _, _ := h.f.snapshot(); !slices.Equal(calls, []string{fRef + "@" + dY, fRef + "@" + dZ}) {
+		t.Fatalf("fetches %v, want %s then %s only", calls, dY, dZ)
+	}
+	for _, bad := range []struct{ ref, d string }{{fRef, "sha256:nothex"}, {fRepo + "@" + dX, dY}} {
+		if err := h.m.Notify(bad.ref, bad.d); err == nil {
+			t.Errorf("Notify(%q, %q) = nil, want an error", bad.ref, bad.d)
+		}
+	}
+}

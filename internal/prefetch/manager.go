@@ -219,6 +219,7 @@ type Manager struct {
 		removed   map[string]bool          // by Remove: ignored even if the node has it
 		entries   map[string]*Entry
 		triggered []string                    // refs to resolve at once, in order
+		hints     map[string]string           // ref: the digest a push notification said it names now
 		flights   map[string]*flight          // ref@digest being fetched (pending or fetching)
 		backoff   map[string]*registryBackoff // registry host: its failures
 		moves     []move                      // tags moved, to protect for rollback
@@ -286,6 +287,7 @@ func newManager(il imageLister, r resolver, f fetcher, namespace string, opts Ma
 	m.mu.flights = map[string]*flight{}
 	m.mu.pulled = map[string]uint64{}
 	m.mu.backoff = map[string]*registryBackoff{}
+	m.mu.hints = map[string]string{}
 	return m, nil
 }
 
@@ -329,6 +331,7 @@ func (m *Manager) Remove(ref string) error {
 	}
 	m.mu.Lock()
 	delete(m.mu.added, r)
+	delete(m.mu.hints, r)
 	m.mu.removed[r] = true
 	if e := m.mu.entries[r]; e != nil {
 		delete(m.mu.entries, r)
@@ -359,6 +362,32 @@ func (m *Manager) Trigger(ref string) error {
 	m.mu.Unlock()
 	m.wake()
 	return nil
+}
+
+// Notify is Trigger for a registry's push notification of dgst to the
+// tag ref. Distribution notifies from its manifest store before it moves
+// the tag, so the resolve Trigger starts may still find the old digest;
+// the notified digest is then fetched (pinned, so what is fetched is
+// exactly what was pushed). A resolve that already finds dgst, or a newer
+// notification, supersedes it. An empty dgst is Trigger.
+func (m *Manager) Notify(ref, dgst string) error {
+	if dgst == "" {
+		return m.Trigger(ref)
+	}
+	r, err := tagRef(ref)
+	if err != nil {
+		return err
+	}
+	if _, err := digest.Parse(dgst); err != nil {
+		return fmt.Errorf("prefetch: notified digest %q of %s: %w", dgst, r, err)
+	}
+	if err := m.checkRegistry(r); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.mu.hints[r] = dgst
+	m.mu.Unlock()
+	return m.Trigger(r)
 }
 
 // List returns the watched references' entries, sorted by reference.
@@ -601,6 +630,14 @@ func (m *Manager) check(ctx context.Context, wg *sync.WaitGroup, ref string) {
 	}
 	delete(m.mu.backoff, host)
 	d := desc.Digest.String()
+	if h, ok := m.mu.hints[ref]; ok {
+		delete(m.mu.hints, ref)
+		if h != d && h != e.Running {
+			m.log.Info("prefetch: the tag does not name the notified digest yet; fetching the notified one",
+				zap.String("ref", ref), zap.String("resolved", d), zap.String("notified", h))
+			d = h
+		}
+	}
 	switch {
 	case d == e.Running:
 		// Nothing new (any more): a fetch in flight reports its own end;
