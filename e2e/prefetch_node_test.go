@@ -46,6 +46,8 @@ type prefetchOptions struct {
 	maxBackoff time.Duration
 	// leaseExpiry is prefetch.lease_expiry; 0 leaves the default.
 	leaseExpiry time.Duration
+	// bandwidth is prefetch.bandwidth; "" leaves the default.
+	bandwidth string
 }
 
 // prefetchNode is a node with prefetch on, a testbed registry behind a
@@ -102,6 +104,9 @@ func startPrefetchNode(t testing.TB, o prefetchOptions) *prefetchNode {
 			tb.Snapshotter(), o.interval.String(), o.maxBackoff.String())
 		if o.leaseExpiry > 0 {
 			fmt.Fprintf(&b, "lease_expiry = %q\n", o.leaseExpiry.String())
+		}
+		if o.bandwidth != "" {
+			fmt.Fprintf(&b, "bandwidth = %q\n", o.bandwidth)
 		}
 		if o.notifications {
 			fmt.Fprintf(&b, "[prefetch.notifications]\nlisten = %q\ntoken_file = %q\n", listen, tokenFile)
