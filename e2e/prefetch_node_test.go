@@ -35,10 +35,6 @@ type prefetchOptions struct {
 	// notifications points the registry's webhook at startgated (through
 	// the relay) with a bearer token from prefetch.notifications.token_file.
 	notifications bool
-	// rawNotifications relays each notification as soon as it comes; by
-	// default a push's is held until the registry has moved the tag (see
-	// startRelay).
-	rawNotifications bool
 	// interval is prefetch.interval; 0 means an hour, so that only
 	// notifications (and the first cycle) resolve.
 	interval time.Duration
@@ -86,9 +82,6 @@ func startPrefetchNode(t testing.TB, o prefetchOptions) *prefetchNode {
 		regOpts.NotifyURL, regOpts.NotifyToken = pn.relay.url(), token
 	}
 	pn.reg = testbed.StartRegistryT(t, regOpts)
-	if o.notifications && !o.rawNotifications {
-		pn.relay.holdFor(pn.reg.Host())
-	}
 	pn.front = startFront(t, pn.reg)
 	pn.node = startNode(t, nodeOptions{configFor: func(tb *testbed.Testbed) string {
 		var b strings.Builder

@@ -103,7 +103,7 @@ func TestPrefetchPatchOnNotification(t *testing.T) {
 // fetches it pinned when the tag does not name it yet.
 func TestPrefetchNotificationBeforeTagMoves(t *testing.T) {
 	const tagLag = 300 * time.Millisecond
-	pn := startPrefetchNode(t, prefetchOptions{notifications: true, rawNotifications: true})
+	pn := startPrefetchNode(t, prefetchOptions{notifications: true})
 	ctx := context.Background()
 	ref := pn.front.ref("app:1")
 	base, _ := appImage(t, prefetchLayerSize, 1)

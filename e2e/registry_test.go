@@ -299,15 +299,6 @@ type notifyRelay struct {
 
 	mu     sync.Mutex
 	pushes []relayedPush
-	hold   string // the registry's host, when pushes are held until the tag moves
-}
-
-// holdFor makes the relay hold each tagged push until registryHost
-// resolves the tag to the pushed digest.
-func (r *notifyRelay) holdFor(registryHost string) {
-	r.mu.Lock()
-	r.hold = registryHost
-	r.mu.Unlock()
 }
 
 type relayedPush struct {
@@ -317,18 +308,10 @@ type relayedPush struct {
 	status int
 }
 
-// startRelay relays notifications to target. Once holdFor is called, a tagged
-// manifest push is forwarded only once the registry resolves the tag to
-// the pushed digest: distribution (2.8 and later) sends the push event
-// from the manifest store, before its handler moves the tag, so a node
-// that resolves the tag at once may still see the old digest. The tests
-// that are not about that race hold; TestPrefetchNotificationBeforeTagMoves
-// is about it.
+// startRelay relays notifications to target.
 func startRelay(t testing.TB, target string) *notifyRelay {
 	t.Helper()
 	r := &notifyRelay{}
-	// Its own transport, closed with the relay.
-	holdClient := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 2 * time.Second}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	rp.Transport = tr
@@ -353,10 +336,9 @@ func startRelay(t testing.TB, target string) *notifyRelay {
 			Events []struct {
 				Action string `json:"action"`
 				Target struct {
-					MediaType  string `json:"mediaType"`
-					Digest     string `json:"digest"`
-					Repository string `json:"repository"`
-					Tag        string `json:"tag"`
+					MediaType string `json:"mediaType"`
+					Digest    string `json:"digest"`
+					Tag       string `json:"tag"`
 				} `json:"target"`
 			} `json:"events"`
 		}
@@ -364,13 +346,6 @@ func startRelay(t testing.TB, target string) *notifyRelay {
 		if json.Unmarshal(body, &env) == nil {
 			for _, e := range env.Events {
 				if e.Action == "push" && e.Target.Tag != "" && strings.Contains(e.Target.MediaType, "manifest") {
-					r.mu.Lock()
-					hold := r.hold
-					r.mu.Unlock()
-					if hold != "" {
-						waitTag(req.Context(), holdClient, hold, e.Target.Repository, e.Target.Tag, e.Target.MediaType, e.Target.Digest)
-						at = time.Now()
-					}
 					pushes = append(pushes, relayedPush{digest: e.Target.Digest, tag: e.Target.Tag, at: at})
 				}
 			}
@@ -393,30 +368,8 @@ func startRelay(t testing.TB, target string) *notifyRelay {
 		r.srv.Close()
 		r.wg.Wait()
 		tr.CloseIdleConnections()
-		holdClient.CloseIdleConnections()
 	})
 	return r
-}
-
-// waitTag polls the registry (directly, not through the front) until
-// repo:tag resolves to digest, for at most 5 s.
-func waitTag(ctx context.Context, c *http.Client, host, repo, tag, mediaType, digest string) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		req, err := http.NewRequestWithContext(ctx, http.MethodHead, "http://"+host+"/v2/"+repo+"/manifests/"+tag, nil)
-		if err != nil {
-			return
-		}
-		req.Header.Set("Accept", mediaType)
-		if resp, err := c.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.Header.Get("Docker-Content-Digest") == digest {
-				return
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 type relayKey struct{}
