@@ -112,11 +112,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	// After the first signal, the next one kills at once.
-	context.AfterFunc(ctx, func() {
+	// After the first signal, the next one kills at once. Unregistered
+	// before the deferred stop, which would otherwise report a normal
+	// return as an interrupt.
+	unregister := context.AfterFunc(ctx, func() {
 		stop()
 		fmt.Fprintln(stderr, "\nstartgate-bench: interrupted; cleaning up (interrupt again to abandon it)")
 	})
+	defer unregister()
 	// cri-client logs every failed call through klog; the benchmark
 	// records them per pod instead. The zero logr.Logger discards.
 	ctx = klog.NewContext(ctx, klog.Logger{})
