@@ -251,12 +251,17 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated != nil && e.Updated.After(tCorrupt)
 	})
 	t.Logf("registry serving a corrupted layer: %v", e)
-	// Tried again, and again: each try reads the whole layer.
+	// Tried again, and again, each try reading the whole layer, further
+	// and further apart: a fetch that fails backs off on its own, though
+	// every resolve succeeds (the manifest is fine).
 	var tries []time.Time
-	pn.eventually(30*time.Second, "three fetches of the corrupted layer", func() (bool, string) {
+	pn.eventually(30*time.Second, "four fetches of the corrupted layer", func() (bool, string) {
 		tries = pn.front.getsSince(changedDigest, tCorrupt)
-		return len(tries) >= 3, fmt.Sprintf("%d fetches", len(tries))
+		return len(tries) >= 4, fmt.Sprintf("%d fetches", len(tries))
 	})
+	if g := gaps(bursts(tries, 0)); slices.Max(g) < 3*interval {
+		t.Errorf("gaps between fetches of the corrupted layer %v, want one of at least %v (backing off, interval %v)", g, 3*interval, interval)
+	}
 	e = pn.waitEntry(ref, 30*time.Second, "failed on the corrupted layer after the retries", func(e prefetchEntry) bool {
 		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated != nil && !e.Updated.Before(tries[2])
 	})

@@ -125,9 +125,10 @@ func (m *Manager) run(ctx context.Context, fl *flight) error {
 		m.obs.PrefetchFailed(ref, err)
 		m.update(ref, d, func(e *Entry) {
 			e.State, e.Error = StateFailed, err.Error()
-			// A failing fetch backs its registry off too: a blob that
-			// fails every time must not be fetched every interval.
-			m.failedLocked(registryOf(ref), m.now())
+			// A failing fetch backs off on its own (a resolve that
+			// succeeds clears the registry's backoff, not this): a blob
+			// that fails every time must not be fetched every interval.
+			m.fetchFailedLocked(ref, d, m.now())
 		})
 		return err
 	}
@@ -139,6 +140,7 @@ func (m *Manager) run(ctx context.Context, fl *flight) error {
 		}
 	}
 	if !m.update(ref, d, func(e *Entry) {
+		delete(m.mu.fetchBackoff, ref+"@"+d)
 		e.State, e.BytesDone, e.BytesTotal = StateDone, res.Bytes, res.Bytes
 		e.LayersFetched, e.FetchedLayers = res.LayersFetched, fetched
 		e.Config, e.Lease, e.Expires = res.Config.String(), res.Lease, res.Expires

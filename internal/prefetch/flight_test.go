@@ -819,3 +819,49 @@ func TestNotifyBeforeTagMoves(t *testing.T) {
 		}
 	}
 }
+
+// A fetch that fails every time (a registry that resolves fine and serves
+// a bad blob) backs off on its own: a resolve finding the same digest
+// again waits the backoff out, though a successful resolve clears the
+// registry's; a trigger tries at once.
+func TestFailedFetchBacksOff(t *testing.T) {
+	h := newHarness(t, ManagerOptions{MaxBackoff: 24 * time.Hour})
+	h.f.err = errors.New("digest mismatch")
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+	h.m.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	ctx := context.Background()
+	h.m.refresh(ctx)
+	h.res.set(fRef, dY)
+	var wg sync.WaitGroup
+	check := func(triggered bool) int {
+		h.m.check(ctx, &wg, fRef, triggered)
+		wg.Wait()
+		calls, _, _ := h.f.snapshot()
+		return len(calls)
+	}
+	if n := check(false); n != 1 {
+		t.Fatalf("first resolve of the new digest: %d fetches, want 1", n)
+	}
+	if e, _ := entry(h.m, fRef); e.State != StateFailed || e.New != dY {
+		t.Fatalf("after the failed fetch: %+v, want failed at %s", e, dY)
+	}
+	advance(time.Minute)
+	if n := check(false); n != 1 {
+		t.Fatalf("a resolve within the backoff fetched again (%d fetches, want 1)", n)
+	}
+	// Jitter makes the first wait at most 1.2 intervals (an hour here).
+	advance(2 * time.Hour)
+	if n := check(false); n != 2 {
+		t.Fatalf("a resolve after the backoff: %d fetches, want 2", n)
+	}
+	// The second failure doubles the wait; a trigger does not wait.
+	advance(90 * time.Minute)
+	if n := check(false); n != 2 {
+		t.Fatalf("a resolve within the doubled backoff fetched again (%d fetches, want 2)", n)
+	}
+	if n := check(true); n != 3 {
+		t.Fatalf("a triggered resolve: %d fetches, want 3 (a trigger tries at once)", n)
+	}
+}

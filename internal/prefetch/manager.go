@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -220,6 +221,11 @@ type Manager struct {
 		entries   map[string]*Entry
 		triggered []string                    // refs to resolve at once, in order
 		hints     map[string]string           // ref: the digest a push notification said it names now
+		// fetchBackoff holds ref@digest fetches that failed: a registry
+		// that resolves fine but serves a bad blob must not be fetched
+		// from every interval. A successful resolve clears its host's
+		// backoff, not this.
+		fetchBackoff map[string]*registryBackoff
 		flights   map[string]*flight          // ref@digest being fetched (pending or fetching)
 		backoff   map[string]*registryBackoff // registry host: its failures
 		moves     []move                      // tags moved, to protect for rollback
@@ -288,6 +294,7 @@ func newManager(il imageLister, r resolver, f fetcher, namespace string, opts Ma
 	m.mu.pulled = map[string]uint64{}
 	m.mu.backoff = map[string]*registryBackoff{}
 	m.mu.hints = map[string]string{}
+	m.mu.fetchBackoff = map[string]*registryBackoff{}
 	return m, nil
 }
 
@@ -332,6 +339,11 @@ func (m *Manager) Remove(ref string) error {
 	m.mu.Lock()
 	delete(m.mu.added, r)
 	delete(m.mu.hints, r)
+	for k := range m.mu.fetchBackoff {
+		if strings.HasPrefix(k, r+"@") {
+			delete(m.mu.fetchBackoff, k)
+		}
+	}
 	m.mu.removed[r] = true
 	if e := m.mu.entries[r]; e != nil {
 		delete(m.mu.entries, r)
@@ -432,7 +444,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-timer.C:
 			m.refresh(ctx)
 			for _, ref := range m.due() {
-				m.check(ctx, &wg, ref)
+				m.check(ctx, &wg, ref, false)
 			}
 			timer.Reset(m.jittered(m.opts.Interval))
 		case <-m.kick:
@@ -443,7 +455,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.refresh(ctx)
 			for _, ref := range refs {
 				if m.watched(ref) {
-					m.check(ctx, &wg, ref)
+					m.check(ctx, &wg, ref, true)
 				} else {
 					m.log.Debug("prefetch: trigger for a ref not watched", zap.String("ref", ref))
 				}
@@ -600,8 +612,10 @@ func registryOf(ref string) string {
 }
 
 // check resolves ref and starts a fetch if it points at a digest the node
-// does not run and no fetch of it is running or done.
-func (m *Manager) check(ctx context.Context, wg *sync.WaitGroup, ref string) {
+// does not run and no fetch of it is running or done. A fetch of that
+// digest that failed waits out its backoff unless triggered (a push
+// notification, an Add or an announced patch is worth one more try).
+func (m *Manager) check(ctx context.Context, wg *sync.WaitGroup, ref string, triggered bool) {
 	rctx, cancel := context.WithTimeout(ctx, m.opts.ResolveTimeout)
 	_, desc, err := m.resolver.Resolve(rctx, ref)
 	cancel()
@@ -652,6 +666,10 @@ func (m *Manager) check(ctx context.Context, wg *sync.WaitGroup, ref string) {
 	case d == e.New && e.State == StateDone:
 		return
 	}
+	if b := m.mu.fetchBackoff[ref+"@"+d]; b != nil && !triggered && now.Before(b.until) {
+		m.log.Debug("prefetch: fetch backing off", zap.String("ref", ref), zap.String("digest", d), zap.Time("until", b.until))
+		return
+	}
 	m.log.Info("prefetch: new digest", zap.String("ref", ref), zap.String("running", e.Running), zap.String("new", d))
 	resetFetch(e)
 	e.New, e.State, e.Error, e.Updated = d, StatePending, "", now
@@ -671,10 +689,22 @@ func resetFetch(e *Entry) {
 
 // failedLocked records a failure of host and returns its backoff.
 func (m *Manager) failedLocked(host string, now time.Time) time.Duration {
-	b := m.mu.backoff[host]
+	return m.backoffLocked(m.mu.backoff, host, now)
+}
+
+// fetchFailedLocked records a failed fetch of ref@d and returns its
+// backoff; the next resolve that finds d again waits for it to pass.
+func (m *Manager) fetchFailedLocked(ref, d string, now time.Time) time.Duration {
+	return m.backoffLocked(m.mu.fetchBackoff, ref+"@"+d, now)
+}
+
+// backoffLocked counts a failure of key in set and returns the wait
+// before it is tried again.
+func (m *Manager) backoffLocked(set map[string]*registryBackoff, key string, now time.Time) time.Duration {
+	b := set[key]
 	if b == nil {
 		b = &registryBackoff{}
-		m.mu.backoff[host] = b
+		set[key] = b
 	}
 	b.failures++
 	wait := m.jittered(backoff(m.opts.Interval, m.opts.MaxBackoff, b.failures))
