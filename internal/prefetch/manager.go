@@ -219,19 +219,19 @@ type Manager struct {
 		added     map[string]bool          // by Add
 		removed   map[string]bool          // by Remove: ignored even if the node has it
 		entries   map[string]*Entry
-		triggered []string                    // refs to resolve at once, in order
-		hints     map[string]string           // ref: the digest a push notification said it names now
+		triggered []string          // refs to resolve at once, in order
+		hints     map[string]string // ref: the digest a push notification said it names now
 		// fetchBackoff holds ref@digest fetches that failed: a registry
 		// that resolves fine but serves a bad blob must not be fetched
 		// from every interval. A successful resolve clears its host's
 		// backoff, not this.
 		fetchBackoff map[string]*registryBackoff
-		flights   map[string]*flight          // ref@digest being fetched (pending or fetching)
-		backoff   map[string]*registryBackoff // registry host: its failures
-		moves     []move                      // tags moved, to protect for rollback
-		gen       uint64                      // counts Pulled hits
-		pulled    map[string]uint64           // tag: gen of its last Pulled hit
-		events    broadcaster
+		flights      map[string]*flight          // ref@digest being fetched (pending or fetching)
+		backoff      map[string]*registryBackoff // registry host: its failures
+		moves        []move                      // tags moved, to protect for rollback
+		gen          uint64                      // counts Pulled hits
+		pulled       map[string]uint64           // tag: gen of its last Pulled hit
+		events       broadcaster
 	}
 }
 
