@@ -44,6 +44,10 @@ type prefetchOptions struct {
 	leaseExpiry time.Duration
 	// bandwidth is prefetch.bandwidth; "" leaves the default.
 	bandwidth string
+	// extra is more TOML for the [prefetch] section (keys only).
+	extra string
+	// metrics sets metrics.listen to a free loopback address (metricsURL).
+	metrics bool
 }
 
 // prefetchNode is a node with prefetch on, a testbed registry behind a
@@ -56,6 +60,8 @@ type prefetchNode struct {
 	front *registryFront
 	relay *notifyRelay // nil with notifications off
 	cd    *containerd.Client
+	// metricsAddr is metrics.listen with prefetchOptions.metrics.
+	metricsAddr string
 }
 
 func startPrefetchNode(t testing.TB, o prefetchOptions) *prefetchNode {
@@ -100,6 +106,11 @@ func startPrefetchNode(t testing.TB, o prefetchOptions) *prefetchNode {
 		}
 		if o.bandwidth != "" {
 			fmt.Fprintf(&b, "bandwidth = %q\n", o.bandwidth)
+		}
+		b.WriteString(o.extra)
+		if o.metrics {
+			pn.metricsAddr = freeLoopbackAddr(t)
+			fmt.Fprintf(&b, "[metrics]\nlisten = %q\n", pn.metricsAddr)
 		}
 		if o.notifications {
 			fmt.Fprintf(&b, "[prefetch.notifications]\nlisten = %q\ntoken_file = %q\n", listen, tokenFile)
@@ -184,6 +195,8 @@ type prefetchEntry struct {
 	Lease         string     `json:"lease"`
 	Expires       *time.Time `json:"expires"`
 	Hits          int        `json:"hits"`
+	// PreviousDigest is what the node ran before (the rollback window).
+	PreviousDigest string `json:"previous_digest"`
 }
 
 func (e prefetchEntry) String() string {

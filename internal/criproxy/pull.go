@@ -214,7 +214,7 @@ func (p *Proxy) pull(ctx context.Context, method string, in *frame, req *runtime
 		case joined && err != nil:
 			p.log.Info("pull joined a prefetch that failed; pulling", zap.String("image", image), zap.Error(err))
 		case joined:
-			p.log.Debug("pull joined a prefetch", zap.String("image", image))
+			p.log.Info("pull joined a prefetch", zap.String("image", image))
 		}
 	}
 	if err := p.pulls.acquire(pctx); err != nil {
@@ -226,8 +226,8 @@ func (p *Proxy) pull(ctx context.Context, method string, in *frame, req *runtime
 	p.obs.Forwarded(method, codeOf(err))
 	if err == nil && pf != nil && image != "" {
 		resp := new(runtimeapi.PullImageResponse)
-		if uerr := proto.Unmarshal(r.out.b, resp); uerr == nil && resp.ImageRef != "" {
-			pf.Pulled(pctx, image, resp.ImageRef)
+		if uerr := proto.Unmarshal(r.out.b, resp); uerr == nil && resp.ImageRef != "" && pf.Pulled(pctx, image, resp.ImageRef) {
+			p.log.Info("pull served from prefetched content", zap.String("image", image), zap.String("image_id", resp.ImageRef))
 		}
 	}
 	return r, err
