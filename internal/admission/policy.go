@@ -8,16 +8,27 @@ import (
 	"github.com/startgate/startgate/internal/pressure"
 )
 
-// DefaultPolicy is the policy of a gate configured with nothing. The
-// targets are starting points from the burst measurements in
-// ../shared/TESTBED.md (CPU "some" is about 1.0 during an ungated 40-pod
-// burst and about 0.0 idle); the benchmark issue tunes them.
+// DefaultPolicy is the policy of a gate configured with nothing, tuned on
+// the patch-rollout burst benchmark (startgate-bench; docs/architecture.md
+// "Tuning" has the measurements behind each value):
+//
+//   - CPU target 0.95: CPU "some" is a near-binary signal on a busy node
+//     (about 1.0 as soon as runnable tasks outnumber cores, near 0 below),
+//     and a start is not all CPU (sandbox set-up, runc, the shim wait on
+//     IO and on each other), so the limit may grow until the node is
+//     actually queueing, not before;
+//   - floors of one start in flight per core and two starts per second per
+//     core: a node loaded by other work still starts its pods at the pace
+//     of a fixed limit of one per core, instead of one at a time at one a
+//     second (which made 100 pods slower through the gate than without it);
+//   - IO 0.4 and memory 0.1 stay: IO stalls hurt every start at once, and
+//     memory stalls mean reclaim, where more starts only add to it.
 func DefaultPolicy() Policy {
 	return Policy{
-		Targets:            pressure.Values{pressure.CPU: 0.75, pressure.IO: 0.4, pressure.Memory: 0.1},
-		MinInFlightPerCore: 0.5,
+		Targets:            pressure.Values{pressure.CPU: 0.95, pressure.IO: 0.4, pressure.Memory: 0.1},
+		MinInFlightPerCore: 1,
 		MaxInFlightPerCore: 8,
-		MinRatePerCore:     0.5,
+		MinRatePerCore:     2,
 		MaxRatePerCore:     25,
 		Burst:              0,
 		DecreaseFactor:     0.7,
