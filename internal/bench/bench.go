@@ -45,6 +45,11 @@ type Options struct {
 	// PatchSize is the size of the layer each patch replaces; 0 means
 	// 20 MiB.
 	PatchSize int
+	// RegistryBandwidth, when positive, caps the bytes per second from
+	// the registry to the node (pulls and prefetches, all together)
+	// with a throttling proxy in front of it: a remote registry's link.
+	// 0 is loopback speed.
+	RegistryBandwidth float64
 	// PrefetchTimeout bounds the wait for startgated to show a patch
 	// prefetched; past it the burst runs anyway, with a warning. 0 means
 	// 2 minutes.
@@ -133,7 +138,7 @@ func (o *Options) withDefaults() error {
 		return fmt.Errorf("bench: rounds %d: want at least 1", o.Rounds)
 	case len(o.Modes) == 0:
 		return errors.New("bench: no modes")
-	case o.InitCPU < 0, o.Loops < 0, o.IOBytes < 0, o.PatchSize < 0, o.PrefetchTimeout < 0,
+	case o.InitCPU < 0, o.Loops < 0, o.IOBytes < 0, o.RegistryBandwidth < 0, o.PatchSize < 0, o.PrefetchTimeout < 0,
 		o.Lone < 1, o.Deadline < 0, o.Kubelet.Timeout < 0, o.Kubelet.Backoff < 0:
 		return errors.New("bench: negative durations or counts")
 	case o.Quiet.Interval <= 0 || o.Quiet.Samples < 1:
@@ -175,16 +180,18 @@ type ModeResult struct {
 
 // Result is a whole run.
 type Result struct {
-	Command     string       `json:"command"`
-	Workload    string       `json:"workload"`
-	PatchSize   int          `json:"patch_size"`
-	Pods        int          `json:"pods"`
-	Rounds      int          `json:"rounds"`
-	Cores       int          `json:"cores"`
-	Runtime     string       `json:"runtime"`
-	Snapshotter string       `json:"snapshotter"`
-	Calibration Calibration  `json:"calibration"`
-	Modes       []ModeResult `json:"modes"`
+	Command   string `json:"command"`
+	Workload  string `json:"workload"`
+	PatchSize int    `json:"patch_size"`
+	// RegistryBandwidth is Options.RegistryBandwidth, bytes per second.
+	RegistryBandwidth float64      `json:"registry_bandwidth,omitempty"`
+	Pods              int          `json:"pods"`
+	Rounds            int          `json:"rounds"`
+	Cores             int          `json:"cores"`
+	Runtime           string       `json:"runtime"`
+	Snapshotter       string       `json:"snapshotter"`
+	Calibration       Calibration  `json:"calibration"`
+	Modes             []ModeResult `json:"modes"`
 	// Ideal is Ideal(Pods, Cores, Calibration.Single).
 	Ideal         Summary  `json:"ideal"`
 	IdealVsDirect *Ratios  `json:"ideal_vs_direct,omitempty"`
@@ -225,7 +232,7 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 		err = errors.Join(err, n.stop(stopCtx))
 	}()
 
-	res := &Result{Command: opts.Command, Workload: opts.Workload, PatchSize: opts.PatchSize, Pods: opts.Pods, Rounds: opts.Rounds, Cores: runtime.NumCPU(),
+	res := &Result{Command: opts.Command, Workload: opts.Workload, PatchSize: opts.PatchSize, RegistryBandwidth: opts.RegistryBandwidth, Pods: opts.Pods, Rounds: opts.Rounds, Cores: runtime.NumCPU(),
 		Snapshotter: n.tb.Snapshotter()}
 	if v, verr := n.clients[Direct].Version(ctx, "v1"); verr == nil {
 		res.Runtime = v.GetRuntimeName() + " " + v.GetRuntimeVersion()

@@ -59,7 +59,8 @@ type node struct {
 	ownTB  bool // started here, so stopped here
 	reg    *testbed.Registry
 	ownReg bool
-	dir    string // startgated's config, sockets and log
+	proxy  *throttledProxy // in front of reg with Options.RegistryBandwidth
+	dir    string          // startgated's config, sockets and log
 	daemon *exec.Cmd
 	exited chan struct{} // closed when daemon has been waited for
 	logf   *os.File
@@ -115,7 +116,15 @@ func startNode(ctx context.Context, opts *Options, withGate, withPrefetch bool) 
 	if n.app, err = testbed.BusyboxImage(layer); err != nil {
 		return nil, err
 	}
+	// Pushes go to the registry; the node pulls through the proxy when
+	// there is one: the same repository under another host.
 	n.appRef = n.reg.Ref(AppRepoTag)
+	if opts.RegistryBandwidth > 0 {
+		if n.proxy, err = startThrottledProxy(n.reg.Host(), opts.RegistryBandwidth); err != nil {
+			return nil, err
+		}
+		n.appRef = n.proxy.Host() + "/" + AppRepoTag
+	}
 	if _, err := n.reg.Push(ctx, AppRepoTag, n.app); err != nil {
 		return nil, err
 	}
@@ -193,7 +202,8 @@ func (n *node) startDaemon(opts *Options, withPrefetch bool) error {
 	conf := "version = 1\n[daemon]\nlog_format = \"json\"\nlog_level = \"info\"\nshutdown_timeout = \"5s\"\n" +
 		"[metrics]\nlisten = \"\"\n"
 	if withPrefetch {
-		conf += prefetchTOML(n.tb.Snapshotter(), n.reg.Host())
+		host, _, _ := strings.Cut(n.appRef, "/")
+		conf += prefetchTOML(n.tb.Snapshotter(), host)
 	}
 	conf += opts.DaemonConfig
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
@@ -324,6 +334,9 @@ func (n *node) stop(ctx context.Context) error {
 	}
 	if n.tb != nil && n.ownTB {
 		errs = append(errs, n.tb.Stop(ctx))
+	}
+	if n.proxy != nil {
+		errs = append(errs, n.proxy.Close())
 	}
 	if n.reg != nil && n.ownReg {
 		errs = append(errs, n.reg.Stop(ctx))

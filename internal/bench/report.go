@@ -21,7 +21,7 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 	fmt.Fprintf(&b, "%d pods started at once, %s; %d cores, %s (%s).\n",
 		r.Pods, rounds, r.Cores, orUnknown(r.Runtime), orUnknown(r.Snapshotter))
 	fmt.Fprintf(&b, "Before each burst the app's tag is patched (one %s layer of random bytes replaced) and every pod pulls it first, "+
-		"one pull at a time on the node (kubelet's serialized pulls, imagePullPolicy Always).\n", mib(int64(r.PatchSize)))
+		"one pull at a time on the node (kubelet's serialized pulls, imagePullPolicy Always)%s.\n", mib(int64(r.PatchSize)), bandwidth(r.RegistryBandwidth))
 	fmt.Fprintf(&b, "Init (%s): %s; one pod alone is ready %s after RunPodSandbox.\n",
 		orUnknown(r.Workload), Workload{Kind: r.Workload}.describe(c), secs(c.Single))
 	b.WriteString("Time to ready: from the burst's start to the container's ready line (CRI log time). " +
@@ -67,6 +67,13 @@ func orUnknown(s string) string {
 		return "unknown"
 	}
 	return s
+}
+
+func bandwidth(bytesPerSec float64) string {
+	if bytesPerSec <= 0 {
+		return "; the registry is on loopback, unthrottled"
+	}
+	return fmt.Sprintf("; registry to node capped at %.0f Mbit/s", bytesPerSec*8/1e6)
 }
 
 func orDash(d time.Duration) string {

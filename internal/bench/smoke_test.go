@@ -12,7 +12,7 @@ import (
 )
 
 // TestSmoke runs the whole scenario small: a 1 MiB patch before each
-// burst, 4 pods of the mixed workload (fixed, short work) pulling it,
+// burst, pulled through the registry bandwidth cap's proxy, 4 pods of the mixed workload (fixed, short work) pulling it,
 // direct, through startgated (this test binary re-executed) and through
 // startgated with the patch prefetched, one round. It checks that the
 // figures are there, not what they are: tests never assert on speed.
@@ -40,9 +40,12 @@ func TestSmoke(t *testing.T) {
 		Loops:     2000,
 		IOBytes:   1 << 20,
 		PatchSize: 1 << 20,
-		Lone:      1,
-		Kubelet:   Kubelet{Timeout: 30 * time.Second, Backoff: time.Second},
-		Deadline:  time.Minute,
+		// Pulls and the prefetch through the throttling proxy (200
+		// Mbit/s: a 1 MiB patch costs a few tens of ms more).
+		RegistryBandwidth: 25e6,
+		Lone:              1,
+		Kubelet:           Kubelet{Timeout: 30 * time.Second, Backoff: time.Second},
+		Deadline:          time.Minute,
 		// Whatever else runs on the machine, do not wait long for it.
 		Quiet:           Quiet{CPU: 0.5, Interval: 100 * time.Millisecond, Samples: 1, Max: 2 * time.Second},
 		Progress:        &progress,
