@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/startgate/startgate/internal/broadcast"
 	"github.com/startgate/startgate/internal/clock"
 	"github.com/startgate/startgate/internal/pressure"
 )
@@ -97,7 +98,7 @@ type Gate struct {
 		tokenAt  time.Time // when the token timer fires; zero if unarmed
 		tokenT   clock.Timer
 		lastTick time.Time
-		events   broadcaster
+		events   broadcast.Hub[Event]
 	}
 }
 
@@ -142,6 +143,7 @@ func New(cfg Config) (*Gate, error) {
 	g.mu.bucket = rate.NewLimiter(rate.Limit(g.mu.limits.Rate), g.mu.limits.Burst)
 	g.mu.bucket.SetBurstAt(now, g.mu.limits.Burst)
 	g.mu.leases = make(map[uint64]*Lease)
+	g.mu.events = newHub()
 	return g, nil
 }
 
@@ -762,7 +764,7 @@ func (g *Gate) Close() {
 	}
 	stopTimer(g.mu.tokenT)
 	stopTimer(g.mu.expiryT)
-	g.mu.events.closeAll()
+	g.mu.events.CloseAll()
 }
 
 // Status returns a snapshot.

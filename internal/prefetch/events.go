@@ -7,8 +7,9 @@ package prefetch
 // gets, as admission's subscribers are.
 
 import (
-	"sync"
 	"time"
+
+	"github.com/startgate/startgate/internal/broadcast"
 )
 
 // EventKind says what an Event reports.
@@ -66,54 +67,21 @@ func (noObserver) PrefetchHit(string)           {}
 
 var _ Observer = noObserver{}
 
-// broadcaster fans events out to subscribers without blocking; guarded
-// by Manager.mu.
-type broadcaster struct {
-	seq    uint64
-	subs   map[*subscriber]struct{}
-	closed bool // Run returned: no new subscriber, every channel closed
-}
-
-type subscriber struct {
-	ch   chan Event
-	lost uint64
-}
-
-func (b *broadcaster) send(ev Event) {
-	if len(b.subs) == 0 {
-		return
+// newHub is the Manager's event fan-out (guarded by Manager.mu): a
+// subscriber that falls behind loses events and is told how many with an
+// EventLost.
+func newHub() broadcast.Hub[Event] {
+	return broadcast.Hub[Event]{
+		Stamp: func(e *Event, seq uint64) { e.Seq = seq },
+		Lost: func(e Event, seq, n uint64) Event {
+			return Event{Seq: seq, Time: e.Time, Kind: EventLost, Lost: n}
+		},
 	}
-	b.seq++
-	ev.Seq = b.seq
-	for s := range b.subs {
-		if s.lost > 0 {
-			select {
-			case s.ch <- Event{Seq: ev.Seq, Time: ev.Time, Kind: EventLost, Lost: s.lost}:
-				s.lost = 0
-			default:
-				s.lost++
-				continue
-			}
-		}
-		select {
-		case s.ch <- ev:
-		default:
-			s.lost++
-		}
-	}
-}
-
-func (b *broadcaster) closeAll() {
-	for s := range b.subs {
-		close(s.ch)
-	}
-	b.subs = nil
-	b.closed = true
 }
 
 // publishLocked sends an event of kind for e (copied as it is now).
 func (m *Manager) publishLocked(kind EventKind, e *Entry) {
-	m.mu.events.send(Event{Time: m.now(), Kind: kind, Entry: *e})
+	m.mu.events.Send(Event{Time: m.now(), Kind: kind, Entry: *e})
 }
 
 // stateLocked publishes an EventState if e's state is not before.
@@ -129,26 +97,5 @@ func (m *Manager) stateLocked(e *Entry, before State) {
 // at once if it has. A subscriber that falls behind loses events, never
 // slows the Manager, and is told with an EventLost.
 func (m *Manager) Subscribe(buffer int) (<-chan Event, func()) {
-	s := &subscriber{ch: make(chan Event, max(buffer, 1))}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.mu.events.closed {
-		close(s.ch)
-		return s.ch, func() {}
-	}
-	if m.mu.events.subs == nil {
-		m.mu.events.subs = map[*subscriber]struct{}{}
-	}
-	m.mu.events.subs[s] = struct{}{}
-	var once sync.Once
-	return s.ch, func() {
-		once.Do(func() {
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			if _, ok := m.mu.events.subs[s]; ok {
-				delete(m.mu.events.subs, s)
-				close(s.ch)
-			}
-		})
-	}
+	return m.mu.events.Subscribe(&m.mu.Mutex, buffer)
 }

@@ -44,6 +44,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
+
+	"github.com/startgate/startgate/internal/broadcast"
 )
 
 // ErrNotTag is returned (wrapped) by Add, Remove and Trigger for a
@@ -231,7 +233,7 @@ type Manager struct {
 		moves        []move                      // tags moved, to protect for rollback
 		gen          uint64                      // counts Pulled hits
 		pulled       map[string]uint64           // tag: gen of its last Pulled hit
-		events       broadcaster
+		events       broadcast.Hub[Event]
 	}
 }
 
@@ -294,6 +296,7 @@ func newManager(il imageLister, r resolver, f fetcher, namespace string, opts Ma
 	m.mu.pulled = map[string]uint64{}
 	m.mu.backoff = map[string]*registryBackoff{}
 	m.mu.hints = map[string]string{}
+	m.mu.events = newHub()
 	m.mu.fetchBackoff = map[string]*registryBackoff{}
 	return m, nil
 }
@@ -430,7 +433,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer func() {
 		wg.Wait()
 		m.mu.Lock()
-		m.mu.events.closeAll()
+		m.mu.events.CloseAll()
 		m.mu.Unlock()
 	}()
 	m.log.Info("prefetch: manager started", zap.Duration("interval", m.opts.Interval), zap.Int("concurrency", m.opts.Concurrency))
