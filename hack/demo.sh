@@ -7,7 +7,8 @@
 #  2. The CRI: startgate-bench starts a private containerd (the testbed),
 #     a loopback registry serving the app image, and startgated's CRI
 #     proxy in front of the containerd; then it patches the app's tag (a
-#     20 MB layer replaced) before each burst of 20 pods that pull it and
+#     20 MB layer replaced; the registry behind a 100 Mbit/s cap, as a
+#     remote one) before each burst of 20 pods that pull it and
 #     start at once: straight to containerd, through startgated, and
 #     through startgated with the patch prefetched. It prints the
 #     side-by-side table and where the chart is. Needs root, containerd,
@@ -217,17 +218,18 @@ echo "    socket removed; nothing left running"
 [[ $rc -eq 0 ]]
 gate_secs=$SECONDS
 
-say "PART 2: the CRI. A patch rollout: the app's tag gets a new 20 MB layer, then 20 pods"
-echo "    pull it and start at once (each a CPU-bound init of about 0.2 CPU-s) through"
-echo "    kubelet's CRI client: straight to containerd (direct), through startgated's CRI"
-echo "    proxy (startgate), and through it with the patch prefetched (startgate-prefetch)."
+say "PART 2: the CRI. A patch rollout: the app's tag gets a new 20 MB layer (the registry"
+echo "    behind a 100 Mbit/s link), then 20 pods pull it and start at once, each a CPU-bound"
+echo "    init of about 0.2 CPU-s, through kubelet's CRI client: straight to containerd"
+echo "    (direct), through startgated's CRI proxy (startgate), and through it with the patch"
+echo "    prefetched (startgate-prefetch)."
 echo "    Progress below; the table follows."
 # Ctrl-C reaches startgate-bench too (same foreground process group); it
 # stops its pods, startgated, containerd and the registry before this
 # script's trap runs. The chart goes to the demo's temporary directory's
 # parent, so it outlives the cleanup.
 chart=${TMPDIR:-/tmp}/startgate-demo.svg
-"$BIN/startgate-bench" --pods 20 --modes direct,startgate,startgate-prefetch --rounds 1 --chart "$chart"
+"$BIN/startgate-bench" --pods 20 --modes direct,startgate,startgate-prefetch --rounds 1 --registry-mbps 100 --chart "$chart"
 
 echo
 echo "demo: done in ${SECONDS} s (the gate ${gate_secs} s, the CRI $((SECONDS - gate_secs)) s); nothing left running."
