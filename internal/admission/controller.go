@@ -12,12 +12,18 @@ import (
 type binding struct {
 	inFlight bool
 	rate     bool
+	// idle: nothing queued and nothing in flight at the tick.
+	idle bool
 }
 
 // nextLimits is the controller's step, pure so that scenario tests drive it
 // through the gate with a manual clock. Any resource above its target
 // decreases both limits multiplicatively; otherwise a binding limit grows
-// additively. Limits stay within the policy's per-core floor and ceiling,
+// additively, and on an idle gate both limits relax toward the neutral
+// limits a gate starts with (the static ones), a step per tick: a burst
+// must start neither from the last burst's peak (admitting a dozen starts
+// at once) nor from the trough its teardown left (pacing it at the
+// floor). Limits stay within the policy's per-core floor and ceiling,
 // and the floor admits at least one start at a positive rate, so the gate
 // always makes progress. Pinned (fixed) limits are left as the operator
 // set them.
@@ -45,10 +51,32 @@ func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding)
 		if bind.rate {
 			next.Rate = cur.Rate + p.RateStep
 		}
+	case bind.idle:
+		next.InFlight = stepToward(cur.InFlight, min(max(b.staticInFlight, b.minInFlight), b.maxInFlight), p.IncreaseStep)
+		next.Rate = stepTowardF(cur.Rate, math.Min(math.Max(b.staticRate, b.minRate), b.maxRate), p.RateStep)
+		if next.InFlight != cur.InFlight || next.Rate != cur.Rate {
+			state = StateRelax
+		}
 	}
 	next.InFlight = min(max(next.InFlight, b.minInFlight), b.maxInFlight)
 	next.Rate = math.Min(math.Max(next.Rate, b.minRate), b.maxRate)
 	return pinned(p, next, state)
+}
+
+// stepToward moves v toward target by at most step.
+func stepToward(v, target, step int) int {
+	if v < target {
+		return min(v+step, target)
+	}
+	return max(v-step, target)
+}
+
+// stepTowardF moves v toward target by at most step.
+func stepTowardF(v, target, step float64) float64 {
+	if v < target {
+		return math.Min(v+step, target)
+	}
+	return math.Max(v-step, target)
 }
 
 // staticLimits are used while PSI cannot be read.

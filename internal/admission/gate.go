@@ -697,6 +697,7 @@ func (g *Gate) tick(now time.Time) {
 				bind.rate = true
 			}
 		}
+		bind.idle = g.mu.q.len() == 0 && g.inFlightLocked() == 0 && !bind.inFlight && !bind.rate
 		l, state = nextLimits(g.mu.policy, g.mu.bounds, g.mu.limits, s, bind)
 	}
 	g.mu.bind = binding{}

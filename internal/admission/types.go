@@ -80,6 +80,7 @@ const (
 	StateIncrease ControllerState = "increase" // below target and the limit was binding
 	StateDecrease ControllerState = "decrease" // a resource above its target
 	StateSteady   ControllerState = "steady"   // below target, limit not binding
+	StateRelax    ControllerState = "relax"    // idle: limits stepping back to neutral
 	StateStatic   ControllerState = "static"   // no PSI: static fallback limits
 	StateManual   ControllerState = "manual"   // an operator fixed both limits
 )
