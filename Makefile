@@ -66,13 +66,13 @@ deps: ## apt-get install what the build and tests need, if missing
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	else echo "deps: nothing missing"; fi
 
-demo: deps ## Install what is missing, then the demo: the gate, then 20 pods direct and through startgated (about a minute, as root)
+demo: deps ## Install what is missing, then the demo: the gate, then a patch rolled out to 20 pods direct, through startgated and with prefetch (about two minutes, as root)
 	bash hack/demo.sh
 
 # BENCH_FLAGS are extra startgate-bench flags: make bench BENCH_FLAGS="--pods 100 --json bench.json"
 BENCH_FLAGS ?=
 
-bench: deps ## Install what is missing, then the burst benchmark: 40 pods; direct, fixed-2/4/8, startgate; 2 rounds (as root)
+bench: deps ## Install what is missing, then the patch-rollout benchmark: 40 pods; direct, fixed-2/4/8, startgate, startgate-prefetch; 2 rounds (as root)
 	go build -o $(BIN)/startgate-bench ./cmd/startgate-bench
 	$(BIN)/startgate-bench $(BENCH_FLAGS)
 
