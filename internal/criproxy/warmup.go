@@ -34,14 +34,17 @@ type WarmupPolicy struct {
 }
 
 // DefaultWarmupPolicy: a busy loop's CPU stops growing in CRI stats within
-// one poll of its end, so two idle polls say the warm-up is over. The poll
-// is 100 ms because every poll of idle time is a slot held for nothing: in
-// a 40-pod burst on 2 cores, 250 ms polls cost startgate 1.45 times
-// direct's makespan and 100 ms polls 1.18 (startgate-bench, docs/benchmarks.md),
-// for about ten ContainerStats calls a second per warming container. 60 s
-// caps a start that never settles (a service that stays busy).
+// one poll of its end, so one poll under 0.1 cores says the warm-up is
+// over. Every poll of idle time is a slot held for nothing: in a 40-pod
+// burst on 2 cores, 250 ms polls cost startgate 1.45 times direct's
+// makespan and 100 ms polls 1.18, and one idle poll instead of two took
+// admission alone from 1.19 to 1.03 times the best fixed limit's p50
+// (startgate-bench, docs/benchmarks.md), for about ten ContainerStats
+// calls a second per warming container. A start that pauses on IO for a
+// poll gives its slot back early; IO pressure then holds the next ones.
+// 60 s caps a start that never settles (a service that stays busy).
 func DefaultWarmupPolicy() WarmupPolicy {
-	return WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.1, SettlePolls: 2, Cap: 60 * time.Second}
+	return WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.1, SettlePolls: 1, Cap: 60 * time.Second}
 }
 
 func (w WarmupPolicy) withDefaults() WarmupPolicy {
