@@ -229,7 +229,7 @@ echo "    Progress below; the table follows."
 # script's trap runs. The chart goes to the demo's temporary directory's
 # parent, so it outlives the cleanup.
 chart=${TMPDIR:-/tmp}/startgate-demo.svg
-"$BIN/startgate-bench" --pods 20 --modes direct,startgate,startgate-prefetch --rounds 1 --registry-mbps 100 --chart "$chart"
+"$BIN/startgate-bench" --pods 20 --modes direct,startgate,startgate-prefetch --rounds 1 --chart "$chart"
 
 echo
 echo "demo: done in ${SECONDS} s (the gate ${gate_secs} s, the CRI $((SECONDS - gate_secs)) s); nothing left running."

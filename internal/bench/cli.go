@@ -35,7 +35,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	patchSize := fs.String("patch-size", "20MB", "size of the image layer each patch replaces (random, incompressible); B, KB, MB, GB (powers of 1024)")
 	ioSize := fs.String("io-size", "", "fix the io work's file size (as --patch-size) instead of calibrating it")
 	fs.DurationVar(&opts.PrefetchTimeout, "prefetch-timeout", DefaultPrefetchTimeout, "startgate-prefetch: longest wait for startgated to show the patch fetched; the burst runs anyway after it")
-	mbps := fs.Float64("registry-mbps", 0, "cap the registry-to-node bandwidth (pulls and prefetches together) at this many megabits per second, as a remote registry's link; 0 is loopback speed")
+	mbps := fs.Float64("registry-mbps", DefaultRegistryMbps, "cap the registry-to-node bandwidth (pulls and prefetches together) at this many megabits per second, as a remote registry's link; 0 is loopback speed")
 	chart := fs.String("chart", "startgate-bench.svg", "write the chart (SVG: time to ready, CDF per mode) here; \"\" for none")
 	fs.IntVar(&opts.Pods, "pods", 40, "pods per burst")
 	fs.IntVar(&opts.Rounds, "rounds", 2, "rounds; every mode runs once per round, the order reversed in even rounds")

@@ -18,10 +18,13 @@
 // its init work, prints "ready" and sleeps like a service.
 //
 // On loopback a 20 MiB layer moves in a fraction of a second, which hides
-// what a prefetch saves. --registry-mbps puts a throttling TCP proxy
+// what a prefetch saves, and no node pulls from a registry on itself.
+// --registry-mbps (DefaultRegistryMbps, 100 Mbit/s: a node's share of a
+// remote registry, 1.7 s for the layer) puts a throttling TCP proxy
 // (throttledProxy: one token bucket for every byte from the registry to
 // the node) in front of the registry, as a remote registry's link; the
 // node pulls and startgated prefetches through it, pushes go around it.
+// --registry-mbps 0 is loopback speed.
 //
 // A pod's figure is its time to ready: from the burst's start to the
 // ready line's timestamp in the container's CRI log, which containerd

@@ -37,6 +37,10 @@ type Mode struct {
 	Prefetch bool
 }
 
+// DefaultRegistryMbps is --registry-mbps's default: the registry behind a
+// 100 Mbit/s link, a node's share of a remote registry.
+const DefaultRegistryMbps = 100
+
 // DefaultModes is what `startgate-bench` runs without --modes.
 const DefaultModes = "direct,fixed-2,fixed-4,fixed-8,startgate,startgate-prefetch"
 
