@@ -10,11 +10,13 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/distribution/reference"
 	"github.com/docker/go-units"
 
 	"github.com/startgate/startgate/internal/admission"
@@ -205,6 +207,10 @@ type Prefetch struct {
 	// from besides the registries of the images on the node, which always
 	// may. Any other host is refused.
 	Registries []string `toml:"registries"`
+	// Watch are tag references watched from the start besides the node's
+	// own images (an image about to be deployed here, say); their
+	// registries are allowed as if listed in Registries.
+	Watch []string `toml:"watch"`
 	// DockerConfig is a docker config.json whose "auths" give registry
 	// credentials; "" means none (anonymous). Read at start.
 	DockerConfig string `toml:"docker_config"`
@@ -243,6 +249,7 @@ func defaultPrefetch() Prefetch {
 		MoveTag:          false,
 		PlainHTTP:        []string{},
 		Registries:       []string{},
+		Watch:            []string{},
 		DockerConfig:     "",
 		RequestTimeout:   Duration(prefetch.DefaultRequestTimeout),
 		Notifications:    Notifications{Listen: "", AllowRemote: false, TokenFile: ""},
@@ -735,6 +742,15 @@ func (p Prefetch) validate(metricsListen string) []error {
 			bad(fmt.Sprintf("prefetch.registries[%d]", i+1), "%q is not a host or host:port", h)
 		}
 	}
+	for i, ref := range p.Watch {
+		named, err := reference.ParseDockerRef(ref)
+		switch {
+		case err != nil:
+			bad(fmt.Sprintf("prefetch.watch[%d]", i+1), "%q is not an image reference: %v", ref, err)
+		case isCanonical(named):
+			bad(fmt.Sprintf("prefetch.watch[%d]", i+1), "%q names a digest; want a tag (a digest never changes)", ref)
+		}
+	}
 	if p.DockerConfig != "" && !filepath.IsAbs(p.DockerConfig) {
 		bad("prefetch.docker_config", "%q is not an absolute path (\"\" is none)", p.DockerConfig)
 	}
@@ -766,6 +782,22 @@ func (p Prefetch) validate(metricsListen string) []error {
 		bad("prefetch.notifications.token_file", "%q is not an absolute path", n.TokenFile)
 	}
 	return errs
+}
+
+func isCanonical(n reference.Named) bool {
+	_, ok := n.(reference.Canonical)
+	return ok
+}
+
+// WatchRegistries are the registry hosts of prefetch.watch.
+func (p Prefetch) WatchRegistries() []string {
+	var hosts []string
+	for _, ref := range p.Watch {
+		if named, err := reference.ParseDockerRef(ref); err == nil && !slices.Contains(hosts, reference.Domain(named)) {
+			hosts = append(hosts, reference.Domain(named))
+		}
+	}
+	return hosts
 }
 
 // loopbackHost says whether a listen address's host is this node only:
@@ -1119,6 +1151,8 @@ var keyDocs = map[string]string{
 	"prefetch.registries": "Registry hosts (host or host:port; without a port, any port) that prefetches\n" +
 		"asked for through the API or the webhook may fetch from, besides the registries\n" +
 		"of the images on this node, which always may. Any other host is refused.",
+	"prefetch.watch": "Tag references watched from the start besides the node's own images (an image\n" +
+		"about to be deployed here); their registries are allowed for requests too.",
 	"prefetch.docker_config": "A docker config.json whose \"auths\" (auth, username/password, identitytoken)\n" +
 		"give registry credentials; \"\" is none. Read at start; credential helpers are not run.",
 	"prefetch.request_timeout": "Longest wait for a registry to answer a request (and for a whole token\nrequest); a blob's download is not cut by it.",

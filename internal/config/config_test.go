@@ -172,7 +172,8 @@ func TestWriteTOMLRoundTrip(t *testing.T) {
 		Enabled: true, ContainerdSocket: "/run/k3s/containerd/containerd.sock", Snapshotter: "native",
 		Interval: Duration(30 * time.Second), MaxBackoff: Duration(10 * time.Minute), Concurrency: 3,
 		LeaseExpiry: Duration(2 * time.Hour), PlainHTTP: []string{"registry.lan:5000", "10.0.0.5"},
-		Registries: []string{"registry.lan", "ghcr.io"}, DockerConfig: "/root/.docker/config.json", RequestTimeout: Duration(5 * time.Second),
+		Registries: []string{"registry.lan", "ghcr.io"}, Watch: []string{"registry.lan/app:1"}, DockerConfig: "/root/.docker/config.json", RequestTimeout: Duration(5 * time.Second),
+		Bandwidth: 20 << 20, RollbackWindow: Duration(time.Hour), MoveTag: true,
 		Notifications: Notifications{Listen: "0.0.0.0:5050", AllowRemote: true, TokenFile: "/etc/startgate/notify.token"},
 	}
 	var buf bytes.Buffer
@@ -307,6 +308,8 @@ func TestLoadErrors(t *testing.T) {
 		{"prefetch bandwidth bad", "version = 1\n[prefetch]\nbandwidth = \"fast\"\n", []string{"prefetch.bandwidth", `"fast"`}},
 		{"prefetch bandwidth negative", "version = 1\n[prefetch]\nbandwidth = \"-1MiB\"\n", []string{"prefetch.bandwidth", `"-1MiB"`}},
 		{"prefetch rollback_window negative", "version = 1\n[prefetch]\nrollback_window = \"-1h\"\n", []string{"prefetch.rollback_window: -1h0m0s must not be negative"}},
+		{"prefetch watch bad", "version = 1\n[prefetch]\nwatch = [\"ok/app:1\", \"Bad Ref\"]\n", []string{"prefetch.watch[2]", `"Bad Ref"`}},
+		{"prefetch watch digest", "version = 1\n[prefetch]\nwatch = [\"app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"]\n", []string{"prefetch.watch[1]", "want a tag"}},
 		{"prefetch request_timeout", "version = 1\n[prefetch]\nrequest_timeout = \"0s\"\n", []string{"prefetch.request_timeout"}},
 		{"prefetch plain_http type", "version = 1\n[prefetch]\nplain_http = \"reg\"\n", []string{"prefetch.plain_http"}},
 		{"notifications listen remote", "version = 1\n[prefetch.notifications]\nlisten = \"0.0.0.0:5050\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", `"0.0.0.0:5050"`, "loopback", "allow_remote"}},
@@ -472,5 +475,12 @@ func TestSize(t *testing.T) {
 	}
 	if c.Prefetch.Bandwidth != 20<<20 || c.Prefetch.RollbackWindow != 0 || !c.Prefetch.MoveTag {
 		t.Errorf("parsed %+v", c.Prefetch)
+	}
+}
+
+func TestWatchRegistries(t *testing.T) {
+	p := Prefetch{Watch: []string{"registry.example.com:5000/app:1", "registry.example.com:5000/b:2", "busybox:1"}}
+	if got, want := p.WatchRegistries(), []string{"registry.example.com:5000", "docker.io"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("WatchRegistries() = %v, want %v", got, want)
 	}
 }

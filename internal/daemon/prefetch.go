@@ -112,10 +112,12 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	mopts := prefetch.ManagerOptions{
-		Interval:       pc.Interval.Std(),
-		MaxBackoff:     pc.MaxBackoff.Std(),
-		Concurrency:    pc.Concurrency,
-		Registries:     pc.Registries,
+		Interval:    pc.Interval.Std(),
+		MaxBackoff:  pc.MaxBackoff.Std(),
+		Concurrency: pc.Concurrency,
+		// prefetch.watch's registries are the operator's choice as much
+		// as prefetch.registries.
+		Registries:     append(slices.Clone(pc.Registries), pc.WatchRegistries()...),
 		Admitter:       gate,
 		Throttle:       throttle,
 		RollbackWindow: pc.RollbackWindow.Std(),
@@ -130,6 +132,12 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 	pf.manager, err = prefetch.NewManager(pf.fetcher, mopts)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	for _, ref := range pc.Watch {
+		// Queued for the Manager's first cycle; validated with the config.
+		if err := pf.manager.Add(ref); err != nil {
+			return nil, fmt.Errorf("daemon: prefetch.watch: %w", err)
+		}
 	}
 	notifications := "off"
 	if pc.Notifications.Listen != "" {
@@ -168,6 +176,7 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 		zap.Bool("move_tag", pc.MoveTag),
 		zap.Strings("plain_http", append([]string{"loopback"}, pc.PlainHTTP...)),
 		zap.Strings("registries", append([]string{"node's"}, pc.Registries...)),
+		zap.Strings("watch", pc.Watch),
 		zap.Strings("credentials_for", credHosts),
 		zap.Duration("request_timeout", pc.RequestTimeout.Std()),
 		zap.String("notifications", notifications),

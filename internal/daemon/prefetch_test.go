@@ -46,6 +46,7 @@ func TestRunPrefetchWithoutContainerd(t *testing.T) {
 			cfg.Prefetch.Enabled = true
 			cfg.Prefetch.ContainerdSocket = sock
 			cfg.Prefetch.Registries = []string{"127.0.0.1:1"}
+			cfg.Prefetch.Watch = []string{"127.0.0.3:5000/app:1"}
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -81,6 +82,23 @@ func TestRunPrefetchWithoutContainerd(t *testing.T) {
 			_, err = api.PrefetchAdd(ctx, &startgatev1.PrefetchAddRequest{Reference: "127.0.0.1:2/app:1"})
 			if grpcstatus.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "registry 127.0.0.1:2 is not allowed (prefetch.registries)") {
 				t.Errorf("PrefetchAdd from an unlisted registry: %v, want PermissionDenied naming 127.0.0.1:2 and prefetch.registries", err)
+			}
+			// prefetch.watch is listed though containerd is down.
+			waitFor(t, "prefetch.watch's entry", func() bool {
+				r, err := api.PrefetchList(ctx, &startgatev1.PrefetchListRequest{})
+				for _, e := range r.GetEntries() {
+					if e.Reference == "127.0.0.3:5000/app:1" {
+						return err == nil
+					}
+				}
+				return false
+			})
+			// prefetch.watch's registry is allowed as if listed.
+			if _, err := api.PrefetchAdd(ctx, &startgatev1.PrefetchAddRequest{Reference: "127.0.0.3:5000/other:1"}); err != nil {
+				t.Errorf("PrefetchAdd from prefetch.watch's registry: %v", err)
+			}
+			if w, _ := f["watch"].([]any); len(w) != 1 || w[0] != "127.0.0.3:5000/app:1" {
+				t.Errorf("prefetch on line: watch = %v, want [127.0.0.3:5000/app:1]", f["watch"])
 			}
 			if _, err := api.PrefetchList(ctx, &startgatev1.PrefetchListRequest{}); err != nil {
 				t.Errorf("PrefetchList: %v", err)

@@ -476,6 +476,11 @@ func (m *Manager) refresh(ctx context.Context) {
 	imgs, err := m.images.List(namespaces.WithNamespace(ctx, m.namespace))
 	if err != nil {
 		m.log.Warn("prefetch: list images", zap.Error(err))
+		// The added refs are listed all the same, so that prefetch ls
+		// shows them (and their resolves) while containerd is down.
+		m.mu.Lock()
+		m.entriesLocked(nil, m.now())
+		m.mu.Unlock()
 		return
 	}
 	node := map[string]digest.Digest{}
@@ -534,17 +539,7 @@ func (m *Manager) refresh(ctx context.Context) {
 		e.Updated = now
 		m.stateLocked(e, before)
 	}
-	for ref := range m.watchSetLocked() {
-		if _, ok := m.mu.entries[ref]; !ok {
-			running := ""
-			if d, ok := node[ref]; ok {
-				running = d.String()
-			}
-			e := &Entry{Ref: ref, Running: running, State: StateIdle, Updated: now}
-			m.mu.entries[ref] = e
-			m.publishLocked(EventState, e)
-		}
-	}
+	m.entriesLocked(node, now)
 	for ref, g := range m.mu.pulled {
 		if g <= gen {
 			delete(m.mu.pulled, ref)
@@ -559,6 +554,22 @@ func (m *Manager) refresh(ctx context.Context) {
 	}
 	for _, mv := range moves {
 		m.protect(ctx, mv)
+	}
+}
+
+// entriesLocked adds an idle entry for every watched ref that has none;
+// node gives the digest the node runs for a tag.
+func (m *Manager) entriesLocked(node map[string]digest.Digest, now time.Time) {
+	for ref := range m.watchSetLocked() {
+		if _, ok := m.mu.entries[ref]; !ok {
+			running := ""
+			if d, ok := node[ref]; ok {
+				running = d.String()
+			}
+			e := &Entry{Ref: ref, Running: running, State: StateIdle, Updated: now}
+			m.mu.entries[ref] = e
+			m.publishLocked(EventState, e)
+		}
 	}
 }
 
