@@ -12,11 +12,11 @@ import (
 // the patch-rollout burst benchmark (startgate-bench; docs/architecture.md
 // "Tuning" has the measurements behind each value):
 //
-//   - CPU target 0.95: CPU "some" is a near-binary signal on a busy node
-//     (about 1.0 as soon as runnable tasks outnumber cores, near 0 below),
-//     and a start is not all CPU (sandbox set-up, runc, the shim wait on
-//     IO and on each other), so the limit may grow until the node is
-//     actually queueing, not before;
+//   - CPU target 0.85: during a saturated burst CPU "some" reads 0.8 to
+//     0.95 (1.0 only when runnable tasks far outnumber cores), so 0.75
+//     held the gate at its floor while the node was merely busy, and 0.95
+//     was never reached: the limit sat at its ceiling and the target did
+//     nothing. 0.85 sits inside that band, so the controller regulates;
 //   - floors of one start in flight per core and two starts per second per
 //     core: a node loaded by other work still starts its pods at the pace
 //     of a fixed limit of one per core, instead of one at a time at one a
@@ -30,7 +30,7 @@ import (
 //     memory stalls mean reclaim, where more starts only add to it.
 func DefaultPolicy() Policy {
 	return Policy{
-		Targets:            pressure.Values{pressure.CPU: 0.95, pressure.IO: 0.4, pressure.Memory: 0.1},
+		Targets:            pressure.Values{pressure.CPU: 0.85, pressure.IO: 0.4, pressure.Memory: 0.1},
 		MinInFlightPerCore: 1,
 		MaxInFlightPerCore: 3,
 		MinRatePerCore:     2,

@@ -50,6 +50,11 @@ type Options struct {
 	// with a throttling proxy in front of it: a remote registry's link.
 	// 0 is loopback speed.
 	RegistryBandwidth float64
+	// PullInSandbox pulls after RunPodSandbox, inside the pod's sync as
+	// kubelet's SyncPod does (sandbox, then for the container: pull,
+	// create, start); false pulls before the sandbox, the order issue 5
+	// lists. Pulls are serialized node-wide either way.
+	PullInSandbox bool
 	// PrefetchTimeout bounds the wait for startgated to show a patch
 	// prefetched; past it the burst runs anyway, with a warning. 0 means
 	// 2 minutes.
@@ -361,7 +366,7 @@ func short(d string) string {
 func (b *bencher) burst(ctx context.Context, m Mode, round, pods int, w Workload, label string, measureCPU, pull bool, done func()) (Burst, error) {
 	rs := b.node.clients[m.Via]
 	burst := runBurst(ctx, burstSpec{
-		mode: m, round: round, pods: pods, workload: w, rs: rs, images: b.node.images[m.Via], pull: pull,
+		mode: m, round: round, pods: pods, workload: w, rs: rs, images: b.node.images[m.Via], pull: pull, pullInSandbox: b.opts.PullInSandbox,
 		image: b.node.appRef, logRoot: b.node.tb.Dir() + "/pods", kubelet: b.opts.Kubelet,
 		deadline: b.opts.Deadline, poll: 50 * time.Millisecond, measureCPU: measureCPU,
 		progress: func(ready, failed int, el time.Duration) {

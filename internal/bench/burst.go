@@ -96,9 +96,12 @@ type burstSpec struct {
 	// pull: every pod pulls image first, one pull at a time on the
 	// node (kubelet's default serialize-image-pulls, with
 	// imagePullPolicy Always).
-	pull    bool
-	logRoot string // pod log directories go under it
-	kubelet Kubelet
+	pull bool
+	// pullInSandbox: the pull comes after RunPodSandbox (kubelet's own
+	// order) instead of before it.
+	pullInSandbox bool
+	logRoot       string // pod log directories go under it
+	kubelet       Kubelet
 	// deadline bounds the whole burst: a pod not ready by then failed.
 	deadline time.Duration
 	// poll is how often a started container's log is read for its ready
@@ -237,7 +240,7 @@ func (w *podWorker) run(ctx context.Context, sem chan struct{}) {
 // sync makes the calls still missing; nil once the container started.
 func (w *podWorker) sync(ctx context.Context) error {
 	rs := w.spec.rs
-	if w.spec.pull && !w.pulled {
+	if w.spec.pull && !w.spec.pullInSandbox && !w.pulled {
 		if err := w.pullImage(ctx); err != nil {
 			return err
 		}
@@ -253,6 +256,12 @@ func (w *podWorker) sync(ctx context.Context) error {
 			return err
 		}
 		w.sandboxID = id
+	}
+	if w.spec.pull && w.spec.pullInSandbox && !w.pulled {
+		if err := w.pullImage(ctx); err != nil {
+			return err
+		}
+		w.pulled = true
 	}
 	if w.containerID == "" {
 		var id string
@@ -279,7 +288,8 @@ func (w *podWorker) sync(ctx context.Context) error {
 
 // pullImage pulls the pod's image as kubelet's serialized puller does:
 // after every pull queued before it on the node. No sandbox config is
-// passed: the pull comes before the sandbox here.
+// passed (containerd's CRI uses it only for a runtime handler's
+// snapshotter).
 func (w *podWorker) pullImage(ctx context.Context) error {
 	t0 := time.Now()
 	select {

@@ -35,6 +35,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	patchSize := fs.String("patch-size", "20MB", "size of the image layer each patch replaces (random, incompressible); B, KB, MB, GB (powers of 1024)")
 	ioSize := fs.String("io-size", "", "fix the io work's file size (as --patch-size) instead of calibrating it")
 	fs.DurationVar(&opts.PrefetchTimeout, "prefetch-timeout", DefaultPrefetchTimeout, "startgate-prefetch: longest wait for startgated to show the patch fetched; the burst runs anyway after it")
+	pullOrder := fs.String("pull-order", "first", "when a pod pulls: first (before RunPodSandbox, the order issue 5 lists) or sandbox (after RunPodSandbox, kubelet's own SyncPod order)")
 	mbps := fs.Float64("registry-mbps", DefaultRegistryMbps, "cap the registry-to-node bandwidth (pulls and prefetches together) at this many megabits per second, as a remote registry's link; 0 is loopback speed")
 	chart := fs.String("chart", "startgate-bench.svg", "write the chart (SVG: time to ready, CDF per mode) here; \"\" for none")
 	fs.IntVar(&opts.Pods, "pods", 40, "pods per burst")
@@ -94,6 +95,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	opts.RegistryBandwidth = *mbps * 1e6 / 8
+	switch *pullOrder {
+	case "first":
+	case "sandbox":
+		opts.PullInSandbox = true
+	default:
+		fmt.Fprintf(stderr, "startgate-bench: --pull-order %q: want first or sandbox\n", *pullOrder)
+		return 2
+	}
 	if *ioSize != "" {
 		if opts.IOBytes, err = ParseSize(*ioSize); err != nil || opts.IOBytes < 1 {
 			fmt.Fprintf(stderr, "startgate-bench: --io-size %q: want a size of at least 1 byte\n", *ioSize)

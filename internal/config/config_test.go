@@ -128,7 +128,7 @@ func TestDefaultsFromBrief(t *testing.T) {
 		{"admission.on_deadline", c.Admission.OnDeadline, "admit"},
 		{"admission.aging", c.Admission.Aging.Std(), 10 * time.Second},
 		{"admission.max_hold", c.Admission.MaxHold.Std(), 60 * time.Second},
-		{"admission.targets.cpu", c.Admission.Targets.CPU, 0.95},
+		{"admission.targets.cpu", c.Admission.Targets.CPU, 0.85},
 		{"admission.limits.min_inflight_per_core", c.Admission.Limits.MinInFlightPerCore, 1.0},
 		{"admission.limits.min_rate_per_core", c.Admission.Limits.MinRatePerCore, 2.0},
 		{"admission.targets.io", c.Admission.Targets.IO, 0.4},
