@@ -37,7 +37,7 @@ func benchPushToDone(b *testing.B, bandwidth string) {
 	const samples = 3
 	pn := startPrefetchNode(b, prefetchOptions{notifications: true, bandwidth: bandwidth})
 	ctx := context.Background()
-	ref := pn.front.ref("app:1")
+	ref := pn.front.Ref("app:1")
 	base, _ := appImage(b, benchLayerSize, 1)
 	pn.push(ctx, "app:1", base)
 	pn.pull(ctx, ref)
@@ -89,7 +89,7 @@ func BenchmarkPrefetchPullImage(b *testing.B) {
 	const samples = 5
 	pn := startPrefetchNode(b, prefetchOptions{notifications: true})
 	ctx := context.Background()
-	warmRef, coldRef := pn.front.ref("warm:1"), pn.front.ref("cold:1")
+	warmRef, coldRef := pn.front.Ref("warm:1"), pn.front.Ref("cold:1")
 	warmBase, _ := appImage(b, benchLayerSize, 1)
 	coldBase, _ := appImage(b, benchLayerSize, 2)
 	pn.push(ctx, "warm:1", warmBase)
@@ -110,12 +110,12 @@ func BenchmarkPrefetchPullImage(b *testing.B) {
 		if e.State != "done" {
 			b.Fatalf("prefetch of %s: %v", d, e)
 		}
-		pn.front.take()
+		pn.front.Take()
 		b.StartTimer()
 		t0 := time.Now()
 		pn.pull(ctx, warmRef)
 		warm = append(warm, time.Since(t0))
-		warmBytes = append(warmBytes, float64(total(pn.front.take())))
+		warmBytes = append(warmBytes, float64(total(pn.front.Take())))
 	}
 	pullCold := func(seed uint64) {
 		b.StopTimer()
@@ -124,12 +124,12 @@ func BenchmarkPrefetchPullImage(b *testing.B) {
 		if e, ok := pn.prefetchEntry(coldRef); ok {
 			b.Fatalf("cold:1 is watched after prefetch rm: %v", e)
 		}
-		pn.front.take()
+		pn.front.Take()
 		b.StartTimer()
 		t0 := time.Now()
 		pn.pull(ctx, coldRef)
 		cold = append(cold, time.Since(t0))
-		served := pn.front.take()
+		served := pn.front.Take()
 		coldBytes = append(coldBytes, float64(total(served)))
 		if served[digestOf(b, changed)] != sizeOf(b, changed) {
 			b.Fatalf("cold pull of %s: the registry served %v, want the changed layer whole", d, served)

@@ -57,7 +57,7 @@ type prefetchNode struct {
 	*node
 	opts  prefetchOptions
 	reg   *testbed.Registry
-	front *registryFront
+	front *testbed.Front
 	relay *notifyRelay // nil with notifications off
 	cd    *containerd.Client
 	// metricsAddr is metrics.listen with prefetchOptions.metrics.
@@ -88,7 +88,7 @@ func startPrefetchNode(t testing.TB, o prefetchOptions) *prefetchNode {
 		regOpts.NotifyURL, regOpts.NotifyToken = pn.relay.url(), token
 	}
 	pn.reg = testbed.StartRegistryT(t, regOpts)
-	pn.front = startFront(t, pn.reg)
+	pn.front = testbed.StartFrontT(t, pn.reg)
 	pn.node = startNode(t, nodeOptions{configFor: func(tb *testbed.Testbed) string {
 		var b strings.Builder
 		// The gate's IO target is also prefetch's: a fetch waits while IO
@@ -161,7 +161,7 @@ func patchOf(t testing.TB, base v1.Image, size int, seed uint64) (v1.Image, v1.L
 
 func (pn *prefetchNode) push(ctx context.Context, repoTag string, img v1.Image) string {
 	pn.t.Helper()
-	d, err := pn.front.push(ctx, repoTag, img)
+	d, err := pn.front.Push(ctx, repoTag, img)
 	if err != nil {
 		pn.t.Fatal(err)
 	}
@@ -432,12 +432,12 @@ func (pn *prefetchNode) checkPullFromPrefetch(ctx context.Context, ref string, p
 	t := pn.t
 	t.Helper()
 	manifest, config, layers := digestsOf(t, patched)
-	pn.front.take()
+	pn.front.Take()
 	snaps := pn.snapshotCount(ctx)
 	if id := pn.pull(ctx, ref); id != config {
 		t.Errorf("PullImage %s after the prefetch: image ref %s, want the patched image %s", ref, id, config)
 	}
-	served := pn.front.take()
+	served := pn.front.Take()
 	for _, d := range layers {
 		if served[d] != 0 {
 			t.Errorf("PullImage %s after the prefetch: the registry served %d bytes of layer %s, want none", ref, served[d], d)
@@ -498,9 +498,9 @@ func corruptedDigest(t testing.TB, l v1.Layer) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b) <= flipAt {
-		t.Fatalf("layer of %d bytes: too small to corrupt at %d", len(b), flipAt)
+	if len(b) <= testbed.FrontFlipAt {
+		t.Fatalf("layer of %d bytes: too small to corrupt at %d", len(b), testbed.FrontFlipAt)
 	}
-	b[flipAt] ^= 0xff
+	b[testbed.FrontFlipAt] ^= 0xff
 	return digest.FromBytes(b).String()
 }

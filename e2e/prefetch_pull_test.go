@@ -27,7 +27,7 @@ func TestPrefetchPullJoinsAndHits(t *testing.T) {
 	const layer = 8 << 20
 	pn := startPrefetchNode(t, prefetchOptions{bandwidth: "2MiB", metrics: true})
 	ctx := context.Background()
-	ref := pn.front.ref("app:1")
+	ref := pn.front.Ref("app:1")
 	base, _ := appImage(t, prefetchLayerSize, 11)
 	running := pn.push(ctx, "app:1", base)
 	pn.pull(ctx, ref)
@@ -52,7 +52,7 @@ func TestPrefetchPullJoinsAndHits(t *testing.T) {
 		t.Errorf("startgated did not log the pull joining the prefetch; its log:\n%s", pn.logTail())
 	}
 	changedDigest := digestOf(t, changed)
-	if gets := pn.front.getsSince(changedDigest, t0); len(gets) != 1 {
+	if gets := pn.front.GetsSince(changedDigest, t0); len(gets) != 1 {
 		t.Errorf("the changed layer was fetched from the registry %d times since the patch, want once (the prefetch's; the pull joined it)", len(gets))
 	}
 
@@ -83,7 +83,7 @@ func TestPrefetchPullJoinsAndHits(t *testing.T) {
 func TestPrefetchMoveTag(t *testing.T) {
 	pn := startPrefetchNode(t, prefetchOptions{extra: "move_tag = true\n"})
 	ctx := context.Background()
-	ref := pn.front.ref("app:1")
+	ref := pn.front.Ref("app:1")
 	base, _ := appImage(t, prefetchLayerSize, 21)
 	running := pn.push(ctx, "app:1", base)
 	pn.pull(ctx, ref)
@@ -105,7 +105,7 @@ func TestPrefetchMoveTag(t *testing.T) {
 	if err != nil || st.GetImage().GetId() != wantConfig {
 		t.Fatalf("CRI ImageStatus(%s) = %v, %v; want image %s", ref, st.GetImage(), err, wantConfig)
 	}
-	if gets := pn.front.getsSince(digestOf(t, changed), t0); len(gets) != 1 {
+	if gets := pn.front.GetsSince(digestOf(t, changed), t0); len(gets) != 1 {
 		t.Errorf("the changed layer was fetched %d times, want once (moving the tag moves no bytes)", len(gets))
 	}
 	held := false

@@ -26,6 +26,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/startgate/startgate/internal/prefetch"
+	"github.com/startgate/startgate/internal/testbed"
 )
 
 const (
@@ -47,7 +48,7 @@ const (
 func TestPrefetchPatchOnNotification(t *testing.T) {
 	pn := startPrefetchNode(t, prefetchOptions{notifications: true})
 	ctx := context.Background()
-	ref := pn.front.ref("app:1")
+	ref := pn.front.Ref("app:1")
 	base, _ := appImage(t, prefetchLayerSize, 1)
 	running := pn.push(ctx, "app:1", base)
 	_, baseConfig, _ := digestsOf(t, base)
@@ -62,7 +63,7 @@ func TestPrefetchPatchOnNotification(t *testing.T) {
 		pn.waitRunning(ctx, cID)
 	}
 	pn.waitIdleGate()
-	pn.front.take()
+	pn.front.Take()
 
 	patched, changed := patchOf(t, base, prefetchLayerSize, 2)
 	newDigest := pn.push(ctx, "app:1", patched)
@@ -86,7 +87,7 @@ func TestPrefetchPatchOnNotification(t *testing.T) {
 	if took > notifyBound {
 		t.Errorf("prefetch done %v after the notification, want within %v", took, notifyBound)
 	}
-	pn.checkFetchedOnlyChanged(ctx, e, patched, changed, pn.front.take())
+	pn.checkFetchedOnlyChanged(ctx, e, patched, changed, pn.front.Take())
 	pn.checkPullFromPrefetch(ctx, ref, patched)
 }
 
@@ -105,13 +106,13 @@ func TestPrefetchNotificationBeforeTagMoves(t *testing.T) {
 	const tagLag = 300 * time.Millisecond
 	pn := startPrefetchNode(t, prefetchOptions{notifications: true})
 	ctx := context.Background()
-	ref := pn.front.ref("app:1")
+	ref := pn.front.Ref("app:1")
 	base, _ := appImage(t, prefetchLayerSize, 1)
 	running := pn.push(ctx, "app:1", base)
 	pn.pull(ctx, ref)
-	pn.front.take() // what the node's first pull moved
+	pn.front.Take() // what the node's first pull moved
 
-	pn.front.pinTag("app", "1", running)
+	pn.front.PinTag("app", "1", running)
 	patched, changed := patchOf(t, base, prefetchLayerSize, 2)
 	newDigest := pn.push(ctx, "app:1", patched)
 	var notified time.Time
@@ -121,14 +122,14 @@ func TestPrefetchNotificationBeforeTagMoves(t *testing.T) {
 		return ok, pn.relay.String()
 	})
 	time.Sleep(time.Until(notified.Add(tagLag))) // the registry moves the tag
-	pn.front.pinTag("app", "1", "")
+	pn.front.PinTag("app", "1", "")
 	e := pn.waitEntry(ref, notifyBound+10*time.Second, "done with the pushed digest", func(e prefetchEntry) bool {
 		return e.NewDigest == newDigest && e.State == "done"
 	})
 	if took := e.Updated.Sub(notified); took > notifyBound {
 		t.Errorf("prefetch done %v after the notification, want within %v", took, notifyBound)
 	}
-	pn.checkFetchedOnlyChanged(ctx, e, patched, changed, pn.front.take())
+	pn.checkFetchedOnlyChanged(ctx, e, patched, changed, pn.front.Take())
 }
 
 // (a) and (b) with notifications off: the poll finds the patch within one
@@ -137,7 +138,7 @@ func TestPrefetchPatchByPolling(t *testing.T) {
 	const interval = 2 * time.Second
 	pn := startPrefetchNode(t, prefetchOptions{interval: interval})
 	ctx := context.Background()
-	ref := pn.front.ref("app:1")
+	ref := pn.front.Ref("app:1")
 	base, _ := appImage(t, prefetchLayerSize, 1)
 	running := pn.push(ctx, "app:1", base)
 	pn.pull(ctx, ref)
@@ -151,7 +152,7 @@ func TestPrefetchPatchByPolling(t *testing.T) {
 	pn.waitEntry(ref, 3*interval, "idle on the running digest", func(e prefetchEntry) bool {
 		return e.RunningDigest == running && e.State == "idle"
 	})
-	pn.front.take()
+	pn.front.Take()
 
 	patched, changed := patchOf(t, base, prefetchLayerSize, 2)
 	newDigest := pn.push(ctx, "app:1", patched)
@@ -168,7 +169,7 @@ func TestPrefetchPatchByPolling(t *testing.T) {
 	if took > bound {
 		t.Errorf("prefetch done %v after the push with a %v poll interval, want within one interval (%v with jitter and %v to fetch)", took, interval, bound, fetchSlack)
 	}
-	pn.checkFetchedOnlyChanged(ctx, e, patched, changed, pn.front.take())
+	pn.checkFetchedOnlyChanged(ctx, e, patched, changed, pn.front.Take())
 	pn.checkPullFromPrefetch(ctx, ref, patched)
 }
 
@@ -181,7 +182,7 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 	const interval = 500 * time.Millisecond
 	pn := startPrefetchNode(t, prefetchOptions{notifications: true, interval: interval, maxBackoff: 8 * interval})
 	ctx := context.Background()
-	ref := pn.front.ref("app:1")
+	ref := pn.front.Ref("app:1")
 	base, _ := appImage(t, prefetchLayerSize, 1)
 	running := pn.push(ctx, "app:1", base)
 	pn.pull(ctx, ref)
@@ -202,7 +203,7 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 	}
 
 	// 500 for everyone but the test's own push.
-	pn.front.setMode(frontFail500)
+	pn.front.SetMode(testbed.FrontFail500)
 	t500 := time.Now()
 	newDigest := pn.push(ctx, "app:1", patched)
 	e := pn.waitEntry(ref, 10*time.Second, "failed with the registry's 500", func(e prefetchEntry) bool {
@@ -214,7 +215,7 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 	// apart. A resolve is a burst of requests; bursts are split at 250 ms.
 	var attempts [][]time.Time
 	pn.eventually(30*time.Second, "four resolves against the failing registry", func() (bool, string) {
-		attempts = bursts(pn.front.failuresSince(t500), 250*time.Millisecond)
+		attempts = bursts(pn.front.FailuresSince(t500), 250*time.Millisecond)
 		return len(attempts) >= 4, fmt.Sprintf("%d resolves: %v", len(attempts), gaps(attempts))
 	})
 	g := gaps(attempts)
@@ -234,7 +235,7 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 	}
 
 	// Down: connections refused.
-	pn.front.setMode(frontDown)
+	pn.front.SetMode(testbed.FrontDown)
 	tDown := time.Now()
 	e = pn.waitEntry(ref, 30*time.Second, "failed with the connection refused", func(e prefetchEntry) bool {
 		return e.State == "failed" && strings.Contains(e.Error, "refused") && e.Updated != nil && e.Updated.After(tDown)
@@ -244,8 +245,8 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 
 	// A corrupted changed layer: the manifest resolves, the fetch fails on
 	// the digest, and is tried again.
-	pn.front.setCorrupt(changedDigest)
-	pn.front.setMode(frontUp)
+	pn.front.SetCorrupt(changedDigest)
+	pn.front.SetMode(testbed.FrontUp)
 	tCorrupt := time.Now()
 	e = pn.waitEntry(ref, 30*time.Second, "failed on the corrupted layer", func(e prefetchEntry) bool {
 		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated != nil && e.Updated.After(tCorrupt)
@@ -256,7 +257,7 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 	// every resolve succeeds (the manifest is fine).
 	var tries []time.Time
 	pn.eventually(30*time.Second, "four fetches of the corrupted layer", func() (bool, string) {
-		tries = pn.front.getsSince(changedDigest, tCorrupt)
+		tries = pn.front.GetsSince(changedDigest, tCorrupt)
 		return len(tries) >= 4, fmt.Sprintf("%d fetches", len(tries))
 	})
 	if g := gaps(bursts(tries, 0)); slices.Max(g) < 3*interval {
@@ -266,7 +267,7 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 		return e.State == "failed" && strings.Contains(e.Error, changedDigest) && e.Updated != nil && !e.Updated.Before(tries[2])
 	})
 	t.Logf("fetches of the corrupted layer, gaps: %v", gaps(bursts(tries, 0)))
-	served := pn.front.take()
+	served := pn.front.Take()
 	if served[changedDigest] < 2*sizeOf(t, changed) {
 		t.Errorf("the corrupted layer was served %d bytes, want at least twice its %d (a retry)", served[changedDigest], sizeOf(t, changed))
 	}
@@ -283,7 +284,7 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 
 	// Healed: the next try fetches the patch, and what is committed under
 	// the layer's digest is the layer.
-	pn.front.setCorrupt("")
+	pn.front.SetCorrupt("")
 	e = pn.waitEntry(ref, 30*time.Second, "done after the registry healed", func(e prefetchEntry) bool {
 		return e.NewDigest == newDigest && e.State == "done"
 	})
@@ -309,7 +310,7 @@ func TestPrefetchSurvivesGCUntilExpiry(t *testing.T) {
 	const expiry = 10 * time.Second
 	pn := startPrefetchNode(t, prefetchOptions{notifications: true, leaseExpiry: expiry})
 	ctx := context.Background()
-	ref := pn.front.ref("app:1")
+	ref := pn.front.Ref("app:1")
 	base, _ := appImage(t, prefetchLayerSize, 1)
 	pn.push(ctx, "app:1", base)
 	pn.pull(ctx, ref)

@@ -2,13 +2,7 @@ package prefetch
 
 import (
 	"context"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,88 +25,10 @@ import (
 
 const layerSize = 20 << 20
 
-// blobProxy is a reverse proxy in front of the registry that counts the
-// bytes of every blob it serves, by digest, and can flip a byte of one
-// blob. Image references name the proxy, so every pull, Fetch's and the
-// CRI's, crosses it: its counts are what moved over the wire.
-type blobProxy struct {
-	srv *httptest.Server
-
-	mu      sync.Mutex
-	served  map[string]int64 // blob digest: bytes sent
-	corrupt string           // blob digest to flip a byte of
-}
-
-func newBlobProxy(t *testing.T, registryHost string) *blobProxy {
-	p := &blobProxy{served: map[string]int64{}}
-	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: registryHost})
-	rp.ModifyResponse = func(resp *http.Response) error {
-		path := resp.Request.URL.Path
-		i := strings.LastIndex(path, "/blobs/")
-		if resp.Request.Method != http.MethodGet || i < 0 {
-			return nil
-		}
-		dgst := path[i+len("/blobs/"):]
-		p.mu.Lock()
-		flip := p.corrupt == dgst
-		p.mu.Unlock()
-		resp.Body = &countingBody{rc: resp.Body, flip: flip, add: func(n int64) {
-			p.mu.Lock()
-			p.served[dgst] += n
-			p.mu.Unlock()
-		}}
-		return nil
-	}
-	p.srv = httptest.NewServer(rp)
-	t.Cleanup(p.srv.Close)
-	return p
-}
-
-func (p *blobProxy) host() string { return strings.TrimPrefix(p.srv.URL, "http://") }
-
-// take returns the counts since the last take and resets them.
-func (p *blobProxy) take() map[string]int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := p.served
-	p.served = map[string]int64{}
-	return s
-}
-
-func (p *blobProxy) setCorrupt(d string) {
-	p.mu.Lock()
-	p.corrupt = d
-	p.mu.Unlock()
-}
-
-type countingBody struct {
-	rc   io.ReadCloser
-	flip bool
-	off  int64
-	add  func(int64)
-}
-
-// flipAt is well inside the blob: past gzip's header, so the corruption is
-// in the data and only the digest check can catch it (a flip in the gzip
-// header would fail the unpack instead, after the commit).
-const flipAt = 4096
-
-func (c *countingBody) Read(p []byte) (int, error) {
-	n, err := c.rc.Read(p)
-	if c.flip && c.off <= flipAt && flipAt < c.off+int64(n) {
-		p[flipAt-c.off] ^= 0xff
-	}
-	c.off += int64(n)
-	c.add(int64(n))
-	return n, err
-}
-
-func (c *countingBody) Close() error { return c.rc.Close() }
-
 type env struct {
 	tb     *testbed.Testbed
 	reg    *testbed.Registry
-	proxy  *blobProxy
+	proxy  *testbed.Front // every image reference names it: its counts are what crossed the wire
 	client *containerd.Client
 	cri    internalapi.ImageManagerService
 	f      *Fetcher
@@ -122,7 +38,7 @@ func newEnv(t *testing.T) *env {
 	ctx := context.Background()
 	e := &env{tb: testbed.StartT(t, testbed.Options{})}
 	e.reg = testbed.StartRegistryT(t, testbed.RegistryOptions{})
-	e.proxy = newBlobProxy(t, e.reg.Host())
+	e.proxy = testbed.StartFrontT(t, e.reg)
 	var err error
 	if e.client, err = containerd.New(e.tb.Endpoint(), containerd.WithDefaultNamespace(DefaultNamespace)); err != nil {
 		t.Fatal(err)
@@ -145,7 +61,7 @@ func newEnv(t *testing.T) *env {
 }
 
 // ref names repoTag through the proxy.
-func (e *env) ref(repoTag string) string { return e.proxy.host() + "/" + repoTag }
+func (e *env) ref(repoTag string) string { return e.proxy.Host() + "/" + repoTag }
 
 // pushAndPull pushes busybox plus a random layer as app:1, pulls it
 // through the CRI as kubelet would, then pushes the patch (the random
@@ -179,7 +95,7 @@ func (e *env) pushAndPull(ctx context.Context, t *testing.T) (base, patched v1.I
 	// app layer crosses it.
 	appDigest, _ := app.Digest()
 	appSize, _ := app.Size()
-	if got := e.proxy.take()[appDigest.String()]; got != appSize {
+	if got := e.proxy.Take()[appDigest.String()]; got != appSize {
 		t.Fatalf("CRI PullImage app:1: proxy counted %d bytes of the app layer %s, want %d", got, appDigest, appSize)
 	}
 	if changed, err = testbed.RandomLayer("app/data", layerSize, 2); err != nil {
@@ -188,7 +104,7 @@ func (e *env) pushAndPull(ctx context.Context, t *testing.T) (base, patched v1.I
 	if patched, _, err = e.reg.Patch(ctx, "app:1", base, changed); err != nil {
 		t.Fatal(err)
 	}
-	e.proxy.take()
+	e.proxy.Take()
 	return base, patched, changed
 }
 
@@ -241,7 +157,7 @@ func TestFetchPatchedLayerOnly(t *testing.T) {
 		t.Fatalf("Fetch %s: %v", ref, err)
 	}
 	t.Logf("Fetch of the patch (%d MB layer): %v; %+v", layerSize>>20, time.Since(start), res)
-	served := e.proxy.take()
+	served := e.proxy.Take()
 
 	if res.Digest.String() != newDigest.String() || res.Config.String() != newID.String() {
 		t.Errorf("Fetch %s: digest %s config %s, want %s and %s", ref, res.Digest, res.Config, newDigest, newID)
@@ -312,7 +228,7 @@ func TestFetchPatchedLayerOnly(t *testing.T) {
 	if id != newID.String() {
 		t.Errorf("CRI PullImage %s after Fetch: ID %s, want %s", ref, id, newID)
 	}
-	if served := e.proxy.take(); len(served) != 0 {
+	if served := e.proxy.Take(); len(served) != 0 {
 		t.Errorf("registry served blobs %v to the CRI's pull after Fetch, want none", served)
 	}
 	if after := e.snapshotCount(ctx, t); after != before {
@@ -378,7 +294,7 @@ func TestFetchCorruptedBlob(t *testing.T) {
 	changedDigest, _ := changed.Digest()
 	leasesBefore := e.prefetchLeases(ctx, t)
 
-	e.proxy.setCorrupt(changedDigest.String())
+	e.proxy.SetCorrupt(changedDigest.String())
 	res, err := e.f.Fetch(ctx, ref, "")
 	if err == nil {
 		t.Fatalf("Fetch %s with a corrupted layer = %+v, want an error", ref, res)
@@ -405,7 +321,7 @@ func TestFetchCorruptedBlob(t *testing.T) {
 	}
 
 	// The registry heals: the same Fetch succeeds, pinned to the digest.
-	e.proxy.setCorrupt("")
+	e.proxy.SetCorrupt("")
 	want, _ := patched.Digest()
 	res, err = e.f.Fetch(ctx, ref, want.String())
 	if err != nil {

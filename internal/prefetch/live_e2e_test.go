@@ -185,7 +185,7 @@ func TestManagerLiveProgressHitAndRollback(t *testing.T) {
 	}
 
 	// Kubelet's pull through the proxy: served from the prefetch.
-	e.proxy.take()
+	e.proxy.Take()
 	id, err := e.cri.PullImage(ctx, &runtimeapi.ImageSpec{Image: ref}, nil, nil)
 	if err != nil {
 		t.Fatalf("CRI PullImage %s: %v", ref, err)
@@ -204,7 +204,7 @@ func TestManagerLiveProgressHitAndRollback(t *testing.T) {
 		en.PreviousUntil.Before(time.Now().Add(59*time.Minute)) {
 		t.Errorf("%s after the hit: got %+v, want idle at %s, 1 hit, previous %s protected for an hour", ref, en, patched, running)
 	}
-	if served := e.proxy.take(); len(served) != 0 {
+	if served := e.proxy.Take(); len(served) != 0 {
 		t.Errorf("blobs served for the pull and the rollback protection: %v, want none", served)
 	}
 	named, _ := pinnedRef(ref, running)
@@ -303,7 +303,7 @@ func TestManagerJoinRealStack(t *testing.T) {
 	if en, _ := entry(m, ref); en.State != StatePending || en.New != patched {
 		t.Fatalf("%s held back by admission: got %+v, want pending %s", ref, en, patched)
 	}
-	e.proxy.take()
+	e.proxy.Take()
 
 	joined, err := m.Join(ctx, ref)
 	if !joined || err != nil {
@@ -316,12 +316,12 @@ func TestManagerJoinRealStack(t *testing.T) {
 	if _, givenUp := adm.counts(); givenUp != 1 {
 		t.Errorf("admission wait given up %d times, want 1", givenUp)
 	}
-	e.proxy.take()
+	e.proxy.Take()
 	id, err := e.cri.PullImage(ctx, &runtimeapi.ImageSpec{Image: ref}, nil, nil)
 	if err != nil {
 		t.Fatalf("CRI PullImage %s: %v", ref, err)
 	}
-	if served := e.proxy.take(); len(served) != 0 {
+	if served := e.proxy.Take(); len(served) != 0 {
 		t.Errorf("blobs served to the pull that joined the prefetch: %v, want none", served)
 	}
 	if !m.Pulled(ctx, ref, id) {

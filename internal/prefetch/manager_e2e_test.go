@@ -132,7 +132,7 @@ func TestManagerFetchesPatch(t *testing.T) {
 	if en, _ := entry(m, ref); en.Running != running || en.New != "" || en.State != StateIdle || en.Error != "" {
 		t.Fatalf("%s unpatched: got %+v, want running %s, no new digest, idle, no error", ref, en, running)
 	}
-	e.proxy.take()
+	e.proxy.Take()
 
 	patched := e.patch(ctx, t, "app:1", base)
 	start := time.Now()
@@ -149,7 +149,7 @@ func TestManagerFetchesPatch(t *testing.T) {
 	// Exactly one layer crossed the wire, once: more cycles fetch nothing.
 	time.Sleep(5 * interval)
 	var layers int
-	for d, n := range e.proxy.take() {
+	for d, n := range e.proxy.Take() {
 		if n >= managerLayerSize {
 			layers++
 		}
