@@ -1118,8 +1118,8 @@ var keyDocs = map[string]string{
 	"cri.rules.annotation": "",
 	"cri.rules.static":     "",
 	"cri.rules.class":      "",
-	"cri.warmup": "A container's start slot, taken at CreateContainer, is held through its\n" +
-		"warm-up: until its CPU use settles, it exits, or cap passes.",
+	"cri.warmup": "A pod's start slot, taken at RunPodSandbox, is held through its containers'\n" +
+		"warm-up: until their CPU use settles, they exit, the pod stops, or cap passes.",
 	"cri.warmup.poll":         "How often a warming container's CPU use is read (CRI ContainerStats).",
 	"cri.warmup.settle_cores": "Below this many cores of CPU use a container counts as idle.",
 	"cri.warmup.settle_polls": "Idle for this many polls in a row: warm-up over, slot released.",
