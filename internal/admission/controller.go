@@ -18,8 +18,9 @@ type binding struct {
 
 // nextLimits is the controller's step, pure so that scenario tests drive it
 // through the gate with a manual clock. Any resource above its target
-// decreases both limits multiplicatively; otherwise a binding limit grows
-// additively, and on an idle gate both limits relax toward the neutral
+// decreases both limits multiplicatively; in the band just under the
+// targets (above GrowBelow of them) the limits hold; below it a binding
+// limit grows additively, and on an idle gate both limits relax toward the neutral
 // limits a gate starts with (the static ones), a step per tick: a burst
 // must start neither from the last burst's peak (admitting a dozen starts
 // at once) nor from the trough its teardown left (pacing it at the
@@ -31,10 +32,16 @@ func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding)
 	next := cur
 	next.Burst = b.burst
 	state := StateSteady
-	over := false
+	over, near := false, false
 	for _, r := range pressure.Resources {
-		if s.Present[r] && s.Some[r] > p.Targets[r] {
+		if !s.Present[r] {
+			continue
+		}
+		if s.Some[r] > p.Targets[r] {
 			over = true
+		}
+		if s.Some[r] >= p.GrowBelow*p.Targets[r] {
+			near = true
 		}
 	}
 	switch {
@@ -43,6 +50,15 @@ func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding)
 		// At least one slot less, so small limits still move.
 		next.InFlight = min(cur.InFlight-1, int(math.Floor(float64(cur.InFlight)*p.DecreaseFactor)))
 		next.Rate = cur.Rate * p.DecreaseFactor
+	case bind.idle:
+		next.InFlight = stepToward(cur.InFlight, min(max(b.staticInFlight, b.minInFlight), b.maxInFlight), p.IncreaseStep)
+		next.Rate = stepTowardF(cur.Rate, math.Min(math.Max(b.staticRate, b.minRate), b.maxRate), p.RateStep)
+		if next.InFlight != cur.InFlight || next.Rate != cur.Rate {
+			state = StateRelax
+		}
+	case near:
+		// In the band under the target: hold. A node this busy is
+		// absorbing what runs; more starts would only queue on it.
 	case bind.inFlight || bind.rate:
 		state = StateIncrease
 		if bind.inFlight {
@@ -50,12 +66,6 @@ func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding)
 		}
 		if bind.rate {
 			next.Rate = cur.Rate + p.RateStep
-		}
-	case bind.idle:
-		next.InFlight = stepToward(cur.InFlight, min(max(b.staticInFlight, b.minInFlight), b.maxInFlight), p.IncreaseStep)
-		next.Rate = stepTowardF(cur.Rate, math.Min(math.Max(b.staticRate, b.minRate), b.maxRate), p.RateStep)
-		if next.InFlight != cur.InFlight || next.Rate != cur.Rate {
-			state = StateRelax
 		}
 	}
 	next.InFlight = min(max(next.InFlight, b.minInFlight), b.maxInFlight)

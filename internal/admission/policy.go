@@ -12,11 +12,13 @@ import (
 // the patch-rollout burst benchmark (startgate-bench; docs/architecture.md
 // "Tuning" has the measurements behind each value):
 //
-//   - CPU target 0.85: during a saturated burst CPU "some" reads 0.8 to
-//     0.95 (1.0 only when runnable tasks far outnumber cores), so 0.75
-//     held the gate at its floor while the node was merely busy, and 0.95
-//     was never reached: the limit sat at its ceiling and the target did
-//     nothing. 0.85 sits inside that band, so the controller regulates;
+//   - CPU target 0.95 with growth only below 0.7 of a target
+//     (GrowBelow): during a saturated burst CPU "some" reads 0.8 to 0.95,
+//     so a plain AIMD either held the gate at its floor (target 0.75) or
+//     never reached its target and sat at the ceiling (0.95); with a band
+//     the limit holds where the burst found it (the neutral limits an
+//     idle gate relaxes to) while the node is busy, backs off only when
+//     runnable tasks pile up, and grows when there is room;
 //   - floors of one start in flight per core and two starts per second per
 //     core: a node loaded by other work still starts its pods at the pace
 //     of a fixed limit of one per core, instead of one at a time at one a
@@ -30,13 +32,14 @@ import (
 //     memory stalls mean reclaim, where more starts only add to it.
 func DefaultPolicy() Policy {
 	return Policy{
-		Targets:            pressure.Values{pressure.CPU: 0.85, pressure.IO: 0.4, pressure.Memory: 0.1},
+		Targets:            pressure.Values{pressure.CPU: 0.95, pressure.IO: 0.4, pressure.Memory: 0.1},
 		MinInFlightPerCore: 1,
 		MaxInFlightPerCore: 3,
 		MinRatePerCore:     2,
 		MaxRatePerCore:     25,
 		Burst:              0,
 		DecreaseFactor:     0.7,
+		GrowBelow:          0.7,
 		IncreaseStep:       1,
 		RateStep:           1,
 		DeadlineMargin:     10 * time.Second,
@@ -81,6 +84,9 @@ func (p Policy) Validate() error {
 	}
 	if p.Burst < 0 {
 		return invalid("burst", "%d is negative", p.Burst)
+	}
+	if !(p.GrowBelow > 0 && p.GrowBelow <= 1) {
+		return invalid("grow_below", "%v out of range (0, 1]", p.GrowBelow)
 	}
 	if !(p.DecreaseFactor > 0 && p.DecreaseFactor < 1) {
 		return invalid("decrease_factor", "%v out of range (0, 1)", p.DecreaseFactor)

@@ -167,6 +167,11 @@ type Policy struct {
 	DecreaseFactor float64
 	IncreaseStep   int
 	RateStep       float64
+	// GrowBelow is the fraction of each target under which a binding
+	// limit grows, in (0, 1]; between it and the target the limits hold.
+	// The band keeps a saturated node's limit from sawing between its
+	// floor and its ceiling; 1 grows right up to the target.
+	GrowBelow float64
 	// FixedInFlight and FixedRate pin a limit (the controller leaves it
 	// alone); zero means controlled.
 	FixedInFlight int

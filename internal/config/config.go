@@ -109,8 +109,11 @@ type Limits struct {
 	// Burst is the token bucket's depth; 0 is one per core.
 	Burst          int     `toml:"burst"`
 	DecreaseFactor float64 `toml:"decrease_factor"`
-	IncreaseStep   int     `toml:"increase_step"`
-	RateStep       float64 `toml:"rate_step"`
+	// GrowBelow: limits grow only while every resource is under this
+	// fraction of its target; between it and the target they hold.
+	GrowBelow    float64 `toml:"grow_below"`
+	IncreaseStep int     `toml:"increase_step"`
+	RateStep     float64 `toml:"rate_step"`
 	// InFlight and Rate pin a limit; 0 leaves it to the controller.
 	InFlight int     `toml:"inflight"`
 	Rate     float64 `toml:"rate"`
@@ -392,6 +395,7 @@ func DefaultConfig() *Config {
 				MaxRatePerCore:     p.MaxRatePerCore,
 				Burst:              p.Burst,
 				DecreaseFactor:     p.DecreaseFactor,
+				GrowBelow:          p.GrowBelow,
 				IncreaseStep:       p.IncreaseStep,
 				RateStep:           p.RateStep,
 				InFlight:           p.FixedInFlight,
@@ -587,6 +591,9 @@ func (c *Config) Validate() error {
 	}
 	if l.Burst < 0 {
 		bad("admission.limits.burst", "%d is negative (0 is one per core)", l.Burst)
+	}
+	if !(l.GrowBelow > 0 && l.GrowBelow <= 1) {
+		bad("admission.limits.grow_below", "%v out of range (0, 1]", l.GrowBelow)
 	}
 	if !(l.DecreaseFactor > 0 && l.DecreaseFactor < 1) {
 		bad("admission.limits.decrease_factor", "%v out of range (0, 1)", l.DecreaseFactor)
@@ -938,6 +945,7 @@ func (c *Config) Policy() admission.Policy {
 		MaxRatePerCore:     a.Limits.MaxRatePerCore,
 		Burst:              a.Limits.Burst,
 		DecreaseFactor:     a.Limits.DecreaseFactor,
+		GrowBelow:          a.Limits.GrowBelow,
 		IncreaseStep:       a.Limits.IncreaseStep,
 		RateStep:           a.Limits.RateStep,
 		FixedInFlight:      a.Limits.InFlight,
@@ -1091,6 +1099,7 @@ var keyDocs = map[string]string{
 	"admission.limits.max_rate_per_core":     "Ceiling of the start rate, starts per second.",
 	"admission.limits.burst":                 "Token bucket depth; 0 is one per core.",
 	"admission.limits.decrease_factor":       "Limits are multiplied by this when a resource is above target, (0, 1).",
+	"admission.limits.grow_below":            "Limits grow only while every resource is under this fraction of its target,\n(0, 1]; between it and the target they hold.",
 	"admission.limits.increase_step":         "In-flight slots added per interval while below target and the limit binds.",
 	"admission.limits.rate_step":             "Starts per second added per interval while below target and the rate binds.",
 	"admission.limits.inflight":              "Pin the in-flight limit; 0 leaves it to the controller.",
