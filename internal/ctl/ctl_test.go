@@ -33,11 +33,18 @@ func startDaemon(t *testing.T) *daemon {
 	t.Helper()
 	p := admission.DefaultPolicy()
 	p.FixedInFlight, p.FixedRate, p.Burst = 4, 1000, 100
-	g, err := admission.New(admission.Config{Policy: p, Cores: 2})
+	return serveDaemon(t, p, nil)
+}
+
+// serveDaemon serves a real gate with policy pol and the prefetch RPCs of
+// pf (nil: prefetch off) on a real unix socket.
+func serveDaemon(t *testing.T, pol admission.Policy, pf server.Prefetcher) *daemon {
+	t.Helper()
+	g, err := admission.New(admission.Config{Policy: pol, Cores: 2})
 	if err != nil {
 		t.Fatalf("admission.New: %v", err)
 	}
-	srv, err := server.New(server.Config{Gate: g, Logger: zap.NewNop(), AdminGID: -1})
+	srv, err := server.New(server.Config{Gate: g, Logger: zap.NewNop(), AdminGID: -1, Prefetch: pf})
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}

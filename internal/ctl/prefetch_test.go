@@ -1,16 +1,11 @@
 package ctl
 
 import (
-	"context"
 	"encoding/json"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/prefetch"
@@ -48,29 +43,7 @@ func (f *fakePrefetcher) List() []prefetch.Entry {
 // real unix socket.
 func startPrefetchDaemon(t *testing.T, p server.Prefetcher) *daemon {
 	t.Helper()
-	g, err := admission.New(admission.Config{Policy: admission.DefaultPolicy(), Cores: 2})
-	if err != nil {
-		t.Fatalf("admission.New: %v", err)
-	}
-	srv, err := server.New(server.Config{Gate: g, Logger: zap.NewNop(), AdminGID: -1, Prefetch: p})
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	sock := filepath.Join(t.TempDir(), "sg.sock")
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		g.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		srv.Stop(ctx)
-		<-served
-	})
-	return &daemon{gate: g, sock: sock}
+	return serveDaemon(t, admission.DefaultPolicy(), p)
 }
 
 const (
