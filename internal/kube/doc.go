@@ -1,0 +1,2 @@
+// Package kube is startgated's view of the Kubernetes API.
+package kube
