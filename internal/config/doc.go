@@ -2,10 +2,20 @@
 //
 // A file declares `version = 1` and any of the sections [daemon],
 // [metrics], [pressure], [admission], [admission.targets],
-// [admission.limits], [cri], [[cri.rules]], [cri.warmup] and [cri.pulls];
-// whatever it leaves out keeps its default. Defaults live in one place:
-// DefaultConfig, which takes the admission section from
-// admission.DefaultPolicy and the CRI classification from
+// [admission.limits], [cri], [[cri.rules]], [cri.warmup], [cri.pulls],
+// [prefetch] and [prefetch.notifications]; whatever it leaves out keeps
+// its default.
+//
+// One file per section, each holding the section's struct, its defaults,
+// its help text (the comments WriteTOML prints) and its validation:
+// daemon.go ([daemon], [metrics]), pressure.go, admission.go, cri.go and
+// prefetch.go. config.go holds the Config that joins them, Load and the
+// Validate that runs each section's checks; types.go the TOML value
+// types (Duration, Size); write.go WriteTOML.
+//
+// DefaultConfig assembles the sections' defaults, which come from the
+// package each configures: the admission section from
+// admission.DefaultPolicy, the CRI classification from
 // criproxy.DefaultClassifier, so that a daemon configured with nothing
 // behaves like a gate and a proxy configured with nothing. (The proxy's
 // warm-up and pull defaults are mirrored in defaultWarmup and

@@ -1,0 +1,153 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"strconv"
+	"time"
+)
+
+// Daemon is the [daemon] section.
+type Daemon struct {
+	// Socket is the gRPC API's unix socket, used when systemd does not
+	// pass one in.
+	Socket string `toml:"socket"`
+	// SocketMode is an octal permission string such as "0660".
+	SocketMode string `toml:"socket_mode"`
+	// SocketGroup owns the socket and may call the mutating RPCs; a name
+	// or a numeric gid, "" for the daemon's primary group.
+	SocketGroup string `toml:"socket_group"`
+	// LogLevel is a zap level: debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+	// LogFormat is auto (JSON unless stderr is a terminal), json or
+	// console.
+	LogFormat       string   `toml:"log_format"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// Metrics is the [metrics] section.
+type Metrics struct {
+	// Listen is the Prometheus endpoint's TCP address; "" turns it off.
+	// 127.0.0.1:9464 keeps it on the node.
+	Listen string `toml:"listen"`
+}
+
+func defaultDaemon() Daemon {
+	return Daemon{
+		Socket:          "/run/startgate/startgate.sock",
+		SocketMode:      "0660",
+		SocketGroup:     "",
+		LogLevel:        "info",
+		LogFormat:       "auto",
+		ShutdownTimeout: Duration(10 * time.Second),
+	}
+}
+
+func defaultMetrics() Metrics { return Metrics{Listen: ""} }
+
+var daemonDocs = map[string]string{
+	"daemon":                  "The daemon process and its API socket.",
+	"daemon.socket":           "gRPC API socket, used when systemd does not pass one in (socket activation).",
+	"daemon.socket_mode":      "Octal permissions of the socket this daemon creates.",
+	"daemon.socket_group":     "Group owning the socket and allowed to call mutating RPCs besides root:\na name or a numeric gid; \"\" is the daemon's primary group.",
+	"daemon.log_level":        "debug, info, warn or error.",
+	"daemon.log_format":       "auto (JSON unless stderr is a terminal), json or console.",
+	"daemon.shutdown_timeout": "How long shutdown waits for in-flight calls before cutting them.",
+}
+
+var metricsDocs = map[string]string{
+	"metrics":        "Prometheus metrics.",
+	"metrics.listen": "TCP address of the /metrics endpoint; \"\" is off. 127.0.0.1:9464 keeps it on the node.",
+}
+
+// validate checks the [daemon] section. [metrics] has nothing to check
+// on its own; prefetch.notifications checks that it does not share its
+// address.
+func (d Daemon) validate() []error {
+	var errs problems
+	if d.Socket == "" {
+		errs.add("daemon.socket", "must not be empty")
+	}
+	if _, err := parseMode(d.SocketMode); err != nil {
+		errs.add("daemon.socket_mode", "%q %v", d.SocketMode, err)
+	}
+	if _, err := lookupGroup(d.SocketGroup); err != nil {
+		errs.add("daemon.socket_group", "%q %v", d.SocketGroup, err)
+	}
+	switch d.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs.add("daemon.log_level", "%q not one of debug, info, warn, error", d.LogLevel)
+	}
+	switch d.LogFormat {
+	case "auto", "json", "console":
+	default:
+		errs.add("daemon.log_format", "%q not one of auto, json, console", d.LogFormat)
+	}
+	if d.ShutdownTimeout <= 0 {
+		errs.add("daemon.shutdown_timeout", "%v must be positive", d.ShutdownTimeout.Std())
+	}
+	return errs
+}
+
+// SocketFileMode parses daemon.socket_mode; call after Validate.
+func (c *Config) SocketFileMode() (fs.FileMode, error) {
+	m, err := parseMode(c.Daemon.SocketMode)
+	if err != nil {
+		return 0, fmt.Errorf("config: daemon.socket_mode: %q %w", c.Daemon.SocketMode, err)
+	}
+	return m, nil
+}
+
+// SocketGID resolves daemon.socket_group to a gid: the daemon's primary
+// group when empty.
+func (c *Config) SocketGID() (int, error) {
+	gid, err := lookupGroup(c.Daemon.SocketGroup)
+	if err != nil {
+		return 0, fmt.Errorf("config: daemon.socket_group: %q %w", c.Daemon.SocketGroup, err)
+	}
+	return gid, nil
+}
+
+func parseMode(s string) (fs.FileMode, error) {
+	if s == "" {
+		return 0, errors.New("must not be empty")
+	}
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil {
+		return 0, errors.New("is not an octal mode")
+	}
+	if m > 0o777 {
+		return 0, errors.New("has bits beyond 0777")
+	}
+	if m&0o600 != 0o600 {
+		// The daemon's own user must keep read and write: a socket it
+		// cannot use itself is a mistake, not a policy.
+		return 0, errors.New("must grant the owner read and write (0600)")
+	}
+	return fs.FileMode(m), nil
+}
+
+func lookupGroup(s string) (int, error) {
+	if s == "" {
+		return os.Getgid(), nil
+	}
+	if gid, err := strconv.Atoi(s); err == nil {
+		if gid < 0 {
+			return 0, errors.New("is a negative gid")
+		}
+		return gid, nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		return 0, errors.New("is not a known group")
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("has non-numeric gid %q", g.Gid)
+	}
+	return gid, nil
+}
