@@ -55,6 +55,7 @@ test: deps fmt-check vet check-proto verify-units ## Install what is missing, al
 deps: ## apt-get install what the build and tests need, if missing
 	@missing=""; \
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
+	dpkg -s libprotobuf-dev >/dev/null 2>&1 || missing="$$missing libprotobuf-dev"; \
 	{ command -v systemd-analyze >/dev/null && command -v systemd-socket-activate >/dev/null; } || missing="$$missing systemd"; \
 	command -v git >/dev/null || missing="$$missing git"; \
 	command -v containerd >/dev/null || missing="$$missing containerd"; \
