@@ -41,12 +41,17 @@ type Observer interface {
 	FailOpen(method, reason string)
 	// Forwarded: a call went to containerd, with its gRPC code.
 	Forwarded(method, code string)
+	// PodGone: a start was not forwarded (it left the gate's queue, or
+	// never joined it) because the API says its pod is gone; reason is
+	// "deleted", "terminating" or "finished".
+	PodGone(method, reason string)
 }
 
 type nopObserver struct{}
 
 func (nopObserver) FailOpen(string, string)  {}
 func (nopObserver) Forwarded(string, string) {}
+func (nopObserver) PodGone(string, string)   {}
 
 // Config wires a Proxy.
 type Config struct {
@@ -64,6 +69,10 @@ type Config struct {
 	// Prefetch, when set, lets a PullImage join a prefetch of the same
 	// image and hears of every pull that succeeded; nil means none.
 	Prefetch Prefetch
+	// Pods, when set, is the API server's view of the node's pods: starts
+	// of deleted pods are cancelled, and a probed pod's warm-up ends when
+	// it reports Ready. Nil means the CRI alone (no API access).
+	Pods PodView
 }
 
 // Prefetch is what the proxy needs of the prefetch manager;
@@ -90,6 +99,7 @@ type Proxy struct {
 	srv      *grpc.Server
 	warm     *warmer
 	pulls    *pullLane
+	waiting  waiters
 
 	// unary holds the full names of the CRI's unary methods, which are
 	// forwarded with one Invoke; everything else goes through the

@@ -163,6 +163,11 @@ func (c *countingObserver) FailOpen(method, reason string) {
 	c.failOpen[reason]++
 }
 func (c *countingObserver) Forwarded(string, string) {}
+func (c *countingObserver) PodGone(_, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failOpen["pod-gone:"+reason]++ // one map: the keys never collide
+}
 func (c *countingObserver) get(reason string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

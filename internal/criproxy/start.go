@@ -48,7 +48,7 @@ func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
 			return status.Errorf(codes.InvalidArgument, "criproxy: decode RunPodSandboxRequest: %v", err)
 		}
 		md := req.GetConfig().GetMetadata()
-		release, err := p.admit(ctx, method, req.GetConfig(), fmt.Sprintf("start pod %s/%s", md.GetNamespace(), md.GetName()), p.cfg.Warmup.Cap)
+		release, err := p.admit(ctx, method, req.GetConfig(), fmt.Sprintf("start pod %s/%s", md.GetNamespace(), md.GetName()))
 		if err != nil {
 			return err
 		}
@@ -61,7 +61,7 @@ func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
 		if perr := proto.Unmarshal(out.b, resp); perr != nil || resp.GetPodSandboxId() == "" {
 			release()
 		} else {
-			p.warm.sandboxStarted(resp.GetPodSandboxId(), release)
+			p.warm.sandboxStarted(resp.GetPodSandboxId(), md.GetUid(), release)
 		}
 		return ss.SendMsg(out)
 
@@ -76,11 +76,11 @@ func (p *Proxy) forwardStart(ss grpc.ServerStream, method string) error {
 			// started before startgated): take one.
 			md := req.GetSandboxConfig().GetMetadata()
 			desc := fmt.Sprintf("create container %s/%s/%s", md.GetNamespace(), md.GetName(), req.GetConfig().GetMetadata().GetName())
-			release, err := p.admit(ctx, method, req.GetSandboxConfig(), desc, p.cfg.Warmup.Cap)
+			release, err := p.admit(ctx, method, req.GetSandboxConfig(), desc)
 			if err != nil {
 				return err
 			}
-			p.warm.adopt(sb, release)
+			p.warm.adopt(sb, md.GetUid(), release)
 		} else if ctx.Err() != nil {
 			p.warm.createFailed(sb)
 			return status.FromContextError(ctx.Err()).Err()
@@ -153,20 +153,46 @@ func (p *Proxy) relay(ss grpc.ServerStream, method string, in *frame) error {
 	return ss.SendMsg(out)
 }
 
+// callTimeout is how long kubelet gives RunPodSandbox, the longest of the
+// calls a slot covers (twice runtimeRequestTimeout's default of 2
+// minutes); it bounds a call that came without a deadline.
+const callTimeout = 4 * time.Minute
+
+// holdFor is a slot's hold cap: the call it covers, which the caller's
+// deadline bounds, then the warm-up cap. A slot is never taken back from
+// a call that is still inside containerd (under load a RunPodSandbox has
+// taken 80 s there); after the call the warmer gives it back at the
+// warm-up cap at the latest.
+func (p *Proxy) holdFor(ctx context.Context) time.Duration {
+	call := callTimeout
+	if d, ok := ctx.Deadline(); ok {
+		call = max(time.Until(d), 0)
+	}
+	return call + p.cfg.Warmup.Cap
+}
+
 // admit waits for a start slot and returns its release. The caller's
 // deadline comes with ctx: the gate admits it before the deadline minus
 // its margin, so the gate never turns a start into a timeout. A caller
-// that has gone gets its context's error and the call is never forwarded.
-// Anything else that goes wrong in admission lets the call pass without a
-// slot (fail open), logged and counted.
-func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSandboxConfig, desc string, hold time.Duration) (func(), error) {
+// that has gone gets its context's error, and a start whose pod the API
+// says is gone gets Aborted; neither call is forwarded. Anything else that
+// goes wrong in admission lets the call pass without a slot (fail open),
+// logged and counted.
+func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSandboxConfig, desc string) (func(), error) {
 	noop := func() {}
 	if p.cfg.Gate.Bypassed() {
 		p.obs.FailOpen(method, "bypass")
 		return noop, nil
 	}
+	uid := sb.GetMetadata().GetUid()
+	if pg := p.goneBeforeQueue(uid, desc); pg != nil {
+		p.log.Info("start of a gone pod refused", zap.String("method", method), zap.String("description", desc),
+			zap.String("uid", uid), zap.String("reason", pg.reason))
+		p.obs.PodGone(method, pg.reason)
+		return nil, pg.status()
+	}
 	cls, tenant, why := p.cfg.Classifier.Classify(sb)
-	req := admission.Request{Class: cls, Tenant: tenant, Description: desc, Hold: hold}
+	req := admission.Request{Class: cls, Tenant: tenant, Description: desc, Hold: p.holdFor(ctx)}
 
 	type result struct {
 		lease *admission.Lease
@@ -179,8 +205,9 @@ func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSand
 	// gives the slot straight back. It is the one goroutine here without
 	// an owner to wait for it: waiting is what a wedged gate must not
 	// cause.
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer p.waiting.add(uid, desc, cancel)()
 	done := make(chan result, 1)
 	var mu sync.Mutex
 	abandoned := false
@@ -221,6 +248,17 @@ func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSand
 	for {
 		select {
 		case r := <-done:
+			if pg := podGone(actx); pg != nil && ctx.Err() == nil {
+				// Cancelled by the API watch, or granted just as it
+				// cancelled: either way the pod is gone.
+				if r.lease != nil {
+					r.lease.Release()
+				}
+				p.log.Info("queued start cancelled: its pod is gone", zap.String("method", method),
+					zap.String("description", desc), zap.String("uid", uid), zap.String("reason", pg.reason))
+				p.obs.PodGone(method, pg.reason)
+				return nil, pg.status()
+			}
 			switch {
 			case r.err == nil:
 				if ctx.Err() != nil {

@@ -85,6 +85,7 @@ type warmer struct {
 
 type podSlot struct {
 	release func()
+	uid     string // the pod's UID, from its sandbox config
 	at      time.Time
 	// users counts containers created under the slot whose warm-up is
 	// not over, plus creates in progress.
@@ -94,6 +95,10 @@ type podSlot struct {
 type warmingContainer struct {
 	sandbox string
 	started bool
+	// stop is closed when the pod's slot ends before the container's
+	// warm-up does (the pod reported Ready, was stopped or removed): its
+	// watcher has nothing left to decide.
+	stop chan struct{}
 }
 
 func newWarmer(p *Proxy) *warmer {
@@ -101,7 +106,7 @@ func newWarmer(p *Proxy) *warmer {
 }
 
 // sandboxStarted keeps the pod's slot after RunPodSandbox succeeded.
-func (w *warmer) sandboxStarted(sandbox string, release func()) {
+func (w *warmer) sandboxStarted(sandbox, uid string, release func()) {
 	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -109,14 +114,13 @@ func (w *warmer) sandboxStarted(sandbox string, release func()) {
 	// cap; forget them.
 	for id, s := range w.pods {
 		if now.Sub(s.at) > w.p.cfg.Warmup.Cap {
-			s.release()
-			delete(w.pods, id)
+			w.endPodLocked(id)
 		}
 	}
-	if old, ok := w.pods[sandbox]; ok {
-		old.release() // a sandbox run twice: one slot is enough
+	if _, ok := w.pods[sandbox]; ok {
+		w.endPodLocked(sandbox) // a sandbox run twice: one slot is enough
 	}
-	w.pods[sandbox] = &podSlot{release: release, at: now}
+	w.pods[sandbox] = &podSlot{release: release, uid: uid, at: now}
 }
 
 // join attaches a create to the pod's slot; it reports false if the pod
@@ -133,7 +137,7 @@ func (w *warmer) join(sandbox string) bool {
 
 // adopt makes a slot taken at CreateContainer the pod's, with the create
 // counted as its user.
-func (w *warmer) adopt(sandbox string, release func()) {
+func (w *warmer) adopt(sandbox, uid string, release func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if old, ok := w.pods[sandbox]; ok {
@@ -142,7 +146,7 @@ func (w *warmer) adopt(sandbox string, release func()) {
 		release()
 		return
 	}
-	w.pods[sandbox] = &podSlot{release: release, at: time.Now(), users: 1}
+	w.pods[sandbox] = &podSlot{release: release, uid: uid, at: time.Now(), users: 1}
 }
 
 // created records a container created under its pod's slot; createFailed
@@ -150,7 +154,7 @@ func (w *warmer) adopt(sandbox string, release func()) {
 func (w *warmer) created(id, sandbox string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.containers[id] = &warmingContainer{sandbox: sandbox}
+	w.containers[id] = &warmingContainer{sandbox: sandbox, stop: make(chan struct{})}
 }
 
 func (w *warmer) createFailed(sandbox string) {
@@ -202,26 +206,70 @@ func (w *warmer) notStarted(id string) {
 func (w *warmer) podEnded(sandbox string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if s, ok := w.pods[sandbox]; ok {
-		s.release()
-		delete(w.pods, sandbox)
+	w.endPodLocked(sandbox)
+}
+
+// podReady gives back the slot of the pod with this UID, which reported
+// Ready; it reports whether the pod held one.
+func (w *warmer) podReady(uid string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for sb, s := range w.pods {
+		if s.uid == uid {
+			w.endPodLocked(sb)
+			return true
+		}
 	}
+	return false
+}
+
+// endPodLocked gives back the pod's slot and stops the watchers of its
+// containers.
+func (w *warmer) endPodLocked(sandbox string) {
+	s, ok := w.pods[sandbox]
+	if !ok {
+		return
+	}
+	s.release()
+	delete(w.pods, sandbox)
+	for id, c := range w.containers {
+		if c.sandbox == sandbox {
+			close(c.stop)
+			delete(w.containers, id)
+		}
+	}
+}
+
+// waitsForReady reports whether the container's pod ends its warm-up at
+// Ready (see PodView.WaitsForReady) rather than when its CPU settles.
+func (w *warmer) waitsForReady(id string) bool {
+	if w.p.cfg.Pods == nil {
+		return false
+	}
+	w.mu.Lock()
+	uid := ""
+	if c, ok := w.containers[id]; ok {
+		if s, ok := w.pods[c.sandbox]; ok {
+			uid = s.uid
+		}
+	}
+	w.mu.Unlock()
+	return uid != "" && w.p.cfg.Pods.WaitsForReady(uid)
 }
 
 // releaseAll gives back every slot, at Stop.
 func (w *warmer) releaseAll() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for id, s := range w.pods {
-		s.release()
-		delete(w.pods, id)
+	for id := range w.pods {
+		w.endPodLocked(id)
 	}
 	clear(w.containers)
 }
 
 // started begins watching the container; its part in the pod's slot ends
-// when it settles or exits. The lease's own hold cap (WarmupPolicy.Cap)
-// ends the slot in any case.
+// when it settles or exits, or, for a pod that waits for Ready, when the
+// pod reports Ready. The lease's own hold cap ends the slot in any case.
 func (w *warmer) started(id string) {
 	w.mu.Lock()
 	c, ok := w.containers[id]
@@ -236,14 +284,16 @@ func (w *warmer) started(id string) {
 	go func() {
 		defer w.p.wg.Done()
 		defer w.done(id)
-		reason := w.watch(id)
+		reason := w.watch(id, c.stop)
 		w.p.log.Debug("warm-up over", zap.String("container", id), zap.String("reason", reason))
 	}()
 }
 
-// watch polls the container until it settles, exits or the proxy stops,
-// and says which.
-func (w *warmer) watch(id string) string {
+// watch polls the container until it settles, exits, its pod's slot ends
+// or the proxy stops, and says which. A container whose pod waits for
+// Ready is not done when it settles: kubelet's probe says when it is,
+// and a container starved of CPU on a loaded node looks settled too.
+func (w *warmer) watch(id string, stop <-chan struct{}) string {
 	pol := w.p.cfg.Warmup
 	deadline := time.Now().Add(pol.Cap)
 	t := time.NewTicker(pol.Poll)
@@ -255,6 +305,8 @@ func (w *warmer) watch(id string) string {
 		select {
 		case <-w.p.stopCh:
 			return "proxy stopping"
+		case <-stop:
+			return "pod ready or ended"
 		case now := <-t.C:
 			if now.After(deadline) {
 				return "cap"
@@ -288,7 +340,10 @@ func (w *warmer) watch(id string) string {
 					if w.exited(id) {
 						return "exited"
 					}
-					return "settled"
+					if !w.waitsForReady(id) {
+						return "settled"
+					}
+					idle = 0
 				}
 			}
 			lastUsage, lastAt = usage, now

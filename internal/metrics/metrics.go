@@ -24,6 +24,7 @@ type Metrics struct {
 	wait      *prometheus.HistogramVec
 	criCalls  *prometheus.CounterVec
 	failOpen  *prometheus.CounterVec
+	podGone   *prometheus.CounterVec
 	// waitBy holds the histogram child per class, resolved once: the
 	// observer runs under the gate's lock.
 	waitBy []prometheus.Observer
@@ -79,8 +80,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "cri_fail_open_total",
 			Help: "Gated CRI calls passed to containerd without a start slot, by method and reason (bypass, gate-stuck, gate-error, gate-panic).",
 		}, []string{"method", "reason"}),
+		podGone: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cri_pod_gone_total",
+			Help: "Gated CRI calls not forwarded because the API server says their pod is gone, by method and reason (deleted, terminating, finished).",
+		}, []string{"method", "reason"}),
 	}
-	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait, m.criCalls, m.failOpen)
+	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait, m.criCalls, m.failOpen, m.podGone)
 	m.waitBy = make([]prometheus.Observer, len(classNames))
 	for i, name := range classNames {
 		m.waitBy[i] = m.wait.WithLabelValues(name)
@@ -91,6 +96,9 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, method := range gatedMethods {
 		for _, reason := range failOpenReasons {
 			m.failOpen.WithLabelValues(method, reason)
+		}
+		for _, reason := range podGoneReasons {
+			m.podGone.WithLabelValues(method, reason)
 		}
 	}
 	return m
@@ -105,6 +113,8 @@ var gatedMethods = []string{
 
 var failOpenReasons = []string{"bypass", "gate-stuck", "gate-error", "gate-panic"}
 
+var podGoneReasons = []string{"deleted", "terminating", "finished"}
+
 // criMethod bounds the method label. The proxy forwards any method a
 // caller names (a newer kubelet's included), so the label keeps names in
 // the CRI's two services and folds anything else into "other".
@@ -118,6 +128,11 @@ func criMethod(method string) string {
 // Forwarded implements criproxy.Observer.
 func (m *Metrics) Forwarded(method, code string) {
 	m.criCalls.WithLabelValues(criMethod(method), code).Inc()
+}
+
+// PodGone implements criproxy.Observer.
+func (m *Metrics) PodGone(method, reason string) {
+	m.podGone.WithLabelValues(criMethod(method), reason).Inc()
 }
 
 // FailOpen implements criproxy.Observer.
