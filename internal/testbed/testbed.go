@@ -353,3 +353,9 @@ func (tb *Testbed) Snapshotter() string { return tb.snapshotter }
 
 // SandboxImage is the CRI's sandbox_image, imported by Start.
 func (tb *Testbed) SandboxImage() string { return tb.sandboxImage }
+
+// CNIConfDir is the CRI's CNI conf dir (empty at Start): a conflist
+// written there makes containerd report NetworkReady, which kubelet needs
+// before it calls a node Ready. Host-network pods still need no CNI
+// binaries; the bin dir stays empty.
+func (tb *Testbed) CNIConfDir() string { return filepath.Join(tb.dir, "cni", "net.d") }
