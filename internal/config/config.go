@@ -18,13 +18,14 @@ const DefaultPath = "/etc/startgate/config.toml"
 // Config is the whole file. Each section lives in a file of its own with
 // its defaults, its help text and its validation.
 type Config struct {
-	Version   int       `toml:"version"`
-	Daemon    Daemon    `toml:"daemon"`
-	Metrics   Metrics   `toml:"metrics"`
-	Pressure  Pressure  `toml:"pressure"`
-	Admission Admission `toml:"admission"`
-	CRI       CRI       `toml:"cri"`
-	Prefetch  Prefetch  `toml:"prefetch"`
+	Version    int        `toml:"version"`
+	Daemon     Daemon     `toml:"daemon"`
+	Metrics    Metrics    `toml:"metrics"`
+	Pressure   Pressure   `toml:"pressure"`
+	Admission  Admission  `toml:"admission"`
+	CRI        CRI        `toml:"cri"`
+	Prefetch   Prefetch   `toml:"prefetch"`
+	Kubernetes Kubernetes `toml:"kubernetes"`
 }
 
 // versionDocs is the help of the file's only top-level key.
@@ -38,13 +39,14 @@ var versionDocs = map[string]string{
 // criproxy.DefaultClassifier, prefetch's durations).
 func DefaultConfig() *Config {
 	return &Config{
-		Version:   Version,
-		Daemon:    defaultDaemon(),
-		Metrics:   defaultMetrics(),
-		Pressure:  defaultPressure(),
-		Admission: defaultAdmission(),
-		CRI:       defaultCRI(),
-		Prefetch:  defaultPrefetch(),
+		Version:    Version,
+		Daemon:     defaultDaemon(),
+		Metrics:    defaultMetrics(),
+		Pressure:   defaultPressure(),
+		Admission:  defaultAdmission(),
+		CRI:        defaultCRI(),
+		Prefetch:   defaultPrefetch(),
+		Kubernetes: defaultKubernetes(),
 	}
 }
 
@@ -135,6 +137,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Admission.validate()...)
 	errs = append(errs, c.CRI.validate(c.Daemon.Socket)...)
 	errs = append(errs, c.Prefetch.validate(c.Metrics.Listen)...)
+	errs = append(errs, c.Kubernetes.validate()...)
 
 	if len(errs) == 0 {
 		// The gate and the proxy have the last word on their settings;

@@ -19,6 +19,7 @@ import (
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/config"
 	"github.com/startgate/startgate/internal/criproxy"
+	"github.com/startgate/startgate/internal/kube"
 	"github.com/startgate/startgate/internal/metrics"
 	"github.com/startgate/startgate/internal/prefetch"
 	"github.com/startgate/startgate/internal/pressure"
@@ -131,7 +132,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 
 	var proxy *criproxy.Proxy
 	var criLis *apiListener
+	var pods *kube.Pods
 	if cfg.CRI.Enabled || act.cri != nil {
+		pods = newPods(cfg, log)
 		pcfg := criproxy.Config{
 			Upstream:   cfg.CRI.ContainerdSocket,
 			Gate:       gate,
@@ -150,6 +153,10 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			// A pull of an image being prefetched joins the fetch; pulls
 			// that succeed tell the manager (hits, early lease release).
 			pcfg.Prefetch = pf.manager
+		}
+		if pods != nil {
+			// Only when set: a nil *kube.Pods in the interface is not nil.
+			pcfg.Pods = pods
 		}
 		// New does not dial: containerd may come up after startgated, and
 		// the proxy answers Unavailable until it does.
@@ -216,6 +223,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	if pf != nil {
 		log.Info("prefetch on", pf.fields...)
 	}
+	if cfg.Kubernetes.Enabled && proxy == nil {
+		log.Warn("kubernetes.enabled without the CRI proxy: the pod watch has no starts to act on and is not run")
+	}
 	if act.cri != nil && !cfg.CRI.Enabled {
 		log.Info("systemd passed a socket named cri: serving the CRI proxy although cri.enabled is false")
 	}
@@ -258,6 +268,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 	if pf != nil {
 		pf.start(runCtx, &wg, failed)
+	}
+	if pods != nil {
+		startPods(runCtx, &wg, pods, proxy)
 	}
 	n := notifier{log: log, cri: proxy != nil}
 	n.send("READY=1")
