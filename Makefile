@@ -16,7 +16,7 @@ protoc = PATH=$(BIN):$$PATH protoc -I proto \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build tools proto check-proto fmt-check vet verify-units test deps demo bench clean
+.PHONY: help build tools proto check-proto fmt-check vet verify-units test deps kube cluster demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -49,8 +49,12 @@ vet: ## go vet every package
 verify-units: ## systemd-analyze verify the units in packaging/systemd
 	bash hack/verify-units.sh
 
-test: deps fmt-check vet check-proto verify-units ## Install what is missing, all checks, then go test -race
-	go test -race -count=1 ./...
+# KUBE_BIN runs hack/kubernetes/build.sh: it prints the directory of the
+# Kubernetes binaries, building them into ~/.cache/startgate the first time.
+KUBE_BIN = bash hack/kubernetes/build.sh
+
+test: deps kube fmt-check vet check-proto verify-units ## Install what is missing, all checks, then go test -race (with the cluster tests' Kubernetes binaries)
+	bin=$$($(KUBE_BIN)) && STARTGATE_KUBE_BIN=$$bin go test -race -count=1 ./...
 
 deps: ## apt-get install what the build and tests need, if missing
 	@missing=""; \
@@ -62,10 +66,21 @@ deps: ## apt-get install what the build and tests need, if missing
 	command -v runc >/dev/null || missing="$$missing runc"; \
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	else echo "deps: nothing missing"; fi
+
+kube: ## Build Kubernetes v1.34 (kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl) into ~/.cache/startgate once (about 15 minutes cold), print where
+	$(KUBE_BIN)
+
+# CLUSTER_FLAGS are extra startgate-cluster flags: make cluster CLUSTER_FLAGS=--direct
+CLUSTER_FLAGS ?=
+
+cluster: deps kube build ## A one-node Kubernetes cluster with startgated in kubelet's path, until Ctrl-C (as root; prints the KUBECONFIG to use)
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/startgate-cluster ./cmd/startgate-cluster
+	$(BIN)/startgate-cluster --kube-bin "$$($(KUBE_BIN))" --startgatectl $(BIN)/startgatectl $(CLUSTER_FLAGS)
 
 demo: deps ## Install what is missing, then the demo: the gate, then a patch rolled out to 20 pods direct, through startgated and with prefetch (about two minutes, as root)
 	bash hack/demo.sh
