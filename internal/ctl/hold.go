@@ -36,9 +36,11 @@ func (a *app) holdCommand() *cobra.Command {
 		Long: "hold waits for a start slot, runs COMMAND with this process's standard streams, and gives the slot\n" +
 			"back when COMMAND exits. SIGINT and SIGTERM are forwarded to COMMAND. If the slot's hold cap passes\n" +
 			"first, hold warns and COMMAND runs on without a slot.\n\n" +
-			"If startgated cannot be reached or is shutting down, hold warns and runs COMMAND without a slot\n" +
-			"(the gate must never be why a start fails); --fail-open=false makes it exit 1 instead. A full\n" +
-			"queue or a refused deadline is the operator's policy and always fails.",
+			"If startgated is not there (the socket does not exist, or nothing listens on it) or is shutting\n" +
+			"down, hold warns and runs COMMAND without a slot (the gate must never be why a start fails);\n" +
+			"--fail-open=false makes it exit 1 instead. Any other failure (permission denied, a path that is\n" +
+			"not a socket, a server that is not startgated), a full queue or a refused deadline exits 1\n" +
+			"without running COMMAND: a paused or draining gate must not be bypassed by a mistake.",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := admission.ParseClass(class)
@@ -69,7 +71,7 @@ func (a *app) holdCommand() *cobra.Command {
 	f.StringVar(&desc, "description", "", "what is starting, for listings (default: the command line)")
 	f.DurationVar(&hold, "hold", 0, "hold cap of the slot (default: the daemon's max_hold)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "say on stderr when queued and granted")
-	f.BoolVar(&failOpen, "fail-open", true, "run COMMAND without a slot when startgated is unreachable or shutting down")
+	f.BoolVar(&failOpen, "fail-open", true, "run COMMAND without a slot when startgated is not there or shutting down")
 	return cmd
 }
 
@@ -95,11 +97,30 @@ func (a *app) hold(ctx context.Context, start *pb.AcquireStart, args []string, v
 
 	stream, granted, err := a.acquire(sctx, client, start, sigs, cancel, verbose)
 	if err != nil {
-		if !failOpen || !gateAbsent(err) {
-			return a.rpcError(err)
+		gone, out := a.failure(err)
+		var ee exitError
+		if !failOpen || errors.As(err, &ee) {
+			return out
 		}
-		fmt.Fprintf(a.streams.Err, "startgatectl: warning: %s; running the command without a start slot\n", strings.TrimPrefix(a.rpcError(err).Error(), "startgatectl: "))
-		return a.run(path, args, sigs, func() {})
+		why := strings.TrimPrefix(out.Error(), "startgatectl: ")
+		// Only the gate's absence runs the command ungated. A socket that
+		// cannot be used or a server that is not startgated is a mistake:
+		// running the command then would bypass a pause or a drain the
+		// operator believes in force.
+		switch grpcstatus.Code(err) {
+		case codes.Unavailable:
+			if gone {
+				fmt.Fprintf(a.streams.Err, "startgatectl: warning: %s; running the command without a start slot\n", why)
+				return a.run(path, args, sigs, func() {})
+			}
+		case codes.Unimplemented:
+			why = fmt.Sprintf("%s is not startgated (%s)", a.socket, grpcstatus.Convert(err).Message())
+		default:
+			// The operator's policy (a full queue, a refused deadline)
+			// or the daemon's answer.
+			return out
+		}
+		return exitError{code: 1, msg: fmt.Sprintf("startgatectl: %s; not running the command", why)}
 	}
 
 	// The monitor reads the stream while COMMAND runs: the slot can end
@@ -139,12 +160,6 @@ func (a *app) acquire(ctx context.Context, client pb.StartgateClient, start *pb.
 	}
 	granted, err := a.awaitGrant(stream, sigs, cancel, verbose)
 	return stream, granted, err
-}
-
-// gateAbsent reports whether err means there is no gate to wait for: the
-// daemon is not there, or it is shutting down.
-func gateAbsent(err error) bool {
-	return grpcstatus.Code(err) == codes.Unavailable
 }
 
 // run runs COMMAND to its end, forwarding signals, then calls release.

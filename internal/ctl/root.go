@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
-	"strings"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
 
+	"github.com/startgate/startgate/internal/admission"
 	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
 
@@ -113,6 +117,9 @@ func (a *app) rootCommand() *cobra.Command {
 			if a.timeout <= 0 {
 				return usagef("--timeout %v: must be positive", a.timeout)
 			}
+			if a.socket == "" {
+				return usagef("--socket: must not be empty")
+			}
 			return nil
 		},
 	}
@@ -139,13 +146,26 @@ const maxRecv = 64 << 20
 // call, which fails at once (no wait-for-ready) when nothing listens.
 func (a *app) client() (pb.StartgateClient, error) {
 	if a.conn == nil {
-		conn, err := grpc.NewClient("unix://"+a.socket,
+		// The socket may be a relative path. "unix://"+path would make its
+		// first element an authority, so the dialer connects to the path
+		// itself (relative to the working directory, like any file
+		// argument; made absolute it could outgrow sun_path's 108 bytes)
+		// and the target is only the URL form of where that is.
+		abs, err := filepath.Abs(a.socket)
+		if err != nil {
+			return nil, exitError{code: 1, msg: fmt.Sprintf("startgatectl: --socket %s: %v", a.socket, err)}
+		}
+		conn, err := grpc.NewClient((&url.URL{Scheme: "unix", Path: abs}).String(),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", a.socket)
+			}),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			// A full queue (10,000 waiters with 1 KiB descriptions) is
 			// larger than gRPC's default 4 MiB receive limit.
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecv)))
 		if err != nil {
-			return nil, a.unreachable()
+			return nil, exitError{code: 1, msg: fmt.Sprintf("startgatectl: --socket %s: %v", a.socket, err)}
 		}
 		a.conn = conn
 	}
@@ -179,37 +199,84 @@ func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, a.timeout)
 }
 
-// rpcError turns an error from the daemon into the run's outcome: the
-// unreachable message when the connection could not be made, the status
-// message (exit 1) otherwise.
+// rpcError turns an error from the daemon into the run's outcome (exit
+// 1): the unreachable message when nothing listens on the socket, the
+// reason when the socket cannot be used, the status message otherwise.
 func (a *app) rpcError(err error) error {
+	_, out := a.failure(err)
+	return out
+}
+
+// failure is rpcError's outcome for err, and whether err means there is
+// no gate to wait for (gone): nothing listens on the socket (it does not
+// exist, or connecting is refused), or the daemon is shutting down. Every
+// other failure (permission denied, a path that is not a socket, a server
+// that is not startgated) is a mistake to report, not the gate's absence.
+func (a *app) failure(err error) (gone bool, out error) {
 	if err == nil {
-		return nil
+		return false, nil
 	}
 	var ee exitError
 	if errors.As(err, &ee) {
-		return ee
+		return false, ee
 	}
 	st := grpcstatus.Convert(err)
-	if st.Code() == codes.Unavailable && isDialFailure(st.Message()) {
-		return a.unreachable()
+	switch {
+	case st.Code() == codes.Canceled:
+		return false, exitError{code: 1, msg: "startgatectl: interrupted"}
+	case shuttingDown(err):
+		return true, exitError{code: 1, msg: "startgatectl: " + st.Message()}
+	case st.Code() != codes.Unavailable:
+		return false, exitError{code: 1, msg: "startgatectl: " + st.Message()}
 	}
-	if st.Code() == codes.Canceled {
-		return exitError{code: 1, msg: "startgatectl: interrupted"}
+	switch absent, cause := a.probe(); {
+	case absent:
+		return true, a.unreachable()
+	case cause != nil:
+		return false, exitError{code: 1, msg: fmt.Sprintf("cannot reach startgated at %s: %v", a.socket, cause)}
+	default:
+		// Something listens but the call failed on the way: a server
+		// that is not startgated, or one that went away mid-call.
+		return false, exitError{code: 1, msg: fmt.Sprintf("startgatectl: no answer from startgated at %s: %s", a.socket, st.Message())}
 	}
-	return exitError{code: 1, msg: "startgatectl: " + st.Message()}
 }
 
-// isDialFailure recognises gRPC's messages for a socket that is missing,
-// refuses, or is not a socket; the daemon's own Unavailable (shutting
-// down) says something else.
-func isDialFailure(msg string) bool {
-	for _, s := range []string{"connection refused", "no such file or directory", "connection error", "dial unix", "permission denied", "not a socket"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
+// shuttingDown reports whether err is the daemon's own Unavailable: its
+// gate closed for shutdown.
+func shuttingDown(err error) bool {
+	st := grpcstatus.Convert(err)
+	return st.Code() == codes.Unavailable && st.Message() == admission.ErrClosed.Error()
+}
+
+// probe connects to the socket once, outside gRPC, to learn why a call
+// got Unavailable: gRPC reports every failed connection that way, with
+// the cause only in its message. absent: nothing listens there (no such
+// file, or a socket that refuses). cause: the path is wrong in another
+// way (permission denied, not a socket, a file where a directory should
+// be). Both zero: something listens.
+func (a *app) probe() (absent bool, cause error) {
+	d := net.Dialer{Timeout: a.timeout}
+	c, err := d.Dial("unix", a.socket)
+	if err == nil {
+		c.Close()
+		return false, nil
 	}
-	return false
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return true, nil
+	case errors.Is(err, syscall.ECONNREFUSED):
+		// connect(2) refuses a path that is not a socket too (a regular
+		// file, a directory): a wrong path, not an absent daemon.
+		if fi, serr := os.Stat(a.socket); serr == nil && fi.Mode().Type() != fs.ModeSocket {
+			return false, errors.New("not a socket")
+		}
+		return true, nil
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return false, errno
+	}
+	return false, err
 }
 
 // rpcMessage is the message of a gRPC error, "" for a cancellation (ours).
