@@ -54,13 +54,13 @@ func Binaries(ctx context.Context) (string, error) {
 	return dir, checkBinaries(dir)
 }
 
-// cachedBinaries is Binaries without the build: $STARTGATE_KUBE_BIN, or
+// CachedBinaries is Binaries without the build: $STARTGATE_KUBE_BIN, or
 // the directory build.sh would print if it has built already. Tests use
 // it, so a test never starts a 15-minute build under go test's timeout.
 // The cache layout mirrors build.sh's: CACHE/kubernetes/VERSION-GOVERSION,
 // complete when it holds .complete; binaries built by another Go release
 // of the same Kubernetes version are taken too.
-func cachedBinaries() (string, error) {
+func CachedBinaries() (string, error) {
 	if dir := os.Getenv(BinEnv); dir != "" {
 		return dir, checkBinaries(dir)
 	}

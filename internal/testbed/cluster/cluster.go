@@ -235,7 +235,7 @@ func StartT(t testing.TB, opts Options) *Cluster {
 		t.Fatalf("cluster: start: %v", err)
 	}
 	if opts.KubeBin == "" {
-		bin, err := cachedBinaries()
+		bin, err := CachedBinaries()
 		if err != nil {
 			skip(err)
 		}

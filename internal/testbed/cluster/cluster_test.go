@@ -277,3 +277,49 @@ func assertNothingLeft(t *testing.T, dir string) {
 		}
 	}
 }
+
+// TestStartFailure: a kubelet that cannot reach its runtime makes Start
+// fail with the tail of the kubelet's log, and leaves nothing under
+// Options.Parent, and no process naming it.
+func TestStartFailure(t *testing.T) {
+	parent, err := os.MkdirTemp("/tmp", "sgkf-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(parent)
+	bin, err := cluster.CachedBinaries()
+	if err == nil && os.Geteuid() != 0 {
+		err = fmt.Errorf("not root")
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true: %v", err)
+		}
+		t.Skipf("cannot run a cluster here: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := cluster.Start(ctx, cluster.Options{
+		Parent:                parent,
+		RuntimeEndpoint:       filepath.Join(parent, "no-runtime.sock"),
+		KubeBin:               bin,
+		RuntimeRequestTimeout: 5 * time.Second,
+		StartTimeout:          2 * time.Minute,
+	})
+	if err == nil {
+		c.Stop(ctx)
+		t.Fatal("Start with no runtime: got no error")
+	}
+	msg := err.Error()
+	t.Logf("Start with no runtime: ...%s", msg[max(0, len(msg)-600):])
+	if !strings.Contains(err.Error(), "tail of "+parent) || !strings.Contains(err.Error(), "kubelet") {
+		t.Errorf("Start with no runtime: got %v, want the kubelet's log tail", err)
+	}
+	ents, _ := os.ReadDir(parent)
+	if len(ents) != 0 {
+		t.Errorf("after a failed Start: got %v in %s, want nothing", ents, parent)
+	}
+	if pids, _ := testbed.ProcessesUsing(parent); len(pids) != 0 {
+		t.Errorf("after a failed Start: got processes %v naming %s, want none", pids, parent)
+	}
+}

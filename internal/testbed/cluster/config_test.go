@@ -86,7 +86,7 @@ func TestModuleHelpers(t *testing.T) {
 func TestBinEnv(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv(BinEnv, dir)
-	if _, err := cachedBinaries(); err == nil {
+	if _, err := CachedBinaries(); err == nil {
 		t.Fatalf("%s=%s (empty): got no error, want the missing kubelet", BinEnv, dir)
 	}
 	for _, c := range Commands {
@@ -94,7 +94,7 @@ func TestBinEnv(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got, err := cachedBinaries(); err != nil || got != dir {
-		t.Errorf("cachedBinaries: got %q, %v, want %q", got, err, dir)
+	if got, err := CachedBinaries(); err != nil || got != dir {
+		t.Errorf("CachedBinaries: got %q, %v, want %q", got, err, dir)
 	}
 }
