@@ -7,7 +7,7 @@
 //   - Starts under a burst reach ready sooner than when all run at once,
 //     with no longer a makespan.
 //   - The concurrency follows live pressure, because the right limit
-//     depends on the work (see ../shared/TESTBED.md).
+//     depends on the work (see docs/testbed.md).
 //   - The gate is never why a start fails: critical starts bypass it, a
 //     waiter whose deadline comes near is admitted (or, by policy, refused
 //     with a clear error) before it would time out, at least one start is
