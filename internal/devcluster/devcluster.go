@@ -134,12 +134,13 @@ func Run(ctx context.Context, o Options, out io.Writer) (err error) {
 	if _, err := s.reg.Push(ctx, ImageRepoTag, img); err != nil {
 		return err
 	}
+	// The control plane first, the kubelet last: startgated's pod watch
+	// needs the node's kubeconfig, and the kubelet needs startgated's CRI
+	// socket.
+	gateDir := filepath.Join(s.dir, "startgated")
 	endpoint := s.tb.Endpoint()
 	if !o.Direct {
-		if s.gate, err = startGate(ctx, filepath.Join(s.dir, "startgated"), s.tb.Endpoint(), o.StartgatedConfig); err != nil {
-			return err
-		}
-		endpoint = s.gate.criSocket()
+		endpoint = criSocket(gateDir)
 	}
 	s.cluster, err = cluster.Start(ctx, cluster.Options{
 		Parent:          s.dir,
@@ -147,8 +148,21 @@ func Run(ctx context.Context, o Options, out io.Writer) (err error) {
 		RuntimeEndpoint: endpoint,
 		CNIConfDir:      s.tb.CNIConfDir(),
 		KubeBin:         bin,
+		NoKubelet:       true,
 	})
 	if err != nil {
+		return err
+	}
+	if !o.Direct {
+		cfg := gateConfig(s.cluster.NodeKubeconfig(), s.cluster.NodeName())
+		if s.gate, err = startGate(ctx, gateDir, s.tb.Endpoint(), cfg, o.StartgatedConfig); err != nil {
+			return err
+		}
+	}
+	if err := s.cluster.StartKubelet(ctx); err != nil {
+		return err
+	}
+	if err := s.cluster.WaitNodeReady(ctx); err != nil {
 		return err
 	}
 	example := filepath.Join(s.dir, "web.yaml")
@@ -169,13 +183,20 @@ func Run(ctx context.Context, o Options, out io.Writer) (err error) {
 	}
 }
 
+// stop goes in reverse start order: the kubelet (startgated's only CRI
+// client), startgated (its pod watch still has an apiserver to end its
+// watch against), the control plane, the registry, containerd with every
+// pod, the directory.
 func (s *session) stop(ctx context.Context) error {
 	var errs []error
 	if s.cluster != nil {
-		errs = append(errs, s.cluster.Stop(ctx))
+		errs = append(errs, s.cluster.StopKubelet(ctx))
 	}
 	if s.gate != nil {
 		errs = append(errs, s.gate.stop())
+	}
+	if s.cluster != nil {
+		errs = append(errs, s.cluster.Stop(ctx))
 	}
 	if s.reg != nil {
 		errs = append(errs, s.reg.Stop(ctx))

@@ -9,13 +9,15 @@
 //  2. a loopback registry (testbed.StartRegistry) with a busybox image
 //     pushed as 127.0.0.1:PORT/startgate/busybox:1, which containerd pulls
 //     over plain HTTP;
-//  3. startgated, unless --direct: this binary re-executed with
+//  3. the cluster's control plane (internal/testbed/cluster, NoKubelet);
+//  4. startgated, unless --direct: this binary re-executed with
 //     STARTGATE_CLUSTER_RUN_STARTGATED=1 (so the daemon is the one of the
 //     same tree, with no build step), its CRI proxy in front of the
-//     containerd, config, API and CRI sockets and log in DIR/startgated;
+//     containerd, its pod watch ([kubernetes]) on the node's own
+//     kubeconfig, config, API and CRI sockets and log in DIR/startgated;
 //     up when a CRI Version answers through the proxy;
-//  4. the cluster (internal/testbed/cluster) with kubelet's runtime
-//     endpoint on startgated's CRI socket (containerd's with --direct).
+//  5. the kubelet, its runtime endpoint startgated's CRI socket
+//     (containerd's with --direct), and the wait for a Ready node.
 //
 // It prints the kubeconfig, an export line, the image reference, a
 // Deployment that runs here (DIR/web.yaml: pods need hostNetwork, there

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,13 +36,18 @@ type gate struct {
 }
 
 func (g *gate) apiSocket() string { return filepath.Join(g.dir, "api.sock") }
-func (g *gate) criSocket() string { return filepath.Join(g.dir, "cri.sock") }
 func (g *gate) logPath() string   { return filepath.Join(g.dir, "startgated.log") }
 
+// criSocket is the CRI proxy's socket of a startgated in dir; the kubelet
+// is configured with it before startgated starts.
+func criSocket(dir string) string { return filepath.Join(dir, "cri.sock") }
+
 // gateConfig is startgated's config here: console logs for a person
-// reading them, metrics off (no port to collide on), the rest default. The
-// sockets come from flags.
-const gateConfig = `version = 1
+// reading them, metrics off (no port to collide on), the pod watch on with
+// the node's own kubeconfig (the Node authorizer lets it watch the node's
+// pods), the rest default. The sockets come from flags.
+func gateConfig(kubeconfig, node string) string {
+	return `version = 1
 
 [daemon]
 log_format = "console"
@@ -50,17 +56,24 @@ shutdown_timeout = "5s"
 
 [metrics]
 listen = ""
-`
 
-// startGate starts startgated with its CRI proxy in front of containerd
-// and waits until a CRI Version call through the proxy answers.
-func startGate(ctx context.Context, dir, containerd, configFile string) (*gate, error) {
+[kubernetes]
+enabled = true
+kubeconfig = ` + strconv.Quote(kubeconfig) + `
+node_name = ` + strconv.Quote(node) + `
+`
+}
+
+// startGate starts startgated with its CRI proxy in front of containerd,
+// with config (or the file configFile, when set), and waits until a CRI
+// Version call through the proxy answers.
+func startGate(ctx context.Context, dir, containerd, config, configFile string) (*gate, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	if configFile == "" {
 		configFile = filepath.Join(dir, "startgated.toml")
-		if err := os.WriteFile(configFile, []byte(gateConfig), 0o600); err != nil {
+		if err := os.WriteFile(configFile, []byte(config), 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -75,7 +88,7 @@ func startGate(ctx context.Context, dir, containerd, configFile string) (*gate, 
 	g.cmd = exec.Command(self,
 		"--config", configFile,
 		"--socket", g.apiSocket(),
-		"--cri-socket", g.criSocket(),
+		"--cri-socket", criSocket(dir),
 		"--containerd-socket", containerd)
 	g.cmd.Env = append(childEnviron(), childEnv+"=1")
 	g.cmd.Stdout, g.cmd.Stderr = g.logf, g.logf
@@ -100,7 +113,7 @@ func startGate(ctx context.Context, dir, containerd, configFile string) (*gate, 
 // waitCRI polls Version through the proxy (which forwards it to
 // containerd) until it answers, startgated exits or 30 s pass.
 func (g *gate) waitCRI(ctx context.Context) error {
-	conn, err := grpc.NewClient("unix://"+g.criSocket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+criSocket(g.dir), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}

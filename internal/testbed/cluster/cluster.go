@@ -73,6 +73,11 @@ type Options struct {
 	// StartTimeout bounds Start from the first process to a Ready node;
 	// 0 means 3 minutes (a busy 2-core machine needs most of one).
 	StartTimeout time.Duration
+	// NoKubelet makes Start return once the control plane is up, before
+	// the kubelet: the caller starts what needs the kubeconfigs first (a
+	// node agent watching the node's pods with NodeKubeconfig), then
+	// calls StartKubelet and WaitNodeReady.
+	NoKubelet bool
 }
 
 // Cluster is a running one-node cluster. Its methods are safe for
@@ -109,7 +114,7 @@ type Cluster struct {
 // kube-scheduler and a kubelet on opts.RuntimeEndpoint, in a new directory
 // under opts.Parent, and returns once the node is Ready and untainted and
 // the default namespace has its service account (before that, pods are
-// refused). On error nothing is left behind, and the error carries the
+// refused); with opts.NoKubelet, once the control plane is up. On error nothing is left behind, and the error carries the
 // tail of the failing component's log.
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if os.Geteuid() != 0 {
@@ -194,11 +199,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
-	if err := c.StartKubelet(ctx); err != nil {
-		return nil, c.withExited(err)
-	}
-	if err := c.WaitNodeReady(ctx); err != nil {
-		return nil, c.withExited(err)
+	if !opts.NoKubelet {
+		if err := c.StartKubelet(ctx); err != nil {
+			return nil, c.withExited(err)
+		}
+		if err := c.WaitNodeReady(ctx); err != nil {
+			return nil, c.withExited(err)
+		}
 	}
 	if err := c.waitServiceAccount(ctx); err != nil {
 		return nil, c.withExited(err)

@@ -45,7 +45,10 @@
 // untainted, and the default namespace has its service account (the
 // ServiceAccount admission plugin refuses pods until the
 // controller-manager has made it). On an idle 2-core test machine that
-// takes about 4 s.
+// takes about 4 s. With Options.NoKubelet, Start stops before step 5, so
+// a node agent can be started with NodeKubeconfig first (make cluster
+// does so for startgated's pod watch); StartKubelet and WaitNodeReady
+// finish the job.
 //
 // Ports are picked by listening on port 0 and closing, so several clusters
 // run side by side (parallel test packages). A component that then finds

@@ -89,10 +89,10 @@ maxPods: 250
 	return b.String()
 }
 
-// StartKubelet starts the kubelet (again, after StopKubelet) and waits
-// until it has registered the node, or reported its status since this
-// start if it had. It does not wait for the node to be Ready: see
-// WaitNodeReady.
+// StartKubelet starts the kubelet (after Start with Options.NoKubelet,
+// or again after StopKubelet) and waits until it has registered the node,
+// or reported its status since this start if it had, and serves on its
+// port. It does not wait for the node to be Ready: see WaitNodeReady.
 func (c *Cluster) StartKubelet(ctx context.Context) error {
 	c.kubeletMu.Lock()
 	defer c.kubeletMu.Unlock()
