@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/startgate/startgate/internal/config"
@@ -13,9 +14,8 @@ import (
 	"github.com/startgate/startgate/internal/kube"
 )
 
-// newPods builds the pod watch when [kubernetes] is enabled. Without a
-// usable client it logs why and returns nil: the watch is an addition,
-// never a reason for startgated not to start.
+// newPods builds the pod watch when [kubernetes] is enabled. It never
+// stops startgated from starting: the watch is an addition.
 func newPods(cfg *config.Config, log *zap.Logger) *kube.Pods {
 	k := cfg.Kubernetes
 	if !k.Enabled {
@@ -28,12 +28,11 @@ func newPods(cfg *config.Config, log *zap.Logger) *kube.Pods {
 	if node == "" {
 		node = kube.DefaultNodeName()
 	}
-	client, err := kube.NewClient(k.Kubeconfig, "startgated/"+Version)
-	if err != nil {
-		log.Error("no API access: starts are gated from the CRI alone", zap.String("kubeconfig", k.Kubeconfig), zap.Error(err))
-		return nil
-	}
-	pods, err := kube.New(kube.Config{Client: client, NodeName: node, Logger: log})
+	// The client is made by the watch, and made again until it can be:
+	// kubelet's kubeconfig may be written after startgated starts.
+	pods, err := kube.New(kube.Config{NodeName: node, Logger: log, NewClient: func() (kubernetes.Interface, error) {
+		return kube.NewClient(k.Kubeconfig, "startgated/"+Version)
+	}})
 	if err != nil {
 		log.Error("no pod watch: starts are gated from the CRI alone", zap.Error(err))
 		return nil

@@ -35,7 +35,13 @@ type Sink interface {
 
 // Config wires Pods.
 type Config struct {
-	Client kubernetes.Interface
+	// Client is the API client. When nil, NewClient is called by Run,
+	// every RetryInterval until it succeeds: on a node joining a cluster
+	// startgated may start before kubelet's kubeconfig is written.
+	Client    kubernetes.Interface
+	NewClient func() (kubernetes.Interface, error)
+	// RetryInterval paces NewClient; 0 means 5 s.
+	RetryInterval time.Duration
 	// NodeName is this node's name as kubelet registered it.
 	NodeName string
 	Logger   *zap.Logger
@@ -56,10 +62,12 @@ type Config struct {
 // on the API: they read the informer's cache, and without a synced,
 // healthy watch they answer what a node without API access would.
 type Pods struct {
-	cfg      Config
-	log      *zap.Logger
-	informer cache.SharedIndexInformer
-	queue    workqueue.TypedInterface[podKey]
+	cfg   Config
+	log   *zap.Logger
+	queue workqueue.TypedInterface[podKey]
+	// inf is the informer, set once Run has a client; queries read it
+	// without a lock.
+	inf atomic.Pointer[cache.SharedIndexInformer]
 
 	// healthy is set when the watch has delivered since its last error.
 	healthy atomic.Bool
@@ -87,9 +95,9 @@ type podKey struct {
 
 const uidIndex = "uid"
 
-// New builds the informer; nothing talks to the API before Run.
+// New checks cfg; nothing talks to the API before Run.
 func New(cfg Config) (*Pods, error) {
-	if cfg.Client == nil {
+	if cfg.Client == nil && cfg.NewClient == nil {
 		return nil, errors.New("kube: no client")
 	}
 	if cfg.NodeName == "" {
@@ -107,15 +115,29 @@ func New(cfg Config) (*Pods, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 5 * time.Second
+	}
+	p := &Pods{cfg: cfg, log: cfg.Logger, queue: workqueue.NewTyped[podKey]()}
+	p.mu.tombstones = make(map[types.UID]tombstone)
+	if cfg.Client != nil {
+		if err := p.setup(cfg.Client); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// setup builds the informer on client.
+func (p *Pods) setup(client kubernetes.Interface) error {
+	cfg := p.cfg
 	// One watch per node, as kubelet's own: the API server filters by
 	// spec.nodeName, so this node sees its pods only.
-	factory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 		}))
 	inf := factory.Core().V1().Pods().Informer()
-	p := &Pods{cfg: cfg, log: cfg.Logger, informer: inf, queue: workqueue.NewTyped[podKey]()}
-	p.mu.tombstones = make(map[types.UID]tombstone)
 	// Managed fields are most of a pod object's size and never read here.
 	if err := inf.SetTransform(func(obj any) (any, error) {
 		if m, err := meta.Accessor(obj); err == nil {
@@ -123,7 +145,7 @@ func New(cfg Config) (*Pods, error) {
 		}
 		return obj, nil
 	}); err != nil {
-		return nil, fmt.Errorf("kube: %w", err)
+		return fmt.Errorf("kube: %w", err)
 	}
 	if err := inf.AddIndexers(cache.Indexers{uidIndex: func(obj any) ([]string, error) {
 		if pod, ok := obj.(*corev1.Pod); ok {
@@ -131,7 +153,7 @@ func New(cfg Config) (*Pods, error) {
 		}
 		return nil, nil
 	}}); err != nil {
-		return nil, fmt.Errorf("kube: %w", err)
+		return fmt.Errorf("kube: %w", err)
 	}
 	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 		if p.healthy.Swap(false) {
@@ -139,7 +161,7 @@ func New(cfg Config) (*Pods, error) {
 		}
 		p.log.Debug("pod watch error", zap.Error(err))
 	}); err != nil {
-		return nil, fmt.Errorf("kube: %w", err)
+		return fmt.Errorf("kube: %w", err)
 	}
 	// Handlers only enqueue; the worker owns what follows, so a slow
 	// consumer never stalls the watch.
@@ -153,9 +175,10 @@ func New(cfg Config) (*Pods, error) {
 			p.enqueue(obj)
 		},
 	}); err != nil {
-		return nil, fmt.Errorf("kube: %w", err)
+		return fmt.Errorf("kube: %w", err)
 	}
-	return p, nil
+	p.inf.Store(&inf)
+	return nil
 }
 
 func (p *Pods) enqueue(obj any) {
@@ -167,7 +190,7 @@ func (p *Pods) enqueue(obj any) {
 	if err != nil {
 		return
 	}
-	if !p.healthy.Swap(true) && p.informer.HasSynced() {
+	if !p.healthy.Swap(true) && p.synced() {
 		p.log.Info("pod watch delivering again")
 	}
 	p.queue.Add(podKey{key: key, uid: pod.UID})
@@ -181,33 +204,88 @@ func (p *Pods) Run(ctx context.Context, sink Sink) error {
 	if sink == nil {
 		return errors.New("kube: no sink")
 	}
+	// The worker waits in queue.Get: the queue shuts down before wg is
+	// waited for (defers run last first).
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer p.queue.ShutDown()
-	wg.Go(func() { p.informer.RunWithContext(ctx) })
+	inf := p.informer()
+	if inf == nil {
+		client, err := p.connect(ctx)
+		if err != nil {
+			return nil // ctx ended first
+		}
+		if err := p.setup(client); err != nil {
+			p.log.Error("no pod watch: starts are gated from the CRI alone", zap.Error(err))
+			<-ctx.Done()
+			return nil
+		}
+		inf = p.informer()
+	}
+	wg.Go(func() { inf.RunWithContext(ctx) })
 	wg.Go(func() {
-		for p.process(sink) {
+		for p.process(inf, sink) {
 		}
 	})
 	start := time.Now()
-	if cache.WaitForCacheSync(ctx.Done(), p.informer.HasSynced) {
+	if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		p.healthy.Store(true)
 		p.log.Info("pod watch synced", zap.String("node", p.cfg.NodeName),
-			zap.Int("pods", len(p.informer.GetStore().ListKeys())), zap.Duration("took", time.Since(start)))
+			zap.Int("pods", len(inf.GetStore().ListKeys())), zap.Duration("took", time.Since(start)))
 	}
 	<-ctx.Done()
 	return nil
 }
 
+// connect calls NewClient every RetryInterval until it succeeds or ctx
+// ends, logging each new reason it fails for.
+func (p *Pods) connect(ctx context.Context) (kubernetes.Interface, error) {
+	last := ""
+	t := time.NewTicker(p.cfg.RetryInterval)
+	defer t.Stop()
+	for {
+		client, err := p.cfg.NewClient()
+		if err == nil {
+			if last != "" {
+				p.log.Info("API client ready")
+			}
+			return client, nil
+		}
+		if err.Error() != last {
+			last = err.Error()
+			p.log.Warn("no API access yet: starts are gated from the CRI alone; retrying",
+				zap.Duration("every", p.cfg.RetryInterval), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// informer is the pod informer, nil until there is a client.
+func (p *Pods) informer() cache.SharedIndexInformer {
+	if inf := p.inf.Load(); inf != nil {
+		return *inf
+	}
+	return nil
+}
+
+func (p *Pods) synced() bool {
+	inf := p.informer()
+	return inf != nil && inf.HasSynced()
+}
+
 // process handles one queued pod; it reports false once the queue is shut
 // down.
-func (p *Pods) process(sink Sink) bool {
+func (p *Pods) process(inf cache.SharedIndexInformer, sink Sink) bool {
 	k, quit := p.queue.Get()
 	if quit {
 		return false
 	}
 	defer p.queue.Done(k)
-	obj, exists, err := p.informer.GetIndexer().GetByKey(k.key)
+	obj, exists, err := inf.GetIndexer().GetByKey(k.key)
 	var pod *corev1.Pod
 	if err == nil && exists {
 		pod, _ = obj.(*corev1.Pod)
@@ -297,11 +375,15 @@ func (p *Pods) WaitsForReady(uid string) bool {
 // Healthy reports whether the watch has synced and has delivered since its
 // last error.
 func (p *Pods) Healthy() bool {
-	return p.healthy.Load() && p.informer.HasSynced()
+	return p.healthy.Load() && p.synced()
 }
 
 func (p *Pods) byUID(uid string) *corev1.Pod {
-	objs, err := p.informer.GetIndexer().ByIndex(uidIndex, uid)
+	inf := p.informer()
+	if inf == nil {
+		return nil
+	}
+	objs, err := inf.GetIndexer().ByIndex(uidIndex, uid)
 	if err != nil || len(objs) == 0 {
 		return nil
 	}

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
@@ -196,5 +198,58 @@ func TestTombstonesAreBounded(t *testing.T) {
 	p.mu.Unlock()
 	if n != 1 {
 		t.Fatalf("tombstones after expiry = %d, want 1", n)
+	}
+}
+
+func TestClientLater(t *testing.T) {
+	// No kubeconfig yet (a node joining its cluster): Run retries, and
+	// the queries answer as a node without API access until it syncs.
+	client := fake.NewClientset(pod("web-0", "uid-0", true))
+	var mu sync.Mutex
+	calls := 0
+	p, err := New(Config{NodeName: "node-a", RetryInterval: time.Millisecond, NewClient: func() (kubernetes.Interface, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls < 3 {
+			return nil, errors.New("open /etc/kubernetes/kubelet.conf: no such file or directory")
+		}
+		return client, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Healthy() || p.WaitsForReady("uid-0") {
+		t.Fatal("a watch without a client claims to be healthy")
+	}
+	if _, gone := p.Gone("uid-0"); gone {
+		t.Fatal("Gone without a client = true")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	sink := &recSink{gone: map[string]string{}, ready: map[string]int{}}
+	go func() { done <- p.Run(ctx, sink) }()
+	eventually(t, "the watch to sync once a client comes", p.Healthy)
+	if !p.WaitsForReady("uid-0") {
+		t.Fatal("WaitsForReady(probed pod) = false after sync")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+func TestRunEndsWithoutAClient(t *testing.T) {
+	p, err := New(Config{NodeName: "node-a", RetryInterval: time.Millisecond,
+		NewClient: func() (kubernetes.Interface, error) { return nil, errors.New("no credentials") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, &recSink{}) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
