@@ -63,6 +63,8 @@ type node struct {
 	api     string // startgated's admin socket
 	cri     string // startgated's CRI socket
 	daemon  *exec.Cmd
+	cfgPath string
+	logf    *os.File
 	logPath string
 	rs      internalapi.RuntimeService
 	is      internalapi.ImageManagerService // kubelet's image client, on the proxy
@@ -73,8 +75,9 @@ type nodeOptions struct {
 	// config is extra TOML appended to the generated config.
 	config string
 	// configFor, when set, returns more TOML for the config, once the
-	// testbed runs (its snapshotter is known only then).
-	configFor func(tb *testbed.Testbed) string
+	// testbed runs and the node's paths are set (the snapshotter, the
+	// CRI socket a kubelet is pointed at, are known only then).
+	configFor func(n *node) string
 }
 
 func startNode(t testing.TB, opts nodeOptions) *node {
@@ -90,7 +93,7 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 	cfg := filepath.Join(dir, "config.toml")
 	conf := "version = 1\n[daemon]\nlog_format = \"json\"\nlog_level = \"debug\"\n" + opts.config
 	if opts.configFor != nil {
-		conf += opts.configFor(tb)
+		conf += opts.configFor(n)
 	}
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -99,12 +102,8 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.daemon = exec.Command(bins.startgated, "--config", cfg, "--socket", n.api, "--cri-socket", n.cri,
-		"--containerd-socket", tb.Endpoint())
-	n.daemon.Stdout, n.daemon.Stderr = logf, logf
-	if err := n.daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
+	n.cfgPath, n.logf = cfg, logf
+	n.startDaemon()
 	t.Cleanup(func() {
 		_ = n.daemon.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
@@ -151,6 +150,30 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// startDaemon starts startgated on the node's config and sockets.
+func (n *node) startDaemon() {
+	n.t.Helper()
+	n.daemon = exec.Command(bins.startgated, "--config", n.cfgPath, "--socket", n.api, "--cri-socket", n.cri,
+		"--containerd-socket", n.tb.Endpoint())
+	n.daemon.Stdout, n.daemon.Stderr = n.logf, n.logf
+	if err := n.daemon.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// killDaemon SIGKILLs startgated, as a crash or the OOM killer would, and
+// starts it again on the same config and sockets.
+func (n *node) killDaemon() {
+	n.t.Helper()
+	_ = n.daemon.Process.Kill()
+	_ = n.daemon.Wait()
+	n.startDaemon()
+	n.eventually(20*time.Second, "startgated to answer again after a restart", func() (bool, string) {
+		out, err := exec.Command(bins.ctl, "--socket", n.api, "status").CombinedOutput()
+		return err == nil, string(out)
+	})
 }
 
 func (n *node) logTail() string {

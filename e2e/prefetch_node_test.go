@@ -89,7 +89,8 @@ func startPrefetchNode(t testing.TB, o prefetchOptions) *prefetchNode {
 	}
 	pn.reg = testbed.StartRegistryT(t, regOpts)
 	pn.front = testbed.StartFrontT(t, pn.reg)
-	pn.node = startNode(t, nodeOptions{configFor: func(tb *testbed.Testbed) string {
+	pn.node = startNode(t, nodeOptions{configFor: func(n *node) string {
+		tb := n.tb
 		var b strings.Builder
 		// The gate's IO target is also prefetch's: a fetch waits while IO
 		// pressure is above it. This machine is shared (other jobs' IO
