@@ -3,10 +3,16 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -116,4 +122,188 @@ func TestKubeDeletedPodLeavesTheQueue(t *testing.T) {
 	// The gate is not clogged by what was deleted: a new deployment runs.
 	kn.createDeployment(deployment("after", kn.app, 2, 1000))
 	kn.waitAvailable("after", 2, 3*time.Minute)
+}
+
+// Classes come from real pod metadata: static pods, kube-system and the
+// critical annotation pass a paused gate; a DaemonSet's pod queues as
+// high, an annotated one as its annotation says, the rest as normal.
+func TestKubeClassesFromPodMetadata(t *testing.T) {
+	kn := startKubeNode(t, kubeOptions{})
+	ctx := context.Background()
+	kn.n.ctl("pause")
+
+	kn.writeStaticPod("static-web", fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: static-web
+  namespace: default
+spec:
+  hostNetwork: true
+  dnsPolicy: Default
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: %s
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+`, kn.app))
+	sys := podNamed("kube-system", "sys", kn.app, nil)
+	vip := podNamed("default", "vip", kn.app, map[string]string{"startgate.io/class": "critical"})
+	low := podNamed("default", "batch", kn.app, map[string]string{"startgate.io/class": "low"})
+	plain := podNamed("default", "plain", kn.app, nil)
+	for _, p := range []*corev1.Pod{sys, vip, low, plain} {
+		if _, err := kn.api.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: "default"},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "agent"}},
+				Spec: podSpec(kn.app, 1000)},
+		},
+	}
+	if _, err := kn.api.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Through the paused gate: the critical ones run.
+	for _, name := range []string{"static-web-" + kn.c.NodeName(), "vip"} {
+		kn.waitRunning("default", name)
+	}
+	kn.waitRunning("kube-system", "sys")
+	// The others queue, each in its class.
+	want := map[string]string{"agent-": "high", "default/batch": "low", "default/plain": "normal"}
+	kn.n.eventually(2*time.Minute, "the DaemonSet's, the low and the plain pod to queue", func() (bool, string) {
+		q := kn.n.queue()
+		found := 0
+		for _, w := range q {
+			for sub, cls := range want {
+				if strings.Contains(w.Description, sub) {
+					if w.Class != cls {
+						t.Fatalf("%s queued as %s, want %s", w.Description, w.Class, cls)
+					}
+					found++
+				}
+			}
+		}
+		return found == len(want) && len(q) == len(want), fmt.Sprintf("%+v", q)
+	})
+	kn.n.ctl("resume")
+	kn.waitRunning("default", "batch")
+	kn.waitRunning("default", "plain")
+}
+
+// exec, attach, logs and port-forward go through the proxy: kubelet's
+// streaming calls return containerd's URLs, and kubelet proxies them.
+func TestKubeStreamsThroughProxy(t *testing.T) {
+	kn := startKubeNode(t, kubeOptions{})
+	ctx := context.Background()
+	port := freeLoopbackPort(t)
+	web := podNamed("default", "web", kn.app, nil)
+	web.Spec.Containers[0].Command = []string{"sh", "-c", fmt.Sprintf(
+		"mkdir -p /tmp/www && echo served-by-busybox > /tmp/www/index.html && echo web-started && exec httpd -f -p 127.0.0.1:%d -h /tmp/www", port)}
+	talk := podNamed("default", "talk", kn.app, nil)
+	talk.Spec.RestartPolicy = corev1.RestartPolicyNever
+	talk.Spec.Containers[0].Stdin, talk.Spec.Containers[0].StdinOnce = true, true
+	talk.Spec.Containers[0].Command = []string{"sh", "-c", "read line; echo got:$line"}
+	for _, p := range []*corev1.Pod{web, talk} {
+		if _, err := kn.api.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kn.waitRunning("default", "web")
+	kn.waitRunning("default", "talk")
+
+	if out := kn.kubectl("exec", "web", "--", "echo", "exec-through-proxy"); !strings.Contains(out, "exec-through-proxy") {
+		t.Errorf("kubectl exec printed %q, want exec-through-proxy", out)
+	}
+	kn.eventually(time.Minute, "kubectl logs to show the container's output", func() (bool, string) {
+		out, err := kn.c.Kubectl(ctx, "logs", "web")
+		return err == nil && strings.Contains(out, "web-started"), out
+	})
+
+	actx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	attach := exec.CommandContext(actx, filepath.Join(kn.c.KubeBin(), "kubectl"), "--kubeconfig", kn.c.Kubeconfig(),
+		"attach", "-i", "talk", "-c", "app")
+	attach.Stdin = strings.NewReader("hello-attach\n")
+	out, err := attach.CombinedOutput()
+	if !strings.Contains(string(out), "got:hello-attach") {
+		t.Errorf("kubectl attach: %v, printed %q, want got:hello-attach", err, out)
+	}
+
+	local := freeLoopbackPort(t)
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	pf := exec.CommandContext(pctx, filepath.Join(kn.c.KubeBin(), "kubectl"), "--kubeconfig", kn.c.Kubeconfig(),
+		"port-forward", "pod/web", fmt.Sprintf("%d:%d", local, port))
+	var pfOut syncBuffer
+	pf.Stdout, pf.Stderr = &pfOut, &pfOut
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { pcancel(); _ = pf.Wait() }()
+	kn.eventually(time.Minute, "a page through kubectl port-forward", func() (bool, string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", local))
+		if err != nil {
+			return false, err.Error() + "; port-forward: " + pfOut.String()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "served-by-busybox"), string(b)
+	})
+}
+
+// kubelet restarted while pods start, and startgated killed and
+// restarted while pods start: every pod ends Ready, each with one
+// sandbox (no start run twice, none lost).
+func TestKubeRestartsWhileStarting(t *testing.T) {
+	for _, what := range []string{"kubelet", "startgated"} {
+		t.Run(what, func(t *testing.T) {
+			kn := startKubeNode(t, kubeOptions{})
+			kn.n.ctl("set", "--inflight", "1")
+			kn.createDeployment(deployment("busy", kn.app, 6, 200000))
+			kn.n.eventually(2*time.Minute, "starts to queue behind the one in flight", func() (bool, string) {
+				s := kn.n.status()
+				return s.InFlight >= 1 && s.QueueLength >= 1, fmt.Sprintf("in flight %d, queued %d", s.InFlight, s.QueueLength)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			switch what {
+			case "kubelet":
+				if err := kn.c.StopKubelet(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if err := kn.c.StartKubelet(ctx); err != nil {
+					t.Fatal(err)
+				}
+			case "startgated":
+				kn.n.killDaemon()
+				kn.n.ctl("set", "--inflight", "1")
+			}
+			ps := kn.waitAvailable("busy", 6, 5*time.Minute)
+			kn.checkOneSandboxEach(ps)
+		})
+	}
+}
+
+func podNamed(ns, name, image string, ann map[string]string) *corev1.Pod {
+	spec := podSpec(image, 1000)
+	spec.Containers[0].ReadinessProbe = nil
+	spec.Containers[0].ImagePullPolicy = corev1.PullIfNotPresent
+	spec.Containers[0].Command = []string{"sleep", "3600"}
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: ann}, Spec: spec}
+}
+
+func (kn *kubeNode) waitRunning(ns, name string) {
+	kn.t.Helper()
+	kn.eventually(3*time.Minute, fmt.Sprintf("pod %s/%s to run", ns, name), func() (bool, string) {
+		p, err := kn.api.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodSucceeded, string(p.Status.Phase)
+	})
 }
