@@ -291,6 +291,7 @@ func TestLoadErrors(t *testing.T) {
 		{"warmup settle_polls", "version = 1\n[cri.warmup]\nsettle_polls = 0\n", []string{"cri.warmup.settle_polls: 0 must be at least 1"}},
 		{"warmup cap below poll", "version = 1\n[cri.warmup]\npoll = \"2s\"\ncap = \"1s\"\n", []string{"cri.warmup.cap: 1s is shorter than cri.warmup.poll 2s"}},
 		{"warmup cap bad", "version = 1\n[cri.warmup]\ncap = \"soon\"\n", []string{"cri.warmup.cap", `"soon"`}},
+		{"containerd socket relative", "version = 1\n[cri]\ncontainerd_socket = \"containerd.sock\"\n", []string{`cri.containerd_socket: "containerd.sock" must be an absolute path`}},
 		{"kubeconfig relative", "version = 1\n[kubernetes]\nkubeconfig = \"kubelet.conf\"\n", []string{`kubernetes.kubeconfig: "kubelet.conf" must be an absolute path`}},
 		{"node name invalid", "version = 1\n[kubernetes]\nnode_name = \"Node_A\"\n", []string{`kubernetes.node_name: "Node_A" is not a node name`}},
 		{"pulls min", "version = 1\n[cri.pulls]\nmin = 0\n", []string{"cri.pulls.min: 0 must be at least 1"}},

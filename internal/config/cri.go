@@ -123,11 +123,14 @@ var criDocs = map[string]string{
 	"cri.rules.static":     "",
 	"cri.rules.class":      "",
 	"cri.warmup": "A pod's start slot, taken at RunPodSandbox, is held through its containers'\n" +
-		"warm-up: until their CPU use settles, they exit, the pod stops, or cap passes.",
+		"warm-up: until their CPU use settles (or, with [kubernetes] on, a pod with a\n" +
+		"readiness or startup probe reports Ready), they exit, the pod stops, or cap\n" +
+		"passes. Its cap in the gate also covers the CRI call's own deadline, so a slot\n" +
+		"is never taken back from a call still inside containerd.",
 	"cri.warmup.poll":         "How often a warming container's CPU use is read (CRI ContainerStats).",
 	"cri.warmup.settle_cores": "Below this many cores of CPU use a container counts as idle.",
 	"cri.warmup.settle_polls": "Idle for this many polls in a row: warm-up over, slot released.",
-	"cri.warmup.cap":          "Longest a slot is held after CreateContainer.",
+	"cri.warmup.cap":          "Longest a pod's warm-up holds its slot after the CRI call that took it.",
 	"cri.pulls":               "Image pulls run in a lane of their own, sized from IO pressure.",
 	"cri.pulls.min":           "Fewest pulls in flight node-wide.",
 	"cri.pulls.max":           "Most pulls in flight node-wide.",
@@ -148,6 +151,10 @@ func (c CRI) validate(apiSocket string) []error {
 	switch {
 	case c.ContainerdSocket == "":
 		errs.add("cri.containerd_socket", "must not be empty")
+	case !filepath.IsAbs(c.ContainerdSocket):
+		// A daemon's working directory is not the operator's: a relative
+		// path would resolve against wherever systemd started it.
+		errs.add("cri.containerd_socket", "%q must be an absolute path", c.ContainerdSocket)
 	case filepath.Clean(c.ContainerdSocket) == filepath.Clean(c.Socket):
 		// The proxy would forward every call to itself.
 		errs.add("cri.containerd_socket", "%q is also cri.socket", c.ContainerdSocket)

@@ -32,7 +32,19 @@
 // deadline (kubelet: 2 minutes, 4 for RunPodSandbox) reaches the gate with
 // the context, and the gate admits before the deadline minus its margin.
 // A caller that gives up while queued leaves the queue and its call is
-// never forwarded.
+// never forwarded. A slot's hold cap covers the call's own deadline plus
+// the warm-up cap, so it is never taken back from a call still inside
+// containerd.
+//
+// # The API's view (PodView)
+//
+// kubelet syncs a pod under context.WithoutCancel: deleting the pod never
+// cancels its start waiting in the gate. With a PodView (internal/kube's
+// watch of the node's pods), the proxy is told when a pod is gone and
+// cancels its queued starts (Aborted, never forwarded; pods.go), refuses
+// at once a start of a pod already known gone, and ends a probed pod's
+// warm-up when it reports Ready rather than when its CPU settles. Without
+// one, or while the watch is unhealthy, it works from the CRI alone.
 //
 // PullImage has a lane of its own, sized from IO pressure, and concurrent
 // pulls of one reference with the same credentials are collapsed into one

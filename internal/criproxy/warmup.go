@@ -13,14 +13,15 @@ import (
 
 // WarmupPolicy says when a started container's slot is given back.
 //
-// The slot taken at CreateContainer is held until the container's CPU use
-// settles (its warm-up is over), it exits, or Cap passes, whichever comes
-// first. Releasing at StartContainer's return would admit the next start
-// while this one still burns its init CPU, which is exactly the contention
-// the gate exists to avoid; holding to readiness would need kubelet's
-// probes, which the CRI does not carry. CPU use is read from CRI
-// ContainerStats (usage_core_nano_seconds), which on containerd stops
-// growing within one poll of a busy loop's end.
+// The pod's slot is held until its containers' CPU use settles (their
+// warm-up is over), they exit, or Cap passes, whichever comes first; with
+// the API watch (Config.Pods), a pod with a readiness or startup probe
+// holds it until it reports Ready instead of until it settles. Releasing
+// at StartContainer's return would admit the next start while this one
+// still burns its init CPU, which is exactly the contention the gate
+// exists to avoid. CPU use is read from CRI ContainerStats
+// (usage_core_nano_seconds), which on containerd stops growing within one
+// poll of a busy loop's end.
 type WarmupPolicy struct {
 	// Poll is how often a warming container's CPU use is read.
 	Poll time.Duration

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -120,6 +121,17 @@ func loadConfig(cmd *cobra.Command, f flags) (*config.Config, error) {
 		return nil, err
 	}
 	fl := cmd.Flags()
+	// A path on the command line is the caller's, relative to where it
+	// runs; the config's are checked to be absolute.
+	for _, p := range []*string{&f.socket, &f.criSocket, &f.containerdSocket} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return nil, fmt.Errorf("config: %s: %w", *p, err)
+			}
+			*p = abs
+		}
+	}
 	if fl.Lookup("socket") != nil && fl.Changed("socket") {
 		cfg.Daemon.Socket = f.socket
 	}
