@@ -214,7 +214,7 @@ func (n *node) startDaemon(opts *Options, withPrefetch bool) error {
 		"--cri-socket", filepath.Join(n.dir, "cri.sock"),
 		"--containerd-socket", n.tb.Endpoint()}
 	var cmd *exec.Cmd
-	env := childEnviron()
+	env := daemon.ChildEnviron(childEnv)
 	if len(opts.Daemon) > 0 {
 		cmd = exec.Command(opts.Daemon[0], append(opts.Daemon[1:], args...)...)
 	} else {
@@ -246,21 +246,6 @@ func (n *node) startDaemon(opts *Options, withPrefetch bool) error {
 		close(n.exited)
 	}()
 	return nil
-}
-
-// childEnviron is this process's environment without what would make
-// startgated act as a systemd service of ours.
-func childEnviron() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", childEnv:
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }
 
 // prefetchTOML is startgated's [prefetch] for the benchmark: on, into

@@ -8,13 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/startgate/startgate/internal/daemon"
 )
 
 // childEnv marks a process started by startgate-cluster to be startgated:
@@ -90,7 +91,7 @@ func startGate(ctx context.Context, dir, containerd, config, configFile string) 
 		"--socket", g.apiSocket(),
 		"--cri-socket", criSocket(dir),
 		"--containerd-socket", containerd)
-	g.cmd.Env = append(childEnviron(), childEnv+"=1")
+	g.cmd.Env = append(daemon.ChildEnviron(childEnv), childEnv+"=1")
 	g.cmd.Stdout, g.cmd.Stderr = g.logf, g.logf
 	// Its own process group: Ctrl-C reaches this command only, which
 	// stops kubelet before startgated. Pdeathsig: killed outright, this
@@ -169,19 +170,4 @@ func (g *gate) withLog(err error) error {
 		b = b[len(b)-4<<10:]
 	}
 	return fmt.Errorf("%w\n--- tail of %s ---\n%s", err, g.logPath(), b)
-}
-
-// childEnviron is this process's environment without what would make
-// startgated act as a systemd service of ours.
-func childEnviron() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", childEnv:
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }
