@@ -311,3 +311,22 @@ func (kn *kubeNode) waitRunning(ns, name string) {
 		return p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodSucceeded, string(p.Status.Phase)
 	})
 }
+
+// With [kubernetes] on and no API to reach (a kubeconfig not written
+// yet), startgated starts and gates as it does without it: the watch is
+// an addition, never a new way to fail.
+func TestKubeWatchWithoutAPIStillGates(t *testing.T) {
+	n := startNode(t, nodeOptions{config: "[kubernetes]\nenabled = true\nkubeconfig = \"/nonexistent/kubelet.conf\"\nnode_name = \"nowhere\"\n"})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, _, err := n.runPod(ctx, "default", "lonely", nil, "sh", "-c", "echo up; sleep 300"); err != nil {
+		t.Fatalf("a pod through a gate without API access: %v", err)
+	}
+	n.eventually(time.Minute, "the pod's slot to end on CPU settling", func() (bool, string) {
+		s := n.status()
+		return s.InFlight == 0, fmt.Sprintf("in flight %d", s.InFlight)
+	})
+	if !strings.Contains(n.logLines("no API access yet", 1), "/nonexistent/kubelet.conf") {
+		t.Errorf("startgated did not say why it has no API access")
+	}
+}
