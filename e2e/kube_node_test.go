@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remote "k8s.io/cri-client/pkg"
@@ -144,20 +145,26 @@ func (kn *kubeNode) eventually(d time.Duration, what string, cond func() (bool, 
 	}
 }
 
+// appPort is where an app pod serves once its init is done: its
+// readiness probe is an HTTP GET there, which kubelet makes itself (an exec
+// probe would need runc's exec, which lands outside the container when
+// containerd itself runs chrooted, as in the new-machine CI root).
+const appPort = 8080
+
 // initCommand is a container's command: a CPU-bound init of loops
-// iterations, then /tmp/ready (which the readiness probe looks for), then
+// iterations, then it serves on appPort (which the readiness probe asks),
 // idle like a service.
 func initCommand(loops int) []string {
-	return []string{"sh", "-c", fmt.Sprintf("i=0; while [ $i -lt %d ]; do i=$((i+1)); done; touch /tmp/ready; echo ready; exec sleep 3600", loops)}
+	return []string{"sh", "-c", fmt.Sprintf("i=0; while [ $i -lt %d ]; do i=$((i+1)); done; "+
+		"mkdir -p /tmp/www && echo ready > /tmp/www/index.html && echo ready && exec httpd -f -p %d -h /tmp/www", loops, appPort)}
 }
 
-// podSpec is a host-network pod (no CNI here) running image with a
+// podSpec is a pod on the cluster's pod network running image with a
 // readiness probe on the init's end; pulls are Always, as in a rollout
 // where kubelet re-resolves the tag for every pod.
 func podSpec(image string, loops int) corev1.PodSpec {
 	grace := int64(1)
 	return corev1.PodSpec{
-		HostNetwork:                   true,
 		DNSPolicy:                     corev1.DNSDefault,
 		TerminationGracePeriodSeconds: &grace,
 		Containers: []corev1.Container{{
@@ -166,7 +173,7 @@ func podSpec(image string, loops int) corev1.PodSpec {
 			ImagePullPolicy: corev1.PullAlways,
 			Command:         initCommand(loops),
 			ReadinessProbe: &corev1.Probe{
-				ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"cat", "/tmp/ready"}}},
+				ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/index.html", Port: intstr.FromInt32(appPort)}},
 				PeriodSeconds: 1,
 			},
 		}},

@@ -204,7 +204,7 @@ spec:
 func TestKubeStreamsThroughProxy(t *testing.T) {
 	kn := startKubeNode(t, kubeOptions{})
 	ctx := context.Background()
-	port := freeLoopbackPort(t)
+	port := appPort
 	web := podNamed("default", "web", kn.app, nil)
 	web.Spec.Containers[0].Command = []string{"sh", "-c", fmt.Sprintf(
 		"mkdir -p /tmp/www && echo served-by-busybox > /tmp/www/index.html && echo web-started && exec httpd -f -p 127.0.0.1:%d -h /tmp/www", port)}

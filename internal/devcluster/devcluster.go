@@ -224,9 +224,14 @@ func printHints(out io.Writer, s *session, o Options, example string, took time.
 	fmt.Fprintf(out, "  export PATH=%s:$PATH   # kubectl %s\n", c.KubeBin(), "v1.34")
 	fmt.Fprintf(out, "  kubectl get nodes\n\n")
 	fmt.Fprintf(out, "Image in the session's registry: %s\n", image)
-	fmt.Fprintf(out, "There is no pod network: pods need hostNetwork: true.\n")
-	fmt.Fprintf(out, "  kubectl apply -f %s   # Deployment web: 3 replicas of it\n", example)
-	fmt.Fprintf(out, "  kubectl run sh --image=%s --overrides='{\"spec\":{\"hostNetwork\":true}}' -- sleep 3600\n\n", image)
+	if s.tb.PodSubnet() != "" {
+		fmt.Fprintf(out, "Pods get IPs in %s (a bridge on this host); there is no cluster DNS or Service proxy.\n", s.tb.PodSubnet())
+		fmt.Fprintf(out, "  kubectl apply -f %s   # Deployment web: 3 replicas of it, HTTP readiness probe\n", example)
+		fmt.Fprintf(out, "  kubectl run sh --image=%s -- sleep 3600\n\n", image)
+	} else {
+		fmt.Fprintf(out, "No CNI plugins here (apt-get install containernetworking-plugins): pods need hostNetwork: true.\n")
+		fmt.Fprintf(out, "  kubectl run sh --image=%s --overrides='{\"spec\":{\"hostNetwork\":true}}' -- sleep 3600\n\n", image)
+	}
 	if s.gate != nil {
 		ctl := o.Startgatectl
 		if ctl == "" {
@@ -249,8 +254,9 @@ func printHints(out io.Writer, s *session, o Options, example string, took time.
 	fmt.Fprintf(out, "Ctrl-C to stop: stops everything and removes %s.\n", s.dir)
 }
 
-// webYAML is a Deployment that runs here: hostNetwork, the session's
-// image, no cluster DNS.
+// webYAML is a Deployment that runs here: the session's image on the pod
+// network, no cluster DNS, an HTTP readiness probe (kubelet makes it over
+// the bridge).
 func webYAML(image string) string {
 	return `apiVersion: apps/v1
 kind: Deployment
@@ -264,15 +270,14 @@ spec:
     metadata:
       labels: {app: web}
     spec:
-      hostNetwork: true          # no pod network in this cluster
-      dnsPolicy: Default         # no cluster DNS either
+      dnsPolicy: Default         # no cluster DNS
       terminationGracePeriodSeconds: 1
       containers:
       - name: web
         image: ` + image + `
-        command: ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 3600"]
+        command: ["sh", "-c", "sleep 2; mkdir -p /tmp/www; echo ok > /tmp/www/ready; exec httpd -f -p 8080 -h /tmp/www"]
         readinessProbe:
-          exec: {command: ["cat", "/tmp/ready"]}
+          httpGet: {path: /ready, port: 8080}
           periodSeconds: 1
 `
 }

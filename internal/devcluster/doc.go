@@ -20,8 +20,8 @@
 //     (containerd's with --direct), and the wait for a Ready node.
 //
 // It prints the kubeconfig, an export line, the image reference, a
-// Deployment that runs here (DIR/web.yaml: pods need hostNetwork, there
-// is no pod network), the startgatectl commands that watch the gate, and
+// Deployment that runs here (DIR/web.yaml, on the testbed's pod network),
+// the startgatectl commands that watch the gate, and
 // waits. On SIGINT or SIGTERM, or if startgated dies, it stops everything
 // in reverse order (cluster, startgated, registry, containerd with every
 // pod) and removes DIR. Every child is in its own process group, so the

@@ -23,9 +23,14 @@
 //     registry.k8s.io/pause cannot be pulled offline.
 //   - snapshotter: overlayfs when a probe overlay mount in DIR works, else
 //     native (slower, copies each layer, but works on any filesystem).
-//   - CNI bin_dir and conf_dir point at empty dirs in DIR: host-network
-//     pods (NamespaceMode_NODE) need no CNI, and the host's /etc/cni must
-//     not leak in. Pod-network sandboxes fail; that is intended.
+//   - CNI bin_dir and conf_dir point at dirs in DIR, so the host's
+//     /etc/cni never leaks in. Host-network pods (NamespaceMode_NODE)
+//     need no CNI. When the host has Debian's containernetworking-plugins,
+//     Start links them into DIR's bin_dir and writes a bridge network of
+//     the testbed's own (network.go): pods then get an IP on a /24 whose
+//     gateway is the host, so a kubelet's HTTP and TCP probes reach them;
+//     Stop deletes the bridge. Without the plugins, pod-network sandboxes
+//     fail.
 //   - runc's Root is DIR/runc, the opt plugin's path DIR/opt and netns
 //     mounts go under the state dir, so two testbeds, or a testbed and the
 //     host's containerd, share nothing on disk but what containerd 1.6

@@ -55,6 +55,7 @@ func (tb *Testbed) stop(ctx context.Context) error {
 	errs = append(errs, killShims(ctx, tb.dir))
 	errs = append(errs, left.remove())
 	errs = append(errs, unmountUnder(tb.dir))
+	errs = append(errs, tb.deleteBridge(ctx))
 	if err := os.RemoveAll(tb.dir); err != nil {
 		errs = append(errs, fmt.Errorf("testbed: remove %s: %w", tb.dir, err))
 	}

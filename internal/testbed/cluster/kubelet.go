@@ -168,10 +168,17 @@ func (c *Cluster) StopKubelet(ctx context.Context) error {
 // dir of its own keeps its network as the default.
 const cniConfName = "99-startgate-cluster.conflist"
 
-// writeCNIConf writes a loopback conflist into the runtime's CNI conf dir.
-// containerd reports NetworkReady as soon as a config loads; nothing runs
-// the plugin for hostNetwork pods.
+// writeCNIConf writes a loopback conflist into the runtime's CNI conf dir
+// when it holds none: containerd reports NetworkReady as soon as a config
+// loads, and nothing runs the plugin for hostNetwork pods. A runtime with
+// a network of its own (the testbed's bridge, when the host has the CNI
+// plugins) keeps it: pods then get IPs and HTTP probes.
 func (c *Cluster) writeCNIConf(dir string) error {
+	for _, pat := range []string{"*.conflist", "*.conf", "*.json"} {
+		if m, _ := filepath.Glob(filepath.Join(dir, pat)); len(m) > 0 {
+			return nil
+		}
+	}
 	conf := `{
   "cniVersion": "0.4.0",
   "name": "startgate-cluster",
