@@ -34,6 +34,10 @@ type fakeRuntime struct {
 	md        metadata.MD
 	deadline  time.Time
 	usage     uint64 // ContainerStats' CPU counter
+	// busySince, when set, is when the container began burning a whole
+	// core: the counter then grows with wall time, as a busy loop's does,
+	// however late the test's goroutines are scheduled.
+	busySince time.Time
 	pullGate  chan struct{}
 	pullCalls atomic.Int32
 }
@@ -92,9 +96,26 @@ func (f *fakeRuntime) ContainerStatus(ctx context.Context, r *runtimeapi.Contain
 func (f *fakeRuntime) ContainerStats(ctx context.Context, r *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	usage := f.usage
+	if !f.busySince.IsZero() {
+		usage += uint64(time.Since(f.busySince))
+	}
 	return &runtimeapi.ContainerStatsResponse{Stats: &runtimeapi.ContainerStats{
-		Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: f.usage}},
+		Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: usage}},
 	}}, nil
+}
+
+// setBusy starts or stops the container burning a core.
+func (f *fakeRuntime) setBusy(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case on && f.busySince.IsZero():
+		f.busySince = time.Now()
+	case !on && !f.busySince.IsZero():
+		f.usage += uint64(time.Since(f.busySince))
+		f.busySince = time.Time{}
+	}
 }
 
 func (f *fakeRuntime) burn(d time.Duration) {
@@ -365,32 +386,17 @@ func TestContainerSlotHeldUntilWarmupSettles(t *testing.T) {
 	if _, err := e.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
 		t.Fatalf("StartContainer: %v", err)
 	}
-	// The container burns a core's worth of CPU per poll: still warming.
-	stop := make(chan struct{})
-	burned := make(chan struct{})
-	go func() {
-		defer close(burned)
-		tk := time.NewTicker(time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				e.fake.burn(time.Millisecond)
-			}
-		}
-	}()
+	// The container burns a core: still warming. Its counter grows with
+	// wall time, so a busy machine that schedules this test late does not
+	// make it look idle.
+	e.fake.setBusy(true)
 	for i := 0; i < 20; i++ { // well over SettlePolls polls
 		time.Sleep(5 * time.Millisecond)
 		if got := e.gate.Status().InFlight; got != 1 {
-			close(stop)
-			<-burned
 			t.Fatalf("slot released while the container still burns CPU (in flight %d)", got)
 		}
 	}
-	close(stop)
-	<-burned
+	e.fake.setBusy(false)
 	waitUntil(t, "the slot to be released once CPU use settles", func() bool { return e.gate.Status().InFlight == 0 })
 	if c := e.gate.Status().Counters; c.Expired != 0 {
 		t.Fatalf("the slot expired (%d) instead of being released at settling", c.Expired)

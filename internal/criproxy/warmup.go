@@ -308,13 +308,22 @@ func (w *warmer) watch(id string, stop <-chan struct{}) string {
 			return "proxy stopping"
 		case <-stop:
 			return "pod ready or ended"
-		case now := <-t.C:
-			if now.After(deadline) {
+		case <-t.C:
+			if time.Now().After(deadline) {
 				return "cap"
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), pol.Poll*4)
 			st, err := w.p.runtime.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
 			cancel()
+			// The usage is divided by the time between two reads of it:
+			// the runtime's own timestamp of each, else when its answer
+			// came. Not the ticker's time: on a loaded node a poll runs
+			// late, and a late read against an on-time tick makes a busy
+			// container look idle.
+			now := time.Now()
+			if ts := st.GetStats().GetCpu().GetTimestamp(); ts > 0 {
+				now = time.Unix(0, ts)
+			}
 			if status.Code(err) == codes.NotFound {
 				return "removed"
 			}
