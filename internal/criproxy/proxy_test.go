@@ -29,11 +29,11 @@ type fakeRuntime struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	mu        sync.Mutex
-	calls     map[string]int
-	md        metadata.MD
-	deadline  time.Time
-	usage     uint64 // ContainerStats' CPU counter
+	mu       sync.Mutex
+	calls    map[string]int
+	md       metadata.MD
+	deadline time.Time
+	usage    uint64 // ContainerStats' CPU counter
 	// busySince, when set, is when the container began burning a whole
 	// core: the counter then grows with wall time, as a busy loop's does,
 	// however late the test's goroutines are scheduled.
