@@ -146,16 +146,7 @@ func TestBurstStaysWithinLimit(t *testing.T) {
 		s := n.status()
 		return s.InFlight == 0 && s.QueueLength == 0, fmt.Sprintf("in flight %d, queued %d", s.InFlight, s.QueueLength)
 	})
-	grants := 0
-	for _, e := range stopWatch() {
-		if e.Type != "granted" {
-			continue
-		}
-		grants++
-		if e.Reason == "granted" && e.InFlight > e.InFlightLimit {
-			t.Errorf("grant of %q brought in-flight to %d over the limit %d", e.Description, e.InFlight, e.InFlightLimit)
-		}
-	}
+	grants := grantsWithinLimit(t, stopWatch())
 	// Each pod takes one slot, at RunPodSandbox, held by its container.
 	if grants != pods {
 		t.Errorf("saw %d grants, want %d (one per pod)", grants, pods)

@@ -302,6 +302,24 @@ func (n *node) watch() (stop func() []event) {
 	return stopFn
 }
 
+// grantsWithinLimit fails the test for every grant (reason "granted", not
+// a deadline or critical pass) that took the gate over its in-flight
+// limit, and returns how many grants the events hold.
+func grantsWithinLimit(t testing.TB, evs []event) int {
+	t.Helper()
+	grants := 0
+	for _, e := range evs {
+		if e.Type != "granted" {
+			continue
+		}
+		grants++
+		if e.Reason == "granted" && e.InFlight > e.InFlightLimit {
+			t.Errorf("grant of %q brought in-flight to %d, over the limit %d", e.Description, e.InFlight, e.InFlightLimit)
+		}
+	}
+	return grants
+}
+
 func (n *node) eventually(d time.Duration, what string, cond func() (bool, string)) {
 	n.t.Helper()
 	deadline := time.Now().Add(d)

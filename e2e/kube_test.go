@@ -31,16 +31,7 @@ func TestKubeRolloutThroughGate(t *testing.T) {
 		s := kn.n.status()
 		return s.InFlight == 0 && s.QueueLength == 0, fmt.Sprintf("in flight %d, queued %d", s.InFlight, s.QueueLength)
 	})
-	grants := 0
-	for _, e := range stopWatch() {
-		if e.Type != "granted" {
-			continue
-		}
-		grants++
-		if e.Reason == "granted" && e.InFlight > e.InFlightLimit {
-			t.Errorf("grant of %q brought in-flight to %d, over the limit %d", e.Description, e.InFlight, e.InFlightLimit)
-		}
-	}
+	grants := grantsWithinLimit(t, stopWatch())
 	// Six pods, then six more on the patch: one slot per pod start.
 	if grants < 12 {
 		t.Errorf("saw %d grants, want at least 12 (one per pod start)", grants)
