@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -261,19 +260,7 @@ func prefetchTOML(snapshotter, registry string) string {
 func (n *node) daemonLog() string { return filepath.Join(n.dir, "startgated.log") }
 
 // withDaemonLog appends the end of startgated's log to err.
-func (n *node) withDaemonLog(err error) error {
-	b, rerr := os.ReadFile(n.daemonLog())
-	if rerr != nil || len(b) == 0 {
-		return err
-	}
-	if len(b) > 4<<10 {
-		b = b[len(b)-4<<10:]
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:]
-		}
-	}
-	return fmt.Errorf("%w\n--- tail of startgated's log ---\n%s", err, b)
-}
+func (n *node) withDaemonLog(err error) error { return testbed.WithLogTail(err, n.daemonLog()) }
 
 // stop closes the clients, stops startgated (SIGTERM, SIGKILL after 10 s)
 // and the testbed, and removes startgated's directory. It goes on after

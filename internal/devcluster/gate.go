@@ -16,6 +16,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/startgate/startgate/internal/daemon"
+	"github.com/startgate/startgate/internal/testbed"
 )
 
 // childEnv marks a process started by startgate-cluster to be startgated:
@@ -161,13 +162,4 @@ func (g *gate) stop() error {
 }
 
 // withLog appends the end of startgated's log to err.
-func (g *gate) withLog(err error) error {
-	b, rerr := os.ReadFile(g.logPath())
-	if rerr != nil || len(b) == 0 {
-		return err
-	}
-	if len(b) > 4<<10 {
-		b = b[len(b)-4<<10:]
-	}
-	return fmt.Errorf("%w\n--- tail of %s ---\n%s", err, g.logPath(), b)
-}
+func (g *gate) withLog(err error) error { return testbed.WithLogTail(err, g.logPath()) }

@@ -22,7 +22,6 @@ package testbed
 // started with Pdeathsig, like containerd.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -451,13 +450,7 @@ func (r *Registry) stop(ctx context.Context) error {
 }
 
 // withLogTail appends the end of the registry's log to err.
-func (r *Registry) withLogTail(err error) error {
-	tail, terr := tailOf(r.logPath, 4<<10)
-	if terr != nil || len(tail) == 0 {
-		return err
-	}
-	return fmt.Errorf("%w\n--- tail of %s ---\n%s", err, r.logPath, tail)
-}
+func (r *Registry) withLogTail(err error) error { return WithLogTail(err, r.logPath) }
 
 // StartRegistryT starts a registry for a test and stops it in t.Cleanup.
 // It follows StartT: when this machine lacks docker-registry it skips the
@@ -492,19 +485,4 @@ func closedChan() chan struct{} {
 	ch := make(chan struct{})
 	close(ch)
 	return ch
-}
-
-// tailOf returns about the last n bytes of a file, from a line start.
-func tailOf(path string, n int64) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > n {
-		b = b[int64(len(b))-n:]
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:]
-		}
-	}
-	return b, nil
 }

@@ -1,7 +1,6 @@
 package testbed
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -324,27 +323,9 @@ func (tb *Testbed) waitCRI(ctx context.Context) error {
 }
 
 // withLogTail appends the end of containerd's log to err.
-func (tb *Testbed) withLogTail(err error) error {
-	tail, terr := tb.logTail(4 << 10)
-	if terr != nil || len(tail) == 0 {
-		return err
-	}
-	return fmt.Errorf("%w\n--- tail of %s ---\n%s", err, tb.logPath, tail)
-}
+func (tb *Testbed) withLogTail(err error) error { return WithLogTail(err, tb.logPath) }
 
-func (tb *Testbed) logTail(n int64) ([]byte, error) {
-	b, err := os.ReadFile(tb.logPath)
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > n {
-		b = b[int64(len(b))-n:]
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:]
-		}
-	}
-	return b, nil
-}
+func (tb *Testbed) logTail(n int64) ([]byte, error) { return tailOf(tb.logPath, n) }
 
 // Endpoint is the path of the CRI (and containerd) unix socket.
 func (tb *Testbed) Endpoint() string { return tb.sock }

@@ -255,7 +255,7 @@ func StartT(t testing.TB, opts Options) *Cluster {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, name := range []string{Kubelet, APIServer, ControllerManager, Scheduler, Etcd} {
-				t.Logf("%v", withTail(fmt.Errorf("cluster: %s's log", name), c.LogPath(name)))
+				t.Logf("%v", testbed.WithLogTail(fmt.Errorf("cluster: %s's log", name), c.LogPath(name)))
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/startgate/startgate/internal/testbed"
 )
 
 // nodeReported succeeds once the node exists and one of its conditions
@@ -115,7 +117,7 @@ func (c *Cluster) waitServiceAccount(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return withTail(fmt.Errorf("cluster: no default service account: %w (last: %w)", ctx.Err(), err), c.LogPath(ControllerManager))
+			return testbed.WithLogTail(fmt.Errorf("cluster: no default service account: %w (last: %w)", ctx.Err(), err), c.LogPath(ControllerManager))
 		case <-tick.C:
 		}
 	}

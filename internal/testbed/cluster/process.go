@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/startgate/startgate/internal/testbed"
 )
 
 // component is one running process of the cluster (etcd, an apiserver, a
@@ -111,22 +113,7 @@ func killGroup(pgid int) {
 
 // withLog appends the tail of the component's log to err.
 func (c *component) withLog(err error) error {
-	return withTail(err, c.logPath)
-}
-
-// withTail appends about the last 4 KiB of the file at path to err.
-func withTail(err error, path string) error {
-	b, rerr := os.ReadFile(path)
-	if rerr != nil || len(b) == 0 {
-		return err
-	}
-	if len(b) > 4<<10 {
-		b = b[len(b)-4<<10:]
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:]
-		}
-	}
-	return fmt.Errorf("%w\n--- tail of %s ---\n%s", err, path, b)
+	return testbed.WithLogTail(err, c.logPath)
 }
 
 // errPortTaken is what a component that lost its picked port to another
