@@ -47,9 +47,15 @@ type Options struct {
 	PatchSize int
 	// RegistryBandwidth, when positive, caps the bytes per second from
 	// the registry to the node (pulls and prefetches, all together)
-	// with a throttling proxy in front of it: a remote registry's link.
-	// 0 is loopback speed.
+	// across a testbed.Link: a remote registry's link. 0 is loopback
+	// speed.
 	RegistryBandwidth float64
+	// RegistryRTT is the round trip between the node and the registry
+	// (testbed.Link); 0 is loopback.
+	RegistryRTT time.Duration
+	// RegistryToken: the registry asks for a bearer token, from a token
+	// service as far away as itself, as public registries do.
+	RegistryToken bool
 	// PullInSandbox pulls after RunPodSandbox, inside the pod's sync as
 	// kubelet's SyncPod does (sandbox, then for the container: pull,
 	// create, start); false pulls before the sandbox, the order issue 5
@@ -143,7 +149,7 @@ func (o *Options) withDefaults() error {
 		return fmt.Errorf("bench: rounds %d: want at least 1", o.Rounds)
 	case len(o.Modes) == 0:
 		return errors.New("bench: no modes")
-	case o.InitCPU < 0, o.Loops < 0, o.IOBytes < 0, o.RegistryBandwidth < 0, o.PatchSize < 0, o.PrefetchTimeout < 0,
+	case o.InitCPU < 0, o.Loops < 0, o.IOBytes < 0, o.RegistryBandwidth < 0, o.RegistryRTT < 0, o.PatchSize < 0, o.PrefetchTimeout < 0,
 		o.Lone < 1, o.Deadline < 0, o.Kubelet.Timeout < 0, o.Kubelet.Backoff < 0:
 		return errors.New("bench: negative durations or counts")
 	case o.Quiet.Interval <= 0 || o.Quiet.Samples < 1:
@@ -189,14 +195,16 @@ type Result struct {
 	Workload  string `json:"workload"`
 	PatchSize int    `json:"patch_size"`
 	// RegistryBandwidth is Options.RegistryBandwidth, bytes per second.
-	RegistryBandwidth float64      `json:"registry_bandwidth,omitempty"`
-	Pods              int          `json:"pods"`
-	Rounds            int          `json:"rounds"`
-	Cores             int          `json:"cores"`
-	Runtime           string       `json:"runtime"`
-	Snapshotter       string       `json:"snapshotter"`
-	Calibration       Calibration  `json:"calibration"`
-	Modes             []ModeResult `json:"modes"`
+	RegistryBandwidth float64       `json:"registry_bandwidth,omitempty"`
+	RegistryRTT       time.Duration `json:"registry_rtt_ns,omitempty"`
+	RegistryToken     bool          `json:"registry_token,omitempty"`
+	Pods              int           `json:"pods"`
+	Rounds            int           `json:"rounds"`
+	Cores             int           `json:"cores"`
+	Runtime           string        `json:"runtime"`
+	Snapshotter       string        `json:"snapshotter"`
+	Calibration       Calibration   `json:"calibration"`
+	Modes             []ModeResult  `json:"modes"`
 	// Ideal is Ideal(Pods, Cores, Calibration.Single).
 	Ideal         Summary  `json:"ideal"`
 	IdealVsDirect *Ratios  `json:"ideal_vs_direct,omitempty"`
@@ -237,7 +245,8 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 		err = errors.Join(err, n.stop(stopCtx))
 	}()
 
-	res := &Result{Command: opts.Command, Workload: opts.Workload, PatchSize: opts.PatchSize, RegistryBandwidth: opts.RegistryBandwidth, Pods: opts.Pods, Rounds: opts.Rounds, Cores: runtime.NumCPU(),
+	res := &Result{Command: opts.Command, Workload: opts.Workload, PatchSize: opts.PatchSize, RegistryBandwidth: opts.RegistryBandwidth,
+		RegistryRTT: opts.RegistryRTT, RegistryToken: opts.RegistryToken, Pods: opts.Pods, Rounds: opts.Rounds, Cores: runtime.NumCPU(),
 		Snapshotter: n.tb.Snapshotter()}
 	if v, verr := n.clients[Direct].Version(ctx, "v1"); verr == nil {
 		res.Runtime = v.GetRuntimeName() + " " + v.GetRuntimeVersion()

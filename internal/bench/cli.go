@@ -37,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.PrefetchTimeout, "prefetch-timeout", DefaultPrefetchTimeout, "startgate-prefetch: longest wait for startgated to show the patch fetched; the burst runs anyway after it")
 	pullOrder := fs.String("pull-order", "first", "when a pod pulls: first (before RunPodSandbox, the order issue 5 lists) or sandbox (after RunPodSandbox, kubelet's own SyncPod order)")
 	mbps := fs.Float64("registry-mbps", DefaultRegistryMbps, "cap the registry-to-node bandwidth (pulls and prefetches together) at this many megabits per second, as a remote registry's link; 0 is loopback speed")
+	fs.DurationVar(&opts.RegistryRTT, "registry-rtt", DefaultRegistryRTT, "round-trip time between the node and the registry (and its token service); 0 is loopback")
+	fs.BoolVar(&opts.RegistryToken, "registry-token", true, "the registry asks for a bearer token on every pull, as public registries do")
 	chart := fs.String("chart", "startgate-bench.svg", "write the chart (SVG: time to ready, CDF per mode) here; \"\" for none")
 	fs.IntVar(&opts.Pods, "pods", 40, "pods per burst")
 	fs.IntVar(&opts.Rounds, "rounds", 2, "rounds; every mode runs once per round, the order reversed in even rounds")
@@ -95,6 +97,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	opts.RegistryBandwidth = *mbps * 1e6 / 8
+	if opts.RegistryRTT < 0 {
+		fmt.Fprintln(stderr, "startgate-bench: --registry-rtt: want 0 or more")
+		return 2
+	}
 	switch *pullOrder {
 	case "first":
 	case "sandbox":

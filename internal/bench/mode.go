@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Via is the CRI endpoint a mode's client talks to.
@@ -40,6 +41,10 @@ type Mode struct {
 // DefaultRegistryMbps is --registry-mbps's default: the registry behind a
 // 100 Mbit/s link, a node's share of a remote registry.
 const DefaultRegistryMbps = 100
+
+// DefaultRegistryRTT is --registry-rtt's default: a registry in another
+// region or a public one, 20 ms away.
+const DefaultRegistryRTT = 20 * time.Millisecond
 
 // DefaultModes is what `startgate-bench` runs without --modes.
 const DefaultModes = "direct,fixed-2,fixed-4,fixed-8,startgate,startgate-prefetch"

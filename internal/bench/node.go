@@ -58,8 +58,8 @@ type node struct {
 	ownTB  bool // started here, so stopped here
 	reg    *testbed.Registry
 	ownReg bool
-	proxy  *throttledProxy // in front of reg with Options.RegistryBandwidth
-	dir    string          // startgated's config, sockets and log
+	link   *testbed.Link // between the node and reg: Options.RegistryBandwidth and RegistryRTT
+	dir    string        // startgated's config, sockets and log
 	daemon *exec.Cmd
 	exited chan struct{} // closed when daemon has been waited for
 	logf   *os.File
@@ -96,7 +96,7 @@ func startNode(ctx context.Context, opts *Options, withGate, withPrefetch bool) 
 		n.ownTB = true
 	}
 	if n.reg = opts.Registry; n.reg == nil {
-		if n.reg, err = testbed.StartRegistry(ctx, testbed.RegistryOptions{}); err != nil {
+		if n.reg, err = testbed.StartRegistry(ctx, testbed.RegistryOptions{Token: opts.RegistryToken}); err != nil {
 			return nil, err
 		}
 		n.ownReg = true
@@ -115,14 +115,18 @@ func startNode(ctx context.Context, opts *Options, withGate, withPrefetch bool) 
 	if n.app, err = testbed.BusyboxImage(layer); err != nil {
 		return nil, err
 	}
-	// Pushes go to the registry; the node pulls through the proxy when
+	// Pushes go to the registry; the node pulls across the link when
 	// there is one: the same repository under another host.
 	n.appRef = n.reg.Ref(AppRepoTag)
-	if opts.RegistryBandwidth > 0 {
-		if n.proxy, err = startThrottledProxy(n.reg.Host(), opts.RegistryBandwidth); err != nil {
+	if opts.RegistryBandwidth > 0 || opts.RegistryRTT > 0 {
+		if n.link, err = testbed.NewLink(testbed.LinkOptions{Bandwidth: opts.RegistryBandwidth, RTT: opts.RegistryRTT}); err != nil {
 			return nil, err
 		}
-		n.appRef = n.proxy.Host() + "/" + AppRepoTag
+		far, err := n.link.Forward(n.reg.Host())
+		if err != nil {
+			return nil, err
+		}
+		n.appRef = far + "/" + AppRepoTag
 	}
 	if _, err := n.reg.Push(ctx, AppRepoTag, n.app); err != nil {
 		return nil, err
@@ -307,8 +311,8 @@ func (n *node) stop(ctx context.Context) error {
 	if n.tb != nil && n.ownTB {
 		errs = append(errs, n.tb.Stop(ctx))
 	}
-	if n.proxy != nil {
-		errs = append(errs, n.proxy.Close())
+	if n.link != nil {
+		errs = append(errs, n.link.Close())
 	}
 	if n.reg != nil && n.ownReg {
 		errs = append(errs, n.reg.Stop(ctx))

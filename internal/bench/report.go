@@ -21,7 +21,7 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 	fmt.Fprintf(&b, "%d pods started at once, %s; %d cores, %s (%s).\n",
 		r.Pods, rounds, r.Cores, orUnknown(r.Runtime), orUnknown(r.Snapshotter))
 	fmt.Fprintf(&b, "Before each burst the app's tag is patched (one %s layer of random bytes replaced) and every pod pulls it first, "+
-		"one pull at a time on the node (kubelet's serialized pulls, imagePullPolicy Always)%s.\n", mib(int64(r.PatchSize)), bandwidth(r.RegistryBandwidth))
+		"one pull at a time on the node (kubelet's serialized pulls, imagePullPolicy Always)%s.\n", mib(int64(r.PatchSize)), registryLink(r))
 	fmt.Fprintf(&b, "Init (%s): %s; one pod alone is ready %s after RunPodSandbox.\n",
 		orUnknown(r.Workload), Workload{Kind: r.Workload}.describe(c), secs(c.Single))
 	b.WriteString("Time to ready: from the burst's start to the container's ready line (CRI log time). " +
@@ -69,11 +69,22 @@ func orUnknown(s string) string {
 	return s
 }
 
-func bandwidth(bytesPerSec float64) string {
-	if bytesPerSec <= 0 {
+// registryLink says how far away the registry was.
+func registryLink(r *Result) string {
+	var parts []string
+	if r.RegistryBandwidth > 0 {
+		parts = append(parts, fmt.Sprintf("capped at %.0f Mbit/s", r.RegistryBandwidth*8/1e6))
+	}
+	if r.RegistryRTT > 0 {
+		parts = append(parts, fmt.Sprintf("%s round trip", r.RegistryRTT))
+	}
+	if r.RegistryToken {
+		parts = append(parts, "a bearer token per pull")
+	}
+	if len(parts) == 0 {
 		return "; the registry is on loopback, unthrottled"
 	}
-	return fmt.Sprintf("; registry to node capped at %.0f Mbit/s", bytesPerSec*8/1e6)
+	return "; the registry is far away: " + strings.Join(parts, ", ")
 }
 
 func orDash(d time.Duration) string {

@@ -47,6 +47,9 @@ import (
 const (
 	registryLog    = "registry.log"
 	registryConfig = "config.yml"
+	// tokenRootFile holds the token server's certificate, the registry's
+	// auth.token.rootcertbundle.
+	tokenRootFile = "token-root.pem"
 	// registryIDHeader is set by the generated config on every response:
 	// the readiness probe checks it, so a port taken over by another
 	// process (or another testbed registry) between the pick and the bind
@@ -74,6 +77,11 @@ type RegistryOptions struct {
 	StartTimeout time.Duration
 	// Debug sets the registry's log level to debug.
 	Debug bool
+	// Token makes the registry ask for a bearer token on every request,
+	// as public registries do, from a token service on its own host
+	// (token.go): Host is then a front that serves /token and forwards
+	// the rest to docker-registry.
+	Token bool
 }
 
 // Registry is a CNCF distribution registry on a loopback port, serving
@@ -84,6 +92,10 @@ type Registry struct {
 	logPath string
 	host    string // 127.0.0.1:PORT
 	id      string // the registryIDHeader value
+	// backend is docker-registry's own address; host, without token
+	// auth. With it, auth's front is host.
+	backend string
+	auth    *tokenAuth
 
 	// transport is the registry's own, so Stop can close its idle
 	// connections (their goroutines would otherwise outlive the test).
@@ -149,6 +161,14 @@ func startRegistry(ctx context.Context, opts RegistryOptions, pickPort func() (i
 	if err := os.Mkdir(filepath.Join(dir, "data"), 0o700); err != nil {
 		return nil, fmt.Errorf("testbed: registry: %w", err)
 	}
+	if opts.Token {
+		if r.auth, err = newTokenAuth(); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, tokenRootFile), r.auth.rootPEM(), 0o600); err != nil {
+			return nil, fmt.Errorf("testbed: registry: %w", err)
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
@@ -157,8 +177,9 @@ func startRegistry(ctx context.Context, opts RegistryOptions, pickPort func() (i
 		if err != nil {
 			return nil, fmt.Errorf("testbed: registry: pick a port: %w", err)
 		}
-		r.host = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		cfg := registryYAML(dir, r.host, r.id, randomHex(16), opts)
+		r.backend = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		r.host = r.backend
+		cfg := registryYAML(dir, r.backend, r.id, randomHex(16), opts)
 		if err := os.WriteFile(filepath.Join(dir, registryConfig), []byte(cfg), 0o600); err != nil {
 			return nil, fmt.Errorf("testbed: registry: %w", err)
 		}
@@ -166,6 +187,11 @@ func startRegistry(ctx context.Context, opts RegistryOptions, pickPort func() (i
 			return nil, err
 		}
 		err = r.waitReady(ctx)
+		if err == nil && r.auth != nil {
+			if err = r.auth.start(r.backend, r.transport); err == nil {
+				r.host = r.auth.host()
+			}
+		}
 		if err == nil {
 			return r, nil
 		}
@@ -232,6 +258,17 @@ http:
   headers:
     %s: [%s]
 `, level, q(filepath.Join(dir, "data")), q(host), q(secret), registryIDHeader, q(id))
+	if opts.Token {
+		// The front rewrites the realm to the host each client asked.
+		realm := host
+		fmt.Fprintf(&b, `auth:
+  token:
+    realm: %s
+    service: %s
+    issuer: %s
+    rootcertbundle: %s
+`, q("http://"+realm+"/token"), q(tokenService), q(tokenIssuer), q(filepath.Join(dir, tokenRootFile)))
+	}
 	if opts.NotifyURL != "" {
 		fmt.Fprintf(&b, `notifications:
   endpoints:
@@ -295,8 +332,8 @@ func (r *Registry) hasExited() bool {
 	return isClosed(exited)
 }
 
-// waitReady polls GET /v2/ until our registry answers 200, it exits or ctx
-// ends.
+// waitReady polls GET /v2/ until our registry answers 200 (401 with token
+// auth: the challenge), it exits or ctx ends.
 func (r *Registry) waitReady(ctx context.Context) error {
 	_, exited := r.proc()
 	// A probe in flight ends when the registry exits: whoever holds the
@@ -311,7 +348,7 @@ func (r *Registry) waitReady(ctx context.Context) error {
 		}
 	}()
 	client := &http.Client{Transport: r.transport, Timeout: time.Second}
-	url := "http://" + r.host + "/v2/"
+	url := "http://" + r.backend + "/v2/"
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var last error
@@ -324,7 +361,7 @@ func (r *Registry) waitReady(ctx context.Context) error {
 		switch {
 		case err != nil:
 			last = err
-		case resp.StatusCode != http.StatusOK:
+		case resp.StatusCode != http.StatusOK && !(r.auth != nil && resp.StatusCode == http.StatusUnauthorized):
 			last = fmt.Errorf("GET %s: %s", url, resp.Status)
 		case resp.Header.Get(registryIDHeader) != r.id:
 			last = fmt.Errorf("GET %s: answered by another server (%s %q, want %q)", url, registryIDHeader, resp.Header.Get(registryIDHeader), r.id)
@@ -357,6 +394,16 @@ func (r *Registry) Ref(repoTag string) string { return r.host + "/" + repoTag }
 
 // Dir is the registry's directory (config, log, storage); Stop removes it.
 func (r *Registry) Dir() string { return r.dir }
+
+// TokensIssued counts the bearer tokens the registry's token service has
+// handed out (0 without RegistryOptions.Token): one per pull that
+// authenticated.
+func (r *Registry) TokensIssued() int64 {
+	if r.auth == nil {
+		return 0
+	}
+	return r.auth.issued.Load()
+}
 
 // LogPath is the registry's log file.
 func (r *Registry) LogPath() string { return r.logPath }
@@ -435,6 +482,9 @@ func (r *Registry) stop(ctx context.Context) error {
 		case <-time.After(5 * time.Second):
 			errs = append(errs, fmt.Errorf("testbed: registry (pid %d) survived SIGKILL", cmd.Process.Pid))
 		}
+	}
+	if r.auth != nil {
+		errs = append(errs, r.auth.close())
 	}
 	r.transport.CloseIdleConnections()
 	r.mu.Lock()
