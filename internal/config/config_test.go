@@ -65,6 +65,7 @@ min = 2
 max = 5
 io_target = 0.2
 interval = "2s"
+share_window = "30s"
 `), true)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +80,7 @@ interval = "2s"
 	if got, want := c.Warmup(), (criproxy.WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.5, SettlePolls: 3, Cap: 30 * time.Second}); got != want {
 		t.Errorf("Warmup() = %+v, want %+v", got, want)
 	}
-	if got, want := c.Pulls(), (criproxy.PullPolicy{Min: 2, Max: 5, IOTarget: 0.2, Interval: 2 * time.Second}); got != want {
+	if got, want := c.Pulls(), (criproxy.PullPolicy{Min: 2, Max: 5, IOTarget: 0.2, Interval: 2 * time.Second, ShareWindow: 30 * time.Second}); got != want {
 		t.Errorf("Pulls() = %+v, want %+v", got, want)
 	}
 }
@@ -149,6 +150,7 @@ func TestDefaultsFromBrief(t *testing.T) {
 		{"cri.pulls.max", c.CRI.Pulls.Max, 3},
 		{"cri.pulls.io_target", c.CRI.Pulls.IOTarget, 0.4},
 		{"cri.pulls.interval", c.CRI.Pulls.Interval.Std(), time.Second},
+		{"cri.pulls.share_window", c.CRI.Pulls.ShareWindow.Std(), 5 * time.Second},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -298,6 +300,8 @@ func TestLoadErrors(t *testing.T) {
 		{"pulls max below min", "version = 1\n[cri.pulls]\nmin = 4\n", []string{"cri.pulls.max: 3 below cri.pulls.min 4"}},
 		{"pulls io_target", "version = 1\n[cri.pulls]\nio_target = 1.5\n", []string{"cri.pulls.io_target: 1.5 out of range (0, 1]"}},
 		{"pulls interval", "version = 1\n[cri.pulls]\ninterval = \"-1s\"\n", []string{"cri.pulls.interval: -1s must be positive"}},
+		{"pulls share_window negative", "version = 1\n[cri.pulls]\nshare_window = \"-1s\"\n", []string{"cri.pulls.share_window: -1s out of range [0s, 5m0s]"}},
+		{"pulls share_window too long", "version = 1\n[cri.pulls]\nshare_window = \"1h\"\n", []string{"cri.pulls.share_window: 1h0m0s out of range [0s, 5m0s]"}},
 		{"prefetch unknown key", "version = 1\n[prefetch]\ntoken = \"x\"\n", []string{"prefetch.token: unknown key"}},
 		{"prefetch containerd_socket relative", "version = 1\n[prefetch]\ncontainerd_socket = \"c.sock\"\n", []string{"prefetch.containerd_socket", `"c.sock"`}},
 		{"prefetch snapshotter", "version = 1\n[prefetch]\nsnapshotter = \"\"\n", []string{"prefetch.snapshotter: must not be empty"}},

@@ -55,10 +55,11 @@ type Warmup struct {
 
 // Pulls is [cri.pulls]: the image pull lane.
 type Pulls struct {
-	Min      int      `toml:"min"`
-	Max      int      `toml:"max"`
-	IOTarget float64  `toml:"io_target"`
-	Interval Duration `toml:"interval"`
+	Min         int      `toml:"min"`
+	Max         int      `toml:"max"`
+	IOTarget    float64  `toml:"io_target"`
+	Interval    Duration `toml:"interval"`
+	ShareWindow Duration `toml:"share_window"`
 }
 
 // The CRI proxy's warm-up and pull lane defaults. criproxy applies the
@@ -92,10 +93,11 @@ func defaultCRI() CRI {
 			Cap:         Duration(defaultWarmup.Cap),
 		},
 		Pulls: Pulls{
-			Min:      defaultPulls.Min,
-			Max:      defaultPulls.Max,
-			IOTarget: defaultPulls.IOTarget,
-			Interval: Duration(defaultPulls.Interval),
+			Min:         defaultPulls.Min,
+			Max:         defaultPulls.Max,
+			IOTarget:    defaultPulls.IOTarget,
+			Interval:    Duration(defaultPulls.Interval),
+			ShareWindow: Duration(defaultPulls.ShareWindow),
 		},
 	}
 }
@@ -136,6 +138,12 @@ var criDocs = map[string]string{
 	"cri.pulls.max":           "Most pulls in flight node-wide.",
 	"cri.pulls.io_target":     "IO stall fraction, (0, 1], above which the lane shrinks by one per interval.",
 	"cri.pulls.interval":      "How often the lane is resized.",
+	"cri.pulls.share_window": "A pull of a reference that a pull with the same credentials resolved at the\n" +
+		"registry less than this long ago gets that pull's image at once, if containerd\n" +
+		"still has it under that reference and no prefetch knows a newer digest: a burst\n" +
+		"of imagePullPolicy Always pods pays the registry's round trips (and token) once\n" +
+		"per window, not once per pod. The price: a tag pushed again within the window\n" +
+		"after a pull is seen only once the window has passed. 0 turns it off; at most 5m.",
 }
 
 // validate checks the [cri] section, whether or not it is enabled: a
@@ -213,6 +221,9 @@ func (c CRI) validate(apiSocket string) []error {
 	if p.Interval <= 0 {
 		errs.add("cri.pulls.interval", "%v must be positive", p.Interval.Std())
 	}
+	if p.ShareWindow < 0 || p.ShareWindow.Std() > criproxy.MaxShareWindow {
+		errs.add("cri.pulls.share_window", "%v out of range [0s, %v]", p.ShareWindow.Std(), criproxy.MaxShareWindow)
+	}
 	return errs
 }
 
@@ -263,5 +274,5 @@ func (c *Config) Warmup() criproxy.WarmupPolicy {
 // Pulls maps [cri.pulls] onto the proxy's pull lane policy.
 func (c *Config) Pulls() criproxy.PullPolicy {
 	p := c.CRI.Pulls
-	return criproxy.PullPolicy{Min: p.Min, Max: p.Max, IOTarget: p.IOTarget, Interval: p.Interval.Std()}
+	return criproxy.PullPolicy{Min: p.Min, Max: p.Max, IOTarget: p.IOTarget, Interval: p.Interval.Std(), ShareWindow: p.ShareWindow.Std()}
 }

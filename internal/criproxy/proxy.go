@@ -45,6 +45,9 @@ type Observer interface {
 	// never joined it) because the API says its pod is gone; reason is
 	// "deleted", "terminating" or "finished".
 	PodGone(method, reason string)
+	// PullShared: a PullImage was answered with a recent pull's
+	// resolution, without asking the registry (PullPolicy.ShareWindow).
+	PullShared(method string)
 }
 
 type nopObserver struct{}
@@ -52,6 +55,7 @@ type nopObserver struct{}
 func (nopObserver) FailOpen(string, string)  {}
 func (nopObserver) Forwarded(string, string) {}
 func (nopObserver) PodGone(string, string)   {}
+func (nopObserver) PullShared(string)        {}
 
 // Config wires a Proxy.
 type Config struct {
@@ -86,6 +90,10 @@ type Prefetch interface {
 	// response's image_ref); it reports whether prefetched content
 	// served the pull. It must not block for long.
 	Pulled(ctx context.Context, ref, imageID string) (hit bool)
+	// Moved reports whether the manager knows ref's tag points at a
+	// digest the node has not pulled yet (a prefetch pending, running
+	// or done): a shared pull answer for ref is stale then.
+	Moved(ref string) bool
 }
 
 // Proxy serves the CRI on its own socket and forwards every call to

@@ -40,6 +40,9 @@ type fakeRuntime struct {
 	busySince time.Time
 	pullGate  chan struct{}
 	pullCalls atomic.Int32
+	// images maps a pulled reference to its image ID, as containerd's
+	// image records do; ImageStatus reads it.
+	images map[string]string
 }
 
 func (f *fakeRuntime) record(ctx context.Context, m string) {
@@ -131,7 +134,34 @@ func (f *fakeRuntime) PullImage(ctx context.Context, r *runtimeapi.PullImageRequ
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return &runtimeapi.PullImageResponse{ImageRef: "sha256:" + r.GetImage().GetImage()}, nil
+	id := "sha256:" + r.GetImage().GetImage()
+	f.setImage(r.GetImage().GetImage(), id)
+	return &runtimeapi.PullImageResponse{ImageRef: id}, nil
+}
+
+// setImage points ref's image record at id; "" removes it.
+func (f *fakeRuntime) setImage(ref, id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.images == nil {
+		f.images = map[string]string{}
+	}
+	if id == "" {
+		delete(f.images, ref)
+		return
+	}
+	f.images[ref] = id
+}
+
+func (f *fakeRuntime) ImageStatus(ctx context.Context, r *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
+	f.record(ctx, "ImageStatus")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id, ok := f.images[r.GetImage().GetImage()]
+	if !ok {
+		return &runtimeapi.ImageStatusResponse{}, nil
+	}
+	return &runtimeapi.ImageStatusResponse{Image: &runtimeapi.Image{Id: id}}, nil
 }
 
 // serveFake starts the fake on sock; a method it does not know is echoed
@@ -188,6 +218,11 @@ func (c *countingObserver) PodGone(_, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.failOpen["pod-gone:"+reason]++ // one map: the keys never collide
+}
+func (c *countingObserver) PullShared(string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failOpen["pull-shared"]++
 }
 func (c *countingObserver) get(reason string) int {
 	c.mu.Lock()
@@ -441,6 +476,7 @@ type fakePrefetch struct {
 	mu      sync.Mutex
 	joins   []string
 	pulled  [][2]string
+	moved   bool
 }
 
 func (f *fakePrefetch) Join(ctx context.Context, ref string) (bool, error) {
@@ -460,6 +496,12 @@ func (f *fakePrefetch) Pulled(_ context.Context, ref, imageID string) bool {
 	defer f.mu.Unlock()
 	f.pulled = append(f.pulled, [2]string{ref, imageID})
 	return true
+}
+
+func (f *fakePrefetch) Moved(string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.moved
 }
 
 func (f *fakePrefetch) snapshot() (joins []string, pulled [][2]string) {

@@ -25,14 +25,41 @@ type PullPolicy struct {
 	// per Interval; below it, it grows by one while pulls wait.
 	IOTarget float64
 	Interval time.Duration
+	// ShareWindow: a PullImage of a reference that a pull (with the same
+	// credentials) resolved at the registry less than ShareWindow ago is
+	// answered with that pull's image at once, if containerd still holds
+	// it under the reference (a local ImageStatus) and the prefetch
+	// manager knows of no newer digest. 0 turns sharing off; negative
+	// means the default.
+	//
+	// This is what keeps a burst from queueing on round trips that move
+	// no byte: with imagePullPolicy Always kubelet pulls for every pod,
+	// one pull at a time by default, and each pull re-resolves the tag
+	// (with a token first, at a public registry: five round trips or so,
+	// 100 ms at 20 ms). The trade is freshness: a tag pushed again within
+	// ShareWindow of a pull is seen by the pulls after it only once the
+	// window has passed, so a pod may start an image up to ShareWindow
+	// older than the registry's. A prefetch that noticed the new digest
+	// (the registry's notification, or its own resolve) ends the sharing
+	// at once.
+	ShareWindow time.Duration
 }
+
+// MaxShareWindow bounds PullPolicy.ShareWindow: past a few minutes a
+// shared answer is not a burst's any more but a cache that hides pushes.
+const MaxShareWindow = 5 * time.Minute
 
 // DefaultPullPolicy: kubelet pulls one image at a time by default; up to
 // three in flight overlaps network and unpack without letting pulls
 // saturate the disk, and IO pressure above the gate's default IO target
-// narrows the lane.
+// narrows the lane. Pulls share a resolution for 5 s: long enough that a
+// burst's pulls (kubelet pulls in SyncPod, as each admitted sandbox
+// comes up) cost one round trip chain every few seconds instead of one
+// per pod, short enough that a push followed by a rollout is seen by
+// the rollout's pods unless the node pulled that tag in the 5 s before
+// the push.
 func DefaultPullPolicy() PullPolicy {
-	return PullPolicy{Min: 1, Max: 3, IOTarget: 0.4, Interval: time.Second}
+	return PullPolicy{Min: 1, Max: 3, IOTarget: 0.4, Interval: time.Second, ShareWindow: 5 * time.Second}
 }
 
 func (p PullPolicy) withDefaults() PullPolicy {
@@ -49,13 +76,18 @@ func (p PullPolicy) withDefaults() PullPolicy {
 	if p.Interval <= 0 {
 		p.Interval = d.Interval
 	}
+	if p.ShareWindow < 0 {
+		p.ShareWindow = d.ShareWindow
+	}
+	p.ShareWindow = min(p.ShareWindow, MaxShareWindow)
 	return p
 }
 
 // pullLane runs image pulls apart from the start gate: pulls are network
 // and disk work, and a start must not wait behind another image's pull.
 // Concurrent pulls of one reference (with the same credentials) are
-// collapsed into one upstream pull whose answer every caller gets.
+// collapsed into one upstream pull whose answer every caller gets; later
+// ones within the share window get that answer too (shared).
 type pullLane struct {
 	pol  PullPolicy
 	io   func() float64
@@ -64,12 +96,80 @@ type pullLane struct {
 	cond *sync.Cond
 	// guarded by mu
 	limit, inFlight, waiting int
+
+	recent struct {
+		sync.Mutex // never held with mu
+		byKey      map[string]resolution
+	}
 }
+
+// resolution is a pull's answer, shareable until its window ends.
+type resolution struct {
+	r       pullResult
+	imageID string    // the response's image_ref
+	at      time.Time // when the upstream pull began: the resolution is no older
+}
+
+// maxRecent bounds the remembered resolutions: a node pulls a few dozen
+// images; past this the oldest is forgotten (a pull then resolves).
+const maxRecent = 1024
 
 func newPullLane(pol PullPolicy, io func() float64) *pullLane {
 	l := &pullLane{pol: pol, io: io, limit: pol.Max}
 	l.cond = sync.NewCond(&l.mu)
+	l.recent.byKey = map[string]resolution{}
 	return l
+}
+
+// shared returns the resolution of key still inside the window at now.
+func (l *pullLane) shared(key string, now time.Time) (resolution, bool) {
+	if l.pol.ShareWindow <= 0 {
+		return resolution{}, false
+	}
+	l.recent.Lock()
+	defer l.recent.Unlock()
+	r, ok := l.recent.byKey[key]
+	if ok && now.Sub(r.at) >= l.pol.ShareWindow {
+		delete(l.recent.byKey, key)
+		ok = false
+	}
+	return r, ok
+}
+
+// remember keeps a successful pull's answer for the window, dropping
+// expired ones (and the oldest, when full).
+func (l *pullLane) remember(key string, r resolution) {
+	if l.pol.ShareWindow <= 0 || r.imageID == "" {
+		return
+	}
+	l.recent.Lock()
+	defer l.recent.Unlock()
+	if old, ok := l.recent.byKey[key]; ok && old.at.After(r.at) {
+		return // a later resolution landed first
+	}
+	if len(l.recent.byKey) >= maxRecent {
+		oldestKey, oldest := "", r.at
+		for k, v := range l.recent.byKey {
+			if r.at.Sub(v.at) >= l.pol.ShareWindow {
+				delete(l.recent.byKey, k)
+			} else if v.at.Before(oldest) {
+				oldestKey, oldest = k, v.at
+			}
+		}
+		if len(l.recent.byKey) >= maxRecent {
+			delete(l.recent.byKey, oldestKey)
+		}
+	}
+	l.recent.byKey[key] = r
+}
+
+// forget drops key's resolution, if it is still r's.
+func (l *pullLane) forget(key string, r resolution) {
+	l.recent.Lock()
+	defer l.recent.Unlock()
+	if cur, ok := l.recent.byKey[key]; ok && cur.at.Equal(r.at) {
+		delete(l.recent.byKey, key)
+	}
 }
 
 // run resizes the lane from IO pressure until stop closes.
@@ -155,13 +255,17 @@ func (p *Proxy) forwardPull(ss grpc.ServerStream, method string) error {
 		return status.Errorf(codes.InvalidArgument, "criproxy: decode PullImageRequest: %v", err)
 	}
 	key := pullKey(req)
+	if r, ok := p.shareable(ctx, key, req); ok {
+		p.obs.PullShared(method)
+		return sendPull(ss, r.r)
+	}
 	// Each caller waits on the shared pull from a goroutine the proxy owns,
 	// so a caller that leaves does not leave it behind unowned.
 	ch := make(chan pullOutcome, 1)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		v, err, _ := p.pulls.sf.Do(key, func() (any, error) { return p.pull(ctx, method, in, req) })
+		v, err, _ := p.pulls.sf.Do(key, func() (any, error) { return p.pull(ctx, method, key, in, req) })
 		r, _ := v.(pullResult)
 		ch <- pullOutcome{r, err}
 	}()
@@ -169,18 +273,58 @@ func (p *Proxy) forwardPull(ss grpc.ServerStream, method string) error {
 	case <-ctx.Done():
 		return status.FromContextError(ctx.Err()).Err()
 	case o := <-ch:
-		if len(o.r.header) > 0 {
-			_ = ss.SetHeader(o.r.header)
-		}
-		if len(o.r.trailer) > 0 {
-			ss.SetTrailer(o.r.trailer)
-		}
 		if o.err != nil {
+			setMD(ss, o.r)
 			return o.err
 		}
-		return ss.SendMsg(o.r.out)
+		return sendPull(ss, o.r)
 	}
 }
+
+func setMD(ss grpc.ServerStream, r pullResult) {
+	if len(r.header) > 0 {
+		_ = ss.SetHeader(r.header)
+	}
+	if len(r.trailer) > 0 {
+		ss.SetTrailer(r.trailer)
+	}
+}
+
+func sendPull(ss grpc.ServerStream, r pullResult) error {
+	setMD(ss, r)
+	return ss.SendMsg(r.out)
+}
+
+// imageStatusTimeout bounds the local check behind a shared answer; past
+// it the pull goes to the registry as usual.
+const imageStatusTimeout = 5 * time.Second
+
+// shareable returns a resolution of key that may answer req now: inside
+// the share window, no newer digest known to the prefetch manager, and
+// containerd still holding that image under req's reference. A
+// resolution that fails a check is forgotten.
+func (p *Proxy) shareable(ctx context.Context, key string, req *runtimeapi.PullImageRequest) (resolution, bool) {
+	r, ok := p.pulls.shared(key, time.Now())
+	if !ok {
+		return r, false
+	}
+	image := req.GetImage().GetImage()
+	if pf := p.cfg.Prefetch; pf != nil && pf.Moved(image) {
+		p.pulls.forget(key, r)
+		return r, false
+	}
+	sctx, cancel := context.WithTimeout(ctx, imageStatusTimeout)
+	defer cancel()
+	st := new(runtimeapi.ImageStatusResponse)
+	err := p.upstream.Invoke(sctx, imageStatusMethod, &runtimeapi.ImageStatusRequest{Image: req.GetImage()}, st)
+	if err != nil || st.GetImage().GetId() != r.imageID {
+		p.pulls.forget(key, r)
+		return r, false
+	}
+	return r, true
+}
+
+const imageStatusMethod = "/runtime.v1.ImageService/ImageStatus"
 
 type pullOutcome struct {
 	r   pullResult
@@ -195,9 +339,10 @@ type pullOutcome struct {
 // pending or running, so the pull then finds every blob local instead of
 // fetching the same layers a second time; whatever the prefetch's outcome,
 // the pull goes on (it fetches what is still missing). After a pull that
-// succeeded, the prefetch manager hears of it: that is how it counts hits
-// and gives up its lease on content the CRI's image record now holds.
-func (p *Proxy) pull(ctx context.Context, method string, in *frame, req *runtimeapi.PullImageRequest) (pullResult, error) {
+// succeeded, its answer is kept for the share window, and the prefetch
+// manager hears of it: that is how it counts hits and gives up its lease
+// on content the CRI's image record now holds.
+func (p *Proxy) pull(ctx context.Context, method, key string, in *frame, req *runtimeapi.PullImageRequest) (pullResult, error) {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(outgoing(ctx)))
 	defer cancel()
 	if d, ok := ctx.Deadline(); ok {
@@ -222,15 +367,21 @@ func (p *Proxy) pull(ctx context.Context, method string, in *frame, req *runtime
 	}
 	defer p.pulls.release()
 	r := pullResult{out: new(frame)}
+	began := time.Now()
 	err := p.upstream.Invoke(pctx, method, in, r.out, grpc.ForceCodec(rawCodec{}), grpc.Header(&r.header), grpc.Trailer(&r.trailer))
 	p.obs.Forwarded(method, codeOf(err))
-	if err == nil && pf != nil && image != "" {
-		resp := new(runtimeapi.PullImageResponse)
-		if uerr := proto.Unmarshal(r.out.b, resp); uerr == nil && resp.ImageRef != "" && pf.Pulled(pctx, image, resp.ImageRef) {
-			p.log.Info("pull served from prefetched content", zap.String("image", image), zap.String("image_id", resp.ImageRef))
-		}
+	if err != nil {
+		return r, err
 	}
-	return r, err
+	resp := new(runtimeapi.PullImageResponse)
+	if uerr := proto.Unmarshal(r.out.b, resp); uerr != nil || resp.ImageRef == "" {
+		return r, nil // answered as is, never shared
+	}
+	p.pulls.remember(key, resolution{r: r, imageID: resp.ImageRef, at: began})
+	if pf != nil && image != "" && pf.Pulled(pctx, image, resp.ImageRef) {
+		p.log.Info("pull served from prefetched content", zap.String("image", image), zap.String("image_id", resp.ImageRef))
+	}
+	return r, nil
 }
 
 // pullKey identifies a pull: the image and the credentials it is pulled

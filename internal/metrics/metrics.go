@@ -16,15 +16,16 @@ const namespace = "startgate"
 // Metrics counts admission outcomes. Create it with New, pass it as the
 // gate's Observer, then call WatchGate once the gate exists.
 type Metrics struct {
-	reg       prometheus.Registerer
-	admitted  *prometheus.CounterVec
-	refused   *prometheus.CounterVec
-	cancelled *prometheus.CounterVec
-	released  *prometheus.CounterVec
-	wait      *prometheus.HistogramVec
-	criCalls  *prometheus.CounterVec
-	failOpen  *prometheus.CounterVec
-	podGone   *prometheus.CounterVec
+	reg        prometheus.Registerer
+	admitted   *prometheus.CounterVec
+	refused    *prometheus.CounterVec
+	cancelled  *prometheus.CounterVec
+	released   *prometheus.CounterVec
+	wait       *prometheus.HistogramVec
+	criCalls   *prometheus.CounterVec
+	failOpen   *prometheus.CounterVec
+	podGone    *prometheus.CounterVec
+	pullShared prometheus.Counter
 	// waitBy holds the histogram child per class, resolved once: the
 	// observer runs under the gate's lock.
 	waitBy []prometheus.Observer
@@ -84,8 +85,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "cri_pod_gone_total",
 			Help: "Gated CRI calls not forwarded because the API server says their pod is gone, by method and reason (deleted, terminating, finished).",
 		}, []string{"method", "reason"}),
+		pullShared: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cri_pulls_shared_total",
+			Help: "PullImage calls answered with a recent pull's resolution of the same reference, without asking the registry (cri.pulls.share_window).",
+		}),
 	}
-	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait, m.criCalls, m.failOpen, m.podGone)
+	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait, m.criCalls, m.failOpen, m.podGone, m.pullShared)
 	m.waitBy = make([]prometheus.Observer, len(classNames))
 	for i, name := range classNames {
 		m.waitBy[i] = m.wait.WithLabelValues(name)
@@ -134,6 +139,9 @@ func (m *Metrics) Forwarded(method, code string) {
 func (m *Metrics) PodGone(method, reason string) {
 	m.podGone.WithLabelValues(criMethod(method), reason).Inc()
 }
+
+// PullShared implements criproxy.Observer.
+func (m *Metrics) PullShared(string) { m.pullShared.Inc() }
 
 // FailOpen implements criproxy.Observer.
 func (m *Metrics) FailOpen(method, reason string) {

@@ -321,6 +321,21 @@ func (m *Manager) Pulled(ctx context.Context, ref, imageID string) (hit bool) {
 	return true
 }
 
+// Moved reports whether ref's tag is known to point at a digest the node
+// has not pulled yet (noticed by a resolve or a notification: pending,
+// running, done or failed). The CRI proxy stops sharing an older pull's
+// answer for ref then. A digest reference never moves.
+func (m *Manager) Moved(ref string) bool {
+	r, err := tagRef(ref)
+	if err != nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.mu.entries[r]
+	return e != nil && e.New != ""
+}
+
 // hitLocked records a pull served from e's done prefetch: the node runs
 // New now. It returns the lease to delete (outside the lock).
 func (m *Manager) hitLocked(e *Entry, now time.Time) (lease string) {

@@ -1,0 +1,138 @@
+package criproxy
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Pulls of one reference one after another, as kubelet's serialized
+// puller makes them, share the first one's resolution inside the window;
+// other credentials, an image record that moved or went away, a newer
+// digest known to the prefetch, and a window of 0 each send the pull to
+// containerd again.
+func TestPullSharesARecentResolution(t *testing.T) {
+	pf := &fakePrefetch{release: make(chan struct{})}
+	close(pf.release)
+	e := newEnv(t, nil, openPolicy(4), func(c *Config) {
+		c.Pulls.ShareWindow = time.Hour
+		c.Prefetch = pf
+	})
+	close(e.fake.pullGate)
+	ctx := context.Background()
+	pull := func(auth *runtimeapi.AuthConfig) string {
+		t.Helper()
+		r, err := e.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}, Auth: auth})
+		if err != nil {
+			t.Fatalf("PullImage app:1: %v", err)
+		}
+		return r.GetImageRef()
+	}
+	check := func(step string, wantUpstream int32, wantShared int) {
+		t.Helper()
+		if got := e.fake.pullCalls.Load(); got != wantUpstream {
+			t.Errorf("%s: containerd saw %d pulls, want %d", step, got, wantUpstream)
+		}
+		if got := e.observe.get("pull-shared"); got != wantShared {
+			t.Errorf("%s: %d pulls shared, want %d", step, got, wantShared)
+		}
+	}
+	for range 5 {
+		if got := pull(nil); got != "sha256:app:1" {
+			t.Fatalf("PullImage app:1 = %q, want sha256:app:1", got)
+		}
+	}
+	check("five pulls in a row", 1, 4)
+
+	pull(&runtimeapi.AuthConfig{Username: "alice", Password: "secret"})
+	check("another caller's credentials", 2, 4)
+	pull(&runtimeapi.AuthConfig{Username: "alice", Password: "secret"})
+	check("the same credentials again", 2, 5)
+
+	e.fake.setImage("app:1", "sha256:someone-else-pulled")
+	if got := pull(nil); got != "sha256:app:1" {
+		t.Fatalf("PullImage app:1 after the tag moved = %q, want containerd's answer", got)
+	}
+	check("the node's tag moved", 3, 5)
+
+	e.fake.setImage("app:1", "")
+	pull(nil)
+	check("the image was removed", 4, 5)
+
+	pf.mu.Lock()
+	pf.moved = true
+	pf.mu.Unlock()
+	pull(nil)
+	check("the prefetch knows a newer digest", 5, 5)
+	pull(nil)
+	check("the prefetch still knows a newer digest", 6, 5)
+}
+
+func TestPullShareWindowZeroNeverShares(t *testing.T) {
+	e := newEnv(t, nil, openPolicy(4), func(c *Config) { c.Pulls.ShareWindow = 0 })
+	close(e.fake.pullGate)
+	for i := range 3 {
+		if _, err := e.img.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}}); err != nil {
+			t.Fatalf("PullImage %d: %v", i, err)
+		}
+	}
+	if got := e.fake.pullCalls.Load(); got != 3 {
+		t.Errorf("share_window 0: containerd saw %d pulls for 3 callers one after another, want 3", got)
+	}
+	if got := e.fake.count("ImageStatus"); got != 0 {
+		t.Errorf("share_window 0: %d ImageStatus checks, want none", got)
+	}
+}
+
+// The window is counted from when the resolving pull began; memory is
+// bounded.
+func TestPullLaneWindow(t *testing.T) {
+	pol := DefaultPullPolicy()
+	pol.ShareWindow = 10 * time.Second
+	l := newPullLane(pol, nil)
+	t0 := time.Unix(1000, 0)
+	r := resolution{imageID: "sha256:a", at: t0}
+	l.remember("k", r)
+	for _, tt := range []struct {
+		at   time.Duration
+		want bool
+	}{{0, true}, {10*time.Second - 1, true}, {10 * time.Second, false}, {0, false}} {
+		if _, ok := l.shared("k", t0.Add(tt.at)); ok != tt.want {
+			t.Errorf("shared at +%s = %v, want %v", tt.at, ok, tt.want)
+		}
+	}
+	l.remember("k", resolution{imageID: "sha256:b", at: t0.Add(time.Second)})
+	l.remember("k", resolution{imageID: "sha256:a", at: t0}) // older: ignored
+	if got, _ := l.shared("k", t0.Add(2*time.Second)); got.imageID != "sha256:b" {
+		t.Errorf("after an older resolution landed late: shared %q, want sha256:b", got.imageID)
+	}
+	l.remember("empty", resolution{at: t0})
+	if _, ok := l.shared("empty", t0); ok {
+		t.Errorf("a resolution with no image ID was kept")
+	}
+	for i := range maxRecent + 10 {
+		l.remember(fmt.Sprint(i), resolution{imageID: "sha256:x", at: t0.Add(time.Duration(i) * time.Millisecond)})
+	}
+	if n := len(l.recent.byKey); n > maxRecent {
+		t.Errorf("%d resolutions kept, want at most %d", n, maxRecent)
+	}
+	if _, ok := l.shared(fmt.Sprint(maxRecent+9), t0.Add(time.Second)); !ok {
+		t.Errorf("the newest resolution was dropped to make room")
+	}
+}
+
+func TestPullPolicyShareWindowDefaults(t *testing.T) {
+	for _, tt := range []struct{ in, want time.Duration }{
+		{-1, DefaultPullPolicy().ShareWindow},
+		{0, 0},
+		{time.Second, time.Second},
+		{time.Hour, MaxShareWindow},
+	} {
+		if got := (PullPolicy{ShareWindow: tt.in}).withDefaults().ShareWindow; got != tt.want {
+			t.Errorf("ShareWindow %v withDefaults = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
