@@ -339,7 +339,7 @@ func (b *bencher) patchAndBurst(ctx context.Context, m Mode, round int, work Wor
 	if m.Via == Startgate && b.node.api != nil {
 		go func() {
 			defer close(watchDone)
-			gate = watchGate(watchCtx, b.node.api, time.Now())
+			gate = WatchGate(watchCtx, b.node.api, time.Now())
 		}()
 	} else {
 		close(watchDone)
@@ -396,7 +396,7 @@ func (b *bencher) burst(ctx context.Context, m Mode, round, pods int, w Workload
 }
 
 func (b *bencher) quiet(ctx context.Context, before string) error {
-	cpu, ok, err := waitQuiet(ctx, b.opts.Quiet, func(cpu float64, waited time.Duration) {
+	cpu, ok, err := WaitQuiet(ctx, b.opts.Quiet, func(cpu float64, waited time.Duration) {
 		b.pr.status("waiting for a quiet node before %s: CPU pressure %.2f (%s)", before, cpu, secs(waited))
 	})
 	if err != nil {

@@ -23,9 +23,9 @@ type GateSample struct {
 // gateSampleEvery is the Status poll's period during a startgate burst.
 const gateSampleEvery = 250 * time.Millisecond
 
-// watchGate polls Status until ctx ends and returns the samples. A failed
+// WatchGate polls Status until ctx ends and returns the samples. A failed
 // call is skipped: the samples are for the reader, not the result.
-func watchGate(ctx context.Context, api pb.StartgateClient, start time.Time) []GateSample {
+func WatchGate(ctx context.Context, api pb.StartgateClient, start time.Time) []GateSample {
 	var out []GateSample
 	tick := time.NewTicker(gateSampleEvery)
 	defer tick.Stop()

@@ -37,6 +37,16 @@ const patchFile = "app/patch.bin"
 // childEnv marks a process started by the benchmark to be startgated.
 const childEnv = "STARTGATE_BENCH_RUN_STARTGATED"
 
+// DaemonCommand is how a benchmark runs startgated as a child: this
+// binary and its environment with the marker RunChild looks for.
+func DaemonCommand() (cmd, env []string, err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: find own binary to run startgated: %w", err)
+	}
+	return []string{self}, append(daemon.ChildEnviron(childEnv), childEnv+"=1"), nil
+}
+
 // RunChild runs startgated (daemon.Main) when this process is the
 // benchmark's startgated child, and reports that it did; main and TestMain
 // call it first. The benchmark re-executes its own binary rather than
@@ -343,29 +353,36 @@ func (n *node) patch(ctx context.Context) (string, error) {
 // prefetchPoll is how often PrefetchList is read while a prefetch runs.
 const prefetchPoll = 100 * time.Millisecond
 
-// prefetch announces the app's tag to startgated (PrefetchAdd, which
-// resolves it at once) and waits until PrefetchList shows digest fetched,
-// at most timeout. It returns the time from PrefetchAdd to then.
+// prefetch announces the app's tag to startgated and waits until it has
+// fetched digest (PrefetchAndWait).
 func (n *node) prefetch(ctx context.Context, digest string, timeout time.Duration) (time.Duration, error) {
 	if n.api == nil {
 		return 0, errors.New("bench: prefetch: startgated is not running")
 	}
+	return PrefetchAndWait(ctx, n.api, n.appRef, digest, timeout)
+}
+
+// PrefetchAndWait announces ref to startgated (PrefetchAdd, which
+// resolves it at once), what a pipeline does before a rollout, and waits
+// until PrefetchList shows digest fetched, at most timeout. It returns
+// the time from PrefetchAdd to then.
+func PrefetchAndWait(ctx context.Context, api pb.StartgateClient, ref, digest string, timeout time.Duration) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t0 := time.Now()
-	if _, err := n.api.PrefetchAdd(ctx, &pb.PrefetchAddRequest{Reference: n.appRef}); err != nil {
-		return 0, fmt.Errorf("bench: PrefetchAdd %s: %w", n.appRef, err)
+	if _, err := api.PrefetchAdd(ctx, &pb.PrefetchAddRequest{Reference: ref}); err != nil {
+		return 0, fmt.Errorf("bench: PrefetchAdd %s: %w", ref, err)
 	}
 	tick := time.NewTicker(prefetchPoll)
 	defer tick.Stop()
 	last := "no entry"
 	for {
-		resp, err := n.api.PrefetchList(ctx, &pb.PrefetchListRequest{})
+		resp, err := api.PrefetchList(ctx, &pb.PrefetchListRequest{})
 		if err != nil && ctx.Err() == nil {
 			return 0, fmt.Errorf("bench: PrefetchList: %w", err)
 		}
 		for _, e := range resp.GetEntries() {
-			if e.GetReference() != n.appRef && e.GetNewDigest() != digest {
+			if e.GetReference() != ref && e.GetNewDigest() != digest {
 				continue
 			}
 			last = fmt.Sprintf("state %s, new digest %q, %d/%d bytes", e.GetState(), e.GetNewDigest(), e.GetBytesDone(), e.GetBytesTotal())
@@ -373,12 +390,12 @@ func (n *node) prefetch(ctx context.Context, digest string, timeout time.Duratio
 			case e.GetNewDigest() == digest && e.GetState() == "done":
 				return time.Since(t0), nil
 			case e.GetState() == "failed" && e.GetUpdated().AsTime().After(t0):
-				return 0, fmt.Errorf("bench: prefetch of %s@%s failed: %s", n.appRef, digest, e.GetError())
+				return 0, fmt.Errorf("bench: prefetch of %s@%s failed: %s", ref, digest, e.GetError())
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("bench: prefetch of %s@%s not done within %s (%s)", n.appRef, digest, timeout, last)
+			return 0, fmt.Errorf("bench: prefetch of %s@%s not done within %s (%s)", ref, digest, timeout, last)
 		case <-tick.C:
 		}
 	}

@@ -27,10 +27,10 @@ func DefaultQuiet() Quiet {
 	return Quiet{CPU: 0.1, Interval: 500 * time.Millisecond, Samples: 2, Max: 60 * time.Second}
 }
 
-// waitQuiet waits until the node is quiet, ctx ends or q.Max passes. It
+// WaitQuiet waits until the node is quiet, ctx ends or q.Max passes. It
 // returns the last CPU pressure seen and whether the node got quiet; with
 // no PSI it waits one interval per sample and calls that quiet.
-func waitQuiet(ctx context.Context, q Quiet, report func(cpu float64, waited time.Duration)) (float64, bool, error) {
+func WaitQuiet(ctx context.Context, q Quiet, report func(cpu float64, waited time.Duration)) (float64, bool, error) {
 	src, err := pressure.NewProcSource("")
 	var s *pressure.Sampler
 	if err == nil {

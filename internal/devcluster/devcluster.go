@@ -85,7 +85,7 @@ type session struct {
 	dir     string
 	tb      *testbed.Testbed
 	reg     *testbed.Registry
-	gate    *gate
+	gate    *testbed.Startgated
 	cluster *cluster.Cluster
 }
 
@@ -140,7 +140,7 @@ func Run(ctx context.Context, o Options, out io.Writer) (err error) {
 	gateDir := filepath.Join(s.dir, "startgated")
 	endpoint := s.tb.Endpoint()
 	if !o.Direct {
-		endpoint = criSocket(gateDir)
+		endpoint = testbed.StartgatedCRISocket(gateDir)
 	}
 	s.cluster, err = cluster.Start(ctx, cluster.Options{
 		Parent:          s.dir,
@@ -173,13 +173,13 @@ func Run(ctx context.Context, o Options, out io.Writer) (err error) {
 
 	var gateExited <-chan struct{}
 	if s.gate != nil {
-		gateExited = s.gate.exited
+		gateExited = s.gate.Exited()
 	}
 	select {
 	case <-ctx.Done():
 		return nil
 	case <-gateExited:
-		return s.gate.withLog(errors.New("startgated exited"))
+		return s.gate.WithLog(errors.New("startgated exited"))
 	}
 }
 
@@ -193,7 +193,7 @@ func (s *session) stop(ctx context.Context) error {
 		errs = append(errs, s.cluster.StopKubelet(ctx))
 	}
 	if s.gate != nil {
-		errs = append(errs, s.gate.stop())
+		errs = append(errs, s.gate.Stop())
 	}
 	if s.cluster != nil {
 		errs = append(errs, s.cluster.Stop(ctx))
@@ -240,7 +240,7 @@ func printHints(out io.Writer, s *session, o Options, example string, took time.
 				ctl = p
 			}
 		}
-		api := s.gate.apiSocket()
+		api := s.gate.APISocket()
 		fmt.Fprintf(out, "Watch the gate:\n")
 		fmt.Fprintf(out, "  %s --socket %s status\n", ctl, api)
 		fmt.Fprintf(out, "  %s --socket %s watch\n", ctl, api)
@@ -248,7 +248,7 @@ func printHints(out io.Writer, s *session, o Options, example string, took time.
 	}
 	fmt.Fprintf(out, "Logs: %s/*.log", c.Dir())
 	if s.gate != nil {
-		fmt.Fprintf(out, ", %s", s.gate.logPath())
+		fmt.Fprintf(out, ", %s", s.gate.LogPath())
 	}
 	fmt.Fprintf(out, ", %s\n\n", s.tb.LogPath())
 	fmt.Fprintf(out, "Ctrl-C to stop: stops everything and removes %s.\n", s.dir)

@@ -70,6 +70,11 @@ type Options struct {
 	// RuntimeRequestTimeout is kubelet's runtimeRequestTimeout; 0 leaves
 	// kubelet's default (2m).
 	RuntimeRequestTimeout time.Duration
+	// ParallelImagePulls, when positive, turns kubelet's serialized image
+	// pulls off (serializeImagePulls: false) and lets this many run at
+	// once (maxParallelImagePulls); 0 keeps kubelet's default, one pull
+	// at a time on the node.
+	ParallelImagePulls int
 	// StartTimeout bounds Start from the first process to a Ready node;
 	// 0 means 3 minutes (a busy 2-core machine needs most of one).
 	StartTimeout time.Duration

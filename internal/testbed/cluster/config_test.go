@@ -18,6 +18,7 @@ func TestKubeletConfig(t *testing.T) {
 		RuntimeEndpoint:       "/tmp/sg/cri.sock",
 		FeatureGates:          map[string]bool{"EventedPLEG": true, "AAA": false},
 		RuntimeRequestTimeout: 90 * time.Second,
+		ParallelImagePulls:    4,
 	}}
 	var got map[string]any
 	if err := yaml.Unmarshal([]byte(c.kubeletConfig(10999)), &got); err != nil {
@@ -35,6 +36,8 @@ func TestKubeletConfig(t *testing.T) {
 		"podLogsDir":               "/tmp/sgk-1/pod-logs",
 		"runtimeRequestTimeout":    "1m30s",
 		"rotateCertificates":       false,
+		"serializeImagePulls":      false,
+		"maxParallelImagePulls":    float64(4),
 	} {
 		if got[key] != want {
 			t.Errorf("%s: got %#v, want %#v", key, got[key], want)
@@ -47,6 +50,19 @@ func TestKubeletConfig(t *testing.T) {
 	fg, _ := got["featureGates"].(map[string]any)
 	if fg["EventedPLEG"] != true || fg["AAA"] != false || len(fg) != 2 {
 		t.Errorf("featureGates: got %v, want EventedPLEG true, AAA false", fg)
+	}
+	if err := c.SetKubelet(KubeletSettings{RuntimeEndpoint: "/run/containerd/containerd.sock"}); err != nil {
+		t.Fatalf("SetKubelet with no kubelet running: %v", err)
+	}
+	var again map[string]any
+	if err := yaml.Unmarshal([]byte(c.kubeletConfig(10999)), &again); err != nil {
+		t.Fatalf("kubeletConfig: %v", err)
+	}
+	if again["containerRuntimeEndpoint"] != "unix:///run/containerd/containerd.sock" || again["serializeImagePulls"] != nil {
+		t.Errorf("after SetKubelet: endpoint %v, serializeImagePulls %v; want containerd's socket and kubelet's default", again["containerRuntimeEndpoint"], again["serializeImagePulls"])
+	}
+	if err := c.SetKubelet(KubeletSettings{}); err == nil {
+		t.Errorf("SetKubelet with no endpoint: got no error")
 	}
 	auth, _ := got["authentication"].(map[string]any)
 	x509, _ := auth["x509"].(map[string]any)

@@ -72,6 +72,9 @@ maxPods: 250
 		q(filepath.Join(c.dir, "pod-logs")),
 		q(filepath.Join(c.dir, "volume-plugins")),
 	)
+	if n := c.opts.ParallelImagePulls; n > 0 {
+		fmt.Fprintf(&b, "serializeImagePulls: false\nmaxParallelImagePulls: %d\n", n)
+	}
 	if d := c.opts.RuntimeRequestTimeout; d > 0 {
 		fmt.Fprintf(&b, "runtimeRequestTimeout: %s\n", d)
 	}
@@ -151,6 +154,31 @@ func (c *Cluster) StartKubelet(ctx context.Context) error {
 		}
 		return err
 	}
+}
+
+// KubeletSettings are what may change between two runs of the kubelet.
+type KubeletSettings struct {
+	// RuntimeEndpoint is Options.RuntimeEndpoint.
+	RuntimeEndpoint string
+	// ParallelImagePulls is Options.ParallelImagePulls.
+	ParallelImagePulls int
+}
+
+// SetKubelet changes the settings the next StartKubelet runs the kubelet
+// with; the kubelet must be stopped. A benchmark points one node's
+// kubelet at containerd, then at startgated, with serialized pulls and
+// without.
+func (c *Cluster) SetKubelet(s KubeletSettings) error {
+	c.kubeletMu.Lock()
+	defer c.kubeletMu.Unlock()
+	if c.kubelet != nil && !c.kubelet.hasExited() {
+		return errors.New("cluster: SetKubelet: the kubelet is running")
+	}
+	if s.RuntimeEndpoint == "" || s.ParallelImagePulls < 0 {
+		return fmt.Errorf("cluster: SetKubelet: runtime endpoint %q and parallel pulls %d: want a socket and 0 or more", s.RuntimeEndpoint, s.ParallelImagePulls)
+	}
+	c.opts.RuntimeEndpoint, c.opts.ParallelImagePulls = s.RuntimeEndpoint, s.ParallelImagePulls
+	return nil
 }
 
 // StopKubelet stops the kubelet (SIGTERM, SIGKILL after 10 s). Its pods'
