@@ -1,12 +1,23 @@
-// Command startgate-bench measures pod bursts on a private containerd,
-// direct, with client-side limits and through startgated; see
-// internal/bench.
+// Command startgate-bench measures pod bursts: on a private containerd
+// with an emulated kubelet (internal/bench), or with `startgate-bench
+// kube`, on a real one-node Kubernetes cluster (internal/kubebench);
+// direct, with a constant limit and through startgated.
 package main
 
 import (
 	"os"
 
 	"github.com/startgate/startgate/internal/bench"
+	"github.com/startgate/startgate/internal/kubebench"
 )
 
-func main() { os.Exit(bench.Main(os.Args[1:])) }
+func main() {
+	// The startgated child either command re-executes first.
+	if code, ok := bench.RunChild(); ok {
+		os.Exit(code)
+	}
+	if len(os.Args) > 1 && os.Args[1] == "kube" {
+		os.Exit(kubebench.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	os.Exit(bench.Main(os.Args[1:]))
+}

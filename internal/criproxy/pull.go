@@ -384,14 +384,30 @@ func (p *Proxy) pull(ctx context.Context, method, key string, in *frame, req *ru
 	return r, nil
 }
 
-// pullKey identifies a pull: the image and the credentials it is pulled
-// with, so callers with different secrets never share a result.
+// runtimeHandlerAnnotation is the sandbox annotation containerd 1.7
+// reads a pull's runtime handler (and so its snapshotter) from; CRI
+// v1.29+ carries it in ImageSpec.runtime_handler too.
+const runtimeHandlerAnnotation = "io.kubernetes.cri.runtime-handler"
+
+// pullKey identifies a pull by what decides its result: the image, the
+// runtime handler it is pulled for and the credentials it is pulled with,
+// so callers with different secrets never share a result. Not the
+// ImageSpec's annotations: kubelet copies every pod annotation into them,
+// its own per-pod kubernetes.io/config.seen among them, so no two pods'
+// pulls would ever share; the runtime's answer for a shared pull is
+// checked against the caller's own full ImageSpec (ImageStatus) anyway.
 func pullKey(req *runtimeapi.PullImageRequest) string {
 	h := sha256.New()
-	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(req.GetImage())
-	h.Write(b)
-	h.Write([]byte{0})
-	b, _ = proto.MarshalOptions{Deterministic: true}.Marshal(req.GetAuth())
+	for _, s := range []string{
+		req.GetImage().GetImage(),
+		req.GetImage().GetUserSpecifiedImage(),
+		req.GetImage().GetRuntimeHandler(),
+		req.GetSandboxConfig().GetAnnotations()[runtimeHandlerAnnotation],
+	} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(req.GetAuth())
 	h.Write(b)
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -136,3 +136,31 @@ func TestPullPolicyShareWindowDefaults(t *testing.T) {
 		}
 	}
 }
+
+// kubelet copies every pod annotation into the pull's ImageSpec, its own
+// per-pod kubernetes.io/config.seen among them: two pods' pulls of one
+// image must still be one pull. A runtime handler or credentials make
+// another.
+func TestPullKey(t *testing.T) {
+	req := func(ann map[string]string, handler, user string) *runtimeapi.PullImageRequest {
+		r := &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1", Annotations: ann, RuntimeHandler: handler}}
+		if user != "" {
+			r.Auth = &runtimeapi.AuthConfig{Username: user}
+		}
+		return r
+	}
+	a := pullKey(req(map[string]string{"kubernetes.io/config.seen": "2026-11-30T10:00:00.1Z"}, "", ""))
+	if b := pullKey(req(map[string]string{"kubernetes.io/config.seen": "2026-11-30T10:00:00.2Z"}, "", "")); a != b {
+		t.Errorf("two pods' pulls differing only in annotations have different keys")
+	}
+	for name, r := range map[string]*runtimeapi.PullImageRequest{
+		"runtime handler": req(nil, "kata", ""),
+		"credentials":     req(nil, "", "alice"),
+		"image":           {Image: &runtimeapi.ImageSpec{Image: "app:2"}},
+		"sandbox handler": {Image: &runtimeapi.ImageSpec{Image: "app:1"}, SandboxConfig: &runtimeapi.PodSandboxConfig{Annotations: map[string]string{runtimeHandlerAnnotation: "kata"}}},
+	} {
+		if pullKey(r) == a {
+			t.Errorf("another %s: same key", name)
+		}
+	}
+}
