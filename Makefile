@@ -16,7 +16,7 @@ protoc = PATH=$(BIN):$$PATH protoc -I proto \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build tools proto check-proto fmt-check vet verify-units test deps kube cluster demo bench clean
+.PHONY: help build tools proto check-proto fmt-check vet verify-units test deps kube cluster demo bench bench-kube clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -93,6 +93,10 @@ BENCH_FLAGS ?=
 bench: deps ## Install what is missing, then the patch-rollout benchmark: 40 pods; direct, fixed-2/4/8, startgate, startgate-prefetch; 2 rounds (as root)
 	go build -o $(BIN)/startgate-bench ./cmd/startgate-bench
 	$(BIN)/startgate-bench $(BENCH_FLAGS)
+
+bench-kube: deps kube ## The rollout benchmark on a real one-node cluster: 40 pods, a registry 20 ms away; direct, fixed-2/4/8, startgate, startgate-prefetch; 3 rounds (as root; BENCH_FLAGS as for bench, plus --scenarios)
+	go build -o $(BIN)/startgate-bench ./cmd/startgate-bench
+	$(BIN)/startgate-bench kube --kube-bin "$$($(KUBE_BIN))" $(BENCH_FLAGS)
 
 clean: ## Remove build output
 	rm -rf $(BIN)

@@ -36,6 +36,10 @@ type Mode struct {
 	// (PrefetchAdd) and the burst waits until startgated has fetched it.
 	// Only with Via Startgate.
 	Prefetch bool
+	// Config is more startgated TOML for this mode alone (a tuning
+	// variant side by side with the defaults); startgate-bench kube only,
+	// which runs a startgated per mode.
+	Config string `json:"-"`
 }
 
 // DefaultRegistryMbps is --registry-mbps's default: the registry behind a

@@ -60,6 +60,7 @@ poll = "100ms"
 settle_cores = 0.5
 settle_polls = 3
 cap = "30s"
+settle_before_ready = true
 [cri.pulls]
 min = 2
 max = 5
@@ -77,7 +78,7 @@ share_window = "30s"
 	if got := c.Classifier(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Classifier() = %+v, want %+v", got, want)
 	}
-	if got, want := c.Warmup(), (criproxy.WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.5, SettlePolls: 3, Cap: 30 * time.Second}); got != want {
+	if got, want := c.Warmup(), (criproxy.WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.5, SettlePolls: 3, Cap: 30 * time.Second, SettleBeforeReady: true}); got != want {
 		t.Errorf("Warmup() = %+v, want %+v", got, want)
 	}
 	if got, want := c.Pulls(), (criproxy.PullPolicy{Min: 2, Max: 5, IOTarget: 0.2, Interval: 2 * time.Second, ShareWindow: 30 * time.Second}); got != want {

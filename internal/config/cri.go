@@ -51,6 +51,8 @@ type Warmup struct {
 	SettleCores float64  `toml:"settle_cores"`
 	SettlePolls int      `toml:"settle_polls"`
 	Cap         Duration `toml:"cap"`
+	// SettleBeforeReady is criproxy.WarmupPolicy.SettleBeforeReady.
+	SettleBeforeReady bool `toml:"settle_before_ready"`
 }
 
 // Pulls is [cri.pulls]: the image pull lane.
@@ -87,10 +89,11 @@ func defaultCRI() CRI {
 		DefaultClass:     cl.Default.String(),
 		Rules:            rules,
 		Warmup: Warmup{
-			Poll:        Duration(defaultWarmup.Poll),
-			SettleCores: defaultWarmup.SettleCores,
-			SettlePolls: defaultWarmup.SettlePolls,
-			Cap:         Duration(defaultWarmup.Cap),
+			Poll:              Duration(defaultWarmup.Poll),
+			SettleCores:       defaultWarmup.SettleCores,
+			SettlePolls:       defaultWarmup.SettlePolls,
+			Cap:               Duration(defaultWarmup.Cap),
+			SettleBeforeReady: defaultWarmup.SettleBeforeReady,
 		},
 		Pulls: Pulls{
 			Min:         defaultPulls.Min,
@@ -133,11 +136,14 @@ var criDocs = map[string]string{
 	"cri.warmup.settle_cores": "Below this many cores of CPU use a container counts as idle.",
 	"cri.warmup.settle_polls": "Idle for this many polls in a row: warm-up over, slot released.",
 	"cri.warmup.cap":          "Longest a pod's warm-up holds its slot after the CRI call that took it.",
-	"cri.pulls":               "Image pulls run in a lane of their own, sized from IO pressure.",
-	"cri.pulls.min":           "Fewest pulls in flight node-wide.",
-	"cri.pulls.max":           "Most pulls in flight node-wide.",
-	"cri.pulls.io_target":     "IO stall fraction, (0, 1], above which the lane shrinks by one per interval.",
-	"cri.pulls.interval":      "How often the lane is resized.",
+	"cri.warmup.settle_before_ready": "With [kubernetes] on, a pod with a readiness or startup probe holds its slot\n" +
+		"until Ready; true ends its warm-up when its CPU settles too, if that comes first\n" +
+		"(an idle container waiting for its probe's next period holds no slot).",
+	"cri.pulls":           "Image pulls run in a lane of their own, sized from IO pressure.",
+	"cri.pulls.min":       "Fewest pulls in flight node-wide.",
+	"cri.pulls.max":       "Most pulls in flight node-wide.",
+	"cri.pulls.io_target": "IO stall fraction, (0, 1], above which the lane shrinks by one per interval.",
+	"cri.pulls.interval":  "How often the lane is resized.",
 	"cri.pulls.share_window": "A pull of a reference that a pull with the same credentials resolved at the\n" +
 		"registry less than this long ago gets that pull's image at once, if containerd\n" +
 		"still has it under that reference and no prefetch knows a newer digest: a burst\n" +
@@ -268,7 +274,7 @@ func parseClassOr(s string, def admission.Class) admission.Class {
 // Warmup maps [cri.warmup] onto the proxy's warm-up policy.
 func (c *Config) Warmup() criproxy.WarmupPolicy {
 	w := c.CRI.Warmup
-	return criproxy.WarmupPolicy{Poll: w.Poll.Std(), SettleCores: w.SettleCores, SettlePolls: w.SettlePolls, Cap: w.Cap.Std()}
+	return criproxy.WarmupPolicy{Poll: w.Poll.Std(), SettleCores: w.SettleCores, SettlePolls: w.SettlePolls, Cap: w.Cap.Std(), SettleBeforeReady: w.SettleBeforeReady}
 }
 
 // Pulls maps [cri.pulls] onto the proxy's pull lane policy.

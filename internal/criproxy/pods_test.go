@@ -163,6 +163,29 @@ func TestWatchLostFallsBackToSettling(t *testing.T) {
 	waitUntil(t, "the slot to end on settling once Ready cannot be seen", func() bool { return e.gate.Status().InFlight == 0 })
 }
 
+// With settle_before_ready, a probed pod whose container went idle gives
+// its slot back without waiting for its probe's next period.
+func TestSettleBeforeReady(t *testing.T) {
+	pods := &fakePods{waitReady: map[string]bool{"default-web-0": true}}
+	e := newEnv(t, nil, openPolicy(4), func(c *Config) {
+		c.Pods = pods
+		c.Warmup.SettleBeforeReady = true
+	})
+	ctx := context.Background()
+	c, err := e.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: "sb-web-0",
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "app"}}, SandboxConfig: sandbox("default", "web-0", nil)})
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	if _, err := e.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+		t.Fatalf("StartContainer: %v", err)
+	}
+	waitUntil(t, "the idle container's slot to end before Ready", func() bool { return e.gate.Status().InFlight == 0 })
+	if c := e.gate.Status().Counters; c.Expired != 0 {
+		t.Fatalf("the slot expired (%d) instead of ending on settling", c.Expired)
+	}
+}
+
 func TestSlotOutlivesTheCallDeadline(t *testing.T) {
 	e := newPodsEnv(t, &fakePods{})
 	// kubelet gives RunPodSandbox 4 minutes; the warm-up cap is 10 s here.

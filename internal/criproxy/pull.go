@@ -257,6 +257,8 @@ func (p *Proxy) forwardPull(ss grpc.ServerStream, method string) error {
 	key := pullKey(req)
 	if r, ok := p.shareable(ctx, key, req); ok {
 		p.obs.PullShared(method)
+		p.log.Debug("pull answered from a recent resolution", zap.String("image", req.GetImage().GetImage()),
+			zap.String("image_id", r.imageID), zap.Duration("age", time.Since(r.at)))
 		return sendPull(ss, r.r)
 	}
 	// Each caller waits on the shared pull from a goroutine the proxy owns,

@@ -32,6 +32,12 @@ type WarmupPolicy struct {
 	SettlePolls int
 	// Cap is the longest a slot is held after CreateContainer.
 	Cap time.Duration
+	// SettleBeforeReady: a pod that waits for Ready (a probed pod, with
+	// the API watch on) also ends its warm-up when its CPU settles first.
+	// Off, such a pod holds its slot until Ready: the probe's verdict,
+	// not a guess from CPU, but up to a probe period of a slot held by
+	// an idle container.
+	SettleBeforeReady bool
 }
 
 // DefaultWarmupPolicy: a busy loop's CPU stops growing in CRI stats within
@@ -350,7 +356,7 @@ func (w *warmer) watch(id string, stop <-chan struct{}) string {
 					if w.exited(id) {
 						return "exited"
 					}
-					if !w.waitsForReady(id) {
+					if pol.SettleBeforeReady || !w.waitsForReady(id) {
 						return "settled"
 					}
 					idle = 0

@@ -38,6 +38,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.KubeBin, "kube-bin", os.Getenv("STARTGATE_KUBE_BIN"), "directory of the Kubernetes binaries (default $STARTGATE_KUBE_BIN, else hack/kubernetes/build.sh builds them once)")
 	daemonCfg := fs.String("startgated-config", "", "TOML file appended to every startgated config (tuning)")
 	fs.StringVar(&o.DaemonLog, "startgated-log", "", "keep the last startgated's log here")
+	variants := fs.StringArray("variant", nil, "NAME=FILE: one more mode, startgate-NAME, with FILE's TOML appended to its startgated config (tuning side by side); repeatable")
 	jsonOut := fs.String("json", "", "also write every run and pod as JSON to this file")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: startgate-bench kube [flags]\n\n"+
@@ -64,6 +65,23 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	var err error
 	if o.Modes, err = bench.ParseModes(*modes); err != nil {
 		return fail(err)
+	}
+	for _, v := range *variants {
+		name, file, ok := strings.Cut(v, "=")
+		if !ok || name == "" || file == "" {
+			return fail(fmt.Errorf("--variant %q: want NAME=FILE", v))
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fail(fmt.Errorf("--variant %s: %w", name, err))
+		}
+		m := bench.Mode{Name: "startgate-" + name, Via: bench.Startgate, Config: string(b)}
+		for _, have := range o.Modes {
+			if have.Name == m.Name {
+				return fail(fmt.Errorf("--variant %s: mode %s given twice", name, m.Name))
+			}
+		}
+		o.Modes = append(o.Modes, m)
 	}
 	o.Scenarios = strings.Split(*scenarios, ",")
 	if o.IOBytes, err = bench.ParseSize(*ioSize); err != nil {

@@ -138,6 +138,7 @@ func (n *node) daemonConfig(m bench.Mode) string {
 			n.tb.Snapshotter(), host)
 	}
 	b.WriteString(n.opts.DaemonConfig)
+	b.WriteString(m.Config)
 	return b.String()
 }
 
@@ -278,4 +279,3 @@ func (n *node) stop(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-

@@ -32,7 +32,7 @@ type Result struct {
 	ParallelPulls     int           `json:"parallel_pulls"`
 	Scenarios         []string      `json:"scenarios"`
 	Modes             []string      `json:"modes"`
-	Runs              []ScenarioRun         `json:"runs"`
+	Runs              []ScenarioRun `json:"runs"`
 	Warnings          []string      `json:"warnings,omitempty"`
 	Interrupted       bool          `json:"interrupted,omitempty"`
 	Took              time.Duration `json:"took_ns"`
@@ -221,4 +221,3 @@ func (p *progress) line(format string, args ...any) {
 func (p *progress) status(format string, args ...any) { p.line(format, args...) }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
-
