@@ -321,3 +321,37 @@ func TestKubeWatchWithoutAPIStillGates(t *testing.T) {
 		t.Errorf("startgated did not say why it has no API access")
 	}
 }
+
+// A real kubelet pulls for every pod of an imagePullPolicy Always
+// Deployment, each pull with the pod's own annotations in its ImageSpec
+// (kubelet copies them, its per-pod kubernetes.io/config.seen among
+// them): the pulls after the first still share its resolution, and every
+// pod runs the one image.
+func TestKubePullsShareAResolution(t *testing.T) {
+	kn := startKubeNode(t, kubeOptions{config: "[cri.pulls]\nshare_window = \"1m\"\n"})
+	const replicas = 4
+	kn.createDeployment(deployment("shared", kn.app, replicas, 1000))
+	ps := kn.waitAvailable("shared", replicas, 4*time.Minute)
+	shared := kn.n.logLines("pull answered from a recent resolution", 20)
+	n := 0
+	if shared != "" {
+		n = strings.Count(shared, "\n") + 1
+	}
+	if n < replicas-1 {
+		t.Errorf("%d of %d pods' pulls shared a resolution, want at least %d; startgated's pull log:\n%s",
+			n, replicas, replicas-1, kn.n.logLines("pull", 40))
+	}
+	image := ""
+	for _, p := range ps {
+		if len(p.Status.ContainerStatuses) != 1 {
+			t.Fatalf("pod %s: container statuses %v", p.Name, p.Status.ContainerStatuses)
+		}
+		id := p.Status.ContainerStatuses[0].ImageID
+		if image == "" {
+			image = id
+		}
+		if id != image {
+			t.Errorf("pod %s runs %s, another %s", p.Name, id, image)
+		}
+	}
+}
