@@ -71,20 +71,27 @@ func orUnknown(s string) string {
 
 // registryLink says how far away the registry was.
 func registryLink(r *Result) string {
-	var parts []string
-	if r.RegistryBandwidth > 0 {
-		parts = append(parts, fmt.Sprintf("capped at %.0f Mbit/s", r.RegistryBandwidth*8/1e6))
-	}
-	if r.RegistryRTT > 0 {
-		parts = append(parts, fmt.Sprintf("%s round trip", r.RegistryRTT))
-	}
-	if r.RegistryToken {
-		parts = append(parts, "a bearer token per pull")
-	}
-	if len(parts) == 0 {
+	d := DescribeRegistry(r.RegistryBandwidth, r.RegistryRTT, r.RegistryToken)
+	if d == "" {
 		return "; the registry is on loopback, unthrottled"
 	}
-	return "; the registry is far away: " + strings.Join(parts, ", ")
+	return "; the registry is far away: " + d
+}
+
+// DescribeRegistry says how far away a registry is (a bandwidth cap in
+// bytes per second, a round trip, token auth); "" for loopback.
+func DescribeRegistry(bytesPerSec float64, rtt time.Duration, token bool) string {
+	var parts []string
+	if bytesPerSec > 0 {
+		parts = append(parts, fmt.Sprintf("capped at %.0f Mbit/s", bytesPerSec*8/1e6))
+	}
+	if rtt > 0 {
+		parts = append(parts, fmt.Sprintf("%s round trip", rtt))
+	}
+	if token {
+		parts = append(parts, "a bearer token per pull")
+	}
+	return strings.Join(parts, ", ")
 }
 
 func orDash(d time.Duration) string {

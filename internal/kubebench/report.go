@@ -241,20 +241,10 @@ func pullsDescription(n int) string {
 }
 
 func registryDescription(r *Result) string {
-	var parts []string
-	if r.RegistryBandwidth > 0 {
-		parts = append(parts, fmt.Sprintf("%.0f Mbit/s", r.RegistryBandwidth*8/1e6))
+	if d := bench.DescribeRegistry(r.RegistryBandwidth, r.RegistryRTT, r.RegistryToken); d != "" {
+		return d
 	}
-	if r.RegistryRTT > 0 {
-		parts = append(parts, fmt.Sprintf("%s round trip", r.RegistryRTT))
-	}
-	if r.RegistryToken {
-		parts = append(parts, "a bearer token per pull")
-	}
-	if len(parts) == 0 {
-		return "on loopback"
-	}
-	return strings.Join(parts, ", ")
+	return "on loopback"
 }
 
 func ms(d time.Duration) string {
