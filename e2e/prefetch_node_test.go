@@ -173,7 +173,13 @@ func (pn *prefetchNode) push(ctx context.Context, repoTag string, img v1.Image) 
 // image ref the CRI answers (the config digest).
 func (pn *prefetchNode) pull(ctx context.Context, ref string) string {
 	pn.t.Helper()
-	id, err := pn.is.PullImage(ctx, &runtimeapi.ImageSpec{Image: ref}, nil, nil)
+	return pn.pullFor(ctx, ref, nil)
+}
+
+// pullFor pulls ref for the pod sb describes, as kubelet does.
+func (pn *prefetchNode) pullFor(ctx context.Context, ref string, sb *runtimeapi.PodSandboxConfig) string {
+	pn.t.Helper()
+	id, err := pn.is.PullImage(ctx, &runtimeapi.ImageSpec{Image: ref}, nil, sb)
 	if err != nil {
 		pn.t.Fatalf("PullImage %s through the proxy: %v", ref, err)
 	}

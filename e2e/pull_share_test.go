@@ -7,15 +7,18 @@ import (
 	"time"
 
 	"github.com/startgate/startgate/internal/testbed"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // Pulls share a resolution (cri.pulls.share_window), against a registry
 // as far away as a public one: a bearer token per pull, 20 ms round
 // trip. kubelet's pulls of one tag one after another (imagePullPolicy
 // Always, serialized pulls) reach the registry once per window, not once
-// per pod; a push inside the window is not seen until it ends (the
-// freshness traded, written in the config's help), unless the prefetch
-// knows the new digest, which ends the sharing at once.
+// per pod. Sharing is per controller generation: a rollout's first pull
+// resolves afresh, so a push followed by a rollout is seen at once; a
+// push inside the window reaches the same ReplicaSet's pods only when it
+// ends (the freshness traded, written in the config's help), unless the
+// prefetch knows the new digest, which ends the sharing at once.
 func TestPullsShareAResolution(t *testing.T) {
 	const window = 3 * time.Second
 	reg := testbed.StartRegistryT(t, testbed.RegistryOptions{Token: true})
@@ -43,10 +46,13 @@ func TestPullsShareAResolution(t *testing.T) {
 	}
 	_, id1, _ := digestsOf(t, base)
 
+	// Pods of one ReplicaSet until the rollout below makes another.
+	hash, pod := "7d9f8b6c5", 0
 	pull := func(what, want string) time.Duration {
 		t.Helper()
+		pod++
 		t0 := time.Now()
-		got := pn.pull(ctx, ref)
+		got := pn.pullFor(ctx, ref, replicaSetSandbox(hash, pod))
 		took := time.Since(t0)
 		if got != want {
 			t.Fatalf("%s: PullImage %s = %s, want %s", what, ref, got, want)
@@ -68,18 +74,27 @@ func TestPullsShareAResolution(t *testing.T) {
 		t.Fatalf("the pulls took longer than the window (%v): this machine is too busy for the test's timing", window)
 	}
 
-	// A push inside the window is seen once the window ends.
+	// A push inside the window reaches the same ReplicaSet's pods once
+	// the window ends; a rollout (a new ReplicaSet) sees it at once.
 	patched, _ := patchOf(t, base, 1<<20, 22)
 	if _, err := reg.Push(ctx, "app:1", patched); err != nil {
 		t.Fatal(err)
 	}
 	_, id2, _ := digestsOf(t, patched)
 	if time.Since(first) < window {
-		pull("a pull inside the window after a push (the freshness traded)", id1)
+		pull("a pull of the same ReplicaSet inside the window after a push (the freshness traded)", id1)
 	}
+	oldHash := hash
+	hash = "6c4b8d9f7"
+	tokens = reg.TokensIssued()
+	pull("the rollout's first pull, inside the window", id2)
+	if reg.TokensIssued() == tokens {
+		t.Errorf("the rollout's first pull took no token: it did not ask the registry")
+	}
+	hash = oldHash
 	time.Sleep(time.Until(first.Add(window)))
 	tokens = reg.TokensIssued()
-	pull("the first pull after the window", id2)
+	pull("the old ReplicaSet's first pull after the window", id2)
 	if reg.TokensIssued() == tokens {
 		t.Errorf("the pull after the window took no token: it did not ask the registry")
 	}
@@ -99,4 +114,15 @@ func TestPullsShareAResolution(t *testing.T) {
 		t.Logf("the prefetch took longer than the window to resolve: the check below proves less")
 	}
 	pull("a pull inside the window once the prefetch knows the new digest", id3)
+}
+
+// replicaSetSandbox is the sandbox config kubelet passes with the pull
+// for the n-th pod of the ReplicaSet whose pod-template-hash is hash.
+func replicaSetSandbox(hash string, n int) *runtimeapi.PodSandboxConfig {
+	name, uid := fmt.Sprintf("web-%s-%d", hash, n), fmt.Sprintf("uid-%s-%d", hash, n)
+	return &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: uid},
+		Labels: map[string]string{"app": "web", "pod-template-hash": hash, "io.kubernetes.pod.name": name,
+			"io.kubernetes.pod.namespace": "default", "io.kubernetes.pod.uid": uid},
+	}
 }

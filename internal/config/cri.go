@@ -144,12 +144,15 @@ var criDocs = map[string]string{
 	"cri.pulls.max":       "Most pulls in flight node-wide.",
 	"cri.pulls.io_target": "IO stall fraction, (0, 1], above which the lane shrinks by one per interval.",
 	"cri.pulls.interval":  "How often the lane is resized.",
-	"cri.pulls.share_window": "A pull of a reference that a pull with the same credentials resolved at the\n" +
-		"registry less than this long ago gets that pull's image at once, if containerd\n" +
-		"still has it under that reference and no prefetch knows a newer digest: a burst\n" +
-		"of imagePullPolicy Always pods pays the registry's round trips (and token) once\n" +
-		"per window, not once per pod. The price: a tag pushed again within the window\n" +
-		"after a pull is seen only once the window has passed. 0 turns it off; at most 5m.",
+	"cri.pulls.share_window": "A pull for a pod of one controller generation (one ReplicaSet, StatefulSet or\n" +
+		"DaemonSet revision, Job) of a reference that a pull for the same generation, with\n" +
+		"the same credentials, resolved at the registry less than this long ago gets that\n" +
+		"pull's image at once, if containerd still has it under that reference and no\n" +
+		"prefetch knows a newer digest: a burst of imagePullPolicy Always pods pays the\n" +
+		"registry's round trips (and token) once per window, not once per pod. A rollout\n" +
+		"is a new generation, so a push before it is always seen; a push while one\n" +
+		"generation's pods are created reaches them when the window ends. 0 turns it off;\n" +
+		"at most 5m.",
 }
 
 // validate checks the [cri] section, whether or not it is enabled: a

@@ -25,7 +25,9 @@ type PullPolicy struct {
 	// per Interval; below it, it grows by one while pulls wait.
 	IOTarget float64
 	Interval time.Duration
-	// ShareWindow: a PullImage of a reference that a pull (with the same
+	// ShareWindow: a PullImage for a pod of a controller generation (one
+	// ReplicaSet, one StatefulSet or DaemonSet revision, one Job) whose
+	// reference a pull for a pod of the same generation (with the same
 	// credentials) resolved at the registry less than ShareWindow ago is
 	// answered with that pull's image at once, if containerd still holds
 	// it under the reference (a local ImageStatus) and the prefetch
@@ -36,12 +38,15 @@ type PullPolicy struct {
 	// no byte: with imagePullPolicy Always kubelet pulls for every pod,
 	// one pull at a time by default, and each pull re-resolves the tag
 	// (with a token first, at a public registry: five round trips or so,
-	// 100 ms at 20 ms). The trade is freshness: a tag pushed again within
-	// ShareWindow of a pull is seen by the pulls after it only once the
-	// window has passed, so a pod may start an image up to ShareWindow
-	// older than the registry's. A prefetch that noticed the new digest
-	// (the registry's notification, or its own resolve) ends the sharing
-	// at once.
+	// 100 ms at 20 ms). The trade is freshness, and it is bounded to one
+	// generation: a rollout makes a new generation, so a tag pushed and
+	// then rolled out is always seen (the rollout's first pull resolves
+	// afresh); a tag pushed while one generation's pods are being created
+	// reaches the pods of that generation created within ShareWindow of
+	// its first pull only once the window has passed, so those run the
+	// digest their siblings run (up to ShareWindow older than the
+	// registry's). A prefetch that noticed the new digest (the registry's
+	// notification, or its own resolve) ends the sharing at once.
 	ShareWindow time.Duration
 }
 
@@ -55,9 +60,8 @@ const MaxShareWindow = 5 * time.Minute
 // narrows the lane. Pulls share a resolution for 5 s: long enough that a
 // burst's pulls (kubelet pulls in SyncPod, as each admitted sandbox
 // comes up) cost one round trip chain every few seconds instead of one
-// per pod, short enough that a push followed by a rollout is seen by
-// the rollout's pods unless the node pulled that tag in the 5 s before
-// the push.
+// per pod, short enough that a generation's pods created after a push
+// see it within seconds.
 func DefaultPullPolicy() PullPolicy {
 	return PullPolicy{Min: 1, Max: 3, IOTarget: 0.4, Interval: time.Second, ShareWindow: 5 * time.Second}
 }
@@ -254,8 +258,9 @@ func (p *Proxy) forwardPull(ss grpc.ServerStream, method string) error {
 	if err := proto.Unmarshal(in.b, req); err != nil {
 		return status.Errorf(codes.InvalidArgument, "criproxy: decode PullImageRequest: %v", err)
 	}
-	key := pullKey(req)
-	if r, ok := p.shareable(ctx, key, req); ok {
+	gen, ok := pullGeneration(req.GetSandboxConfig())
+	key := pullKey(req) + "/" + gen
+	if r, ok := p.shareable(ctx, key, req, ok); ok {
 		p.obs.PullShared(method)
 		p.log.Debug("pull answered from a recent resolution", zap.String("image", req.GetImage().GetImage()),
 			zap.String("image_id", r.imageID), zap.Duration("age", time.Since(r.at)))
@@ -305,7 +310,10 @@ const imageStatusTimeout = 5 * time.Second
 // the share window, no newer digest known to the prefetch manager, and
 // containerd still holding that image under req's reference. A
 // resolution that fails a check is forgotten.
-func (p *Proxy) shareable(ctx context.Context, key string, req *runtimeapi.PullImageRequest) (resolution, bool) {
+func (p *Proxy) shareable(ctx context.Context, key string, req *runtimeapi.PullImageRequest, ofPod bool) (resolution, bool) {
+	if !ofPod {
+		return resolution{}, false
+	}
 	r, ok := p.pulls.shared(key, time.Now())
 	if !ok {
 		return r, false
@@ -413,5 +421,49 @@ func pullKey(req *runtimeapi.PullImageRequest) string {
 	h.Write(b)
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// Pod labels kubelet copies into every sandbox config (and so into the
+// PullImage it makes for the pod) that name the controller generation a
+// pod belongs to: pods of one generation were created from one template
+// by one rollout step.
+var generationLabels = []string{
+	"pod-template-hash",                  // a Deployment's ReplicaSet
+	"controller-revision-hash",           // a StatefulSet's or DaemonSet's revision
+	"batch.kubernetes.io/controller-uid", // a Job (v1.27+)
+	"controller-uid",                     // a Job (older)
+}
+
+// pullGeneration names the pulls that may share a resolution: those made
+// for pods of one controller generation in one namespace. A rollout makes
+// a new generation (kubectl rollout restart changes the pod template and
+// so its hash), so the rollout's first pull always resolves the tag at
+// the registry afresh and a tag pushed just before the rollout is always
+// seen; only the rollout's later pods share that first answer. A pod no
+// controller made is a generation of its own (its retries share). ok is
+// false for a pull made for no pod (crictl pull): it never shares.
+func pullGeneration(sb *runtimeapi.PodSandboxConfig) (gen string, ok bool) {
+	labels := sb.GetLabels()
+	ns := sb.GetMetadata().GetNamespace()
+	if ns == "" {
+		ns = labels[kubeNamespaceLabel]
+	}
+	for _, l := range generationLabels {
+		if v := labels[l]; v != "" {
+			return ns + "/" + l + "=" + v, true
+		}
+	}
+	if uid := sb.GetMetadata().GetUid(); uid != "" {
+		return ns + "/pod=" + uid, true
+	}
+	if uid := labels[kubePodUIDLabel]; uid != "" {
+		return ns + "/pod=" + uid, true
+	}
+	return "", false
+}
+
+const (
+	kubeNamespaceLabel = "io.kubernetes.pod.namespace"
+	kubePodUIDLabel    = "io.kubernetes.pod.uid"
+)
 
 func codeOf(err error) string { return status.Code(err).String() }

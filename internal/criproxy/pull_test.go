@@ -23,13 +23,20 @@ func TestPullSharesARecentResolution(t *testing.T) {
 	})
 	close(e.fake.pullGate)
 	ctx := context.Background()
-	pull := func(auth *runtimeapi.AuthConfig) string {
+	hash := "5d8f7c9b4"
+	pullFor := func(sb *runtimeapi.PodSandboxConfig, auth *runtimeapi.AuthConfig) string {
 		t.Helper()
-		r, err := e.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}, Auth: auth})
+		r, err := e.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}, Auth: auth, SandboxConfig: sb})
 		if err != nil {
 			t.Fatalf("PullImage app:1: %v", err)
 		}
 		return r.GetImageRef()
+	}
+	pod := 0
+	pull := func(auth *runtimeapi.AuthConfig) string {
+		t.Helper()
+		pod++
+		return pullFor(replicaSetPod("default", hash, fmt.Sprint("uid-", pod)), auth)
 	}
 	check := func(step string, wantUpstream int32, wantShared int) {
 		t.Helper()
@@ -69,6 +76,58 @@ func TestPullSharesARecentResolution(t *testing.T) {
 	check("the prefetch knows a newer digest", 5, 5)
 	pull(nil)
 	check("the prefetch still knows a newer digest", 6, 5)
+	pf.mu.Lock()
+	pf.moved = false
+	pf.mu.Unlock()
+	pull(nil)
+	check("the same generation again", 6, 6)
+
+	// A rollout: a new ReplicaSet, whose first pull resolves afresh.
+	hash = "6b9d4f8c7"
+	pull(nil)
+	check("a new generation (rollout restart)", 7, 6)
+	pull(nil)
+	check("the new generation's next pod", 7, 7)
+	pullFor(replicaSetPod("other", hash, "uid-x"), nil)
+	check("the same hash in another namespace", 8, 7)
+	pullFor(nil, nil)
+	check("a pull for no pod (crictl pull)", 9, 7)
+	pullFor(nil, nil)
+	check("a pull for no pod, again", 10, 7)
+}
+
+// replicaSetPod is the sandbox config kubelet passes with a pull for a pod
+// of a Deployment's ReplicaSet: the pod's labels and kubelet's own.
+func replicaSetPod(ns, hash, uid string) *runtimeapi.PodSandboxConfig {
+	return &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: "web-" + hash + "-" + uid, Namespace: ns, Uid: uid},
+		Labels: map[string]string{"app": "web", "pod-template-hash": hash,
+			kubeNamespaceLabel: ns, kubePodUIDLabel: uid, "io.kubernetes.pod.name": "web-" + hash + "-" + uid},
+	}
+}
+
+func TestPullGeneration(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		sb     *runtimeapi.PodSandboxConfig
+		want   string
+		wantOK bool
+	}{
+		{"ReplicaSet", replicaSetPod("ns", "abc", "u1"), "ns/pod-template-hash=abc", true},
+		{"StatefulSet", &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "db", Uid: "u2"},
+			Labels: map[string]string{"controller-revision-hash": "db-7f", "apps.kubernetes.io/pod-index": "0"}}, "db/controller-revision-hash=db-7f", true},
+		{"Job", &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "ci", Uid: "u3"},
+			Labels: map[string]string{"batch.kubernetes.io/controller-uid": "j1", "controller-uid": "j1"}}, "ci/batch.kubernetes.io/controller-uid=j1", true},
+		{"bare pod", &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "ns", Uid: "u4"}}, "ns/pod=u4", true},
+		{"labels only", &runtimeapi.PodSandboxConfig{Labels: map[string]string{kubeNamespaceLabel: "ns", kubePodUIDLabel: "u5"}}, "ns/pod=u5", true},
+		{"no pod", nil, "", false},
+		{"empty sandbox", &runtimeapi.PodSandboxConfig{}, "", false},
+	} {
+		got, ok := pullGeneration(tt.sb)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("%s: pullGeneration = %q, %v; want %q, %v", tt.name, got, ok, tt.want, tt.wantOK)
+		}
+	}
 }
 
 func TestPullShareWindowZeroNeverShares(t *testing.T) {
