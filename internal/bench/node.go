@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	internalapi "k8s.io/cri-api/pkg/apis"
@@ -30,9 +29,6 @@ import (
 // loopback host, so containerd and startgated's prefetch speak plain HTTP
 // to it and never look a name up.
 const AppRepoTag = "startgate/bench-app:1"
-
-// patchFile is the path of the patched layer's one file in the image.
-const patchFile = "app/patch.bin"
 
 // childEnv marks a process started by the benchmark to be startgated.
 const childEnv = "STARTGATE_BENCH_RUN_STARTGATED"
@@ -79,11 +75,9 @@ type node struct {
 	apiConn *grpc.ClientConn                   // startgated's API, for prefetch
 	api     pb.StartgateClient
 
-	app       v1.Image // the app image as last pushed
-	appRef    string   // 127.0.0.1:PORT/startgate/bench-app:1
-	patchSize int
-	patches   int    // pushed so far: the next patch's layer seed
-	keepLog   string // where to copy startgated's log at the end
+	app     *App   // as last pushed
+	appRef  string // 127.0.0.1:PORT/startgate/bench-app:1
+	keepLog string // where to copy startgated's log at the end
 }
 
 // startNode starts the testbed and the registry, pushes the app image and
@@ -117,12 +111,7 @@ func startNode(ctx context.Context, opts *Options, withGate, withPrefetch bool) 
 	if n.images[Direct], err = newImageClient(ctx, n.tb.Endpoint(), opts.Kubelet.Timeout); err != nil {
 		return nil, err
 	}
-	n.patchSize = opts.PatchSize
-	layer, err := testbed.RandomLayer(patchFile, n.patchSize, 0)
-	if err != nil {
-		return nil, err
-	}
-	if n.app, err = testbed.BusyboxImage(layer); err != nil {
+	if n.app, err = NewApp(opts.PatchSize); err != nil {
 		return nil, err
 	}
 	// Pushes go to the registry; the node pulls across the link when
@@ -138,7 +127,7 @@ func startNode(ctx context.Context, opts *Options, withGate, withPrefetch bool) 
 		}
 		n.appRef = far + "/" + AppRepoTag
 	}
-	if _, err := n.reg.Push(ctx, AppRepoTag, n.app); err != nil {
+	if _, err := n.reg.Push(ctx, AppRepoTag, n.app.Image); err != nil {
 		return nil, err
 	}
 	if _, err := n.images[Direct].PullImage(ctx, &runtimeapi.ImageSpec{Image: n.appRef}, nil, nil); err != nil {
@@ -333,21 +322,10 @@ func (n *node) stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// patch pushes the app's tag again with its last layer replaced by
-// patchSize new random bytes (a new seed each time), as a patch rollout
-// does, and returns the new manifest digest.
+// patch pushes a patch of the app (App.Patch) and returns the new
+// manifest digest.
 func (n *node) patch(ctx context.Context) (string, error) {
-	n.patches++
-	layer, err := testbed.RandomLayer(patchFile, n.patchSize, uint64(n.patches))
-	if err != nil {
-		return "", err
-	}
-	img, d, err := n.reg.Patch(ctx, AppRepoTag, n.app, layer)
-	if err != nil {
-		return "", err
-	}
-	n.app = img
-	return d, nil
+	return n.app.Patch(ctx, n.reg, AppRepoTag)
 }
 
 // prefetchPoll is how often PrefetchList is read while a prefetch runs.

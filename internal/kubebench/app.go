@@ -18,7 +18,6 @@ const (
 	appName    = "bench-app"
 	appNS      = "default"
 	appPort    = 8080
-	patchFile  = "app/patch.bin"
 )
 
 // Workload kinds, as startgate-bench's.

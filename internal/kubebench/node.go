@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	internalapi "k8s.io/cri-api/pkg/apis"
@@ -38,9 +37,8 @@ type node struct {
 	api     pb.StartgateClient
 	mode    string // the mode kubelet and startgated run for
 
-	app     v1.Image // as last pushed
-	appRef  string   // the registry across the link: what pods pull
-	patches int
+	app    *bench.App // as last pushed
+	appRef string     // the registry across the link: what pods pull
 }
 
 // startNode starts everything but the kubelet and startgated: those come
@@ -78,14 +76,10 @@ func startNode(ctx context.Context, o *Options) (_ *node, err error) {
 		return nil, err
 	}
 	n.appRef = far + "/" + AppRepoTag
-	layer, err := testbed.RandomLayer(patchFile, o.PatchSize, 0)
-	if err != nil {
+	if n.app, err = bench.NewApp(o.PatchSize); err != nil {
 		return nil, err
 	}
-	if n.app, err = testbed.BusyboxImage(layer); err != nil {
-		return nil, err
-	}
-	if _, err := n.reg.Push(ctx, AppRepoTag, n.app); err != nil {
+	if _, err := n.reg.Push(ctx, AppRepoTag, n.app.Image); err != nil {
 		return nil, err
 	}
 	if n.cluster, err = cluster.Start(ctx, cluster.Options{
@@ -100,20 +94,10 @@ func startNode(ctx context.Context, o *Options) (_ *node, err error) {
 	return n, nil
 }
 
-// patch pushes the app's tag again with its last layer replaced by new
-// random bytes and returns the new manifest digest.
+// patch pushes a patch of the app (bench.App.Patch) and returns the new
+// manifest digest.
 func (n *node) patch(ctx context.Context) (string, error) {
-	n.patches++
-	layer, err := testbed.RandomLayer(patchFile, n.opts.PatchSize, uint64(n.patches))
-	if err != nil {
-		return "", err
-	}
-	img, d, err := n.reg.Patch(ctx, AppRepoTag, n.app, layer)
-	if err != nil {
-		return "", err
-	}
-	n.app = img
-	return d, nil
+	return n.app.Patch(ctx, n.reg, AppRepoTag)
 }
 
 // gateDir is where startgated's config, sockets and log live.
