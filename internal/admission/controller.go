@@ -18,17 +18,23 @@ type binding struct {
 
 // nextLimits is the controller's step, pure so that scenario tests drive it
 // through the gate with a manual clock. Any resource above its target
-// decreases both limits multiplicatively; in the band just under the
-// targets (above GrowBelow of them) the limits hold; below it a binding
-// limit grows additively, and on an idle gate both limits relax toward the neutral
-// limits a gate starts with (the static ones), a step per tick: a burst
-// must start neither from the last burst's peak (admitting a dozen starts
-// at once) nor from the trough its teardown left (pacing it at the
-// floor). Limits stay within the policy's per-core floor and ceiling,
-// and the floor admits at least one start at a positive rate, so the gate
-// always makes progress. Pinned (fixed) limits are left as the operator
-// set them.
-func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding) (Limits, ControllerState) {
+// decreases both limits multiplicatively, at most once per
+// Policy.DecreaseEvery (mayDecrease says whether that long has passed
+// since the last decrease): a spike of pressure that lasts two ticks
+// costs one step, not two, as TCP backs off once per round trip. In the
+// band just under the targets (above GrowBelow of them) the limits hold,
+// except that a binding limit below the neutral one climbs back toward
+// it: a saturated burst runs at the neutral limits, and one spike must
+// not leave it at the floor for the rest of the burst. Below the band a
+// binding limit grows additively, and on an idle gate both limits relax
+// toward the neutral limits a gate starts with (the static ones), a step
+// per tick: a burst must start neither from the last burst's peak
+// (admitting a dozen starts at once) nor from the trough its teardown
+// left (pacing it at the floor). Limits stay within the policy's
+// per-core floor and ceiling, and the floor admits at least one start at
+// a positive rate, so the gate always makes progress. Pinned (fixed)
+// limits are left as the operator set them.
+func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding, mayDecrease bool) (Limits, ControllerState) {
 	next := cur
 	next.Burst = b.burst
 	state := StateSteady
@@ -44,21 +50,38 @@ func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding)
 			near = true
 		}
 	}
+	neutralInFlight := min(max(b.staticInFlight, b.minInFlight), b.maxInFlight)
+	neutralRate := math.Min(math.Max(b.staticRate, b.minRate), b.maxRate)
 	switch {
+	case over && !mayDecrease:
+		// Decreased less than DecreaseEvery ago: that step has not had
+		// time to show in the pressure yet.
 	case over:
 		state = StateDecrease
-		// At least one slot less, so small limits still move.
-		next.InFlight = min(cur.InFlight-1, int(math.Floor(float64(cur.InFlight)*p.DecreaseFactor)))
+		// At least one slot less, so small limits still move; rounded, so
+		// that one decrease of a small limit is not a halving (4 to 3, not 2).
+		next.InFlight = min(cur.InFlight-1, int(math.Round(float64(cur.InFlight)*p.DecreaseFactor)))
 		next.Rate = cur.Rate * p.DecreaseFactor
 	case bind.idle:
-		next.InFlight = stepToward(cur.InFlight, min(max(b.staticInFlight, b.minInFlight), b.maxInFlight), p.IncreaseStep)
-		next.Rate = stepTowardF(cur.Rate, math.Min(math.Max(b.staticRate, b.minRate), b.maxRate), p.RateStep)
+		next.InFlight = stepToward(cur.InFlight, neutralInFlight, p.IncreaseStep)
+		next.Rate = stepTowardF(cur.Rate, neutralRate, p.RateStep)
 		if next.InFlight != cur.InFlight || next.Rate != cur.Rate {
 			state = StateRelax
 		}
 	case near:
 		// In the band under the target: hold. A node this busy is
-		// absorbing what runs; more starts would only queue on it.
+		// absorbing what runs; more starts would only queue on it. But a
+		// binding limit under the neutral one (a spike decreased it)
+		// climbs back to it.
+		if bind.inFlight && cur.InFlight < neutralInFlight {
+			next.InFlight = min(cur.InFlight+p.IncreaseStep, neutralInFlight)
+		}
+		if bind.rate && cur.Rate < neutralRate {
+			next.Rate = math.Min(cur.Rate+p.RateStep, neutralRate)
+		}
+		if next.InFlight != cur.InFlight || next.Rate != cur.Rate {
+			state = StateIncrease
+		}
 	case bind.inFlight || bind.rate:
 		state = StateIncrease
 		if bind.inFlight {

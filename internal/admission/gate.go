@@ -76,29 +76,32 @@ type Gate struct {
 	// never the other way round.
 	mu struct {
 		sync.Mutex
-		policy   Policy
-		bounds   bounds
-		limits   Limits
-		bucket   *rate.Limiter
-		state    ControllerState
-		sample   pressure.Sample
-		pErr     error // last pressure error, nil when PSI reads
-		bind     binding
-		nextID   uint64
-		q        queue
-		leases   map[uint64]*Lease
-		paused   bool
-		drain    bool
-		idle     []chan struct{} // Drain callers waiting for no lease held
-		closed   bool
-		counts   Counters
-		expiry   leaseHeap // held leases by expiry
-		expiryAt time.Time // when the expiry timer fires; zero if unarmed
-		expiryT  clock.Timer
-		tokenAt  time.Time // when the token timer fires; zero if unarmed
-		tokenT   clock.Timer
-		lastTick time.Time
-		events   broadcast.Hub[Event]
+		policy Policy
+		bounds bounds
+		limits Limits
+		bucket *rate.Limiter
+		state  ControllerState
+		sample pressure.Sample
+		pErr   error // last pressure error, nil when PSI reads
+		bind   binding
+		// lastDecrease is when the controller last decreased the limits
+		// (Policy.DecreaseEvery).
+		lastDecrease time.Time
+		nextID       uint64
+		q            queue
+		leases       map[uint64]*Lease
+		paused       bool
+		drain        bool
+		idle         []chan struct{} // Drain callers waiting for no lease held
+		closed       bool
+		counts       Counters
+		expiry       leaseHeap // held leases by expiry
+		expiryAt     time.Time // when the expiry timer fires; zero if unarmed
+		expiryT      clock.Timer
+		tokenAt      time.Time // when the token timer fires; zero if unarmed
+		tokenT       clock.Timer
+		lastTick     time.Time
+		events       broadcast.Hub[Event]
 	}
 }
 
@@ -698,7 +701,11 @@ func (g *Gate) tick(now time.Time) {
 			}
 		}
 		bind.idle = g.mu.q.len() == 0 && g.inFlightLocked() == 0 && !bind.inFlight && !bind.rate
-		l, state = nextLimits(g.mu.policy, g.mu.bounds, g.mu.limits, s, bind)
+		mayDecrease := g.mu.lastDecrease.IsZero() || now.Sub(g.mu.lastDecrease) >= g.mu.policy.DecreaseEvery
+		l, state = nextLimits(g.mu.policy, g.mu.bounds, g.mu.limits, s, bind, mayDecrease)
+		if state == StateDecrease {
+			g.mu.lastDecrease = now
+		}
 	}
 	g.mu.bind = binding{}
 	g.setLimitsLocked(now, l, state, "controller")

@@ -39,6 +39,7 @@ func DefaultPolicy() Policy {
 		MaxRatePerCore:     25,
 		Burst:              0,
 		DecreaseFactor:     0.7,
+		DecreaseEvery:      time.Second,
 		GrowBelow:          0.7,
 		IncreaseStep:       1,
 		RateStep:           1,
@@ -90,6 +91,9 @@ func (p Policy) Validate() error {
 	}
 	if !(p.DecreaseFactor > 0 && p.DecreaseFactor < 1) {
 		return invalid("decrease_factor", "%v out of range (0, 1)", p.DecreaseFactor)
+	}
+	if p.DecreaseEvery < 0 || p.DecreaseEvery > time.Minute {
+		return invalid("decrease_every", "%v out of range [0s, 1m]", p.DecreaseEvery)
 	}
 	if p.IncreaseStep < 1 {
 		return invalid("increase_step", "%d must be at least 1", p.IncreaseStep)

@@ -165,8 +165,12 @@ type Policy struct {
 	// RateStep starts per second) per interval while below target and
 	// binding.
 	DecreaseFactor float64
-	IncreaseStep   int
-	RateStep       float64
+	// DecreaseEvery: the limits decrease at most once per this long, so
+	// that a decrease shows in the pressure before the next; 0 decreases
+	// on every interval a resource is above target.
+	DecreaseEvery time.Duration
+	IncreaseStep  int
+	RateStep      float64
 	// GrowBelow is the fraction of each target under which a binding
 	// limit grows, in (0, 1]; between it and the target the limits hold.
 	// The band keeps a saturated node's limit from sawing between its

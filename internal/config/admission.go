@@ -2,6 +2,7 @@ package config
 
 import (
 	"math"
+	"time"
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/pressure"
@@ -37,6 +38,8 @@ type Limits struct {
 	// Burst is the token bucket's depth; 0 is one per core.
 	Burst          int     `toml:"burst"`
 	DecreaseFactor float64 `toml:"decrease_factor"`
+	// DecreaseEvery: at most one decrease per this long.
+	DecreaseEvery Duration `toml:"decrease_every"`
 	// GrowBelow: limits grow only while every resource is under this
 	// fraction of its target; between it and the target they hold.
 	GrowBelow    float64 `toml:"grow_below"`
@@ -78,6 +81,7 @@ func defaultAdmission() Admission {
 			MaxRatePerCore:     p.MaxRatePerCore,
 			Burst:              p.Burst,
 			DecreaseFactor:     p.DecreaseFactor,
+			DecreaseEvery:      Duration(p.DecreaseEvery),
 			GrowBelow:          p.GrowBelow,
 			IncreaseStep:       p.IncreaseStep,
 			RateStep:           p.RateStep,
@@ -107,6 +111,7 @@ var admissionDocs = map[string]string{
 	"admission.limits.max_rate_per_core":     "Ceiling of the start rate, starts per second.",
 	"admission.limits.burst":                 "Token bucket depth; 0 is one per core.",
 	"admission.limits.decrease_factor":       "Limits are multiplied by this when a resource is above target, (0, 1).",
+	"admission.limits.decrease_every":        "At most one decrease per this long, [0s, 1m]: a spike over the target costs one\nstep, not one per interval (0 decreases every interval).",
 	"admission.limits.grow_below":            "Limits grow only while every resource is under this fraction of its target,\n(0, 1]; between it and the target they hold.",
 	"admission.limits.increase_step":         "In-flight slots added per interval while below target and the limit binds.",
 	"admission.limits.rate_step":             "Starts per second added per interval while below target and the rate binds.",
@@ -180,6 +185,9 @@ func (a Admission) validate() []error {
 	if !(l.DecreaseFactor > 0 && l.DecreaseFactor < 1) {
 		errs.add("admission.limits.decrease_factor", "%v out of range (0, 1)", l.DecreaseFactor)
 	}
+	if l.DecreaseEvery < 0 || l.DecreaseEvery.Std() > time.Minute {
+		errs.add("admission.limits.decrease_every", "%v out of range [0s, 1m]", l.DecreaseEvery.Std())
+	}
 	if l.IncreaseStep < 1 {
 		errs.add("admission.limits.increase_step", "%d must be at least 1", l.IncreaseStep)
 	}
@@ -216,6 +224,7 @@ func (c *Config) Policy() admission.Policy {
 		MaxRatePerCore:     a.Limits.MaxRatePerCore,
 		Burst:              a.Limits.Burst,
 		DecreaseFactor:     a.Limits.DecreaseFactor,
+		DecreaseEvery:      a.Limits.DecreaseEvery.Std(),
 		GrowBelow:          a.Limits.GrowBelow,
 		IncreaseStep:       a.Limits.IncreaseStep,
 		RateStep:           a.Limits.RateStep,
