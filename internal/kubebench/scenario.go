@@ -28,7 +28,10 @@ type PodTime struct {
 	// worker (its Pulled event); zero if no event was found.
 	Pull        time.Duration `json:"pull_ns,omitempty"`
 	PullWaiting time.Duration `json:"pull_waiting_ns,omitempty"`
-	Restarts    int32         `json:"restarts,omitempty"`
+	// Restarts counts the pod's container restarts during the scenario;
+	// after a reboot, those beyond the re-creation the reboot itself
+	// makes kubelet count as one.
+	Restarts int32 `json:"restarts,omitempty"`
 }
 
 // Dist is a kubelet histogram's difference over a run.
@@ -303,7 +306,9 @@ func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m bench.Mode) err
 	uids := map[string]string{}
 	for uid := range pre {
 		p := after[uid]
-		pt := PodTime{Name: p.name, Restarts: p.restarts}
+		// kubelet counts the container the reboot made it re-create
+		// as a restart: only restarts beyond that one count.
+		pt := PodTime{Name: p.name, Restarts: max(0, p.restarts-before[uid].restarts-1)}
 		if rebooted(p, uid) {
 			pt.Ready = p.ready.Sub(t0)
 		}
