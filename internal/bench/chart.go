@@ -31,51 +31,53 @@ const (
 // red, fixed-K blues and orange, startgate green and purple).
 var palette = []string{"#d62728", "#1f77b4", "#ff7f0e", "#17becf", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"}
 
-// cdfSeries is one line: a name, the ready times (sorted) and the total
-// number of pods, failed ones included.
-type cdfSeries struct {
-	name   string
-	ready  []time.Duration
-	total  int
-	dashed bool
+// CDFSeries is one line of a chart: a name, the ready times (sorted) and
+// the total number of pods, failed ones included.
+type CDFSeries struct {
+	Name   string
+	Ready  []time.Duration
+	Total  int
+	Dashed bool
 }
 
 // WriteChart writes r's chart as SVG.
 func WriteChart(w io.Writer, r *Result) error {
-	var series []cdfSeries
+	var series []CDFSeries
 	for _, m := range r.Modes {
-		s := cdfSeries{name: m.Mode}
+		s := CDFSeries{Name: m.Mode}
 		for _, b := range r.Bursts {
 			if b.Mode != m.Mode {
 				continue
 			}
 			for _, p := range b.Pods {
-				s.total++
+				s.Total++
 				if !p.Failed() {
-					s.ready = append(s.ready, p.Ready)
+					s.Ready = append(s.Ready, p.Ready)
 				}
 			}
 		}
-		slices.Sort(s.ready)
+		slices.Sort(s.Ready)
 		series = append(series, s)
 	}
 	if r.Calibration.Single > 0 && r.Pods > 0 && r.Cores > 0 {
-		s := cdfSeries{name: fmt.Sprintf("ideal (FIFO, %d at a time)", r.Cores), total: r.Pods, dashed: true}
+		s := CDFSeries{Name: fmt.Sprintf("ideal (FIFO, %d at a time)", r.Cores), Total: r.Pods, Dashed: true}
 		for i := range r.Pods {
-			s.ready = append(s.ready, time.Duration(i/r.Cores+1)*r.Calibration.Single)
+			s.Ready = append(s.Ready, time.Duration(i/r.Cores+1)*r.Calibration.Single)
 		}
 		series = append(series, s)
 	}
 	title := fmt.Sprintf("Time to ready: %d pods at once, %s workload, %s patch pulled", r.Pods, orUnknown(r.Workload), mib(int64(r.PatchSize)))
-	_, err := io.WriteString(w, renderCDF(title, series))
+	_, err := io.WriteString(w, RenderCDF(title, "time to ready (s), from the burst's start", series))
 	return err
 }
 
-func renderCDF(title string, series []cdfSeries) string {
+// RenderCDF draws series as step lines of the fraction of pods ready
+// against time, titled, with xlabel under the time axis.
+func RenderCDF(title, xlabel string, series []CDFSeries) string {
 	var xmax time.Duration
 	for _, s := range series {
-		if n := len(s.ready); n > 0 {
-			xmax = max(xmax, s.ready[n-1])
+		if n := len(s.Ready); n > 0 {
+			xmax = max(xmax, s.Ready[n-1])
 		}
 	}
 	step := niceStep(xmax.Seconds() / 8)
@@ -99,31 +101,31 @@ func renderCDF(title string, series []cdfSeries) string {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x(t), plotB+16, trimFloat(t))
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#333"/>`+"\n", plotL, plotT, plotR-plotL, plotB-plotT)
-	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">time to ready (s), from the burst's start</text>`+"\n", (plotL+plotR)/2, plotB+38)
+	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", (plotL+plotR)/2, plotB+38, html.EscapeString(xlabel))
 	fmt.Fprintf(&b, `<text x="20" y="%d" text-anchor="middle" transform="rotate(-90 20 %d)">pods ready</text>`+"\n", (plotT+plotB)/2, (plotT+plotB)/2)
 
 	for i, s := range series {
 		color := palette[i%len(palette)]
-		if s.dashed {
+		if s.Dashed {
 			color = "#555"
 		}
 		dash := ""
-		if s.dashed {
+		if s.Dashed {
 			dash = ` stroke-dasharray="6 4"`
 		}
 		// A step line: flat until a pod is ready, then up by one pod.
 		pts := []string{fmt.Sprintf("%.1f,%.1f", x(0), y(0))}
-		for j, d := range s.ready {
+		for j, d := range s.Ready {
 			sec := d.Seconds()
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(sec), y(float64(j)/float64(s.total))),
-				fmt.Sprintf("%.1f,%.1f", x(sec), y(float64(j+1)/float64(s.total))))
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(sec), y(float64(j)/float64(s.Total))),
+				fmt.Sprintf("%.1f,%.1f", x(sec), y(float64(j+1)/float64(s.Total))))
 		}
 		fmt.Fprintf(&b, `<polyline data-mode="%s" fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n",
-			html.EscapeString(s.name), color, dash, strings.Join(pts, " "))
+			html.EscapeString(s.Name), color, dash, strings.Join(pts, " "))
 		ly := plotT + 10 + i*22
 		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>`+"\n", plotR+15, ly, plotR+45, ly, color, dash)
-		label := s.name
-		if failed := s.total - len(s.ready); failed > 0 {
+		label := s.Name
+		if failed := s.Total - len(s.Ready); failed > 0 {
 			label += fmt.Sprintf(" (%d failed)", failed)
 		}
 		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", plotR+52, ly+4, html.EscapeString(label))

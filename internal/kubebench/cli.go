@@ -40,6 +40,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.DaemonLog, "startgated-log", "", "keep the last startgated's log here")
 	variants := fs.StringArray("variant", nil, "NAME=FILE: one more mode, startgate-NAME, with FILE's TOML appended to its startgated config (tuning side by side); repeatable")
 	jsonOut := fs.String("json", "", "also write every run and pod as JSON to this file")
+	charts := fs.String("charts", "", "write a chart per scenario (SVG: time to Ready, a CDF per mode) into this directory as kube-SCENARIO.svg")
+	report := fs.String("report", "", "run nothing: print the tables (and --charts) of the run a --json FILE holds")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: startgate-bench kube [flags]\n\n"+
 			"Runs a one-node Kubernetes cluster here (containerd, a far-away registry, a real\n"+
@@ -61,6 +63,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		return fail(fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	if *report != "" {
+		return reportFrom(*report, *charts, stdout, stderr)
 	}
 	var err error
 	if o.Modes, err = bench.ParseModes(*modes); err != nil {
@@ -116,6 +121,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if werr := WriteMarkdown(stdout, res); werr != nil {
 			err = errors.Join(err, werr)
 		}
+		if *charts != "" {
+			paths, cerr := WriteCharts(*charts, res)
+			err = errors.Join(err, cerr)
+			for _, p := range paths {
+				fmt.Fprintln(stderr, "startgate-bench kube: chart", p)
+			}
+		}
 		if *jsonOut != "" {
 			b, jerr := json.MarshalIndent(res, "", "  ")
 			if jerr == nil {
@@ -127,6 +139,39 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "startgate-bench kube:", err)
 		return 1
+	}
+	return 0
+}
+
+// reportFrom prints the tables, and writes the charts into charts unless
+// it is empty, of the run saved in the JSON file path.
+func reportFrom(path, charts string, stdout, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "startgate-bench kube: --report %s: %v\n", path, err)
+		return 1
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fail(err)
+	}
+	res := new(Result)
+	if err := json.Unmarshal(b, res); err != nil {
+		return fail(err)
+	}
+	if len(res.Runs) == 0 {
+		return fail(errors.New("no runs in it (not a startgate-bench kube --json file?)"))
+	}
+	if err := WriteMarkdown(stdout, res); err != nil {
+		return fail(err)
+	}
+	if charts != "" {
+		paths, err := WriteCharts(charts, res)
+		if err != nil {
+			return fail(err)
+		}
+		for _, p := range paths {
+			fmt.Fprintln(stderr, "startgate-bench kube: chart", p)
+		}
 	}
 	return 0
 }
