@@ -73,7 +73,8 @@
 // pod's Ready with its new container. Per scenario run: p50, p90, p99
 // (nearest rank), completion (from the scenario's start until every new
 // pod is Ready and no old one is left), pods not Ready in time, container
-// restarts, each pod's pull (kubelet's "Successfully pulled image ... in
+// restarts (after a reboot, beyond the one kubelet counts for the
+// container the reboot made it re-create), each pod's pull (kubelet's "Successfully pulled image ... in
 // X (Y including waiting)" event), and kubelet's own
 // kubelet_pod_start_sli_duration_seconds and
 // kubelet_pod_start_total_duration_seconds (read through the API server's
@@ -83,4 +84,8 @@
 // Ratios to direct are taken within a round (the modes ran minutes apart
 // on the same node), then the median over rounds is reported with its
 // range: this machine's noise moves a single ratio by 0.3.
+//
+// --charts DIR writes a chart per scenario (kube-SCENARIO.svg: the pods'
+// time to Ready as a CDF per mode, rounds pooled); --report FILE prints
+// the tables and charts of a run saved with --json, without running.
 package kubebench
