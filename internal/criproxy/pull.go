@@ -258,9 +258,9 @@ func (p *Proxy) forwardPull(ss grpc.ServerStream, method string) error {
 	if err := proto.Unmarshal(in.b, req); err != nil {
 		return status.Errorf(codes.InvalidArgument, "criproxy: decode PullImageRequest: %v", err)
 	}
-	gen, ok := pullGeneration(req.GetSandboxConfig())
+	gen, ofPod := pullGeneration(req.GetSandboxConfig())
 	key := pullKey(req) + "/" + gen
-	if r, ok := p.shareable(ctx, key, req, ok); ok {
+	if r, ok := p.shareable(ctx, key, req, ofPod); ok {
 		p.obs.PullShared(method)
 		p.log.Debug("pull answered from a recent resolution", zap.String("image", req.GetImage().GetImage()),
 			zap.String("image_id", r.imageID), zap.Duration("age", time.Since(r.at)))
