@@ -163,11 +163,8 @@ func (g *Gate) Interval() time.Duration { return g.interval }
 // full; it returns ctx's error, having left the queue, when ctx ends
 // first.
 func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
-	if !req.Class.Valid() {
-		return nil, invalid("class", "%d is not a class", int(req.Class))
-	}
-	if req.Hold < 0 {
-		return nil, invalid("hold", "%v is negative", req.Hold)
+	if err := req.validate(); err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -255,12 +252,8 @@ func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
 // is the answer.
 func (g *Gate) AcquireFunc(req Request, done func(*Lease, error)) (queued WaiterInfo, cancel func() bool) {
 	never := func() bool { return false }
-	if !req.Class.Valid() {
-		go done(nil, invalid("class", "%d is not a class", int(req.Class)))
-		return WaiterInfo{}, never
-	}
-	if req.Hold < 0 {
-		go done(nil, invalid("hold", "%v is negative", req.Hold))
+	if err := req.validate(); err != nil {
+		go done(nil, err)
 		return WaiterInfo{}, never
 	}
 	g.mu.Lock()

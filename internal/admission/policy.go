@@ -57,81 +57,138 @@ func DefaultPolicy() Policy {
 	}
 }
 
-func invalid(field string, format string, args ...any) error {
-	return fmt.Errorf("%w %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
+// The ranges every policy value must lie in. Each keeps the gate's
+// arithmetic finite and its progress positive: per-core values are
+// multiplied by the node's cores, class × Aging is added to a time, and a
+// rate or an in-flight limit near zero would freeze the gate as surely as
+// a pause (and a pause is what `startgatectl pause` is for).
+const (
+	maxInFlightPerCore = 64        // in-flight slots per core, floor and ceiling
+	minRatePerCore     = 0.1       // starts per second per core: a start per 10 s on one core
+	maxRatePerCore     = 1000      // starts per second per core
+	maxCount           = 100_000   // in-flight limits, burst
+	minRate            = 0.1       // a pinned or static rate, starts per second
+	maxRate            = 1_000_000 // a pinned or static rate: unlimited, in effect
+	maxStep            = 1000      // increase_step, rate_step
+	maxQueue           = 1_000_000
+	maxDecreaseEvery   = time.Minute
+	maxDeadlineMargin  = 10 * time.Minute
+	minAging           = time.Millisecond
+	maxAging           = time.Hour
+	minMaxHold         = time.Second
+	maxMaxHold         = 24 * time.Hour
+)
+
+// FieldError says what is wrong with one policy value. Field is its key
+// under the config file's [admission] section ("limits.rate", "aging"),
+// so one message serves the config file and SetPolicy.
+type FieldError struct {
+	Field   string
+	Problem string
 }
 
+func (e *FieldError) Error() string { return fmt.Sprintf("%v %s: %s", ErrInvalid, e.Field, e.Problem) }
+
+// Unwrap makes errors.Is(err, ErrInvalid) hold.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
 // Validate checks every field and returns the first problem, naming the
-// field.
+// field and its accepted range; Check returns them all.
 func (p Policy) Validate() error {
-	for _, r := range pressure.Resources {
-		if v := p.Targets[r]; !(v > 0 && v <= 1) {
-			return invalid("targets."+r.String(), "%v out of range (0, 1]", v)
-		}
-	}
-	type perCore struct {
-		name string
-		v    float64
-	}
-	for _, f := range []perCore{
-		{"min_inflight_per_core", p.MinInFlightPerCore},
-		{"max_inflight_per_core", p.MaxInFlightPerCore},
-		{"min_rate_per_core", p.MinRatePerCore},
-		{"max_rate_per_core", p.MaxRatePerCore},
-	} {
-		if !(f.v > 0) || math.IsInf(f.v, 0) {
-			return invalid(f.name, "%v must be positive and finite", f.v)
-		}
-	}
-	if p.MaxInFlightPerCore < p.MinInFlightPerCore {
-		return invalid("max_inflight_per_core", "%v below min_inflight_per_core %v", p.MaxInFlightPerCore, p.MinInFlightPerCore)
-	}
-	if p.MaxRatePerCore < p.MinRatePerCore {
-		return invalid("max_rate_per_core", "%v below min_rate_per_core %v", p.MaxRatePerCore, p.MinRatePerCore)
-	}
-	if p.Burst < 0 {
-		return invalid("burst", "%d is negative", p.Burst)
-	}
-	if !(p.GrowBelow > 0 && p.GrowBelow <= 1) {
-		return invalid("grow_below", "%v out of range (0, 1]", p.GrowBelow)
-	}
-	if !(p.DecreaseFactor > 0 && p.DecreaseFactor < 1) {
-		return invalid("decrease_factor", "%v out of range (0, 1)", p.DecreaseFactor)
-	}
-	if p.DecreaseEvery < 0 || p.DecreaseEvery > time.Minute {
-		return invalid("decrease_every", "%v out of range [0s, 1m]", p.DecreaseEvery)
-	}
-	if p.IncreaseStep < 1 {
-		return invalid("increase_step", "%d must be at least 1", p.IncreaseStep)
-	}
-	if !(p.RateStep > 0) {
-		return invalid("rate_step", "%v must be positive", p.RateStep)
-	}
-	if p.FixedInFlight < 0 {
-		return invalid("inflight", "%d is negative", p.FixedInFlight)
-	}
-	if p.FixedRate < 0 || math.IsInf(p.FixedRate, 0) || math.IsNaN(p.FixedRate) {
-		return invalid("rate", "%v must be zero (controlled) or positive", p.FixedRate)
-	}
-	if p.StaticInFlight < 0 {
-		return invalid("static_inflight", "%d is negative", p.StaticInFlight)
-	}
-	if p.StaticRate < 0 || math.IsNaN(p.StaticRate) {
-		return invalid("static_rate", "%v is negative", p.StaticRate)
-	}
-	if p.DeadlineMargin < 0 {
-		return invalid("deadline_margin", "%v is negative", p.DeadlineMargin)
-	}
-	if p.Aging <= 0 {
-		return invalid("aging", "%v must be positive", p.Aging)
-	}
-	if p.MaxHold <= 0 {
-		return invalid("max_hold", "%v must be positive", p.MaxHold)
-	}
-	if p.MaxQueue < 1 {
-		return invalid("max_queue", "%d must be at least 1", p.MaxQueue)
+	if errs := p.Check(); len(errs) > 0 {
+		return errs[0]
 	}
 	return nil
+}
+
+// Check returns a FieldError for every value out of its range.
+func (p Policy) Check() []*FieldError {
+	var c checker
+	for _, r := range pressure.Resources {
+		c.float("targets."+r.String(), p.Targets[r], 0, false, 1)
+	}
+	c.float("limits.min_inflight_per_core", p.MinInFlightPerCore, 0, false, maxInFlightPerCore)
+	c.float("limits.max_inflight_per_core", p.MaxInFlightPerCore, 0, false, maxInFlightPerCore)
+	if p.MaxInFlightPerCore < p.MinInFlightPerCore {
+		c.add("limits.max_inflight_per_core", "%v below min_inflight_per_core %v", p.MaxInFlightPerCore, p.MinInFlightPerCore)
+	}
+	c.float("limits.min_rate_per_core", p.MinRatePerCore, minRatePerCore, true, maxRatePerCore)
+	c.float("limits.max_rate_per_core", p.MaxRatePerCore, minRatePerCore, true, maxRatePerCore)
+	if p.MaxRatePerCore < p.MinRatePerCore {
+		c.add("limits.max_rate_per_core", "%v below min_rate_per_core %v", p.MaxRatePerCore, p.MinRatePerCore)
+	}
+	c.int("limits.burst", p.Burst, 0, maxCount, " (0 is one per core)")
+	if !(p.DecreaseFactor > 0 && p.DecreaseFactor < 1) {
+		c.add("limits.decrease_factor", "%v out of range (0, 1)", p.DecreaseFactor)
+	}
+	c.duration("limits.decrease_every", p.DecreaseEvery, 0, maxDecreaseEvery)
+	c.float("limits.grow_below", p.GrowBelow, 0, false, 1)
+	c.int("limits.increase_step", p.IncreaseStep, 1, maxStep, "")
+	c.float("limits.rate_step", p.RateStep, 0, false, maxStep)
+	c.int("limits.inflight", p.FixedInFlight, 0, maxCount, " (0 is controlled)")
+	c.optionalRate("limits.rate", p.FixedRate, "controlled")
+	c.int("limits.static_inflight", p.StaticInFlight, 0, maxCount, " (0 is 2 per core)")
+	c.optionalRate("limits.static_rate", p.StaticRate, "5 per core")
+	c.duration("deadline_margin", p.DeadlineMargin, 0, maxDeadlineMargin)
+	c.duration("aging", p.Aging, minAging, maxAging)
+	c.duration("max_hold", p.MaxHold, minMaxHold, maxMaxHold)
+	c.int("max_queue", p.MaxQueue, 1, maxQueue, "")
+	return c.errs
+}
+
+// validate checks what a caller asks for: its class, and a hold within the
+// range max_hold may have (a lease's expiry must not overflow).
+func (req Request) validate() error {
+	if !req.Class.Valid() {
+		return invalid("class", "%d is not a class", int(req.Class))
+	}
+	if req.Hold < 0 || req.Hold > maxMaxHold {
+		return invalid("hold", "%v out of range [0s, %v] (0 is max_hold)", req.Hold, maxMaxHold)
+	}
+	return nil
+}
+
+func invalid(field string, format string, args ...any) error {
+	return &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)}
+}
+
+type checker struct{ errs []*FieldError }
+
+func (c *checker) add(field, format string, args ...any) {
+	c.errs = append(c.errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
+}
+
+// float checks lo < v <= hi, or lo <= v <= hi when closed; NaN fails both.
+func (c *checker) float(field string, v, lo float64, closed bool, hi float64) {
+	if (closed && v >= lo || !closed && v > lo) && v <= hi {
+		return
+	}
+	open := "("
+	if closed {
+		open = "["
+	}
+	c.add(field, "%v out of range %s%v, %v]", v, open, lo, hi)
+}
+
+func (c *checker) int(field string, v, lo, hi int, zero string) {
+	if v < lo || v > hi {
+		c.add(field, "%d out of range [%d, %d]%s", v, lo, hi, zero)
+	}
+}
+
+func (c *checker) duration(field string, v, lo, hi time.Duration) {
+	if v < lo || v > hi {
+		c.add(field, "%v out of range [%v, %v]", v, lo, hi)
+	}
+}
+
+// optionalRate checks a rate that is 0 (what zero means is said) or in
+// [minRate, maxRate].
+func (c *checker) optionalRate(field string, v float64, zero string) {
+	if v == 0 || v >= minRate && v <= maxRate {
+		return
+	}
+	c.add(field, "%v out of range: 0 (%s) or [%v, %v]", v, zero, minRate, float64(maxRate))
 }
 
 // bounds are the policy's limits resolved for a number of cores.

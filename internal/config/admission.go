@@ -1,8 +1,6 @@
 package config
 
 import (
-	"math"
-	"time"
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/pressure"
@@ -121,97 +119,27 @@ var admissionDocs = map[string]string{
 	"admission.limits.static_rate":           "Start rate without PSI; 0 is 5 per core.",
 }
 
-// validate checks the [admission] section. admission.Policy.Validate has
-// the last word (Config.Validate calls it once every section passes).
+// validate checks the [admission] section: on_deadline here, every other
+// value by the gate's own ranges (admission.Policy.Check), so that the
+// config file, `startgated config check` and `startgatectl set` accept the
+// same values.
 func (a Admission) validate() []error {
 	var errs problems
-	if a.MaxQueue < 1 {
-		errs.add("admission.max_queue", "%d must be at least 1", a.MaxQueue)
-	}
-	if a.DeadlineMargin < 0 {
-		errs.add("admission.deadline_margin", "%v is negative", a.DeadlineMargin.Std())
-	}
 	switch a.OnDeadline {
 	case "admit", "refuse":
 	default:
 		errs.add("admission.on_deadline", "%q not one of admit, refuse", a.OnDeadline)
 	}
-	if a.Aging <= 0 {
-		errs.add("admission.aging", "%v must be positive", a.Aging.Std())
-	}
-	if a.MaxHold <= 0 {
-		errs.add("admission.max_hold", "%v must be positive", a.MaxHold.Std())
-	}
-	for _, t := range []struct {
-		key string
-		v   float64
-	}{
-		{"admission.targets.cpu", a.Targets.CPU},
-		{"admission.targets.io", a.Targets.IO},
-		{"admission.targets.memory", a.Targets.Memory},
-	} {
-		// Zero is excluded: a target of 0 would back off on any stall at
-		// all and pin the gate at its floor.
-		if !(t.v > 0 && t.v <= 1) {
-			errs.add(t.key, "%v out of range (0, 1]", t.v)
-		}
-	}
-	l := a.Limits
-	for _, f := range []struct {
-		key string
-		v   float64
-	}{
-		{"admission.limits.min_inflight_per_core", l.MinInFlightPerCore},
-		{"admission.limits.max_inflight_per_core", l.MaxInFlightPerCore},
-		{"admission.limits.min_rate_per_core", l.MinRatePerCore},
-		{"admission.limits.max_rate_per_core", l.MaxRatePerCore},
-	} {
-		if !(f.v > 0) || math.IsInf(f.v, 0) {
-			errs.add(f.key, "%v must be positive and finite", f.v)
-		}
-	}
-	if l.MaxInFlightPerCore < l.MinInFlightPerCore {
-		errs.add("admission.limits.max_inflight_per_core", "%v below min_inflight_per_core %v", l.MaxInFlightPerCore, l.MinInFlightPerCore)
-	}
-	if l.MaxRatePerCore < l.MinRatePerCore {
-		errs.add("admission.limits.max_rate_per_core", "%v below min_rate_per_core %v", l.MaxRatePerCore, l.MinRatePerCore)
-	}
-	if l.Burst < 0 {
-		errs.add("admission.limits.burst", "%d is negative (0 is one per core)", l.Burst)
-	}
-	if !(l.GrowBelow > 0 && l.GrowBelow <= 1) {
-		errs.add("admission.limits.grow_below", "%v out of range (0, 1]", l.GrowBelow)
-	}
-	if !(l.DecreaseFactor > 0 && l.DecreaseFactor < 1) {
-		errs.add("admission.limits.decrease_factor", "%v out of range (0, 1)", l.DecreaseFactor)
-	}
-	if l.DecreaseEvery < 0 || l.DecreaseEvery.Std() > time.Minute {
-		errs.add("admission.limits.decrease_every", "%v out of range [0s, 1m]", l.DecreaseEvery.Std())
-	}
-	if l.IncreaseStep < 1 {
-		errs.add("admission.limits.increase_step", "%d must be at least 1", l.IncreaseStep)
-	}
-	if !(l.RateStep > 0) || math.IsInf(l.RateStep, 0) {
-		errs.add("admission.limits.rate_step", "%v must be positive and finite", l.RateStep)
-	}
-	if l.InFlight < 0 {
-		errs.add("admission.limits.inflight", "%d is negative (0 is controlled)", l.InFlight)
-	}
-	if l.Rate < 0 || math.IsInf(l.Rate, 0) || math.IsNaN(l.Rate) {
-		errs.add("admission.limits.rate", "%v must be 0 (controlled) or positive", l.Rate)
-	}
-	if l.StaticInFlight < 0 {
-		errs.add("admission.limits.static_inflight", "%d is negative (0 is 2 per core)", l.StaticInFlight)
-	}
-	if l.StaticRate < 0 || math.IsInf(l.StaticRate, 0) || math.IsNaN(l.StaticRate) {
-		errs.add("admission.limits.static_rate", "%v must be 0 (5 per core) or positive", l.StaticRate)
+	for _, fe := range a.policy().Check() {
+		errs.add("admission."+fe.Field, "%s", fe.Problem)
 	}
 	return errs
 }
 
 // Policy maps the admission section onto the gate's policy.
-func (c *Config) Policy() admission.Policy {
-	a := c.Admission
+func (c *Config) Policy() admission.Policy { return c.Admission.policy() }
+
+func (a Admission) policy() admission.Policy {
 	return admission.Policy{
 		Targets: pressure.Values{
 			pressure.CPU:    a.Targets.CPU,

@@ -255,7 +255,16 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", "version = 1\n[pressure]\ninterval = \"fast\"\n", []string{"pressure.interval", `"fast"`}},
 		{"duration wrong type", "version = 1\n[admission]\naging = true\n", []string{"admission.aging"}},
 		{"zero interval", "version = 1\n[pressure]\ninterval = \"0s\"\n", []string{"pressure.interval: 0s must be positive"}},
-		{"negative margin", "version = 1\n[admission]\ndeadline_margin = \"-1s\"\n", []string{"admission.deadline_margin: -1s is negative"}},
+		{"negative margin", "version = 1\n[admission]\ndeadline_margin = \"-1s\"\n", []string{"admission.deadline_margin: -1s out of range [0s, 10m0s]"}},
+		// class × aging must not overflow a time.Duration.
+		{"aging overflows", "version = 1\n[admission]\naging = \"900000h\"\n", []string{"admission.aging: 900000h0m0s out of range [1ms, 1h0m0s]"}},
+		// Multiplied by the cores, 1e300 would overflow an int.
+		{"per-core overflows", "version = 1\n[admission.limits]\nmin_inflight_per_core = 1e300\nmax_inflight_per_core = 1e300\n",
+			[]string{"admission.limits.min_inflight_per_core: 1e+300 out of range (0, 64]", "admission.limits.max_inflight_per_core: 1e+300 out of range (0, 64]"}},
+		// A rate this low freezes the gate.
+		{"rate freezes", "version = 1\n[admission.limits]\nrate = 1e-300\n", []string{"admission.limits.rate: 1e-300 out of range: 0 (controlled) or [0.1, 1e+06]"}},
+		{"per-core rate freezes", "version = 1\n[admission.limits]\nmin_rate_per_core = 1e-300\n", []string{"admission.limits.min_rate_per_core: 1e-300 out of range [0.1, 1000]"}},
+		{"queue too long", "version = 1\n[admission]\nmax_queue = 100000000\n", []string{"admission.max_queue: 100000000 out of range [1, 1000000]"}},
 		{"target too high", "version = 1\n[admission.targets]\ncpu = 1.7\n", []string{"admission.targets.cpu: 1.7 out of range (0, 1]"}},
 		{"target zero", "version = 1\n[admission.targets]\nmemory = 0.0\n", []string{"admission.targets.memory: 0 out of range"}},
 		{"target wrong type", "version = 1\n[admission.targets]\nio = \"high\"\n", []string{"admission.targets.io"}},

@@ -386,6 +386,22 @@ func TestAdminCalls(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "cpu") {
 		t.Errorf("SetPolicy(cpu_target -0.5) = %v, want InvalidArgument naming cpu", err)
 	}
+	// Values that would overflow or freeze the gate are refused, naming
+	// the field and its range.
+	tiny, huge := 1e-300, 1e300
+	for _, tc := range []struct {
+		req  *pb.SetPolicyRequest
+		want string
+	}{
+		{&pb.SetPolicyRequest{Rate: &tiny}, "limits.rate: 1e-300 out of range"},
+		{&pb.SetPolicyRequest{MaxInFlightPerCore: &huge}, "limits.max_inflight_per_core: 1e+300 out of range (0, 64]"},
+		{&pb.SetPolicyRequest{Aging: durationpb.New(900000 * time.Hour)}, "aging: 900000h0m0s out of range [1ms, 1h0m0s]"},
+	} {
+		_, err = h.client.SetPolicy(ctx, tc.req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("SetPolicy(%v) = %v, want InvalidArgument containing %q", tc.req, err, tc.want)
+		}
+	}
 	if p := h.gate.Status().Policy; p.MaxQueue != 77 {
 		t.Errorf("policy changed by a refused update: max_queue %d, want 77", p.MaxQueue)
 	}
