@@ -1,7 +1,6 @@
 package config
 
 import (
-
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/pressure"
 )
