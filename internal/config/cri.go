@@ -2,9 +2,9 @@ package config
 
 import (
 	"fmt"
-	"math"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/criproxy"
@@ -202,34 +202,21 @@ func (c CRI) validate(apiSocket string) []error {
 		}
 	}
 	w := c.Warmup
-	if w.Poll <= 0 {
-		errs.add("cri.warmup.poll", "%v must be positive", w.Poll.Std())
-	}
-	if !(w.SettleCores > 0) || math.IsInf(w.SettleCores, 0) {
-		errs.add("cri.warmup.settle_cores", "%v must be positive and finite", w.SettleCores)
-	}
-	if w.SettlePolls < 1 {
-		errs.add("cri.warmup.settle_polls", "%d must be at least 1", w.SettlePolls)
-	}
-	switch {
-	case w.Cap <= 0:
-		errs.add("cri.warmup.cap", "%v must be positive", w.Cap.Std())
-	case w.Poll > 0 && w.Cap < w.Poll:
+	errs.duration("cri.warmup.poll", w.Poll, 10*time.Millisecond, time.Minute)
+	errs.positive("cri.warmup.settle_cores", w.SettleCores, 1024)
+	errs.count("cri.warmup.settle_polls", w.SettlePolls, 1, 1000)
+	errs.duration("cri.warmup.cap", w.Cap, time.Second, time.Hour)
+	if w.Poll > 0 && w.Cap < w.Poll {
 		errs.add("cri.warmup.cap", "%v is shorter than cri.warmup.poll %v", w.Cap.Std(), w.Poll.Std())
 	}
 	p := c.Pulls
-	if p.Min < 1 {
-		errs.add("cri.pulls.min", "%d must be at least 1", p.Min)
-	}
+	errs.count("cri.pulls.min", p.Min, 1, 64)
+	errs.count("cri.pulls.max", p.Max, 1, 64)
 	if p.Max < p.Min {
 		errs.add("cri.pulls.max", "%d below cri.pulls.min %d", p.Max, p.Min)
 	}
-	if !(p.IOTarget > 0 && p.IOTarget <= 1) {
-		errs.add("cri.pulls.io_target", "%v out of range (0, 1]", p.IOTarget)
-	}
-	if p.Interval <= 0 {
-		errs.add("cri.pulls.interval", "%v must be positive", p.Interval.Std())
-	}
+	errs.positive("cri.pulls.io_target", p.IOTarget, 1)
+	errs.duration("cri.pulls.interval", p.Interval, 10*time.Millisecond, time.Minute)
 	if p.ShareWindow < 0 || p.ShareWindow.Std() > criproxy.MaxShareWindow {
 		errs.add("cri.pulls.share_window", "%v out of range [0s, %v]", p.ShareWindow.Std(), criproxy.MaxShareWindow)
 	}

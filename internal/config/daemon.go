@@ -87,9 +87,7 @@ func (d Daemon) validate() []error {
 	default:
 		errs.add("daemon.log_format", "%q not one of auto, json, console", d.LogFormat)
 	}
-	if d.ShutdownTimeout <= 0 {
-		errs.add("daemon.shutdown_timeout", "%v must be positive", d.ShutdownTimeout.Std())
-	}
+	errs.duration("daemon.shutdown_timeout", d.ShutdownTimeout, 100*time.Millisecond, 10*time.Minute)
 	return errs
 }
 

@@ -158,23 +158,15 @@ func (p Prefetch) validate(metricsListen string) []error {
 	if p.Snapshotter == "" {
 		errs.add("prefetch.snapshotter", "must not be empty (it must be the CRI's)")
 	}
-	if p.Interval <= 0 {
-		errs.add("prefetch.interval", "%v must be positive", p.Interval.Std())
-	}
-	if p.MaxBackoff <= 0 {
-		errs.add("prefetch.max_backoff", "%v must be positive", p.MaxBackoff.Std())
-	} else if p.MaxBackoff < p.Interval {
+	errs.duration("prefetch.interval", p.Interval, 100*time.Millisecond, 24*time.Hour)
+	errs.duration("prefetch.max_backoff", p.MaxBackoff, 100*time.Millisecond, 24*time.Hour)
+	if p.MaxBackoff < p.Interval {
 		errs.add("prefetch.max_backoff", "%v is shorter than prefetch.interval %v", p.MaxBackoff.Std(), p.Interval.Std())
 	}
-	if p.Concurrency < 1 {
-		errs.add("prefetch.concurrency", "%d must be at least 1", p.Concurrency)
-	}
-	if p.LeaseExpiry <= 0 {
-		errs.add("prefetch.lease_expiry", "%v must be positive", p.LeaseExpiry.Std())
-	}
-	if p.RollbackWindow < 0 {
-		errs.add("prefetch.rollback_window", "%v must not be negative (0s is off)", p.RollbackWindow.Std())
-	}
+	errs.count("prefetch.concurrency", p.Concurrency, 1, 64)
+	errs.duration("prefetch.lease_expiry", p.LeaseExpiry, time.Second, 30*24*time.Hour)
+	// 0s is off.
+	errs.duration("prefetch.rollback_window", p.RollbackWindow, 0, 30*24*time.Hour)
 	for i, h := range p.PlainHTTP {
 		if !validHost(h) {
 			errs.add(fmt.Sprintf("prefetch.plain_http[%d]", i+1), "%q is not a host or host:port", h)
@@ -197,9 +189,7 @@ func (p Prefetch) validate(metricsListen string) []error {
 	if p.DockerConfig != "" && !filepath.IsAbs(p.DockerConfig) {
 		errs.add("prefetch.docker_config", "%q is not an absolute path (\"\" is none)", p.DockerConfig)
 	}
-	if p.RequestTimeout <= 0 {
-		errs.add("prefetch.request_timeout", "%v must be positive", p.RequestTimeout.Std())
-	}
+	errs.duration("prefetch.request_timeout", p.RequestTimeout, time.Second, time.Hour)
 	n := p.Notifications
 	if n.Listen == "" {
 		return errs

@@ -48,11 +48,7 @@ func (p Pressure) validate() []error {
 	default:
 		errs.add("pressure.source", "%q not one of proc, cgroup", p.Source)
 	}
-	if p.Interval <= 0 {
-		errs.add("pressure.interval", "%v must be positive", p.Interval.Std())
-	}
-	if !(p.Smoothing > 0 && p.Smoothing <= 1) {
-		errs.add("pressure.smoothing", "%v out of range (0, 1]", p.Smoothing)
-	}
+	errs.duration("pressure.interval", p.Interval, 10*time.Millisecond, time.Minute)
+	errs.positive("pressure.smoothing", p.Smoothing, 1)
 	return errs
 }

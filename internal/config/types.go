@@ -49,3 +49,29 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 
 // Std returns d as a time.Duration.
 func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// The range checks below name the key, the value and the accepted range.
+// Every duration and count has an upper bound as well as a lower one: a
+// value is multiplied, doubled or added to a time somewhere, and none of
+// that may overflow.
+
+// duration checks lo <= v <= hi.
+func (p *problems) duration(key string, v Duration, lo, hi time.Duration) {
+	if v.Std() < lo || v.Std() > hi {
+		p.add(key, "%v out of range [%v, %v]", v.Std(), lo, hi)
+	}
+}
+
+// count checks lo <= v <= hi.
+func (p *problems) count(key string, v, lo, hi int) {
+	if v < lo || v > hi {
+		p.add(key, "%d out of range [%d, %d]", v, lo, hi)
+	}
+}
+
+// positive checks 0 < v <= hi (NaN fails).
+func (p *problems) positive(key string, v, hi float64) {
+	if !(v > 0 && v <= hi) {
+		p.add(key, "%v out of range (0, %v]", v, hi)
+	}
+}
