@@ -134,7 +134,9 @@ var prefetchDocs = map[string]string{
 	"prefetch.plain_http": "Registry hosts (host or host:port) spoken to over plain HTTP besides the\nloopback hosts, which always are. All others are HTTPS.",
 	"prefetch.registries": "Registry hosts (host or host:port; without a port, any port) that prefetches\n" +
 		"asked for through the API or the webhook may fetch from, besides the registries\n" +
-		"of the images on this node, which always may. Any other host is refused.",
+		"of the images on this node, which always may. Any other host is refused, and so\n" +
+		"is a registry's redirect to it: list the host a registry serves its blobs from\n" +
+		"when it is another (a CDN).",
 	"prefetch.watch": "Tag references watched from the start besides the node's own images (an image\n" +
 		"about to be deployed here); their registries are allowed for requests too.",
 	"prefetch.docker_config": "A docker config.json whose \"auths\" (auth, username/password, identitytoken)\n" +

@@ -106,7 +106,10 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 		PlainHTTP:      plainHTTP(pc.PlainHTTP),
 		Credentials:    creds,
 		RequestTimeout: pc.RequestTimeout.Std(),
-		Logger:         log,
+		// The Manager is made below, before any fetch: a redirect may
+		// go only where a fetch may.
+		AllowHost: func(host string) error { return pf.manager.CheckHost(host) },
+		Logger:    log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)

@@ -3,6 +3,7 @@ package prefetch
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,6 +202,70 @@ func TestResolverSendsCredentials(t *testing.T) {
 			}
 			if authed != 0 {
 				t.Errorf("%d requests carried the right credentials", authed)
+			}
+		})
+	}
+}
+
+// TestResolverRefusesRedirectOutsideAllowlist: an allowed registry that
+// answers 307 to another host gets the fetch there only when that host is
+// allowed too; otherwise the resolve fails naming both hosts, and the
+// other host sees no request.
+func TestResolverRefusesRedirectOutsideAllowlist(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageManifest)
+		w.Header().Set("Docker-Content-Digest", stubDigest)
+		w.Header().Set("Content-Length", "123")
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer other.Close()
+	otherHost := strings.TrimPrefix(other.URL, "http://")
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+
+	for _, tt := range []struct {
+		name   string
+		listed []string
+		ok     bool
+	}{
+		{"target not listed", []string{host}, false},
+		{"target listed", []string{host, otherHost}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			elsewhere.Store(0)
+			allow := func(h string) error {
+				if registryAllowed(h, tt.listed, nil) {
+					return nil
+				}
+				return &RegistryNotAllowedError{Host: h}
+			}
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			defer tr.CloseIdleConnections()
+			r := newResolver(tr, Options{PlainHTTP: docker.MatchLocalhost, AllowHost: allow, RequestTimeout: 5 * time.Second})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, desc, err := r.Resolve(ctx, host+"/app:1")
+			if tt.ok {
+				if err != nil || desc.Digest.String() != stubDigest {
+					t.Fatalf("Resolve = %v, %v; want %s through the redirect", desc.Digest, err, stubDigest)
+				}
+				return
+			}
+			want := "registry " + host + " redirected to " + otherHost + ", which is not allowed"
+			if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrRegistryNotAllowed) {
+				t.Fatalf("Resolve error = %v, want one containing %q", err, want)
+			}
+			if n := elsewhere.Load(); n != 0 {
+				t.Errorf("the host outside the allowlist got %d requests", n)
 			}
 		})
 	}

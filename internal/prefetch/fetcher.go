@@ -87,6 +87,14 @@ type Options struct {
 	// (the bandwidth cap and IO pause: Throttle.Reader); ctx is the
 	// fetch's. nil reads the body as is.
 	WrapReader func(ctx context.Context, r io.Reader) io.Reader
+	// AllowHost says whether a registry may redirect a request (a
+	// manifest, a blob, a token) to host; nil follows every redirect.
+	// The daemon passes the Manager's allowlist (Manager.CheckHost), so a
+	// registry that is allowed cannot send the fetch to one that is not
+	// (a service on the node, a host the operator never listed). A
+	// registry that serves its blobs from a CDN needs the CDN's host
+	// listed too.
+	AllowHost func(host string) error
 	// Logger; nil means zap.NewNop.
 	Logger *zap.Logger
 }

@@ -56,12 +56,11 @@ func registryAllowed(host string, listed []string, nodeHosts map[string]bool) bo
 	return false
 }
 
-// checkRegistry returns a RegistryNotAllowedError unless ref's (a
-// normalised tag's) registry is allowed: listed in
-// ManagerOptions.Registries or the registry of an image on the node as
-// of the last refresh.
-func (m *Manager) checkRegistry(ref string) error {
-	host := registryOf(ref)
+// CheckHost returns a RegistryNotAllowedError unless host (host or
+// host:port) is allowed: listed in ManagerOptions.Registries or the
+// registry of an image on the node as of the last refresh. The Fetcher's
+// redirects are checked with it (Options.AllowHost).
+func (m *Manager) CheckHost(host string) error {
 	m.mu.Lock()
 	nodeHosts := make(map[string]bool, len(m.mu.node))
 	for r := range m.mu.node {
@@ -72,4 +71,12 @@ func (m *Manager) checkRegistry(ref string) error {
 		return nil
 	}
 	return &RegistryNotAllowedError{Host: host}
+}
+
+// checkRegistry returns a RegistryNotAllowedError unless ref's (a
+// normalised tag's) registry is allowed: listed in
+// ManagerOptions.Registries or the registry of an image on the node as
+// of the last refresh.
+func (m *Manager) checkRegistry(ref string) error {
+	return m.CheckHost(registryOf(ref))
 }
