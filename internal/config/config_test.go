@@ -51,6 +51,7 @@ version = 1
 [cri]
 enabled = true
 class_annotation = ""
+critical_annotation_namespaces = ["infra", "kube-system"]
 default_class = "low"
 [[cri.rules]]
 annotation = "team=infra"
@@ -72,8 +73,9 @@ share_window = "30s"
 		t.Fatal(err)
 	}
 	want := &criproxy.Classifier{
-		Rules:   []criproxy.Rule{{Annotation: "team=infra", Class: admission.High}},
-		Default: admission.Low,
+		CriticalNamespaces: []string{"infra", "kube-system"},
+		Rules:              []criproxy.Rule{{Annotation: "team=infra", Class: admission.High}},
+		Default:            admission.Low,
 	}
 	if got := c.Classifier(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Classifier() = %+v, want %+v", got, want)
@@ -265,6 +267,7 @@ func TestLoadErrors(t *testing.T) {
 		{"rate freezes", "version = 1\n[admission.limits]\nrate = 1e-300\n", []string{"admission.limits.rate: 1e-300 out of range: 0 (controlled) or [0.1, 1e+06]"}},
 		{"per-core rate freezes", "version = 1\n[admission.limits]\nmin_rate_per_core = 1e-300\n", []string{"admission.limits.min_rate_per_core: 1e-300 out of range [0.1, 1000]"}},
 		{"queue too long", "version = 1\n[admission]\nmax_queue = 100000000\n", []string{"admission.max_queue: 100000000 out of range [1, 1000000]"}},
+		{"critical namespace", "version = 1\n[cri]\ncritical_annotation_namespaces = [\"Kube System\"]\n", []string{`cri.critical_annotation_namespaces[1]: "Kube System" is not a namespace`}},
 		{"target too high", "version = 1\n[admission.targets]\ncpu = 1.7\n", []string{"admission.targets.cpu: 1.7 out of range (0, 1]"}},
 		{"target zero", "version = 1\n[admission.targets]\nmemory = 0.0\n", []string{"admission.targets.memory: 0 out of range"}},
 		{"target wrong type", "version = 1\n[admission.targets]\nio = \"high\"\n", []string{"admission.targets.io"}},

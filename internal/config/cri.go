@@ -3,11 +3,13 @@ package config
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/criproxy"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // CRI is the [cri] section: the CRI proxy kubelet talks to instead of
@@ -25,6 +27,9 @@ type CRI struct {
 	// ClassAnnotation names the pod annotation that picks a class and
 	// overrides the rules; "" turns the override off.
 	ClassAnnotation string `toml:"class_annotation"`
+	// CriticalAnnotationNamespaces are the namespaces whose pods the
+	// annotation may make critical (skip the gate).
+	CriticalAnnotationNamespaces []string `toml:"critical_annotation_namespaces"`
 	// DefaultClass is the class of a pod no rule matches.
 	DefaultClass string `toml:"default_class"`
 	// Rules map pods to classes, first match wins. A file that gives
@@ -82,12 +87,13 @@ func defaultCRI() CRI {
 		rules = append(rules, Rule{Namespace: r.Namespace, Label: r.Label, Annotation: r.Annotation, Static: r.Static, Class: r.Class.String()})
 	}
 	return CRI{
-		Enabled:          false,
-		Socket:           "/run/startgate/cri.sock",
-		ContainerdSocket: "/run/containerd/containerd.sock",
-		ClassAnnotation:  cl.ClassAnnotation,
-		DefaultClass:     cl.Default.String(),
-		Rules:            rules,
+		Enabled:                      false,
+		Socket:                       "/run/startgate/cri.sock",
+		ContainerdSocket:             "/run/containerd/containerd.sock",
+		ClassAnnotation:              cl.ClassAnnotation,
+		CriticalAnnotationNamespaces: slices.Clone(cl.CriticalNamespaces),
+		DefaultClass:                 cl.Default.String(),
+		Rules:                        rules,
 		Warmup: Warmup{
 			Poll:              Duration(defaultWarmup.Poll),
 			SettleCores:       defaultWarmup.SettleCores,
@@ -116,6 +122,9 @@ var criDocs = map[string]string{
 		"Unavailable until it is up, and the proxy reconnects by itself.",
 	"cri.class_annotation": "Pod annotation whose value (critical, high, normal, low, background) picks the\n" +
 		"pod's class over the rules; \"\" turns the override off.",
+	"cri.critical_annotation_namespaces": "Namespaces whose pods class_annotation may make critical (skip the gate);\n" +
+		"elsewhere the annotation's critical is not honoured (logged once per pod) and\n" +
+		"the rules pick the class. [] lets no pod skip the gate by annotation.",
 	"cri.default_class": "Class of a pod no rule matches. The tenant is always the pod's namespace.",
 	"cri.rules": "Rules map pods to classes; the first rule whose every set field matches wins.\n" +
 		"namespace: the pod's namespace. label, annotation: \"key\" (present) or \"key=value\".\n" +
@@ -179,6 +188,11 @@ func (c CRI) validate(apiSocket string) []error {
 	if strings.ContainsAny(c.ClassAnnotation, "= \t") {
 		errs.add("cri.class_annotation", "%q is not an annotation key", c.ClassAnnotation)
 	}
+	for i, ns := range c.CriticalAnnotationNamespaces {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			errs.add(fmt.Sprintf("cri.critical_annotation_namespaces[%d]", i+1), "%q is not a namespace: %s", ns, strings.Join(msgs, "; "))
+		}
+	}
 	if c.DefaultClass == "" {
 		errs.add("cri.default_class", "must be set (one of %s)", classList)
 	} else if _, err := admission.ParseClass(c.DefaultClass); err != nil {
@@ -240,9 +254,10 @@ func validSelector(s string) bool {
 // call after Validate (an unparsable class maps to normal).
 func (c *Config) Classifier() *criproxy.Classifier {
 	cl := &criproxy.Classifier{
-		ClassAnnotation: c.CRI.ClassAnnotation,
-		Default:         parseClassOr(c.CRI.DefaultClass, admission.Normal),
-		Rules:           make([]criproxy.Rule, 0, len(c.CRI.Rules)),
+		ClassAnnotation:    c.CRI.ClassAnnotation,
+		CriticalNamespaces: slices.Clone(c.CRI.CriticalAnnotationNamespaces),
+		Default:            parseClassOr(c.CRI.DefaultClass, admission.Normal),
+		Rules:              make([]criproxy.Rule, 0, len(c.CRI.Rules)),
 	}
 	for _, r := range c.CRI.Rules {
 		cl.Rules = append(cl.Rules, criproxy.Rule{

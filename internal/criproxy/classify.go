@@ -2,6 +2,7 @@ package criproxy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -28,19 +29,39 @@ type Classifier struct {
 	// ClassAnnotation, when present on the pod, names its class and
 	// overrides the rules.
 	ClassAnnotation string
-	Rules           []Rule
-	Default         admission.Class
+	// CriticalNamespaces are the namespaces whose pods the annotation may
+	// make critical. Critical skips the gate, so any pod author who could
+	// pick it would skip it; elsewhere the annotation's critical is not
+	// honoured and the rules pick the class. Lower classes are anyone's
+	// to pick.
+	CriticalNamespaces []string
+	Rules              []Rule
+	Default            admission.Class
+}
+
+// Classification is a pod's class and tenant, and why.
+type Classification struct {
+	Class admission.Class
+	// Tenant is the pod's namespace (fairness within a class).
+	Tenant string
+	// Why names what chose the class (for logs): the annotation, a rule
+	// ("rule 2") or "default".
+	Why string
+	// Refused, when set, says that the pod asked for a class it may not
+	// have (critical outside CriticalNamespaces) and the rules decided.
+	Refused string
 }
 
 const configSourceAnnotation = "kubernetes.io/config.source"
 
-// DefaultClassifier: startgate.io/class picks any class; static and mirror
-// pods and kube-system bypass the gate; DaemonSet pods (the
-// pod-template-generation label only the DaemonSet controller sets) are
-// high; the rest normal.
+// DefaultClassifier: startgate.io/class picks any class but critical,
+// which it picks in kube-system only; static and mirror pods and
+// kube-system bypass the gate; DaemonSet pods (the pod-template-generation
+// label only the DaemonSet controller sets) are high; the rest normal.
 func DefaultClassifier() *Classifier {
 	return &Classifier{
-		ClassAnnotation: "startgate.io/class",
+		ClassAnnotation:    "startgate.io/class",
+		CriticalNamespaces: []string{"kube-system"},
 		Rules: []Rule{
 			{Static: true, Class: admission.Critical},
 			{Namespace: "kube-system", Class: admission.Critical},
@@ -51,26 +72,35 @@ func DefaultClassifier() *Classifier {
 }
 
 // Classify returns the class and tenant (the namespace) of a pod's start,
-// and why the class was chosen, for logs.
-func (c *Classifier) Classify(sb *runtimeapi.PodSandboxConfig) (cls admission.Class, tenant, why string) {
+// and why the class was chosen.
+func (c *Classifier) Classify(sb *runtimeapi.PodSandboxConfig) Classification {
 	md := sb.GetMetadata()
-	tenant = md.GetNamespace()
+	out := Classification{Tenant: md.GetNamespace()}
 	ann := sb.GetAnnotations()
 	if c.ClassAnnotation != "" {
 		if v, ok := ann[c.ClassAnnotation]; ok {
-			if k, err := admission.ParseClass(v); err == nil {
-				return k, tenant, "annotation " + c.ClassAnnotation
+			k, err := admission.ParseClass(v)
+			switch {
+			case err != nil:
+				// A bad annotation must not block the pod: the rules
+				// decide.
+			case k == admission.Critical && !slices.Contains(c.CriticalNamespaces, md.GetNamespace()):
+				out.Refused = fmt.Sprintf("annotation %s=%s is honoured only in namespaces %v (cri.critical_annotation_namespaces)",
+					c.ClassAnnotation, v, c.CriticalNamespaces)
+			default:
+				out.Class, out.Why = k, "annotation "+c.ClassAnnotation
+				return out
 			}
-			// A bad annotation must not block the pod: fall through to
-			// the rules.
 		}
 	}
 	for i, r := range c.Rules {
 		if r.matches(md, sb.GetLabels(), ann) {
-			return r.Class, tenant, fmt.Sprintf("rule %d", i+1)
+			out.Class, out.Why = r.Class, fmt.Sprintf("rule %d", i+1)
+			return out
 		}
 	}
-	return c.Default, tenant, "default"
+	out.Class, out.Why = c.Default, "default"
+	return out
 }
 
 func (r Rule) matches(md *runtimeapi.PodSandboxMetadata, labels, ann map[string]string) bool {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/utils/lru"
 
 	"github.com/startgate/startgate/internal/admission"
 )
@@ -108,6 +109,11 @@ type Proxy struct {
 	warm     *warmer
 	pulls    *pullLane
 	waiting  waiters
+	// refused holds the uids of pods already told that their class
+	// annotation was not honoured, so that it is said once per pod, not
+	// once per container; bounded, oldest forgotten first.
+	refusedMu sync.Mutex
+	refused   *lru.Cache
 
 	// unary holds the full names of the CRI's unary methods, which are
 	// forwarded with one Invoke; everything else goes through the
@@ -126,6 +132,9 @@ type Proxy struct {
 	stopCh   <-chan struct{}
 	stopFunc context.CancelFunc
 }
+
+// refusedPods bounds Proxy.refused.
+const refusedPods = 4096
 
 // New connects lazily to containerd: the proxy serves, answering
 // Unavailable, while containerd is not there, and reconnects by itself
@@ -166,6 +175,7 @@ func New(cfg Config) (*Proxy, error) {
 		runtime:    runtimeapi.NewRuntimeServiceClient(conn),
 		unary:      unaryMethods(),
 		stuckCheck: time.Second,
+		refused:    lru.New(refusedPods),
 	}
 	p.stopCtx, p.stopFunc = context.WithCancel(context.Background())
 	p.stopCh = p.stopCtx.Done()

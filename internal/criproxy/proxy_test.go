@@ -3,14 +3,18 @@ package criproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -335,7 +339,9 @@ func TestPassthroughKeepsEverything(t *testing.T) {
 }
 
 func TestPausedGateHoldsStartsAndCriticalPasses(t *testing.T) {
-	e := newEnv(t, nil, openPolicy(4))
+	cl := DefaultClassifier()
+	cl.CriticalNamespaces = append(cl.CriticalNamespaces, "infra")
+	e := newEnv(t, nil, openPolicy(4), func(c *Config) { c.Classifier = cl })
 	e.gate.Pause()
 	ctx := context.Background()
 
@@ -352,11 +358,12 @@ func TestPausedGateHoldsStartsAndCriticalPasses(t *testing.T) {
 		t.Fatalf("RunPodSandbox reached containerd %d times through a paused gate", n)
 	}
 
-	// kube-system, static pods and the annotation bypass the gate.
+	// kube-system, static pods and the annotation (where it may pick
+	// critical) bypass the gate.
 	for _, sb := range []*runtimeapi.PodSandboxConfig{
 		sandbox("kube-system", "coredns", nil),
 		sandbox("default", "static", map[string]string{"kubernetes.io/config.source": "file"}),
-		sandbox("default", "vip", map[string]string{"startgate.io/class": "critical"}),
+		sandbox("infra", "vip", map[string]string{"startgate.io/class": "critical"}),
 	} {
 		if _, err := e.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sb}); err != nil {
 			t.Fatalf("critical RunPodSandbox %s/%s: %v", sb.Metadata.Namespace, sb.Metadata.Name, err)
@@ -598,6 +605,52 @@ func TestFailOpen(t *testing.T) {
 	})
 }
 
+// TestCriticalAnnotationNotHonoured: a pod outside the allowed namespaces
+// that asks for critical by annotation waits in the gate like any other
+// (here: behind a paused gate, where critical would bypass), and the
+// proxy says so once for the pod, not once per start.
+func TestCriticalAnnotationNotHonoured(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	e := newEnv(t, nil, openPolicy(4), func(c *Config) { c.Logger = zap.New(core) })
+	ann := map[string]string{"startgate.io/class": "critical"}
+	e.gate.Pause()
+	// Well beyond the deadline margin, which admits even a paused gate.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandbox("default", "web", ann)})
+		done <- err
+	}()
+	waitUntil(t, "the sandbox to queue", func() bool { return e.gate.Status().Queued == 1 })
+	e.gate.Resume()
+	if err := <-done; err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	for _, name := range []string{"a", "b"} {
+		c, err := e.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: "sb-web",
+			Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}}, SandboxConfig: sandbox("default", "web", ann)})
+		if err != nil {
+			t.Fatalf("CreateContainer %s: %v", name, err)
+		}
+		if _, err := e.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+			t.Fatalf("StartContainer %s: %v", name, err)
+		}
+	}
+	said := logs.FilterMessage("pod's class annotation not honoured").All()
+	if len(said) != 1 {
+		t.Fatalf("%d warnings for the pod, want 1", len(said))
+	}
+	if r := said[0].ContextMap()["reason"]; !strings.Contains(fmt.Sprint(r), "kube-system") {
+		t.Errorf("warning's reason = %v, want it to name the allowed namespaces", r)
+	}
+	for _, l := range logs.FilterMessage("start admitted").All() {
+		if cls := l.ContextMap()["class"]; fmt.Sprint(cls) != "normal" {
+			t.Errorf("start admitted as %v, want normal", cls)
+		}
+	}
+}
+
 // stuckGate never answers and says it is not alive.
 type stuckGate struct{ release chan struct{} }
 
@@ -625,11 +678,39 @@ func TestClassifier(t *testing.T) {
 		{sandbox("default", "typo", map[string]string{"startgate.io/class": "urgent"}), admission.Normal},
 	}
 	for _, tt := range tests {
-		got, tenant, why := c.Classify(tt.sb)
-		if got != tt.want || tenant != tt.sb.Metadata.Namespace {
-			t.Errorf("Classify(%s/%s %v %v) = %s, %q (%s); want %s, %q", tt.sb.Metadata.Namespace, tt.sb.Metadata.Name,
-				tt.sb.Labels, tt.sb.Annotations, got, tenant, why, tt.want, tt.sb.Metadata.Namespace)
+		got := c.Classify(tt.sb)
+		if got.Class != tt.want || got.Tenant != tt.sb.Metadata.Namespace || got.Refused != "" {
+			t.Errorf("Classify(%s/%s %v %v) = %+v; want %s, %q, nothing refused", tt.sb.Metadata.Namespace, tt.sb.Metadata.Name,
+				tt.sb.Labels, tt.sb.Annotations, got, tt.want, tt.sb.Metadata.Namespace)
 		}
+	}
+	// critical by annotation: kube-system only, by default; elsewhere the
+	// rules decide and the refusal is said.
+	for _, tt := range []struct {
+		sb      *runtimeapi.PodSandboxConfig
+		want    admission.Class
+		refused bool
+	}{
+		{sandbox("kube-system", "x", map[string]string{"startgate.io/class": "critical"}), admission.Critical, false},
+		{sandbox("default", "x", map[string]string{"startgate.io/class": "critical"}), admission.Normal, true},
+		{&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "monitoring", Name: "ds"},
+			Labels: map[string]string{"pod-template-generation": "3"}, Annotations: map[string]string{"startgate.io/class": "CRITICAL"}}, admission.High, true},
+		{sandbox("default", "x", map[string]string{"startgate.io/class": "high"}), admission.High, false},
+	} {
+		got := c.Classify(tt.sb)
+		if got.Class != tt.want || (got.Refused != "") != tt.refused {
+			t.Errorf("Classify(%s/%s %v) = %+v; want %s, refused %v", tt.sb.Metadata.Namespace, tt.sb.Metadata.Name, tt.sb.Annotations, got, tt.want, tt.refused)
+		}
+		if tt.refused && !strings.Contains(got.Refused, "cri.critical_annotation_namespaces") {
+			t.Errorf("Refused = %q, want it to name cri.critical_annotation_namespaces", got.Refused)
+		}
+	}
+	c.CriticalNamespaces = []string{"infra"}
+	if got := c.Classify(sandbox("infra", "x", map[string]string{"startgate.io/class": "critical"})); got.Class != admission.Critical {
+		t.Errorf("Classify(infra/x critical) with infra allowed = %+v, want critical", got)
+	}
+	if got := c.Classify(sandbox("kube-system", "x", map[string]string{"startgate.io/class": "critical"})); got.Refused == "" {
+		t.Errorf("Classify(kube-system/x critical) with only infra allowed = %+v, want refused (the rules still make it critical)", got)
 	}
 	bad := &Classifier{Rules: []Rule{{Class: admission.High}}}
 	if err := bad.Validate(); err == nil {

@@ -171,6 +171,18 @@ func (p *Proxy) holdFor(ctx context.Context) time.Duration {
 	return call + p.cfg.Warmup.Cap
 }
 
+// firstRefusal says whether uid's pod has not been told yet that its
+// class annotation was not honoured, and remembers that it now has.
+func (p *Proxy) firstRefusal(uid string) bool {
+	p.refusedMu.Lock()
+	defer p.refusedMu.Unlock()
+	if _, said := p.refused.Get(uid); said {
+		return false
+	}
+	p.refused.Add(uid, struct{}{})
+	return true
+}
+
 // admit waits for a start slot and returns its release. The caller's
 // deadline comes with ctx: the gate admits it before the deadline minus
 // its margin, so the gate never turns a start into a timeout. A caller
@@ -191,8 +203,15 @@ func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSand
 		p.obs.PodGone(method, pg.reason)
 		return nil, pg.status()
 	}
-	cls, tenant, why := p.cfg.Classifier.Classify(sb)
-	req := admission.Request{Class: cls, Tenant: tenant, Description: desc, Hold: p.holdFor(ctx)}
+	cl := p.cfg.Classifier.Classify(sb)
+	if cl.Refused != "" && uid != "" {
+		if p.firstRefusal(uid) {
+			p.log.Warn("pod's class annotation not honoured", zap.String("pod", sb.GetMetadata().GetNamespace()+"/"+sb.GetMetadata().GetName()),
+				zap.String("uid", uid), zap.String("reason", cl.Refused), zap.Stringer("class", cl.Class), zap.String("class_from", cl.Why))
+		}
+	}
+	cls := cl.Class
+	req := admission.Request{Class: cls, Tenant: cl.Tenant, Description: desc, Hold: p.holdFor(ctx)}
 
 	type result struct {
 		lease *admission.Lease
@@ -267,7 +286,7 @@ func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSand
 					return nil, status.FromContextError(ctx.Err()).Err()
 				}
 				p.log.Debug("start admitted", zap.String("method", method), zap.String("description", desc),
-					zap.Stringer("class", cls), zap.String("class_from", why), zap.Uint64("lease", r.lease.ID()))
+					zap.Stringer("class", cls), zap.String("class_from", cl.Why), zap.Uint64("lease", r.lease.ID()))
 				return r.lease.Release, nil
 			case ctx.Err() != nil:
 				return nil, status.FromContextError(ctx.Err()).Err()
