@@ -16,7 +16,7 @@ protoc = PATH=$(BIN):$$PATH protoc -I proto \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build tools proto check-proto fmt-check vet verify-units test deps kube cluster demo bench bench-kube clean
+.PHONY: help build tools proto check-proto fmt-check vet verify-units test fuzz deps kube cluster demo bench bench-kube clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -53,8 +53,22 @@ verify-units: ## systemd-analyze verify the units in packaging/systemd
 # Kubernetes binaries, building them into ~/.cache/startgate the first time.
 KUBE_BIN = bash hack/kubernetes/build.sh
 
-test: deps kube fmt-check vet check-proto verify-units ## Install what is missing, all checks, then go test -race (with the cluster tests' Kubernetes binaries)
+test: deps kube fmt-check vet check-proto verify-units ## Install what is missing, all checks, then go test -race (with the cluster tests' Kubernetes binaries), then every fuzz target briefly
 	bin=$$($(KUBE_BIN)) && STARTGATE_KUBE_BIN=$$bin go test -race -count=1 ./...
+	$(MAKE) fuzz
+
+# The parsers of what comes from outside: PSI files, the config file,
+# docker config.json, the registry's webhook, the pod metadata kubelet
+# passes. go test runs their seeds (testdata/fuzz) every time; this runs
+# each fuzzer for FUZZTIME.
+FUZZ_TARGETS = internal/pressure:FuzzParseSomeTotal internal/pressure:FuzzSampler internal/config:FuzzLoad \
+	internal/prefetch:FuzzParseDockerConfig internal/prefetch:FuzzNotification internal/criproxy:FuzzClassify
+FUZZTIME ?= 10s
+
+fuzz: ## Run every fuzz target for FUZZTIME (10s) each
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$t"; go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*} || exit 1; \
+	done
 
 deps: ## apt-get install what the build and tests need, if missing
 	@missing=""; \

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"sync"
 	"time"
 
@@ -447,6 +448,9 @@ func pullGeneration(sb *runtimeapi.PodSandboxConfig) (gen string, ok bool) {
 	if ns == "" {
 		ns = labels[kubeNamespaceLabel]
 	}
+	// Quoted, so that no namespace (the CRI does not check them) can end
+	// in what makes another namespace's key.
+	ns = strconv.Quote(ns)
 	for _, l := range generationLabels {
 		if v := labels[l]; v != "" {
 			return ns + "/" + l + "=" + v, true

@@ -113,13 +113,13 @@ func TestPullGeneration(t *testing.T) {
 		want   string
 		wantOK bool
 	}{
-		{"ReplicaSet", replicaSetPod("ns", "abc", "u1"), "ns/pod-template-hash=abc", true},
+		{"ReplicaSet", replicaSetPod("ns", "abc", "u1"), `"ns"/pod-template-hash=abc`, true},
 		{"StatefulSet", &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "db", Uid: "u2"},
-			Labels: map[string]string{"controller-revision-hash": "db-7f", "apps.kubernetes.io/pod-index": "0"}}, "db/controller-revision-hash=db-7f", true},
+			Labels: map[string]string{"controller-revision-hash": "db-7f", "apps.kubernetes.io/pod-index": "0"}}, `"db"/controller-revision-hash=db-7f`, true},
 		{"Job", &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "ci", Uid: "u3"},
-			Labels: map[string]string{"batch.kubernetes.io/controller-uid": "j1", "controller-uid": "j1"}}, "ci/batch.kubernetes.io/controller-uid=j1", true},
-		{"bare pod", &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "ns", Uid: "u4"}}, "ns/pod=u4", true},
-		{"labels only", &runtimeapi.PodSandboxConfig{Labels: map[string]string{kubeNamespaceLabel: "ns", kubePodUIDLabel: "u5"}}, "ns/pod=u5", true},
+			Labels: map[string]string{"batch.kubernetes.io/controller-uid": "j1", "controller-uid": "j1"}}, `"ci"/batch.kubernetes.io/controller-uid=j1`, true},
+		{"bare pod", &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "ns", Uid: "u4"}}, `"ns"/pod=u4`, true},
+		{"labels only", &runtimeapi.PodSandboxConfig{Labels: map[string]string{kubeNamespaceLabel: "ns", kubePodUIDLabel: "u5"}}, `"ns"/pod=u5`, true},
 		{"no pod", nil, "", false},
 		{"empty sandbox", &runtimeapi.PodSandboxConfig{}, "", false},
 	} {

@@ -107,7 +107,14 @@ func (p *ProcSource) Read() (Totals, error) {
 		if st.Some == nil {
 			continue
 		}
-		t.Some[r] = time.Duration(st.Some.Total) * time.Microsecond
+		d, err := micros(st.Some.Total)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		t.Some[r] = d
 		t.Present[r] = true
 	}
 	return t, present(t, p.String(), firstErr)
@@ -164,6 +171,16 @@ func (c *CgroupSource) Read() (Totals, error) {
 	return t, present(t, c.dir, firstErr)
 }
 
+// micros converts a PSI total (microseconds) to a Duration; a total past
+// what a Duration holds (292 years of stall) is an error, not a negative
+// figure.
+func micros(us uint64) (time.Duration, error) {
+	if us > uint64(math.MaxInt64/int64(time.Microsecond)) {
+		return 0, fmt.Errorf("pressure: total %dus out of range", us)
+	}
+	return time.Duration(us) * time.Microsecond, nil
+}
+
 // parseSomeTotal reads the total= of the "some" line. procfs parses only
 // <proc>/pressure/<resource>, not a cgroup's files, whose format is the
 // same; this is the one line of it we need.
@@ -180,7 +197,7 @@ func parseSomeTotal(r io.Reader) (time.Duration, error) {
 				if err != nil {
 					return 0, fmt.Errorf("pressure: bad total %q: %w", v, err)
 				}
-				return time.Duration(us) * time.Microsecond, nil
+				return micros(us)
 			}
 		}
 		return 0, fmt.Errorf("pressure: no total= in %q", sc.Text())
