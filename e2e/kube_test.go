@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -282,6 +283,85 @@ func TestKubeRestartsWhileStarting(t *testing.T) {
 			ps := kn.waitAvailable("busy", 6, 5*time.Minute)
 			kn.checkOneSandboxEach(ps)
 		})
+	}
+}
+
+// startgated killed (-9) while two pods warm up at an in-flight limit of
+// 2 and others queue, then started again: it takes the warming pods'
+// slots back from containerd before serving kubelet's retries, so never
+// more than 2 pods are past their start and not yet Ready at once, and
+// every pod ends Ready with one sandbox. Without the restore the
+// restarted gate admitted the retries on top of the two still warming.
+func TestKubeRestartKeepsWarmingSlots(t *testing.T) {
+	const limit = 2
+	kn := startKubeNode(t, kubeOptions{config: fmt.Sprintf("[admission.limits]\ninflight = %d\n", limit)})
+	// About 5 to 15 s of CPU each: long enough that the restart lands
+	// while the admitted ones still warm up.
+	kn.createDeployment(deployment("busy", kn.app, 6, 5_000_000))
+	// Killed once two pods' containers run (their inits under way) and
+	// more starts queue: a kill during RunPodSandbox would leave nothing
+	// to restore (containerd drops a sandbox whose call was cut).
+	warmingNow := func() []string {
+		l, err := kn.api.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: "app=busy"})
+		if err != nil {
+			return nil
+		}
+		var names []string
+		for i := range l.Items {
+			p := &l.Items[i]
+			if len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil && !podIsReady(p) {
+				names = append(names, p.Name)
+			}
+		}
+		return names
+	}
+	kn.n.eventually(3*time.Minute, "two pods warming and starts queued behind them", func() (bool, string) {
+		s := kn.n.status()
+		w := warmingNow()
+		return len(w) == limit && s.InFlight == limit && s.QueueLength >= 1, fmt.Sprintf("warming %v, in flight %d, queued %d", w, s.InFlight, s.QueueLength)
+	})
+
+	// Watch, from the API, how many pods are started (a container
+	// running) and not yet Ready, until every one is Ready.
+	var (
+		mu      sync.Mutex
+		peak    int
+		peakAt  string
+		stopped = make(chan struct{})
+		done    = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stopped:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			warming := warmingNow()
+			mu.Lock()
+			if len(warming) > peak {
+				peak, peakAt = len(warming), strings.Join(warming, ", ")
+			}
+			mu.Unlock()
+		}
+	}()
+
+	kn.n.killDaemon()
+	// The API answers before the CRI socket is served, and the slots are
+	// restored in between.
+	kn.n.eventually(20*time.Second, fmt.Sprintf("startgated to restore %d slots", limit), func() (bool, string) {
+		got := kn.n.logLines("restored the slots", 1)
+		return strings.Contains(got, fmt.Sprintf(`"pods":%d`, limit)), got
+	})
+	ps := kn.waitAvailable("busy", 6, 5*time.Minute)
+	close(stopped)
+	<-done
+	kn.checkOneSandboxEach(ps)
+	mu.Lock()
+	defer mu.Unlock()
+	if peak > limit {
+		t.Errorf("%d pods started and not Ready at once (%s), want at most the limit %d%s", peak, peakAt, limit, kn.diagnose())
 	}
 }
 

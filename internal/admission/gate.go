@@ -239,6 +239,27 @@ func (g *Gate) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	return nil, ctx.Err()
 }
 
+// Restore grants req a slot at once, whatever the limits and the queue: a
+// start that was admitted before the daemon restarted, and still warms
+// up, holds a slot again, so that the restarted gate counts it instead of
+// admitting a full limit on top of it. The lease counts in flight like any
+// other (the limit may be exceeded until such leases end) and ends at
+// req.Hold, which the caller sets to what is left of the start's warm-up.
+func (g *Gate) Restore(req Request) (*Lease, error) {
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.clk.Now()
+	if g.mu.closed {
+		return nil, ErrClosed
+	}
+	g.mu.nextID++
+	w := waiter{id: g.mu.nextID, req: req, enqueued: now}
+	return g.grantLocked(now, &w, AdmitRestored), nil
+}
+
 // AcquireFunc is Acquire without a goroutine to block: it queues req and
 // calls done exactly once with the lease or the error, on a goroutine of
 // its own (never under the gate's lock, so done may call back into the

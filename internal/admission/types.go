@@ -51,6 +51,7 @@ const (
 	AdmitGranted  AdmitReason = "granted"  // capacity was available
 	AdmitBypass   AdmitReason = "bypass"   // critical class
 	AdmitDeadline AdmitReason = "deadline" // the caller's deadline was near
+	AdmitRestored AdmitReason = "restored" // held before a restart (Gate.Restore)
 )
 
 // ReleaseReason says why a lease ended.

@@ -74,5 +74,8 @@ type alwaysGate struct{}
 func (alwaysGate) Acquire(context.Context, admission.Request) (*admission.Lease, error) {
 	return nil, errors.New("not gated")
 }
+func (alwaysGate) Restore(admission.Request) (*admission.Lease, error) {
+	return nil, errors.New("not gated")
+}
 func (alwaysGate) Bypassed() bool       { return false }
 func (alwaysGate) Alive(time.Time) bool { return true }

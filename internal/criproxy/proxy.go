@@ -24,6 +24,8 @@ import (
 // it.
 type Gate interface {
 	Acquire(ctx context.Context, req admission.Request) (*admission.Lease, error)
+	// Restore grants a slot at once, whatever the limits (Proxy.Restore).
+	Restore(req admission.Request) (*admission.Lease, error)
 	// Bypassed reports whether an operator turned the gate off
 	// (startgatectl bypass on); it must not block.
 	Bypassed() bool

@@ -47,6 +47,31 @@ type fakeRuntime struct {
 	// images maps a pulled reference to its image ID, as containerd's
 	// image records do; ImageStatus reads it.
 	images map[string]string
+	// sandboxes and containers are what ListPodSandbox and
+	// ListContainers answer (Restore reads them).
+	sandboxes  []*runtimeapi.PodSandbox
+	containers []*runtimeapi.Container
+}
+
+func (f *fakeRuntime) ListPodSandbox(ctx context.Context, r *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	f.record(ctx, "ListPodSandbox")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*runtimeapi.PodSandbox
+	for _, sb := range f.sandboxes {
+		if st := r.GetFilter().GetState(); st != nil && st.GetState() != sb.GetState() {
+			continue
+		}
+		out = append(out, sb)
+	}
+	return &runtimeapi.ListPodSandboxResponse{Items: out}, nil
+}
+
+func (f *fakeRuntime) ListContainers(ctx context.Context, r *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	f.record(ctx, "ListContainers")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &runtimeapi.ListContainersResponse{Containers: f.containers}, nil
 }
 
 func (f *fakeRuntime) record(ctx context.Context, m string) {
@@ -655,6 +680,10 @@ func TestCriticalAnnotationNotHonoured(t *testing.T) {
 type stuckGate struct{ release chan struct{} }
 
 func (g *stuckGate) Acquire(ctx context.Context, _ admission.Request) (*admission.Lease, error) {
+	<-g.release
+	return nil, errors.New("stuck gate released")
+}
+func (g *stuckGate) Restore(admission.Request) (*admission.Lease, error) {
 	<-g.release
 	return nil, errors.New("stuck gate released")
 }

@@ -83,8 +83,10 @@ func (w WarmupPolicy) withDefaults() WarmupPolicy {
 // container created after its pod's slot was given back (a second wave of
 // containers) takes a slot of its own the same way.
 type warmer struct {
-	p  *Proxy
-	mu sync.Mutex
+	p *Proxy
+	// procRoot is where the run-queue waits are read (/proc).
+	procRoot string
+	mu       sync.Mutex
 	// Guarded by mu.
 	pods       map[string]*podSlot // by sandbox ID
 	containers map[string]*warmingContainer
@@ -109,7 +111,7 @@ type warmingContainer struct {
 }
 
 func newWarmer(p *Proxy) *warmer {
-	return &warmer{p: p, pods: make(map[string]*podSlot), containers: make(map[string]*warmingContainer)}
+	return &warmer{p: p, procRoot: "/proc", pods: make(map[string]*podSlot), containers: make(map[string]*warmingContainer)}
 }
 
 // sandboxStarted keeps the pod's slot after RunPodSandbox succeeded.
@@ -278,6 +280,12 @@ func (w *warmer) releaseAll() {
 // when it settles or exits, or, for a pod that waits for Ready, when the
 // pod reports Ready. The lease's own hold cap ends the slot in any case.
 func (w *warmer) started(id string) {
+	w.startedAt(id, time.Now())
+}
+
+// startedAt is started for a container whose warm-up cap counts from
+// since (a restored one's: its creation, before the restart).
+func (w *warmer) startedAt(id string, since time.Time) {
 	w.mu.Lock()
 	c, ok := w.containers[id]
 	if ok {
@@ -291,23 +299,48 @@ func (w *warmer) started(id string) {
 	go func() {
 		defer w.p.wg.Done()
 		defer w.done(id)
-		reason := w.watch(id, c.stop)
+		reason := w.watch(id, c.stop, since.Add(w.p.cfg.Warmup.Cap))
 		w.p.log.Debug("warm-up over", zap.String("container", id), zap.String("reason", reason))
 	}()
+}
+
+// restored records a pod whose slot was held before a restart, with the
+// containers (created or running) still warming up in it; running ones
+// are watched as if just started, their caps counting from their
+// creation. A pod with none holds its slot for the containers kubelet is
+// about to create, as after RunPodSandbox.
+func (w *warmer) restored(sandbox, uid string, at time.Time, release func(), ctrs []*runtimeapi.Container) {
+	w.mu.Lock()
+	if _, ok := w.pods[sandbox]; ok {
+		// Taken by a call that came meanwhile: that slot counts.
+		w.mu.Unlock()
+		release()
+		return
+	}
+	w.pods[sandbox] = &podSlot{release: release, uid: uid, at: at, users: len(ctrs)}
+	for _, c := range ctrs {
+		w.containers[c.GetId()] = &warmingContainer{sandbox: sandbox, stop: make(chan struct{})}
+	}
+	w.mu.Unlock()
+	for _, c := range ctrs {
+		if c.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			w.startedAt(c.GetId(), time.Unix(0, c.GetCreatedAt()))
+		}
+	}
 }
 
 // watch polls the container until it settles, exits, its pod's slot ends
 // or the proxy stops, and says which. A container whose pod waits for
 // Ready is not done when it settles: kubelet's probe says when it is,
 // and a container starved of CPU on a loaded node looks settled too.
-func (w *warmer) watch(id string, stop <-chan struct{}) string {
+func (w *warmer) watch(id string, stop <-chan struct{}, deadline time.Time) string {
 	pol := w.p.cfg.Warmup
-	deadline := time.Now().Add(pol.Cap)
 	t := time.NewTicker(pol.Poll)
 	defer t.Stop()
 	var lastUsage uint64
 	var lastAt time.Time
 	idle := 0
+	starve := &starvation{w: w, id: id}
 	for {
 		select {
 		case <-w.p.stopCh:
@@ -345,18 +378,29 @@ func (w *warmer) watch(id string, stop <-chan struct{}) string {
 				continue
 			}
 			usage := cpu.GetUsageCoreNanoSeconds().GetValue()
+			starved := starve.starved(pol.SettleCores)
 			if !lastAt.IsZero() {
 				cores := float64(usage-lastUsage) / float64(now.Sub(lastAt).Nanoseconds())
-				if usage < lastUsage || cores < pol.SettleCores {
-					idle++
-				} else {
+				switch {
+				case usage >= lastUsage && cores >= pol.SettleCores:
 					idle = 0
+				case starved:
+					// Not idle: waiting for a CPU.
+					idle = 0
+					if !starve.said {
+						starve.said = true
+						w.p.log.Debug("warm-up starved of CPU, not settled", zap.String("container", id))
+					}
+				default:
+					idle++
 				}
 				if idle >= pol.SettlePolls {
 					if w.exited(id) {
 						return "exited"
 					}
 					if pol.SettleBeforeReady || !w.waitsForReady(id) {
+						w.p.log.Debug("settled", zap.String("container", id), zap.Float64("cores", cores),
+							zap.Int("pid", starve.pid), zap.Float64("runqueue_cores", starve.rate))
 						return "settled"
 					}
 					idle = 0
@@ -372,4 +416,52 @@ func (w *warmer) exited(id string) bool {
 	defer cancel()
 	st, err := w.p.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
 	return status.Code(err) == codes.NotFound || st.GetStatus().GetState() == runtimeapi.ContainerState_CONTAINER_EXITED
+}
+
+// starvation follows how long a container's tasks wait on a run queue,
+// poll to poll (see starved.go).
+type starvation struct {
+	w  *warmer
+	id string
+	// pid is the container's init; 0 until looked up, -1 when it cannot
+	// be (the runtime gives none): then nothing is ever starved.
+	pid    int
+	last   time.Duration
+	lastAt time.Time
+	// said: the debug line was logged.
+	said bool
+	// rate is the last poll's run-queue wait, in cores.
+	rate float64
+}
+
+// starved reports whether the container's tasks waited at least cores of
+// a core on a run queue since the last call; the first call only reads.
+func (s *starvation) starved(cores float64) bool {
+	if s.pid == 0 {
+		s.pid = -1
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := s.w.p.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: s.id, Verbose: true})
+		cancel()
+		if err == nil {
+			if pid, ok := containerPID(st.GetInfo()); ok {
+				s.pid = pid
+			}
+		}
+	}
+	if s.pid < 0 {
+		return false
+	}
+	wait, runnable, err := runQueue(s.w.procRoot, s.pid)
+	now := time.Now()
+	if err != nil {
+		s.pid = -1 // exited: its CPU counter says the rest
+		return false
+	}
+	prev, prevAt := s.last, s.lastAt
+	s.last, s.lastAt = wait, now
+	s.rate = 0
+	if !prevAt.IsZero() && wait >= prev {
+		s.rate = float64(wait-prev) / float64(now.Sub(prevAt))
+	}
+	return runnable || s.rate >= cores
 }

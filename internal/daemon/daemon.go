@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		defer pf.close()
 	}
 
-	scfg := server.Config{Gate: gate, Logger: log.Named("server"), AdminGID: gid}
+	scfg := server.Config{Gate: gate, Logger: log.Named("server"), AdminGID: gid, Limits: cfg.Daemon.Limits()}
 	if pf != nil {
 		// Only when on: the prefetch RPCs answer FailedPrecondition
 		// without it.
@@ -249,6 +249,10 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		}
 	}()
 	if proxy != nil {
+		// Before the first CRI call is served: the starts still warming
+		// up from before a restart hold their slots again, so kubelet's
+		// retries queue behind them instead of all being admitted.
+		restoreProxy(ctx, proxy, log)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -358,4 +362,23 @@ func metricsAddr(l net.Listener) string {
 		return "off"
 	}
 	return l.Addr().String()
+}
+
+// restoreTimeout bounds Proxy.Restore at start: containerd down or slow
+// must not keep kubelet's calls waiting on the socket.
+const restoreTimeout = 10 * time.Second
+
+// restoreProxy takes back the slots of the starts that were warming up
+// before this daemon started (criproxy.Proxy.Restore); on failure it says
+// so and serves as if none were (fail open).
+func restoreProxy(ctx context.Context, proxy *criproxy.Proxy, log *zap.Logger) {
+	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	defer cancel()
+	r, err := proxy.Restore(rctx)
+	if err != nil {
+		log.Warn("could not restore the slots of starts warming up before this start: admitting as if none were",
+			zap.Error(err), zap.Int("pods_restored", r.Pods))
+		return
+	}
+	log.Info("restored the slots of starts warming up before this start", zap.Int("pods", r.Pods), zap.Int("containers", r.Containers))
 }
