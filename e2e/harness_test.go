@@ -33,6 +33,10 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
+	if sock := os.Getenv(floodEnv); sock != "" {
+		floodMain(sock)
+		return
+	}
 	dir, err := os.MkdirTemp("", "sg-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -8,6 +8,8 @@ import (
 	"os/user"
 	"strconv"
 	"time"
+
+	"github.com/startgate/startgate/internal/server"
 )
 
 // Daemon is the [daemon] section.
@@ -26,6 +28,18 @@ type Daemon struct {
 	// console.
 	LogFormat       string   `toml:"log_format"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// The caps of what one caller (a uid) and all callers may hold open
+	// on the API socket (server.Limits).
+	MaxConnectionsPerPeer int `toml:"max_connections_per_peer"`
+	MaxStreamsPerPeer     int `toml:"max_streams_per_peer"`
+	MaxStreams            int `toml:"max_streams"`
+	MaxWaitersPerPeer     int `toml:"max_waiters_per_peer"`
+}
+
+// Limits maps the caps onto the API server's.
+func (d Daemon) Limits() server.Limits {
+	return server.Limits{ConnectionsPerPeer: d.MaxConnectionsPerPeer, StreamsPerPeer: d.MaxStreamsPerPeer,
+		Streams: d.MaxStreams, WaitersPerPeer: d.MaxWaitersPerPeer}
 }
 
 // Metrics is the [metrics] section.
@@ -36,26 +50,36 @@ type Metrics struct {
 }
 
 func defaultDaemon() Daemon {
+	l := server.DefaultLimits()
 	return Daemon{
-		Socket:          "/run/startgate/startgate.sock",
-		SocketMode:      "0660",
-		SocketGroup:     "",
-		LogLevel:        "info",
-		LogFormat:       "auto",
-		ShutdownTimeout: Duration(10 * time.Second),
+		Socket:                "/run/startgate/startgate.sock",
+		SocketMode:            "0660",
+		SocketGroup:           "",
+		LogLevel:              "info",
+		LogFormat:             "auto",
+		ShutdownTimeout:       Duration(10 * time.Second),
+		MaxConnectionsPerPeer: l.ConnectionsPerPeer,
+		MaxStreamsPerPeer:     l.StreamsPerPeer,
+		MaxStreams:            l.Streams,
+		MaxWaitersPerPeer:     l.WaitersPerPeer,
 	}
 }
 
 func defaultMetrics() Metrics { return Metrics{Listen: ""} }
 
 var daemonDocs = map[string]string{
-	"daemon":                  "The daemon process and its API socket.",
-	"daemon.socket":           "gRPC API socket, used when systemd does not pass one in (socket activation).",
-	"daemon.socket_mode":      "Octal permissions of the socket this daemon creates.",
-	"daemon.socket_group":     "Group owning the socket and allowed to call mutating RPCs besides root:\na name or a numeric gid; \"\" is the daemon's primary group.",
-	"daemon.log_level":        "debug, info, warn or error.",
-	"daemon.log_format":       "auto (JSON unless stderr is a terminal), json or console.",
-	"daemon.shutdown_timeout": "How long shutdown waits for in-flight calls before cutting them.",
+	"daemon":                          "The daemon process and its API socket.",
+	"daemon.socket":                   "gRPC API socket, used when systemd does not pass one in (socket activation).",
+	"daemon.socket_mode":              "Octal permissions of the socket this daemon creates.",
+	"daemon.socket_group":             "Group owning the socket and allowed to call mutating RPCs besides root:\na name or a numeric gid; \"\" is the daemon's primary group.",
+	"daemon.log_level":                "debug, info, warn or error.",
+	"daemon.log_format":               "auto (JSON unless stderr is a terminal), json or console.",
+	"daemon.shutdown_timeout":         "How long shutdown waits for in-flight calls before cutting them.",
+	"daemon.max_connections_per_peer": "Most API connections one caller (a uid) may hold open; more are closed.",
+	"daemon.max_streams_per_peer": "Most streams (watch, acquire) one caller may hold open; more are refused\n" +
+		"(ResourceExhausted, naming this key).",
+	"daemon.max_streams":          "Most streams all callers but root may hold open together.",
+	"daemon.max_waiters_per_peer": "Most slots one caller may have asked for and not yet ended, over all its\nstreams (admission.max_queue caps all callers together).",
 }
 
 var metricsDocs = map[string]string{
@@ -88,6 +112,10 @@ func (d Daemon) validate() []error {
 		errs.add("daemon.log_format", "%q not one of auto, json, console", d.LogFormat)
 	}
 	errs.duration("daemon.shutdown_timeout", d.ShutdownTimeout, 100*time.Millisecond, 10*time.Minute)
+	errs.count("daemon.max_connections_per_peer", d.MaxConnectionsPerPeer, 1, 100_000)
+	errs.count("daemon.max_streams_per_peer", d.MaxStreamsPerPeer, 1, 100_000)
+	errs.count("daemon.max_streams", d.MaxStreams, 1, 1_000_000)
+	errs.count("daemon.max_waiters_per_peer", d.MaxWaitersPerPeer, 1, 1_000_000)
 	return errs
 }
 

@@ -338,11 +338,12 @@ socket = %q
 log_level = "warn"
 log_format = "console"
 shutdown_timeout = "10s"
+max_waiters_per_peer = %d
 [metrics]
 listen = ""
 [admission]
 max_queue = %d
-`, sock, queue10k)
+`, sock, queue10k, queue10k)
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		b.Fatal(err)
 	}

@@ -28,7 +28,7 @@ import (
 // lease released, and the handler waits for the callbacks and watchers
 // before it returns, so none touches the stream after.
 func (s *Server) AcquireMany(stream grpc.BidiStreamingServer[pb.AcquireManyRequest, pb.AcquireManyResponse]) error {
-	m := &manyStream{gate: s.gate, stream: stream}
+	m := &manyStream{gate: s.gate, stream: stream, peers: s.peers, uid: peerUID(stream.Context())}
 	m.mu.tags = make(map[uint64]*manyTag)
 	if d, ok := stream.Context().Deadline(); ok {
 		m.deadline = d
@@ -59,6 +59,9 @@ func (s *Server) AcquireMany(stream grpc.BidiStreamingServer[pb.AcquireManyReque
 type manyStream struct {
 	gate   *admission.Gate
 	stream grpc.BidiStreamingServer[pb.AcquireManyRequest, pb.AcquireManyResponse]
+	// peers counts the caller's (uid's) live tags against its cap.
+	peers *peers
+	uid   uint32
 	// deadline is the stream's gRPC deadline, zero if none: a start
 	// without a deadline of its own gets it.
 	deadline time.Time
@@ -93,6 +96,9 @@ type manyTag struct {
 	// goes straight back.
 	withdrawn bool
 	lease     *admission.Lease // once granted
+	// unwait gives the tag back to the caller's count of live tags; it
+	// may be called more than once.
+	unwait func()
 }
 
 func (m *manyStream) start(st *pb.AcquireManyStart) {
@@ -117,10 +123,16 @@ func (m *manyStream) start(st *pb.AcquireManyStart) {
 		req.Deadline = m.deadline
 	}
 
-	t := &manyTag{tag: tag}
+	unwait, err := m.peers.waiter(m.uid)
+	if err != nil {
+		m.reply(errorResponse(tag, err))
+		return
+	}
+	t := &manyTag{tag: tag, unwait: unwait}
 	m.mu.Lock()
 	if _, live := m.mu.tags[tag]; live {
 		m.mu.Unlock()
+		unwait()
 		m.reply(errorResponse(tag, status.Errorf(codes.AlreadyExists, "server: tag %d is live already", tag)))
 		return
 	}
@@ -170,6 +182,7 @@ func (m *manyStream) decided(t *manyTag, l *admission.Lease, err error) {
 	if err != nil {
 		delete(m.mu.tags, t.tag)
 		m.mu.Unlock()
+		t.unwait()
 		if errors.Is(err, context.Canceled) {
 			err = status.Error(codes.Canceled, "server: withdrawn by cancel")
 		}
@@ -203,6 +216,7 @@ func (m *manyStream) watch(t *manyTag, l *admission.Lease, grantedAt time.Time) 
 		delete(m.mu.tags, t.tag)
 	}
 	m.mu.Unlock()
+	t.unwait()
 	if closed {
 		return
 	}
@@ -256,6 +270,7 @@ func (m *manyStream) end() {
 	var held []*admission.Lease
 	var waiting []func() bool
 	for _, t := range tags {
+		t.unwait()
 		// A callback that ran before closed was set has stored its
 		// lease; one that runs after releases what it brings.
 		switch {

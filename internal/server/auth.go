@@ -33,7 +33,10 @@ func (PeerCred) AuthType() string { return "peercred" }
 // peerCredentials reads SO_PEERCRED on every accepted unix connection. It
 // does no handshake on the wire: the kernel vouches for the peer, so a
 // plain insecure client talks to it.
-type peerCredentials struct{}
+type peerCredentials struct {
+	// peers counts each uid's connections; nil counts nothing.
+	peers *peers
+}
 
 var _ credentials.TransportCredentials = peerCredentials{}
 
@@ -41,7 +44,10 @@ func (peerCredentials) ClientHandshake(_ context.Context, _ string, c net.Conn) 
 	return c, PeerCred{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}, nil
 }
 
-func (peerCredentials) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+// ServerHandshake reads the peer's credentials and counts the connection
+// against its uid's cap; over the cap the connection is closed (the
+// client sees it fail to connect; the daemon's log names the cap).
+func (p peerCredentials) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return nil, nil, fmt.Errorf("server: peer credentials need a unix socket, got %T", c)
@@ -50,7 +56,14 @@ func (peerCredentials) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthIn
 	if err != nil {
 		return nil, nil, err
 	}
-	return c, cred, nil
+	if p.peers == nil {
+		return c, cred, nil
+	}
+	release, err := p.peers.conn(cred.UID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &countedConn{Conn: c, release: release}, cred, nil
 }
 
 func (peerCredentials) Info() credentials.ProtocolInfo {

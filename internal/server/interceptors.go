@@ -29,11 +29,27 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	start := time.Now()
 	cred, err := s.authorize(ss.Context(), info.FullMethod)
 	if err == nil {
-		err = handler(srv, ss)
+		var release func()
+		if release, err = s.peers.stream(peerUID(ss.Context())); err == nil {
+			err = handler(srv, ss)
+			release()
+		}
 	}
 	err = toStatus(err)
 	s.logCall(info.FullMethod, cred, start, err)
 	return err
+}
+
+// noCredUID counts the peers without credentials (a listener that is not
+// a unix socket: tests) as one caller.
+const noCredUID = ^uint32(0)
+
+// peerUID is the caller's uid, noCredUID when it has no credentials.
+func peerUID(ctx context.Context) uint32 {
+	if cred, ok := peerCredFrom(ctx); ok {
+		return cred.UID
+	}
+	return noCredUID
 }
 
 func (s *Server) authorize(ctx context.Context, method string) (PeerCred, error) {

@@ -28,6 +28,8 @@ type Config struct {
 	// Prefetch serves the prefetch RPCs (a *prefetch.Manager); nil means
 	// prefetch is off and they answer FailedPrecondition.
 	Prefetch Prefetcher
+	// Limits caps each caller's connections, streams and waiters.
+	Limits Limits
 }
 
 // Server serves the startgate API for one gate.
@@ -39,6 +41,7 @@ type Server struct {
 	adminGID int
 	prefetch Prefetcher
 	groups   groupsFunc
+	peers    *peers
 	grpc     *grpc.Server
 	health   *health.Server
 
@@ -68,11 +71,12 @@ func New(cfg Config) (*Server, error) {
 		adminGID: cfg.AdminGID,
 		prefetch: cfg.Prefetch,
 		groups:   procGroups,
+		peers:    newPeers(cfg.Limits),
 		health:   health.NewServer(),
 		stopping: make(chan struct{}),
 	}
 	s.grpc = grpc.NewServer(
-		grpc.Creds(peerCredentials{}),
+		grpc.Creds(peerCredentials{peers: s.peers}),
 		// A pool of stream workers saves a goroutine start per call, and
 		// a shared write buffer an allocation per connection write: about
 		// 10µs of the ~140µs uncontended Acquire round trip

@@ -42,7 +42,7 @@ type harness struct {
 // newHarness serves a real gate over a real unix socket. The gate's clock
 // is manual (leases expire only when a test advances it) unless real is
 // set; pressure is nil, so the static limits apply.
-func newHarness(t testing.TB, real bool, policy func(p *admission.Policy)) *harness {
+func newHarness(t testing.TB, real bool, policy func(p *admission.Policy), opts ...func(*Config)) *harness {
 	t.Helper()
 	p := admission.DefaultPolicy()
 	// Rate pinned high so that the token bucket never decides a test.
@@ -62,7 +62,11 @@ func newHarness(t testing.TB, real bool, policy func(p *admission.Policy)) *harn
 		t.Fatalf("admission.New: %v", err)
 	}
 	h.gate = g
-	h.srv, err = New(Config{Gate: g, Logger: zap.NewNop(), AdminGID: -1})
+	cfg := Config{Gate: g, Logger: zap.NewNop(), AdminGID: -1}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h.srv, err = New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
