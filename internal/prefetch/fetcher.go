@@ -79,9 +79,10 @@ type Options struct {
 	Credentials func(host string) (user, secret string, err error)
 	// RequestTimeout bounds a registry's wait before answering (the
 	// Fetcher's own transport's ResponseHeaderTimeout) and a token request
-	// as a whole; 0 means DefaultRequestTimeout. A blob's body is bounded
-	// by the fetch's context only: a whole-request timeout would cut big
-	// layers on slow links.
+	// as a whole; 0 means DefaultRequestTimeout. A blob's body has no
+	// timeout (it would cut big layers on slow links) but is cut when it
+	// trickles: less than 32 KiB per RequestTimeout of waiting for it
+	// (stall.go).
 	RequestTimeout time.Duration
 	// WrapReader, when set, wraps every blob body the Fetcher downloads
 	// (the bandwidth cap and IO pause: Throttle.Reader); ctx is the
@@ -155,6 +156,8 @@ func New(client *containerd.Client, opts Options) (*Fetcher, error) {
 		f.owned.ResponseHeaderTimeout = opts.RequestTimeout
 		rt = f.owned
 	}
+	// A body that trickles is cut (stall.go).
+	rt = stallTransport{rt: rt, window: opts.RequestTimeout, floor: stallFloor}
 	f.resolver = newResolver(rt, opts)
 	return f, nil
 }
