@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,5 +230,70 @@ func TestContainerdRestart(t *testing.T) {
 	})
 	if _, _, err := n.runPod(ctx, "default", "after", nil, "sleep", "300"); err != nil {
 		t.Fatalf("a pod after containerd's restart: %v", err)
+	}
+}
+
+// containerd stalled (SIGSTOP) in the middle of a burst: the calls inside
+// it end at their callers' deadlines and give their slots back, the gate
+// still admits critical starts (which then wait on containerd like every
+// call) and keeps its queue moving; when containerd resumes, starts go
+// through again.
+func TestContainerdStalled(t *testing.T) {
+	// A deadline margin of 1 s: the queued starts wait until a second
+	// before their deadline, then go into containerd too.
+	n := startNode(t, nodeOptions{config: "[admission]\ndeadline_margin = \"1s\"\n[admission.limits]\ninflight = 2\n"})
+	ctx := context.Background()
+	if err := n.tb.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = n.tb.Signal(syscall.SIGCONT)
+		}
+	}()
+	// Four normal starts (two admitted into the stalled containerd, two
+	// queued behind them) and one critical, each with kubelet's kind of
+	// deadline, shortened.
+	errs := make(chan error, 5)
+	for i := range 4 {
+		go func() {
+			rctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+			defer cancel()
+			_, err := n.rs.RunPodSandbox(rctx, n.sandboxConfig("default", fmt.Sprintf("stalled-%d", i), nil), "")
+			errs <- err
+		}()
+	}
+	n.eventually(30*time.Second, "two starts admitted and two queued", func() (bool, string) {
+		s := n.status()
+		return s.InFlight == 2 && s.QueueLength == 2, fmt.Sprintf("in flight %d, queued %d", s.InFlight, s.QueueLength)
+	})
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+		defer cancel()
+		_, err := n.rs.RunPodSandbox(rctx, n.sandboxConfig("kube-system", "critical", nil), "")
+		errs <- err
+	}()
+	n.eventually(30*time.Second, "the critical start admitted past the full gate", func() (bool, string) {
+		s := n.status()
+		return s.InFlight == 3, fmt.Sprintf("in flight %d, queued %d", s.InFlight, s.QueueLength)
+	})
+	for range 5 {
+		if err := <-errs; status.Code(err) != codes.DeadlineExceeded {
+			t.Errorf("a start into a stalled containerd ended with %v, want DeadlineExceeded at its deadline", err)
+		}
+	}
+	n.eventually(30*time.Second, "every slot given back", func() (bool, string) {
+		s := n.status()
+		return s.InFlight == 0 && s.QueueLength == 0, fmt.Sprintf("in flight %d, queued %d", s.InFlight, s.QueueLength)
+	})
+	if err := n.tb.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if _, _, err := n.runPod(rctx, "default", "after", nil, "sleep", "300"); err != nil {
+		t.Fatalf("a pod once containerd resumed: %v", err)
 	}
 }

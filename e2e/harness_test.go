@@ -82,11 +82,13 @@ type nodeOptions struct {
 	// testbed runs and the node's paths are set (the snapshotter, the
 	// CRI socket a kubelet is pointed at, are known only then).
 	configFor func(n *node) string
+	// testbed shapes the node's containerd (a small root, say).
+	testbed testbed.Options
 }
 
 func startNode(t testing.TB, opts nodeOptions) *node {
 	t.Helper()
-	tb := testbed.StartT(t, testbed.Options{})
+	tb := testbed.StartT(t, opts.testbed)
 	dir, err := os.MkdirTemp("", "sg-e2e-")
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,9 @@ type prefetchOptions struct {
 	extra string
 	// metrics sets metrics.listen to a free loopback address (metricsURL).
 	metrics bool
+	// rootSize, when positive, gives containerd a root of this many
+	// bytes (a tmpfs): a node whose disk fills.
+	rootSize int64
 }
 
 // prefetchNode is a node with prefetch on, a testbed registry behind a
@@ -89,7 +92,7 @@ func startPrefetchNode(t testing.TB, o prefetchOptions) *prefetchNode {
 	}
 	pn.reg = testbed.StartRegistryT(t, regOpts)
 	pn.front = testbed.StartFrontT(t, pn.reg)
-	pn.node = startNode(t, nodeOptions{configFor: func(n *node) string {
+	pn.node = startNode(t, nodeOptions{testbed: testbed.Options{RootSize: o.rootSize}, configFor: func(n *node) string {
 		tb := n.tb
 		var b strings.Builder
 		// The gate's IO target is also prefetch's: a fetch waits while IO

@@ -406,3 +406,94 @@ func gaps(bs [][]time.Time) []time.Duration {
 	}
 	return g
 }
+
+// The disk fills during a prefetch: containerd's root is a 64 MiB
+// filesystem and the patch brings a 96 MiB layer. The fetch fails with an
+// error that says so, no part of the layer is committed to the content
+// store, and pods of the images the node has go on starting.
+func TestPrefetchDiskFull(t *testing.T) {
+	pn := startPrefetchNode(t, prefetchOptions{rootSize: 64 << 20})
+	ctx := context.Background()
+	ref := pn.front.Ref("app:1")
+	base, _ := appImage(t, prefetchLayerSize, 1)
+	running := pn.push(ctx, "app:1", base)
+	pn.pull(ctx, ref)
+	pn.waitEntry(ref, time.Minute, "idle on the running digest", func(e prefetchEntry) bool {
+		return e.RunningDigest == running && e.State == "idle"
+	})
+
+	patched, changed := patchOf(t, base, 96<<20, 2)
+	newDigest := pn.push(ctx, "app:1", patched)
+	pn.ctl("prefetch", "add", ref)
+	e := pn.waitEntry(ref, 2*time.Minute, "the fetch of the big patch to fail", func(e prefetchEntry) bool {
+		return e.NewDigest == newDigest && e.State == "failed"
+	})
+	if !strings.Contains(e.Error, "no space left on device") {
+		t.Errorf("prefetch error %q, want it to say the disk is full (no space left on device)", e.Error)
+	}
+	d, err := changed.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pn.hasBlob(ctx, d.String()) {
+		t.Errorf("the patch's layer %s is in the content store after a failed fetch, want nothing committed", d)
+	}
+	// Starts go on: a pod of the image the node has.
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	_, cID, err := pn.runPodOf(rctx, "default", "after-disk-full", pn.image, nil, "sleep", "300")
+	if err != nil {
+		t.Fatalf("a pod after the disk filled: %v", err)
+	}
+	pn.waitRunning(rctx, cID)
+}
+
+// The registry answers but trickles its blobs (about 320 bytes a second):
+// the fetch is cut as stalled within a few request timeouts (2 s here),
+// says so, and is tried again with backoff; pods go on starting; when the
+// registry flows again the patch is fetched.
+func TestPrefetchRegistryTrickles(t *testing.T) {
+	const interval = 500 * time.Millisecond
+	pn := startPrefetchNode(t, prefetchOptions{notifications: true, interval: interval, maxBackoff: 8 * interval,
+		extra: "request_timeout = \"2s\"\n"})
+	ctx := context.Background()
+	ref := pn.front.Ref("app:1")
+	base, _ := appImage(t, prefetchLayerSize, 1)
+	running := pn.push(ctx, "app:1", base)
+	pn.pull(ctx, ref)
+	pn.waitEntry(ref, 10*time.Second, "idle on the running digest", func(e prefetchEntry) bool {
+		return e.RunningDigest == running && e.State == "idle"
+	})
+	patched, changed := patchOf(t, base, prefetchLayerSize, 2)
+	changedDigest := digestOf(t, changed)
+
+	pn.front.SetMode(testbed.FrontTrickle)
+	newDigest := pn.push(ctx, "app:1", patched)
+	// The body is cut as stalled; containerd's blob reader then reopens
+	// the request with a Range, which the trickling registry does not
+	// answer within request_timeout either: the error the fetch ends
+	// with is either.
+	e := pn.waitEntry(ref, time.Minute, "failed as stalled", func(e prefetchEntry) bool {
+		return e.NewDigest == newDigest && e.State == "failed" &&
+			(strings.Contains(e.Error, "stalled") || strings.Contains(e.Error, "timeout awaiting response headers"))
+	})
+	t.Logf("registry trickling: %v", e)
+	if pn.hasBlob(ctx, changedDigest) {
+		t.Fatalf("a trickled blob was committed")
+	}
+	// Tried again, and cut again: the backoff holds, no fetch hangs.
+	first := pn.front.GetsSince(changedDigest, time.Time{})
+	pn.waitEntry(ref, time.Minute, "a second attempt cut as stalled", func(e prefetchEntry) bool {
+		return len(pn.front.GetsSince(changedDigest, time.Time{})) > len(first) && e.State == "failed"
+	})
+	_, cID, err := pn.runPodOf(ctx, "default", "meanwhile", ref, nil, "sleep", "300")
+	if err != nil {
+		t.Fatalf("a pod start while the registry trickles: %v", err)
+	}
+	pn.waitRunning(ctx, cID)
+
+	pn.front.SetMode(testbed.FrontUp)
+	pn.waitEntry(ref, time.Minute, "done once the registry flows", func(e prefetchEntry) bool {
+		return e.NewDigest == newDigest && e.State == "done"
+	})
+}

@@ -35,7 +35,13 @@ const (
 	FrontUp      FrontMode = iota // forward to the registry
 	FrontFail500                  // answer 500 Internal Server Error
 	FrontDown                     // listener closed: connections are refused
+	// FrontTrickle serves blob bodies at about FrontTrickleRate bytes a
+	// second: a registry that answers, then hardly sends.
+	FrontTrickle
 )
+
+// FrontTrickleRate is the pace of a blob body in FrontTrickle mode.
+const FrontTrickleRate = 320
 
 // Front is a reverse proxy in front of a testbed registry. Image
 // references in the prefetch tests name it, so every byte the CRI's pulls
@@ -141,9 +147,10 @@ func (f *Front) count(resp *http.Response) error {
 	dgst := req.URL.Path[i+len("/blobs/"):]
 	f.mu.Lock()
 	flip := f.mu.corrupt == dgst
+	trickle := f.mu.mode == FrontTrickle
 	f.mu.gets[dgst] = append(f.mu.gets[dgst], time.Now())
 	f.mu.Unlock()
-	resp.Body = &countingBody{rc: resp.Body, flip: flip, add: func(n int64) {
+	resp.Body = &countingBody{rc: resp.Body, flip: flip, trickle: trickle, add: func(n int64) {
 		f.mu.Lock()
 		f.mu.served[dgst] += n
 		f.mu.Unlock()
@@ -234,10 +241,11 @@ func (f *Front) SetMode(mode FrontMode) {
 }
 
 type countingBody struct {
-	rc   io.ReadCloser
-	flip bool
-	off  int64
-	add  func(int64)
+	rc      io.ReadCloser
+	flip    bool
+	trickle bool
+	off     int64
+	add     func(int64)
 }
 
 // FrontFlipAt, the offset of the byte SetCorrupt flips, is well inside a layer blob, past gzip's header: only the digest
@@ -246,6 +254,11 @@ type countingBody struct {
 const FrontFlipAt = 4096
 
 func (c *countingBody) Read(p []byte) (int, error) {
+	if c.trickle {
+		// 32 bytes every 100 ms.
+		time.Sleep(100 * time.Millisecond)
+		p = p[:min(len(p), FrontTrickleRate/10)]
+	}
 	n, err := c.rc.Read(p)
 	if c.flip && c.off <= FrontFlipAt && FrontFlipAt < c.off+int64(n) {
 		p[FrontFlipAt-c.off] ^= 0xff

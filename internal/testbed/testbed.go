@@ -12,6 +12,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -52,6 +53,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// Debug sets containerd's log level to debug.
 	Debug bool
+	// RootSize, when positive, puts containerd's root (content store,
+	// snapshots) on a tmpfs of this many bytes: a node whose disk fills.
+	RootSize int64
 }
 
 // Testbed is a private containerd with a CRI endpoint. Its methods are safe
@@ -154,6 +158,16 @@ func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
 	if err := tb.setupPodNetwork(); err != nil {
 		return nil, err
 	}
+	if opts.RootSize > 0 {
+		root := filepath.Join(dir, "root")
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return nil, fmt.Errorf("testbed: %w", err)
+		}
+		// Stop's unmountUnder takes it down with the snapshots' mounts.
+		if err := unix.Mount("tmpfs", root, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", opts.RootSize)); err != nil {
+			return nil, fmt.Errorf("testbed: a %d-byte root: %w", opts.RootSize, err)
+		}
+	}
 	cfg := filepath.Join(dir, "config.toml")
 	tb.cfg = cfg
 	if err := os.WriteFile(cfg, []byte(configTOML(dir, tb.snapshotter, tb.sandboxImage, opts.Debug)), 0o600); err != nil {
@@ -243,6 +257,16 @@ func (tb *Testbed) Kill() error {
 	case <-time.After(5 * time.Second):
 		return errors.New("testbed: containerd survived SIGKILL")
 	}
+}
+
+// Signal sends sig to containerd: SIGSTOP stalls it (every call to it
+// hangs, as on a node where containerd is wedged), SIGCONT resumes it.
+func (tb *Testbed) Signal(sig os.Signal) error {
+	cmd, _ := tb.proc()
+	if cmd == nil {
+		return errors.New("testbed: containerd not started")
+	}
+	return cmd.Process.Signal(sig)
 }
 
 // Restart starts containerd again on the same root, state and socket, and
