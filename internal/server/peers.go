@@ -73,16 +73,42 @@ func exhausted(what string, uid uint32, n int, key string) error {
 
 // stream takes a stream for uid; the func gives it back.
 func (p *peers) stream(uid uint32) (func(), error) {
+	return p.take(p.streams, uid, p.limits.StreamsPerPeer, true, func(n int) error {
+		return exhausted("streams", uid, n, "max_streams_per_peer")
+	})
+}
+
+// waiter takes a waiter for uid; the func gives it back.
+func (p *peers) waiter(uid uint32) (func(), error) {
+	return p.take(p.waiters, uid, p.limits.WaitersPerPeer, false, func(n int) error {
+		return exhausted("slots asked for", uid, n, "max_waiters_per_peer")
+	})
+}
+
+// conn takes a connection for uid; the func gives it back. Its error is a
+// plain one: it fails a handshake, which has no gRPC status.
+func (p *peers) conn(uid uint32) (func(), error) {
+	return p.take(p.conns, uid, p.limits.ConnectionsPerPeer, false, func(n int) error {
+		return fmt.Errorf("server: uid %d has %d connections open, the most allowed (daemon.max_connections_per_peer)", uid, n)
+	})
+}
+
+// take counts one more of m's kind for uid unless it holds perPeer
+// already (over: the error naming the cap); with all (streams) it also
+// counts against Limits.Streams, for every uid but root. The func gives
+// it back, once however often it is called.
+func (p *peers) take(m map[uint32]int, uid uint32, perPeer int, all bool, over func(n int) error) (func(), error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n := p.streams[uid]; n >= p.limits.StreamsPerPeer {
-		return nil, exhausted("streams", uid, n, "max_streams_per_peer")
+	if n := m[uid]; n >= perPeer {
+		return nil, over(n)
 	}
-	if uid != 0 && p.allStreams >= p.limits.Streams {
+	total := all && uid != 0
+	if total && p.allStreams >= p.limits.Streams {
 		return nil, status.Errorf(codes.ResourceExhausted, "server: %d streams open, the most allowed (daemon.max_streams)", p.allStreams)
 	}
-	p.streams[uid]++
-	if uid != 0 {
+	m[uid]++
+	if total {
 		p.allStreams++
 	}
 	var once sync.Once
@@ -90,46 +116,10 @@ func (p *peers) stream(uid uint32) (func(), error) {
 		once.Do(func() {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			dec(p.streams, uid)
-			if uid != 0 {
+			dec(m, uid)
+			if total {
 				p.allStreams--
 			}
-		})
-	}, nil
-}
-
-// waiter takes a waiter for uid; the func gives it back.
-func (p *peers) waiter(uid uint32) (func(), error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if n := p.waiters[uid]; n >= p.limits.WaitersPerPeer {
-		return nil, exhausted("slots asked for", uid, n, "max_waiters_per_peer")
-	}
-	p.waiters[uid]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			dec(p.waiters, uid)
-		})
-	}, nil
-}
-
-// conn takes a connection for uid; the func gives it back.
-func (p *peers) conn(uid uint32) (func(), error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if n := p.conns[uid]; n >= p.limits.ConnectionsPerPeer {
-		return nil, fmt.Errorf("server: uid %d has %d connections open, the most allowed (daemon.max_connections_per_peer)", uid, n)
-	}
-	p.conns[uid]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			dec(p.conns, uid)
 		})
 	}, nil
 }
