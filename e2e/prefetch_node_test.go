@@ -174,6 +174,23 @@ func (pn *prefetchNode) push(ctx context.Context, repoTag string, img v1.Image) 
 
 // pull is kubelet's PullImage through startgated's proxy; it returns the
 // image ref the CRI answers (the config digest).
+// runningApp pushes an app image (layers of prefetchLayerSize from seed)
+// as app:1, pulls it onto the node and waits, for up to wait, until
+// prefetch watches the tag idle at that digest: the node as it runs a
+// release before the patch. It returns the reference, the image and its
+// digest.
+func (pn *prefetchNode) runningApp(ctx context.Context, seed uint64, wait time.Duration) (string, v1.Image, string) {
+	pn.t.Helper()
+	ref := pn.front.Ref("app:1")
+	base, _ := appImage(pn.t, prefetchLayerSize, seed)
+	running := pn.push(ctx, "app:1", base)
+	pn.pull(ctx, ref)
+	pn.waitEntry(ref, wait, "idle on the running digest", func(e prefetchEntry) bool {
+		return e.RunningDigest == running && e.State == "idle"
+	})
+	return ref, base, running
+}
+
 func (pn *prefetchNode) pull(ctx context.Context, ref string) string {
 	pn.t.Helper()
 	return pn.pullFor(ctx, ref, nil)

@@ -182,13 +182,7 @@ func TestPrefetchRegistryFailures(t *testing.T) {
 	const interval = 500 * time.Millisecond
 	pn := startPrefetchNode(t, prefetchOptions{notifications: true, interval: interval, maxBackoff: 8 * interval})
 	ctx := context.Background()
-	ref := pn.front.Ref("app:1")
-	base, _ := appImage(t, prefetchLayerSize, 1)
-	running := pn.push(ctx, "app:1", base)
-	pn.pull(ctx, ref)
-	pn.waitEntry(ref, 10*time.Second, "idle on the running digest", func(e prefetchEntry) bool {
-		return e.RunningDigest == running && e.State == "idle"
-	})
+	ref, base, _ := pn.runningApp(ctx, 1, 10*time.Second)
 	patched, changed := patchOf(t, base, prefetchLayerSize, 2)
 	changedDigest := digestOf(t, changed)
 	pod := 0
@@ -414,13 +408,7 @@ func gaps(bs [][]time.Time) []time.Duration {
 func TestPrefetchDiskFull(t *testing.T) {
 	pn := startPrefetchNode(t, prefetchOptions{rootSize: 64 << 20})
 	ctx := context.Background()
-	ref := pn.front.Ref("app:1")
-	base, _ := appImage(t, prefetchLayerSize, 1)
-	running := pn.push(ctx, "app:1", base)
-	pn.pull(ctx, ref)
-	pn.waitEntry(ref, time.Minute, "idle on the running digest", func(e prefetchEntry) bool {
-		return e.RunningDigest == running && e.State == "idle"
-	})
+	ref, base, _ := pn.runningApp(ctx, 1, time.Minute)
 
 	patched, changed := patchOf(t, base, 96<<20, 2)
 	newDigest := pn.push(ctx, "app:1", patched)
@@ -457,13 +445,7 @@ func TestPrefetchRegistryTrickles(t *testing.T) {
 	pn := startPrefetchNode(t, prefetchOptions{notifications: true, interval: interval, maxBackoff: 8 * interval,
 		extra: "request_timeout = \"2s\"\n"})
 	ctx := context.Background()
-	ref := pn.front.Ref("app:1")
-	base, _ := appImage(t, prefetchLayerSize, 1)
-	running := pn.push(ctx, "app:1", base)
-	pn.pull(ctx, ref)
-	pn.waitEntry(ref, 10*time.Second, "idle on the running digest", func(e prefetchEntry) bool {
-		return e.RunningDigest == running && e.State == "idle"
-	})
+	ref, base, _ := pn.runningApp(ctx, 1, 10*time.Second)
 	patched, changed := patchOf(t, base, prefetchLayerSize, 2)
 	changedDigest := digestOf(t, changed)
 
