@@ -108,6 +108,58 @@ func openWatch(ctx context.Context, c pb.StartgateClient) error {
 // 744 MB and never gave it back.
 func TestReadOnlyFloodIsBounded(t *testing.T) {
 	n := startNode(t, nodeOptions{config: "socket_mode = \"0666\"\n"})
+	f := flood(t, n)
+
+	if f.res.Streams != 128 {
+		t.Errorf("the user holds %d streams, want its cap of 128", f.res.Streams)
+	}
+	if f.res.Refused["ResourceExhausted"] == 0 || !strings.Contains(f.res.Message, "daemon.max_streams_per_peer") {
+		t.Errorf("refusals %v (%q), want ResourceExhausted naming daemon.max_streams_per_peer", f.res.Refused, f.res.Message)
+	}
+	if f.res.Conns+f.res.ConnsFailed != 200 || f.res.ConnsFailed == 0 {
+		t.Errorf("%d connections carried streams and %d none, want the ones past the caps refused", f.res.Conns, f.res.ConnsFailed)
+	}
+	if grew := f.rssDuring - f.rssBefore; grew > 64<<20 {
+		t.Errorf("daemon RSS grew by %d MB under the flood, want at most 64", grew>>20)
+	}
+}
+
+// The same flood with the per-caller caps raised out of the way (as if
+// it came from many uids): past daemon.memory_high the daemon refuses
+// the newcomers itself, says so in its log, keeps what is open and still
+// serves root, instead of growing until the kernel kills it.
+func TestMemoryHighShedsTheFlood(t *testing.T) {
+	n := startNode(t, nodeOptions{config: "socket_mode = \"0666\"\nmax_connections_per_peer = 1000\n" +
+		"max_streams_per_peer = 100000\nmax_streams = 1000000\nmemory_high = \"32MiB\"\n"})
+	f := flood(t, n)
+
+	if f.res.Refused["ResourceExhausted"] == 0 || !strings.Contains(f.res.Message, "daemon.memory_high") {
+		t.Errorf("refusals %v (%q), want ResourceExhausted naming daemon.memory_high", f.res.Refused, f.res.Message)
+	}
+	if f.res.Streams == 0 || f.res.Streams >= 20000 {
+		t.Errorf("the user holds %d streams, want some, and not all 20,000 it asked for", f.res.Streams)
+	}
+	if grew := f.rssDuring - f.rssBefore; grew > 64<<20 {
+		t.Errorf("daemon RSS grew by %d MB under the flood, want at most 64 (memory_high 32 MiB)", grew>>20)
+	}
+	if n.logLines("over daemon.memory_high", 1) == "" {
+		t.Errorf("the daemon's log does not say it began shedding; log:\n%s", n.logTail())
+	}
+}
+
+// flooded is what flood measured.
+type flooded struct {
+	res                  floodResult
+	rssBefore, rssDuring int64
+}
+
+// flood runs the flood client as nobody against n's API socket (which
+// must be mode 0666) and returns what it got, with the daemon's RSS and
+// root's Acquire round trip before and during (logged; root's Acquire
+// failing fails the test). The client holds its streams until the test
+// ends.
+func flood(t *testing.T, n *node) flooded {
+	t.Helper()
 	// The node's directory is the test's (0700): let the user reach the
 	// socket, and run a copy of this binary it may execute.
 	if err := os.Chmod(n.dir, 0o755); err != nil {
@@ -122,7 +174,7 @@ func TestReadOnlyFloodIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rssBefore := rssOf(t, n.daemon.Process.Pid)
+	f := flooded{rssBefore: rssOf(t, n.daemon.Process.Pid)}
 	latBefore := grantLatency(t, n.api)
 
 	cmd := exec.Command(bin, "-test.run=^$")
@@ -141,35 +193,22 @@ func TestReadOnlyFloodIsBounded(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		stdin.Close()
 		_ = cmd.Wait()
-	}()
+	})
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		t.Fatalf("flood client: %v\n%s", err, stderr.String())
 	}
-	var res floodResult
-	if err := json.Unmarshal([]byte(line), &res); err != nil {
+	if err := json.Unmarshal([]byte(line), &f.res); err != nil {
 		t.Fatalf("flood client said %q: %v", line, err)
 	}
-	rssDuring := rssOf(t, n.daemon.Process.Pid)
+	f.rssDuring = rssOf(t, n.daemon.Process.Pid)
 	latDuring := grantLatency(t, n.api)
 	t.Logf("flood: %+v; daemon RSS %d -> %d MB; root's Acquire round trip, median of 20: %v -> %v",
-		res, rssBefore>>20, rssDuring>>20, latBefore, latDuring)
-
-	if res.Streams != 128 {
-		t.Errorf("the user holds %d streams, want its cap of 128", res.Streams)
-	}
-	if res.Refused["ResourceExhausted"] == 0 || !strings.Contains(res.Message, "daemon.max_streams_per_peer") {
-		t.Errorf("refusals %v (%q), want ResourceExhausted naming daemon.max_streams_per_peer", res.Refused, res.Message)
-	}
-	if res.Conns+res.ConnsFailed != 200 || res.ConnsFailed == 0 {
-		t.Errorf("%d connections carried streams and %d none, want the ones past the caps refused", res.Conns, res.ConnsFailed)
-	}
-	if grew := rssDuring - rssBefore; grew > 64<<20 {
-		t.Errorf("daemon RSS grew by %d MB under the flood, want at most 64", grew>>20)
-	}
+		f.res, f.rssBefore>>20, f.rssDuring>>20, latBefore, latDuring)
+	return f
 }
 
 // rssOf reads a process's resident set size, in bytes.

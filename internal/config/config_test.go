@@ -267,6 +267,7 @@ func TestLoadErrors(t *testing.T) {
 		{"rate freezes", "version = 1\n[admission.limits]\nrate = 1e-300\n", []string{"admission.limits.rate: 1e-300 out of range: 0 (controlled) or [0.1, 1e+06]"}},
 		{"per-core rate freezes", "version = 1\n[admission.limits]\nmin_rate_per_core = 1e-300\n", []string{"admission.limits.min_rate_per_core: 1e-300 out of range [0.1, 1000]"}},
 		{"queue too long", "version = 1\n[admission]\nmax_queue = 100000000\n", []string{"admission.max_queue: 100000000 out of range [1, 1000000]"}},
+		{"memory_high too low", "version = 1\n[daemon]\nmemory_high = \"1MiB\"\n", []string{"daemon.memory_high: 1MiB out of range: \"0\" (off) or [16MiB, 1TiB]"}},
 		{"critical namespace", "version = 1\n[cri]\ncritical_annotation_namespaces = [\"Kube System\"]\n", []string{`cri.critical_annotation_namespaces[1]: "Kube System" is not a namespace`}},
 		{"target too high", "version = 1\n[admission.targets]\ncpu = 1.7\n", []string{"admission.targets.cpu: 1.7 out of range (0, 1]"}},
 		{"target zero", "version = 1\n[admission.targets]\nmemory = 0.0\n", []string{"admission.targets.memory: 0 out of range"}},

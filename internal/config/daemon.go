@@ -34,12 +34,15 @@ type Daemon struct {
 	MaxStreamsPerPeer     int `toml:"max_streams_per_peer"`
 	MaxStreams            int `toml:"max_streams"`
 	MaxWaitersPerPeer     int `toml:"max_waiters_per_peer"`
+	// MemoryHigh: past this much heap and goroutine stacks the API sheds
+	// load (server.Limits.MemoryHigh); 0 is off.
+	MemoryHigh Size `toml:"memory_high"`
 }
 
 // Limits maps the caps onto the API server's.
 func (d Daemon) Limits() server.Limits {
 	return server.Limits{ConnectionsPerPeer: d.MaxConnectionsPerPeer, StreamsPerPeer: d.MaxStreamsPerPeer,
-		Streams: d.MaxStreams, WaitersPerPeer: d.MaxWaitersPerPeer}
+		Streams: d.MaxStreams, WaitersPerPeer: d.MaxWaitersPerPeer, MemoryHigh: int64(d.MemoryHigh)}
 }
 
 // Metrics is the [metrics] section.
@@ -62,6 +65,7 @@ func defaultDaemon() Daemon {
 		MaxStreamsPerPeer:     l.StreamsPerPeer,
 		MaxStreams:            l.Streams,
 		MaxWaitersPerPeer:     l.WaitersPerPeer,
+		MemoryHigh:            Size(l.MemoryHigh),
 	}
 }
 
@@ -80,6 +84,10 @@ var daemonDocs = map[string]string{
 		"(ResourceExhausted, naming this key).",
 	"daemon.max_streams":          "Most streams all callers but root may hold open together.",
 	"daemon.max_waiters_per_peer": "Most slots one caller may have asked for and not yet ended, over all its\nstreams (admission.max_queue caps all callers together).",
+	"daemon.memory_high": "Past this much Go heap and goroutine stacks the daemon sheds load: new API\n" +
+		"streams and waiters of every caller but root are refused (ResourceExhausted)\n" +
+		"until it falls back; open ones and the CRI proxy are untouched. \"0\" is off.\n" +
+		"Why not a cgroup MemoryMax: the kernel would kill the daemon at it.",
 }
 
 var metricsDocs = map[string]string{
@@ -116,6 +124,9 @@ func (d Daemon) validate() []error {
 	errs.count("daemon.max_streams_per_peer", d.MaxStreamsPerPeer, 1, 100_000)
 	errs.count("daemon.max_streams", d.MaxStreams, 1, 1_000_000)
 	errs.count("daemon.max_waiters_per_peer", d.MaxWaitersPerPeer, 1, 1_000_000)
+	if d.MemoryHigh != 0 && (d.MemoryHigh < 16<<20 || d.MemoryHigh > 1<<40) {
+		errs.add("daemon.memory_high", "%s out of range: \"0\" (off) or [16MiB, 1TiB]", d.MemoryHigh)
+	}
 	return errs
 }
 

@@ -28,6 +28,12 @@ func (z Size) MarshalText() ([]byte, error) {
 	return []byte(strings.ReplaceAll(units.BytesSize(float64(z)), " ", "")), nil
 }
 
+// String is MarshalText's form, for messages.
+func (z Size) String() string {
+	b, _ := z.MarshalText()
+	return string(b)
+}
+
 // Duration is a time.Duration written as a string ("250ms") in TOML.
 // toml decodes a plain time.Duration from a string but encodes it as an
 // integer of nanoseconds, which would make WriteTOML's output unreadable

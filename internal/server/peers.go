@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -26,13 +27,18 @@ type Limits struct {
 	// all its Acquire and AcquireMany streams (the gate's max_queue caps
 	// the waiters of all callers together).
 	WaitersPerPeer int
+	// MemoryHigh sheds load: past this many bytes of heap and goroutine
+	// stacks, new streams and waiters of every caller but root are
+	// refused until the daemon's memory falls back (memory.go). Zero is
+	// off (DefaultLimits sets it).
+	MemoryHigh int64
 }
 
 // DefaultLimits are generous for every client the project has
 // (startgatectl, hold wrappers, a node agent) and small enough that a
 // daemon at every cap stays within tens of megabytes.
 func DefaultLimits() Limits {
-	return Limits{ConnectionsPerPeer: 128, StreamsPerPeer: 128, Streams: 1024, WaitersPerPeer: 5000}
+	return Limits{ConnectionsPerPeer: 128, StreamsPerPeer: 128, Streams: 1024, WaitersPerPeer: 5000, MemoryHigh: 512 << 20}
 }
 
 func (l Limits) withDefaults() Limits {
@@ -55,14 +61,17 @@ func (l Limits) withDefaults() Limits {
 // peers counts what each uid holds open against Limits.
 type peers struct {
 	limits Limits
+	mem    *memoryGuard
 	mu     sync.Mutex
 	// Guarded by mu.
 	conns, streams, waiters map[uint32]int
 	allStreams              int // of uids other than root
 }
 
-func newPeers(l Limits) *peers {
-	return &peers{limits: l.withDefaults(), conns: map[uint32]int{}, streams: map[uint32]int{}, waiters: map[uint32]int{}}
+// newPeers counts against l; MemoryHigh is taken as given (zero is off).
+func newPeers(l Limits, log *zap.Logger) *peers {
+	return &peers{limits: l.withDefaults(), mem: newMemoryGuard(l.MemoryHigh, nil, log),
+		conns: map[uint32]int{}, streams: map[uint32]int{}, waiters: map[uint32]int{}}
 }
 
 // exhausted is the error of a call over a cap: ResourceExhausted, naming
@@ -73,6 +82,9 @@ func exhausted(what string, uid uint32, n int, key string) error {
 
 // stream takes a stream for uid; the func gives it back.
 func (p *peers) stream(uid uint32) (func(), error) {
+	if err := p.shed(uid); err != nil {
+		return nil, err
+	}
 	return p.take(p.streams, uid, p.limits.StreamsPerPeer, true, func(n int) error {
 		return exhausted("streams", uid, n, "max_streams_per_peer")
 	})
@@ -80,9 +92,21 @@ func (p *peers) stream(uid uint32) (func(), error) {
 
 // waiter takes a waiter for uid; the func gives it back.
 func (p *peers) waiter(uid uint32) (func(), error) {
+	if err := p.shed(uid); err != nil {
+		return nil, err
+	}
 	return p.take(p.waiters, uid, p.limits.WaitersPerPeer, false, func(n int) error {
 		return exhausted("slots asked for", uid, n, "max_waiters_per_peer")
 	})
+}
+
+// shed refuses a new stream or waiter of any uid but root while the
+// daemon is over Limits.MemoryHigh.
+func (p *peers) shed(uid uint32) error {
+	if uid == 0 {
+		return nil
+	}
+	return p.mem.check()
 }
 
 // conn takes a connection for uid; the func gives it back. Its error is a

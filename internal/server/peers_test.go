@@ -2,9 +2,14 @@ package server
 
 import (
 	"context"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -155,5 +160,77 @@ func waitUntilT(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond) // polling progress, not asserting time
+	}
+}
+
+// TestMemoryHighSheds: over Limits.MemoryHigh a new stream or waiter of
+// any caller but root is refused with ResourceExhausted naming
+// daemon.memory_high, what is open is kept, and once memory falls back
+// they are accepted again; each change is logged once.
+func TestMemoryHighSheds(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	p := newPeers(Limits{MemoryHigh: 64 << 20}, zap.New(core))
+	var heap atomic.Int64
+	heap.Store(10 << 20)
+	p.mem.read = heap.Load
+	reread := func() {
+		p.mem.mu.Lock()
+		p.mem.at = time.Time{}
+		p.mem.mu.Unlock()
+	}
+
+	kept, err := p.stream(1000)
+	if err != nil {
+		t.Fatalf("a stream under memory_high: %v", err)
+	}
+	heap.Store(65 << 20)
+	reread()
+	for _, take := range []struct {
+		name string
+		f    func(uint32) (func(), error)
+	}{{"stream", p.stream}, {"waiter", p.waiter}} {
+		_, err := take.f(1000)
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "daemon.memory_high") || !strings.Contains(err.Error(), "65 MiB") {
+			t.Errorf("a new %s over memory_high = %v, want ResourceExhausted naming daemon.memory_high and the 65 MiB held", take.name, err)
+		}
+		release, err := take.f(0)
+		if err != nil {
+			t.Errorf("root's new %s over memory_high = %v, want it served", take.name, err)
+		} else {
+			release()
+		}
+	}
+	if p.streams[1000] != 1 {
+		t.Errorf("uid 1000 holds %d streams while shedding, want its open one kept", p.streams[1000])
+	}
+	kept()
+
+	heap.Store(20 << 20)
+	reread()
+	release, err := p.waiter(1000)
+	if err != nil {
+		t.Fatalf("a waiter once memory fell back: %v", err)
+	}
+	release()
+	if n := logs.FilterMessageSnippet("over daemon.memory_high").Len(); n != 1 {
+		t.Errorf("%d lines saying shedding began, want 1", n)
+	}
+	if n := logs.FilterMessageSnippet("back under daemon.memory_high").Len(); n != 1 {
+		t.Errorf("%d lines saying shedding ended, want 1", n)
+	}
+}
+
+// TestRuntimeMemory: the figure shedding reads is the Go runtime's, and
+// grows with what the process holds.
+func TestRuntimeMemory(t *testing.T) {
+	before := runtimeMemory()
+	hold := make([][]byte, 64)
+	for i := range hold {
+		hold[i] = make([]byte, 1<<20)
+	}
+	after := runtimeMemory()
+	runtime.KeepAlive(hold)
+	if before <= 0 || after-before < 32<<20 {
+		t.Errorf("runtimeMemory %d then %d after allocating 64 MiB, want it to grow by most of that", before, after)
 	}
 }

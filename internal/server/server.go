@@ -71,7 +71,7 @@ func New(cfg Config) (*Server, error) {
 		adminGID: cfg.AdminGID,
 		prefetch: cfg.Prefetch,
 		groups:   procGroups,
-		peers:    newPeers(cfg.Limits),
+		peers:    newPeers(cfg.Limits, log.Named("memory")),
 		health:   health.NewServer(),
 		stopping: make(chan struct{}),
 	}
