@@ -347,13 +347,16 @@ func TestKubeRestartKeepsWarmingSlots(t *testing.T) {
 		}
 	}()
 
+	killed := time.Now()
 	kn.n.killDaemon()
 	// The API answers before the CRI socket is served, and the slots are
 	// restored in between.
+	var restored string
 	kn.n.eventually(20*time.Second, fmt.Sprintf("startgated to restore %d slots", limit), func() (bool, string) {
-		got := kn.n.logLines("restored the slots", 1)
-		return strings.Contains(got, fmt.Sprintf(`"pods":%d`, limit)), got
+		restored = kn.n.logLines("restored the slots", 1)
+		return strings.Contains(restored, fmt.Sprintf(`"pods":%d`, limit)), restored
 	})
+	t.Logf("kill -9, restart and restore seen within %v: %s", time.Since(killed).Round(10*time.Millisecond), restored)
 	ps := kn.waitAvailable("busy", 6, 5*time.Minute)
 	close(stopped)
 	<-done

@@ -374,11 +374,13 @@ const restoreTimeout = 10 * time.Second
 func restoreProxy(ctx context.Context, proxy *criproxy.Proxy, log *zap.Logger) {
 	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
+	start := time.Now()
 	r, err := proxy.Restore(rctx)
 	if err != nil {
 		log.Warn("could not restore the slots of starts warming up before this start: admitting as if none were",
-			zap.Error(err), zap.Int("pods_restored", r.Pods))
+			zap.Error(err), zap.Int("pods_restored", r.Pods), zap.Duration("took", time.Since(start)))
 		return
 	}
-	log.Info("restored the slots of starts warming up before this start", zap.Int("pods", r.Pods), zap.Int("containers", r.Containers))
+	log.Info("restored the slots of starts warming up before this start", zap.Int("pods", r.Pods), zap.Int("containers", r.Containers),
+		zap.Duration("took", time.Since(start)))
 }

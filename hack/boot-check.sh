@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs startgated's units under a real systemd (PID 1) in a new-machine
+# Debian 12 root, and checks what verify-units.sh cannot: socket
+# activation, READY and STATUS from the daemon, the unit's
+# OOMScoreAdjust=-999 as systemd applies it, and Restart= bringing the
+# daemon back after kill -9.
+#
+# usage: BOOT=/path/to/fresh/boot hack/boot-check.sh
+#   BOOT is a tool that boots such a root: "BOOT up NAME", "BOOT exec NAME
+#   -- CMD", "BOOT cp NAME SRC DEST", "BOOT down NAME" (on the project's
+#   machines, ../shared/fresh/boot). Needs root.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+boot=${BOOT:?BOOT must name the boot tool (e.g. ../shared/fresh/boot)}
+name=sgcheck$$
+tmp=$(mktemp -d)
+trap '"$boot" down "$name" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
+
+fail() { echo "boot-check: FAIL: $*" >&2; exit 1; }
+inside() { "$boot" exec "$name" -- "$@"; }
+show() { inside systemctl show startgated.service -p "$1" --value; }
+
+(cd "$repo" && CGO_ENABLED=0 go build -o "$tmp/" ./cmd/startgated ./cmd/startgatectl)
+printf 'version = 1\n' >"$tmp/config.toml"
+
+"$boot" up "$name" >/dev/null
+inside mkdir -p /etc/startgate
+"$boot" cp "$name" "$tmp/startgated" /usr/bin/startgated
+"$boot" cp "$name" "$tmp/startgatectl" /usr/bin/startgatectl
+"$boot" cp "$name" "$tmp/config.toml" /etc/startgate/config.toml
+for u in startgated.service startgated.socket startgated-cri.socket; do
+	"$boot" cp "$name" "$repo/packaging/systemd/$u" "/etc/systemd/system/$u"
+done
+inside systemctl daemon-reload
+inside systemctl enable --now startgated.socket >/dev/null 2>&1
+[ "$(show ActiveState)" = inactive ] || fail "startgated.service is $(show ActiveState) before anyone connected; want inactive (socket activation)"
+
+# The first connection starts it.
+inside startgatectl status >/dev/null || fail "startgatectl status through the activated socket"
+[ "$(show ActiveState)" = active ] || fail "startgated.service is $(show ActiveState) after a connection; want active"
+[ "$(show OOMScoreAdjust)" = -999 ] || fail "OOMScoreAdjust is $(show OOMScoreAdjust), want -999"
+status=$(show StatusText)
+case $status in *in-flight*) ;; *) fail "STATUS is \"$status\", want the daemon's in-flight line" ;; esac
+pid=$(show MainPID)
+adj=$(inside cat "/proc/$pid/oom_score_adj")
+echo "boot-check: active by socket activation, pid $pid; OOMScoreAdjust=$(show OOMScoreAdjust) (the kernel holds $adj: some VMs refuse to lower it); STATUS: $status"
+
+# kill -9: Restart=always brings it back, and the socket stays open.
+inside kill -9 "$pid"
+for _ in $(seq 100); do
+	new=$(show MainPID)
+	[ "$new" != 0 ] && [ "$new" != "$pid" ] && [ "$(show ActiveState)" = active ] && break
+	sleep 0.1
+done
+[ "$new" != 0 ] && [ "$new" != "$pid" ] || fail "no new startgated after kill -9 of $pid (MainPID $new, $(show ActiveState))"
+inside startgatectl status >/dev/null || fail "startgatectl status after the restart"
+echo "boot-check: after kill -9 of $pid, back as pid $new (NRestarts $(show NRestarts))"
+echo "boot-check: ok"
