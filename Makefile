@@ -2,7 +2,7 @@
 
 MODULE  := github.com/startgate/startgate
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X $(MODULE)/internal/daemon.Version=$(VERSION)
+LDFLAGS := -X $(MODULE)/internal/version.Version=$(VERSION)
 BIN     := $(CURDIR)/bin
 PROTO   := proto/startgate/v1/startgate.proto
 

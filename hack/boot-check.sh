@@ -22,7 +22,7 @@ inside() { "$boot" exec "$name" -- "$@"; }
 show() { inside systemctl show startgated.service -p "$1" --value; }
 
 (cd "$repo" && CGO_ENABLED=0 go build -o "$tmp/" ./cmd/startgated ./cmd/startgatectl)
-printf 'version = 1\n' >"$tmp/config.toml"
+printf 'version = 1\n[daemon]\nlog_level = "debug"\n' >"$tmp/config.toml"
 
 "$boot" up "$name" >/dev/null
 inside mkdir -p /etc/startgate
@@ -45,6 +45,17 @@ case $status in *in-flight*) ;; *) fail "STATUS is \"$status\", want the daemon'
 pid=$(show MainPID)
 adj=$(inside cat "/proc/$pid/oom_score_adj")
 echo "boot-check: active by socket activation, pid $pid; OOMScoreAdjust=$(show OOMScoreAdjust) (the kernel holds $adj: some VMs refuse to lower it); STATUS: $status"
+
+# The journal keeps each line's level (the daemon's "<N>" prefixes): the
+# debug lines of the calls above are priority 7, not the stream's 6.
+inside startgatectl pause >/dev/null && inside startgatectl resume >/dev/null
+sleep 1
+j6=$(inside journalctl -u startgated.service -p 6 -o cat)
+j7=$(inside journalctl -u startgated.service -p 7 -o cat)
+case $j7 in *'"msg":"rpc"'*) ;; *) fail "no debug rpc line in the journal at priority 7:\n$j7" ;; esac
+case $j6 in *'"msg":"rpc"'*) fail "debug rpc lines at priority 6 or above: the level prefixes were not taken" ;; esac
+case $j6 in *'"msg":"operator action: pause"'*'"uid":0'*) ;; *) fail "no audit line for the pause with uid 0 at info:\n$j6" ;; esac
+echo "boot-check: journal levels kept (debug at 7, info at 6); the pause audited"
 
 # kill -9: Restart=always brings it back, and the socket stays open.
 inside kill -9 "$pid"

@@ -16,6 +16,7 @@ import (
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/server"
+	"github.com/startgate/startgate/internal/version"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -423,5 +424,30 @@ func TestHoldFailsOpen(t *testing.T) {
 	want := "startgatectl: warning: cannot reach startgated at " + sock + ": is it running?; running the command without a start slot\n"
 	if r.stderr != want {
 		t.Fatalf("hold without a daemon: stderr %q, want %q", r.stderr, want)
+	}
+}
+
+// version prints the client's build and the daemon's; with no daemon the
+// client's, and fails; --client never calls.
+func TestVersion(t *testing.T) {
+	d := startDaemon(t)
+	want := version.Get().String()
+	r := d.run(t, "version")
+	if r.code != 0 || r.stdout != "client: "+want+"\ndaemon: "+want+"\n" {
+		t.Errorf("version: exit %d, stdout %q, want both lines with %q", r.code, r.stdout, want)
+	}
+	r = d.run(t, "version", "-o", "json")
+	var got versionOut
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || r.code != 0 || got.Daemon == nil || got.Daemon.GoVersion != version.Get().GoVersion {
+		t.Errorf("version -o json: exit %d, %q (%v), want client and daemon", r.code, r.stdout, err)
+	}
+	sock := filepath.Join(t.TempDir(), "missing.sock")
+	r = runCtl(t, "--socket", sock, "version")
+	if r.code == 0 || r.stdout != "client: "+want+"\n" || !strings.Contains(r.stderr, "cannot reach startgated") {
+		t.Errorf("version with no daemon: exit %d, stdout %q, stderr %q; want the client's line and a failure", r.code, r.stdout, r.stderr)
+	}
+	r = runCtl(t, "--socket", sock, "version", "--client")
+	if r.code != 0 || r.stdout != "client: "+want+"\n" {
+		t.Errorf("version --client with no daemon: exit %d, stdout %q, want the client's line only", r.code, r.stdout)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/startgate/startgate/internal/config"
+	"github.com/startgate/startgate/internal/version"
 )
 
 // Main runs the startgated command line and returns the exit code.
@@ -55,7 +56,7 @@ func NewCommand() *cobra.Command {
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       Version,
+		Version:       version.Get().String(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, f)
 			if err != nil {

@@ -24,10 +24,8 @@ import (
 	"github.com/startgate/startgate/internal/prefetch"
 	"github.com/startgate/startgate/internal/pressure"
 	"github.com/startgate/startgate/internal/server"
+	"github.com/startgate/startgate/internal/version"
 )
-
-// Version is set at link time (-X).
-var Version = "dev"
 
 // Run serves until ctx ends, then shuts down and returns nil; it returns
 // an error when the daemon cannot start or a server fails. cfg must be
@@ -193,7 +191,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 
 	fields := []zap.Field{
-		zap.String("version", Version),
+		zap.Stringer("version", version.Get()),
 		zap.String("socket", api.path),
 		zap.Bool("socket_activated", api.activated),
 		zap.String("socket_mode", fmt.Sprintf("%04o", mode)),

@@ -12,6 +12,7 @@ import (
 	"github.com/startgate/startgate/internal/config"
 	"github.com/startgate/startgate/internal/criproxy"
 	"github.com/startgate/startgate/internal/kube"
+	"github.com/startgate/startgate/internal/version"
 )
 
 // newPods builds the pod watch when [kubernetes] is enabled. It never
@@ -31,7 +32,7 @@ func newPods(cfg *config.Config, log *zap.Logger) *kube.Pods {
 	// The client is made by the watch, and made again until it can be:
 	// kubelet's kubeconfig may be written after startgated starts.
 	pods, err := kube.New(kube.Config{NodeName: node, Logger: log, NewClient: func() (kubernetes.Interface, error) {
-		return kube.NewClient(k.Kubeconfig, "startgated/"+Version)
+		return kube.NewClient(k.Kubeconfig, "startgated/"+version.Version)
 	}})
 	if err != nil {
 		log.Error("no pod watch: starts are gated from the CRI alone", zap.Error(err))

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/buffer"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 )
@@ -38,8 +39,64 @@ func NewLogger(level, format string, w *os.File) (*zap.Logger, error) {
 		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
 		enc = zapcore.NewConsoleEncoder(ec)
 	}
+	if isJournalStream(w) {
+		enc = priorityEncoder{enc}
+	}
 	core := zapcore.NewCore(enc, zapcore.Lock(w), lvl)
 	return zap.New(core, zap.ErrorOutput(zapcore.Lock(w))), nil
+}
+
+// isJournalStream reports whether w is the stream systemd connected to
+// the journal for this service: $JOURNAL_STREAM names its device and inode.
+func isJournalStream(w *os.File) bool {
+	env := os.Getenv("JOURNAL_STREAM")
+	if env == "" {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(w.Fd()), &st); err != nil {
+		return false
+	}
+	return env == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// priorityEncoder starts each line with its syslog priority, "<6>" for
+// info, which journald takes off and keeps as the entry's PRIORITY
+// (SyslogLevelPrefix=, on by default): journalctl -p warning then shows
+// the daemon's warnings and errors only, where without it every line of
+// the stream would be info.
+type priorityEncoder struct{ zapcore.Encoder }
+
+var linePool = buffer.NewPool()
+
+func (e priorityEncoder) Clone() zapcore.Encoder { return priorityEncoder{e.Encoder.Clone()} }
+
+func (e priorityEncoder) EncodeEntry(ent zapcore.Entry, fields []zapcore.Field) (*buffer.Buffer, error) {
+	b, err := e.Encoder.EncodeEntry(ent, fields)
+	if err != nil {
+		return b, err
+	}
+	out := linePool.Get()
+	out.AppendString(syslogPriority(ent.Level))
+	_, _ = out.Write(b.Bytes())
+	b.Free()
+	return out, nil
+}
+
+// syslogPriority is sd-daemon(3)'s prefix for a zap level.
+func syslogPriority(l zapcore.Level) string {
+	switch {
+	case l <= zapcore.DebugLevel:
+		return "<7>"
+	case l == zapcore.InfoLevel:
+		return "<6>"
+	case l == zapcore.WarnLevel:
+		return "<4>"
+	case l == zapcore.ErrorLevel:
+		return "<3>"
+	default: // dpanic, panic, fatal
+		return "<2>"
+	}
 }
 
 func isTerminal(f *os.File) bool {

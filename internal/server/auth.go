@@ -108,6 +108,7 @@ var readOnly = map[string]bool{
 	"/startgate.v1.Startgate/ListLeases":   true,
 	"/startgate.v1.Startgate/Watch":        true,
 	"/startgate.v1.Startgate/PrefetchList": true,
+	"/startgate.v1.Startgate/Version":      true,
 }
 
 func isReadOnly(method string) bool {

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -59,7 +60,7 @@ func checkTagRef(ref string) error {
 // PrefetchAdd and PrefetchRemove are mutating: the interceptor has checked
 // that the caller is an admin.
 
-func (s *Server) PrefetchAdd(_ context.Context, req *pb.PrefetchAddRequest) (*pb.PrefetchAddResponse, error) {
+func (s *Server) PrefetchAdd(ctx context.Context, req *pb.PrefetchAddRequest) (*pb.PrefetchAddResponse, error) {
 	if s.prefetch == nil {
 		return nil, errPrefetchOff
 	}
@@ -70,10 +71,11 @@ func (s *Server) PrefetchAdd(_ context.Context, req *pb.PrefetchAddRequest) (*pb
 	if err := s.prefetch.Add(ref); err != nil {
 		return nil, err
 	}
+	s.audit(ctx, "prefetch add", zap.String("ref", ref))
 	return &pb.PrefetchAddResponse{}, nil
 }
 
-func (s *Server) PrefetchRemove(_ context.Context, req *pb.PrefetchRemoveRequest) (*pb.PrefetchRemoveResponse, error) {
+func (s *Server) PrefetchRemove(ctx context.Context, req *pb.PrefetchRemoveRequest) (*pb.PrefetchRemoveResponse, error) {
 	if s.prefetch == nil {
 		return nil, errPrefetchOff
 	}
@@ -84,6 +86,7 @@ func (s *Server) PrefetchRemove(_ context.Context, req *pb.PrefetchRemoveRequest
 	if err := s.prefetch.Remove(ref); err != nil {
 		return nil, err
 	}
+	s.audit(ctx, "prefetch rm", zap.String("ref", ref))
 	return &pb.PrefetchRemoveResponse{}, nil
 }
 

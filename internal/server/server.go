@@ -38,6 +38,7 @@ type Server struct {
 
 	gate     *admission.Gate
 	log      *zap.Logger
+	audits   *zap.Logger // operator actions (audit.go)
 	adminGID int
 	prefetch Prefetcher
 	groups   groupsFunc
@@ -68,6 +69,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		gate:     cfg.Gate,
 		log:      log,
+		audits:   log.Named("audit"),
 		adminGID: cfg.AdminGID,
 		prefetch: cfg.Prefetch,
 		groups:   procGroups,

@@ -1400,6 +1400,114 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{16}
 }
 
+type VersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionRequest) Reset() {
+	*x = VersionRequest{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionRequest) ProtoMessage() {}
+
+func (x *VersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
+func (*VersionRequest) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{17}
+}
+
+type VersionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The release, set at link time ("dev" when not).
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The VCS commit the binary was built from, "" when not from a checkout.
+	Revision string `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Built from a checkout with uncommitted changes.
+	Modified bool `protobuf:"varint,3,opt,name=modified,proto3" json:"modified,omitempty"`
+	// The Go toolchain, e.g. go1.26.8.
+	GoVersion     string `protobuf:"bytes,4,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionResponse) Reset() {
+	*x = VersionResponse{}
+	mi := &file_startgate_v1_startgate_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionResponse) ProtoMessage() {}
+
+func (x *VersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_startgate_v1_startgate_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
+func (*VersionResponse) Descriptor() ([]byte, []int) {
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *VersionResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetModified() bool {
+	if x != nil {
+		return x.Modified
+	}
+	return false
+}
+
+func (x *VersionResponse) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
 type StatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	InFlight      int32                  `protobuf:"varint,1,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
@@ -1430,7 +1538,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[17]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1550,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[17]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1563,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{17}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StatusResponse) GetInFlight() int32 {
@@ -1580,7 +1688,7 @@ type ClassCount struct {
 
 func (x *ClassCount) Reset() {
 	*x = ClassCount{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[18]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1700,7 @@ func (x *ClassCount) String() string {
 func (*ClassCount) ProtoMessage() {}
 
 func (x *ClassCount) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[18]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1713,7 @@ func (x *ClassCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClassCount.ProtoReflect.Descriptor instead.
 func (*ClassCount) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{18}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClassCount) GetClass() Class {
@@ -1635,7 +1743,7 @@ type Pressure struct {
 
 func (x *Pressure) Reset() {
 	*x = Pressure{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[19]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1755,7 @@ func (x *Pressure) String() string {
 func (*Pressure) ProtoMessage() {}
 
 func (x *Pressure) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[19]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1768,7 @@ func (x *Pressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pressure.ProtoReflect.Descriptor instead.
 func (*Pressure) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{19}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Pressure) GetTime() *timestamppb.Timestamp {
@@ -1703,7 +1811,7 @@ type ResourcePressure struct {
 
 func (x *ResourcePressure) Reset() {
 	*x = ResourcePressure{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[20]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1823,7 @@ func (x *ResourcePressure) String() string {
 func (*ResourcePressure) ProtoMessage() {}
 
 func (x *ResourcePressure) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[20]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1836,7 @@ func (x *ResourcePressure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourcePressure.ProtoReflect.Descriptor instead.
 func (*ResourcePressure) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{20}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResourcePressure) GetSmoothed() float64 {
@@ -1766,7 +1874,7 @@ type Counters struct {
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[21]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1886,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[21]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1899,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{21}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Counters) GetAdmitted() uint64 {
@@ -1865,7 +1973,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[22]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +1985,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[22]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +1998,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{22}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Policy) GetCpuTarget() float64 {
@@ -2041,7 +2149,7 @@ type ListQueueRequest struct {
 
 func (x *ListQueueRequest) Reset() {
 	*x = ListQueueRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[23]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2161,7 @@ func (x *ListQueueRequest) String() string {
 func (*ListQueueRequest) ProtoMessage() {}
 
 func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[23]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2174,7 @@ func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueRequest.ProtoReflect.Descriptor instead.
 func (*ListQueueRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{23}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{25}
 }
 
 type ListQueueResponse struct {
@@ -2078,7 +2186,7 @@ type ListQueueResponse struct {
 
 func (x *ListQueueResponse) Reset() {
 	*x = ListQueueResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[24]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2198,7 @@ func (x *ListQueueResponse) String() string {
 func (*ListQueueResponse) ProtoMessage() {}
 
 func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[24]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2211,7 @@ func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueResponse.ProtoReflect.Descriptor instead.
 func (*ListQueueResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{24}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListQueueResponse) GetWaiters() []*Waiter {
@@ -2129,7 +2237,7 @@ type Waiter struct {
 
 func (x *Waiter) Reset() {
 	*x = Waiter{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[25]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2249,7 @@ func (x *Waiter) String() string {
 func (*Waiter) ProtoMessage() {}
 
 func (x *Waiter) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[25]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2262,7 @@ func (x *Waiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiter.ProtoReflect.Descriptor instead.
 func (*Waiter) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{25}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Waiter) GetId() uint64 {
@@ -2214,7 +2322,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[26]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2334,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[26]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2347,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{26}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{28}
 }
 
 type ListLeasesResponse struct {
@@ -2251,7 +2359,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[27]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2263,7 +2371,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[27]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2276,7 +2384,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{27}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -2302,7 +2410,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[28]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2422,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[28]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2435,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{28}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Lease) GetId() uint64 {
@@ -2394,7 +2502,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[29]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2514,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[29]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2527,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{29}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{31}
 }
 
 type Event struct {
@@ -2459,7 +2567,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[30]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2579,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[30]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2592,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{30}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -2642,7 +2750,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[31]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2654,7 +2762,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[31]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2667,7 +2775,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{31}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{33}
 }
 
 type PauseResponse struct {
@@ -2678,7 +2786,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[32]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2690,7 +2798,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[32]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2703,7 +2811,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{32}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{34}
 }
 
 type ResumeRequest struct {
@@ -2714,7 +2822,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2726,7 +2834,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[33]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2739,7 +2847,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{33}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{35}
 }
 
 type ResumeResponse struct {
@@ -2750,7 +2858,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[34]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +2870,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[34]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +2883,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{34}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{36}
 }
 
 type DrainRequest struct {
@@ -2786,7 +2894,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[35]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2906,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[35]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +2919,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{35}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{37}
 }
 
 type DrainResponse struct {
@@ -2822,7 +2930,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[36]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +2942,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[36]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +2955,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{36}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{38}
 }
 
 type SetPolicyRequest struct {
@@ -2876,7 +2984,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[37]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2888,7 +2996,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[37]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2901,7 +3009,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{37}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SetPolicyRequest) GetInFlight() int32 {
@@ -3025,7 +3133,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[38]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3037,7 +3145,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[38]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3050,7 +3158,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{38}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetPolicyResponse) GetPolicy() *Policy {
@@ -3070,7 +3178,7 @@ type SetBypassRequest struct {
 
 func (x *SetBypassRequest) Reset() {
 	*x = SetBypassRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[39]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3082,7 +3190,7 @@ func (x *SetBypassRequest) String() string {
 func (*SetBypassRequest) ProtoMessage() {}
 
 func (x *SetBypassRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[39]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3095,7 +3203,7 @@ func (x *SetBypassRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBypassRequest.ProtoReflect.Descriptor instead.
 func (*SetBypassRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{39}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetBypassRequest) GetOn() bool {
@@ -3116,7 +3224,7 @@ type PrefetchAddRequest struct {
 
 func (x *PrefetchAddRequest) Reset() {
 	*x = PrefetchAddRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[40]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3236,7 @@ func (x *PrefetchAddRequest) String() string {
 func (*PrefetchAddRequest) ProtoMessage() {}
 
 func (x *PrefetchAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[40]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3249,7 @@ func (x *PrefetchAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchAddRequest.ProtoReflect.Descriptor instead.
 func (*PrefetchAddRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{40}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PrefetchAddRequest) GetReference() string {
@@ -3159,7 +3267,7 @@ type PrefetchAddResponse struct {
 
 func (x *PrefetchAddResponse) Reset() {
 	*x = PrefetchAddResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[41]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3171,7 +3279,7 @@ func (x *PrefetchAddResponse) String() string {
 func (*PrefetchAddResponse) ProtoMessage() {}
 
 func (x *PrefetchAddResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[41]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3184,7 +3292,7 @@ func (x *PrefetchAddResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchAddResponse.ProtoReflect.Descriptor instead.
 func (*PrefetchAddResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{41}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{43}
 }
 
 type PrefetchRemoveRequest struct {
@@ -3196,7 +3304,7 @@ type PrefetchRemoveRequest struct {
 
 func (x *PrefetchRemoveRequest) Reset() {
 	*x = PrefetchRemoveRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[42]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3208,7 +3316,7 @@ func (x *PrefetchRemoveRequest) String() string {
 func (*PrefetchRemoveRequest) ProtoMessage() {}
 
 func (x *PrefetchRemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[42]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3221,7 +3329,7 @@ func (x *PrefetchRemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchRemoveRequest.ProtoReflect.Descriptor instead.
 func (*PrefetchRemoveRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{42}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PrefetchRemoveRequest) GetReference() string {
@@ -3239,7 +3347,7 @@ type PrefetchRemoveResponse struct {
 
 func (x *PrefetchRemoveResponse) Reset() {
 	*x = PrefetchRemoveResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[43]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3251,7 +3359,7 @@ func (x *PrefetchRemoveResponse) String() string {
 func (*PrefetchRemoveResponse) ProtoMessage() {}
 
 func (x *PrefetchRemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[43]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3264,7 +3372,7 @@ func (x *PrefetchRemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchRemoveResponse.ProtoReflect.Descriptor instead.
 func (*PrefetchRemoveResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{43}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{45}
 }
 
 type PrefetchListRequest struct {
@@ -3275,7 +3383,7 @@ type PrefetchListRequest struct {
 
 func (x *PrefetchListRequest) Reset() {
 	*x = PrefetchListRequest{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[44]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3287,7 +3395,7 @@ func (x *PrefetchListRequest) String() string {
 func (*PrefetchListRequest) ProtoMessage() {}
 
 func (x *PrefetchListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[44]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3300,7 +3408,7 @@ func (x *PrefetchListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchListRequest.ProtoReflect.Descriptor instead.
 func (*PrefetchListRequest) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{44}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{46}
 }
 
 type PrefetchListResponse struct {
@@ -3312,7 +3420,7 @@ type PrefetchListResponse struct {
 
 func (x *PrefetchListResponse) Reset() {
 	*x = PrefetchListResponse{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[45]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3324,7 +3432,7 @@ func (x *PrefetchListResponse) String() string {
 func (*PrefetchListResponse) ProtoMessage() {}
 
 func (x *PrefetchListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[45]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3337,7 +3445,7 @@ func (x *PrefetchListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchListResponse.ProtoReflect.Descriptor instead.
 func (*PrefetchListResponse) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{45}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PrefetchListResponse) GetEntries() []*PrefetchEntry {
@@ -3390,7 +3498,7 @@ type PrefetchEntry struct {
 
 func (x *PrefetchEntry) Reset() {
 	*x = PrefetchEntry{}
-	mi := &file_startgate_v1_startgate_proto_msgTypes[46]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3402,7 +3510,7 @@ func (x *PrefetchEntry) String() string {
 func (*PrefetchEntry) ProtoMessage() {}
 
 func (x *PrefetchEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_startgate_v1_startgate_proto_msgTypes[46]
+	mi := &file_startgate_v1_startgate_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3415,7 +3523,7 @@ func (x *PrefetchEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchEntry.ProtoReflect.Descriptor instead.
 func (*PrefetchEntry) Descriptor() ([]byte, []int) {
-	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{46}
+	return file_startgate_v1_startgate_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PrefetchEntry) GetReference() string {
@@ -3600,7 +3708,14 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x0eReleaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x04R\aleaseId\"\x11\n" +
 	"\x0fReleaseResponse\"\x0f\n" +
-	"\rStatusRequest\"\xca\x04\n" +
+	"\rStatusRequest\"\x10\n" +
+	"\x0eVersionRequest\"\x82\x01\n" +
+	"\x0fVersionResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12\x1a\n" +
+	"\bmodified\x18\x03 \x01(\bR\bmodified\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x04 \x01(\tR\tgoVersion\"\xca\x04\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tin_flight\x18\x01 \x01(\x05R\binFlight\x12&\n" +
 	"\x0fin_flight_limit\x18\x02 \x01(\x05R\rinFlightLimit\x12\x12\n" +
@@ -3821,7 +3936,7 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\x0fEVENT_TYPE_LOST\x10\f\x12\x18\n" +
 	"\x14EVENT_TYPE_BYPASS_ON\x10\r\x12\x19\n" +
 	"\x15EVENT_TYPE_BYPASS_OFF\x10\x0e\x12\x17\n" +
-	"\x13EVENT_TYPE_PREFETCH\x10\x0f2\x81\t\n" +
+	"\x13EVENT_TYPE_PREFETCH\x10\x0f2\xc9\t\n" +
 	"\tStartgate\x12J\n" +
 	"\aAcquire\x12\x1c.startgate.v1.AcquireRequest\x1a\x1d.startgate.v1.AcquireResponse(\x010\x01\x12V\n" +
 	"\vAcquireMany\x12 .startgate.v1.AcquireManyRequest\x1a!.startgate.v1.AcquireManyResponse(\x010\x01\x12F\n" +
@@ -3838,7 +3953,8 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\tSetBypass\x12\x1e.startgate.v1.SetBypassRequest\x1a\x1c.startgate.v1.StatusResponse\x12R\n" +
 	"\vPrefetchAdd\x12 .startgate.v1.PrefetchAddRequest\x1a!.startgate.v1.PrefetchAddResponse\x12[\n" +
 	"\x0ePrefetchRemove\x12#.startgate.v1.PrefetchRemoveRequest\x1a$.startgate.v1.PrefetchRemoveResponse\x12U\n" +
-	"\fPrefetchList\x12!.startgate.v1.PrefetchListRequest\x1a\".startgate.v1.PrefetchListResponseB?Z=github.com/startgate/startgate/proto/startgate/v1;startgatev1b\x06proto3"
+	"\fPrefetchList\x12!.startgate.v1.PrefetchListRequest\x1a\".startgate.v1.PrefetchListResponse\x12F\n" +
+	"\aVersion\x12\x1c.startgate.v1.VersionRequest\x1a\x1d.startgate.v1.VersionResponseB?Z=github.com/startgate/startgate/proto/startgate/v1;startgatev1b\x06proto3"
 
 var (
 	file_startgate_v1_startgate_proto_rawDescOnce sync.Once
@@ -3853,7 +3969,7 @@ func file_startgate_v1_startgate_proto_rawDescGZIP() []byte {
 }
 
 var file_startgate_v1_startgate_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_startgate_v1_startgate_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_startgate_v1_startgate_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_startgate_v1_startgate_proto_goTypes = []any{
 	(Class)(0),                     // 0: startgate.v1.Class
 	(OnDeadline)(0),                // 1: startgate.v1.OnDeadline
@@ -3875,134 +3991,138 @@ var file_startgate_v1_startgate_proto_goTypes = []any{
 	(*ReleaseRequest)(nil),         // 17: startgate.v1.ReleaseRequest
 	(*ReleaseResponse)(nil),        // 18: startgate.v1.ReleaseResponse
 	(*StatusRequest)(nil),          // 19: startgate.v1.StatusRequest
-	(*StatusResponse)(nil),         // 20: startgate.v1.StatusResponse
-	(*ClassCount)(nil),             // 21: startgate.v1.ClassCount
-	(*Pressure)(nil),               // 22: startgate.v1.Pressure
-	(*ResourcePressure)(nil),       // 23: startgate.v1.ResourcePressure
-	(*Counters)(nil),               // 24: startgate.v1.Counters
-	(*Policy)(nil),                 // 25: startgate.v1.Policy
-	(*ListQueueRequest)(nil),       // 26: startgate.v1.ListQueueRequest
-	(*ListQueueResponse)(nil),      // 27: startgate.v1.ListQueueResponse
-	(*Waiter)(nil),                 // 28: startgate.v1.Waiter
-	(*ListLeasesRequest)(nil),      // 29: startgate.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),     // 30: startgate.v1.ListLeasesResponse
-	(*Lease)(nil),                  // 31: startgate.v1.Lease
-	(*WatchRequest)(nil),           // 32: startgate.v1.WatchRequest
-	(*Event)(nil),                  // 33: startgate.v1.Event
-	(*PauseRequest)(nil),           // 34: startgate.v1.PauseRequest
-	(*PauseResponse)(nil),          // 35: startgate.v1.PauseResponse
-	(*ResumeRequest)(nil),          // 36: startgate.v1.ResumeRequest
-	(*ResumeResponse)(nil),         // 37: startgate.v1.ResumeResponse
-	(*DrainRequest)(nil),           // 38: startgate.v1.DrainRequest
-	(*DrainResponse)(nil),          // 39: startgate.v1.DrainResponse
-	(*SetPolicyRequest)(nil),       // 40: startgate.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),      // 41: startgate.v1.SetPolicyResponse
-	(*SetBypassRequest)(nil),       // 42: startgate.v1.SetBypassRequest
-	(*PrefetchAddRequest)(nil),     // 43: startgate.v1.PrefetchAddRequest
-	(*PrefetchAddResponse)(nil),    // 44: startgate.v1.PrefetchAddResponse
-	(*PrefetchRemoveRequest)(nil),  // 45: startgate.v1.PrefetchRemoveRequest
-	(*PrefetchRemoveResponse)(nil), // 46: startgate.v1.PrefetchRemoveResponse
-	(*PrefetchListRequest)(nil),    // 47: startgate.v1.PrefetchListRequest
-	(*PrefetchListResponse)(nil),   // 48: startgate.v1.PrefetchListResponse
-	(*PrefetchEntry)(nil),          // 49: startgate.v1.PrefetchEntry
-	(*durationpb.Duration)(nil),    // 50: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 51: google.protobuf.Timestamp
+	(*VersionRequest)(nil),         // 20: startgate.v1.VersionRequest
+	(*VersionResponse)(nil),        // 21: startgate.v1.VersionResponse
+	(*StatusResponse)(nil),         // 22: startgate.v1.StatusResponse
+	(*ClassCount)(nil),             // 23: startgate.v1.ClassCount
+	(*Pressure)(nil),               // 24: startgate.v1.Pressure
+	(*ResourcePressure)(nil),       // 25: startgate.v1.ResourcePressure
+	(*Counters)(nil),               // 26: startgate.v1.Counters
+	(*Policy)(nil),                 // 27: startgate.v1.Policy
+	(*ListQueueRequest)(nil),       // 28: startgate.v1.ListQueueRequest
+	(*ListQueueResponse)(nil),      // 29: startgate.v1.ListQueueResponse
+	(*Waiter)(nil),                 // 30: startgate.v1.Waiter
+	(*ListLeasesRequest)(nil),      // 31: startgate.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),     // 32: startgate.v1.ListLeasesResponse
+	(*Lease)(nil),                  // 33: startgate.v1.Lease
+	(*WatchRequest)(nil),           // 34: startgate.v1.WatchRequest
+	(*Event)(nil),                  // 35: startgate.v1.Event
+	(*PauseRequest)(nil),           // 36: startgate.v1.PauseRequest
+	(*PauseResponse)(nil),          // 37: startgate.v1.PauseResponse
+	(*ResumeRequest)(nil),          // 38: startgate.v1.ResumeRequest
+	(*ResumeResponse)(nil),         // 39: startgate.v1.ResumeResponse
+	(*DrainRequest)(nil),           // 40: startgate.v1.DrainRequest
+	(*DrainResponse)(nil),          // 41: startgate.v1.DrainResponse
+	(*SetPolicyRequest)(nil),       // 42: startgate.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),      // 43: startgate.v1.SetPolicyResponse
+	(*SetBypassRequest)(nil),       // 44: startgate.v1.SetBypassRequest
+	(*PrefetchAddRequest)(nil),     // 45: startgate.v1.PrefetchAddRequest
+	(*PrefetchAddResponse)(nil),    // 46: startgate.v1.PrefetchAddResponse
+	(*PrefetchRemoveRequest)(nil),  // 47: startgate.v1.PrefetchRemoveRequest
+	(*PrefetchRemoveResponse)(nil), // 48: startgate.v1.PrefetchRemoveResponse
+	(*PrefetchListRequest)(nil),    // 49: startgate.v1.PrefetchListRequest
+	(*PrefetchListResponse)(nil),   // 50: startgate.v1.PrefetchListResponse
+	(*PrefetchEntry)(nil),          // 51: startgate.v1.PrefetchEntry
+	(*durationpb.Duration)(nil),    // 52: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 53: google.protobuf.Timestamp
 }
 var file_startgate_v1_startgate_proto_depIdxs = []int32{
 	4,  // 0: startgate.v1.AcquireRequest.start:type_name -> startgate.v1.AcquireStart
 	5,  // 1: startgate.v1.AcquireRequest.release:type_name -> startgate.v1.AcquireRelease
 	0,  // 2: startgate.v1.AcquireStart.class:type_name -> startgate.v1.Class
-	50, // 3: startgate.v1.AcquireStart.hold:type_name -> google.protobuf.Duration
+	52, // 3: startgate.v1.AcquireStart.hold:type_name -> google.protobuf.Duration
 	7,  // 4: startgate.v1.AcquireResponse.queued:type_name -> startgate.v1.Queued
 	8,  // 5: startgate.v1.AcquireResponse.granted:type_name -> startgate.v1.Granted
 	9,  // 6: startgate.v1.AcquireResponse.released:type_name -> startgate.v1.Released
 	10, // 7: startgate.v1.AcquireResponse.expired:type_name -> startgate.v1.Expired
 	0,  // 8: startgate.v1.Queued.class:type_name -> startgate.v1.Class
-	51, // 9: startgate.v1.Queued.enqueued:type_name -> google.protobuf.Timestamp
-	50, // 10: startgate.v1.Granted.waited:type_name -> google.protobuf.Duration
-	51, // 11: startgate.v1.Granted.granted:type_name -> google.protobuf.Timestamp
-	51, // 12: startgate.v1.Granted.expires:type_name -> google.protobuf.Timestamp
-	50, // 13: startgate.v1.Released.held:type_name -> google.protobuf.Duration
-	50, // 14: startgate.v1.Expired.held:type_name -> google.protobuf.Duration
+	53, // 9: startgate.v1.Queued.enqueued:type_name -> google.protobuf.Timestamp
+	52, // 10: startgate.v1.Granted.waited:type_name -> google.protobuf.Duration
+	53, // 11: startgate.v1.Granted.granted:type_name -> google.protobuf.Timestamp
+	53, // 12: startgate.v1.Granted.expires:type_name -> google.protobuf.Timestamp
+	52, // 13: startgate.v1.Released.held:type_name -> google.protobuf.Duration
+	52, // 14: startgate.v1.Expired.held:type_name -> google.protobuf.Duration
 	12, // 15: startgate.v1.AcquireManyRequest.start:type_name -> startgate.v1.AcquireManyStart
 	13, // 16: startgate.v1.AcquireManyRequest.release:type_name -> startgate.v1.AcquireManyRelease
 	14, // 17: startgate.v1.AcquireManyRequest.cancel:type_name -> startgate.v1.AcquireManyCancel
 	0,  // 18: startgate.v1.AcquireManyStart.class:type_name -> startgate.v1.Class
-	50, // 19: startgate.v1.AcquireManyStart.hold:type_name -> google.protobuf.Duration
-	51, // 20: startgate.v1.AcquireManyStart.deadline:type_name -> google.protobuf.Timestamp
+	52, // 19: startgate.v1.AcquireManyStart.hold:type_name -> google.protobuf.Duration
+	53, // 20: startgate.v1.AcquireManyStart.deadline:type_name -> google.protobuf.Timestamp
 	7,  // 21: startgate.v1.AcquireManyResponse.queued:type_name -> startgate.v1.Queued
 	8,  // 22: startgate.v1.AcquireManyResponse.granted:type_name -> startgate.v1.Granted
 	9,  // 23: startgate.v1.AcquireManyResponse.released:type_name -> startgate.v1.Released
 	10, // 24: startgate.v1.AcquireManyResponse.expired:type_name -> startgate.v1.Expired
 	16, // 25: startgate.v1.AcquireManyResponse.error:type_name -> startgate.v1.TagError
-	21, // 26: startgate.v1.StatusResponse.queued_by_class:type_name -> startgate.v1.ClassCount
-	22, // 27: startgate.v1.StatusResponse.pressure:type_name -> startgate.v1.Pressure
-	24, // 28: startgate.v1.StatusResponse.counters:type_name -> startgate.v1.Counters
-	25, // 29: startgate.v1.StatusResponse.policy:type_name -> startgate.v1.Policy
+	23, // 26: startgate.v1.StatusResponse.queued_by_class:type_name -> startgate.v1.ClassCount
+	24, // 27: startgate.v1.StatusResponse.pressure:type_name -> startgate.v1.Pressure
+	26, // 28: startgate.v1.StatusResponse.counters:type_name -> startgate.v1.Counters
+	27, // 29: startgate.v1.StatusResponse.policy:type_name -> startgate.v1.Policy
 	0,  // 30: startgate.v1.ClassCount.class:type_name -> startgate.v1.Class
-	51, // 31: startgate.v1.Pressure.time:type_name -> google.protobuf.Timestamp
-	23, // 32: startgate.v1.Pressure.cpu:type_name -> startgate.v1.ResourcePressure
-	23, // 33: startgate.v1.Pressure.io:type_name -> startgate.v1.ResourcePressure
-	23, // 34: startgate.v1.Pressure.memory:type_name -> startgate.v1.ResourcePressure
-	50, // 35: startgate.v1.Policy.deadline_margin:type_name -> google.protobuf.Duration
+	53, // 31: startgate.v1.Pressure.time:type_name -> google.protobuf.Timestamp
+	25, // 32: startgate.v1.Pressure.cpu:type_name -> startgate.v1.ResourcePressure
+	25, // 33: startgate.v1.Pressure.io:type_name -> startgate.v1.ResourcePressure
+	25, // 34: startgate.v1.Pressure.memory:type_name -> startgate.v1.ResourcePressure
+	52, // 35: startgate.v1.Policy.deadline_margin:type_name -> google.protobuf.Duration
 	1,  // 36: startgate.v1.Policy.on_deadline:type_name -> startgate.v1.OnDeadline
-	50, // 37: startgate.v1.Policy.aging:type_name -> google.protobuf.Duration
-	50, // 38: startgate.v1.Policy.max_hold:type_name -> google.protobuf.Duration
-	28, // 39: startgate.v1.ListQueueResponse.waiters:type_name -> startgate.v1.Waiter
+	52, // 37: startgate.v1.Policy.aging:type_name -> google.protobuf.Duration
+	52, // 38: startgate.v1.Policy.max_hold:type_name -> google.protobuf.Duration
+	30, // 39: startgate.v1.ListQueueResponse.waiters:type_name -> startgate.v1.Waiter
 	0,  // 40: startgate.v1.Waiter.class:type_name -> startgate.v1.Class
-	51, // 41: startgate.v1.Waiter.enqueued:type_name -> google.protobuf.Timestamp
-	51, // 42: startgate.v1.Waiter.deadline:type_name -> google.protobuf.Timestamp
-	31, // 43: startgate.v1.ListLeasesResponse.leases:type_name -> startgate.v1.Lease
+	53, // 41: startgate.v1.Waiter.enqueued:type_name -> google.protobuf.Timestamp
+	53, // 42: startgate.v1.Waiter.deadline:type_name -> google.protobuf.Timestamp
+	33, // 43: startgate.v1.ListLeasesResponse.leases:type_name -> startgate.v1.Lease
 	0,  // 44: startgate.v1.Lease.class:type_name -> startgate.v1.Class
-	51, // 45: startgate.v1.Lease.granted:type_name -> google.protobuf.Timestamp
-	51, // 46: startgate.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	50, // 47: startgate.v1.Lease.waited:type_name -> google.protobuf.Duration
-	51, // 48: startgate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	53, // 45: startgate.v1.Lease.granted:type_name -> google.protobuf.Timestamp
+	53, // 46: startgate.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	52, // 47: startgate.v1.Lease.waited:type_name -> google.protobuf.Duration
+	53, // 48: startgate.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,  // 49: startgate.v1.Event.type:type_name -> startgate.v1.EventType
 	0,  // 50: startgate.v1.Event.class:type_name -> startgate.v1.Class
-	50, // 51: startgate.v1.Event.waited:type_name -> google.protobuf.Duration
-	49, // 52: startgate.v1.Event.prefetch:type_name -> startgate.v1.PrefetchEntry
-	50, // 53: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
+	52, // 51: startgate.v1.Event.waited:type_name -> google.protobuf.Duration
+	51, // 52: startgate.v1.Event.prefetch:type_name -> startgate.v1.PrefetchEntry
+	52, // 53: startgate.v1.SetPolicyRequest.deadline_margin:type_name -> google.protobuf.Duration
 	1,  // 54: startgate.v1.SetPolicyRequest.on_deadline:type_name -> startgate.v1.OnDeadline
-	50, // 55: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
-	50, // 56: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
-	25, // 57: startgate.v1.SetPolicyResponse.policy:type_name -> startgate.v1.Policy
-	49, // 58: startgate.v1.PrefetchListResponse.entries:type_name -> startgate.v1.PrefetchEntry
-	51, // 59: startgate.v1.PrefetchEntry.updated:type_name -> google.protobuf.Timestamp
-	51, // 60: startgate.v1.PrefetchEntry.expires:type_name -> google.protobuf.Timestamp
-	51, // 61: startgate.v1.PrefetchEntry.previous_until:type_name -> google.protobuf.Timestamp
+	52, // 55: startgate.v1.SetPolicyRequest.aging:type_name -> google.protobuf.Duration
+	52, // 56: startgate.v1.SetPolicyRequest.max_hold:type_name -> google.protobuf.Duration
+	27, // 57: startgate.v1.SetPolicyResponse.policy:type_name -> startgate.v1.Policy
+	51, // 58: startgate.v1.PrefetchListResponse.entries:type_name -> startgate.v1.PrefetchEntry
+	53, // 59: startgate.v1.PrefetchEntry.updated:type_name -> google.protobuf.Timestamp
+	53, // 60: startgate.v1.PrefetchEntry.expires:type_name -> google.protobuf.Timestamp
+	53, // 61: startgate.v1.PrefetchEntry.previous_until:type_name -> google.protobuf.Timestamp
 	3,  // 62: startgate.v1.Startgate.Acquire:input_type -> startgate.v1.AcquireRequest
 	11, // 63: startgate.v1.Startgate.AcquireMany:input_type -> startgate.v1.AcquireManyRequest
 	17, // 64: startgate.v1.Startgate.Release:input_type -> startgate.v1.ReleaseRequest
 	19, // 65: startgate.v1.Startgate.Status:input_type -> startgate.v1.StatusRequest
-	26, // 66: startgate.v1.Startgate.ListQueue:input_type -> startgate.v1.ListQueueRequest
-	29, // 67: startgate.v1.Startgate.ListLeases:input_type -> startgate.v1.ListLeasesRequest
-	32, // 68: startgate.v1.Startgate.Watch:input_type -> startgate.v1.WatchRequest
-	34, // 69: startgate.v1.Startgate.Pause:input_type -> startgate.v1.PauseRequest
-	36, // 70: startgate.v1.Startgate.Resume:input_type -> startgate.v1.ResumeRequest
-	38, // 71: startgate.v1.Startgate.Drain:input_type -> startgate.v1.DrainRequest
-	40, // 72: startgate.v1.Startgate.SetPolicy:input_type -> startgate.v1.SetPolicyRequest
-	42, // 73: startgate.v1.Startgate.SetBypass:input_type -> startgate.v1.SetBypassRequest
-	43, // 74: startgate.v1.Startgate.PrefetchAdd:input_type -> startgate.v1.PrefetchAddRequest
-	45, // 75: startgate.v1.Startgate.PrefetchRemove:input_type -> startgate.v1.PrefetchRemoveRequest
-	47, // 76: startgate.v1.Startgate.PrefetchList:input_type -> startgate.v1.PrefetchListRequest
-	6,  // 77: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
-	15, // 78: startgate.v1.Startgate.AcquireMany:output_type -> startgate.v1.AcquireManyResponse
-	18, // 79: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
-	20, // 80: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
-	27, // 81: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
-	30, // 82: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
-	33, // 83: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
-	35, // 84: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
-	37, // 85: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
-	39, // 86: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
-	41, // 87: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
-	20, // 88: startgate.v1.Startgate.SetBypass:output_type -> startgate.v1.StatusResponse
-	44, // 89: startgate.v1.Startgate.PrefetchAdd:output_type -> startgate.v1.PrefetchAddResponse
-	46, // 90: startgate.v1.Startgate.PrefetchRemove:output_type -> startgate.v1.PrefetchRemoveResponse
-	48, // 91: startgate.v1.Startgate.PrefetchList:output_type -> startgate.v1.PrefetchListResponse
-	77, // [77:92] is the sub-list for method output_type
-	62, // [62:77] is the sub-list for method input_type
+	28, // 66: startgate.v1.Startgate.ListQueue:input_type -> startgate.v1.ListQueueRequest
+	31, // 67: startgate.v1.Startgate.ListLeases:input_type -> startgate.v1.ListLeasesRequest
+	34, // 68: startgate.v1.Startgate.Watch:input_type -> startgate.v1.WatchRequest
+	36, // 69: startgate.v1.Startgate.Pause:input_type -> startgate.v1.PauseRequest
+	38, // 70: startgate.v1.Startgate.Resume:input_type -> startgate.v1.ResumeRequest
+	40, // 71: startgate.v1.Startgate.Drain:input_type -> startgate.v1.DrainRequest
+	42, // 72: startgate.v1.Startgate.SetPolicy:input_type -> startgate.v1.SetPolicyRequest
+	44, // 73: startgate.v1.Startgate.SetBypass:input_type -> startgate.v1.SetBypassRequest
+	45, // 74: startgate.v1.Startgate.PrefetchAdd:input_type -> startgate.v1.PrefetchAddRequest
+	47, // 75: startgate.v1.Startgate.PrefetchRemove:input_type -> startgate.v1.PrefetchRemoveRequest
+	49, // 76: startgate.v1.Startgate.PrefetchList:input_type -> startgate.v1.PrefetchListRequest
+	20, // 77: startgate.v1.Startgate.Version:input_type -> startgate.v1.VersionRequest
+	6,  // 78: startgate.v1.Startgate.Acquire:output_type -> startgate.v1.AcquireResponse
+	15, // 79: startgate.v1.Startgate.AcquireMany:output_type -> startgate.v1.AcquireManyResponse
+	18, // 80: startgate.v1.Startgate.Release:output_type -> startgate.v1.ReleaseResponse
+	22, // 81: startgate.v1.Startgate.Status:output_type -> startgate.v1.StatusResponse
+	29, // 82: startgate.v1.Startgate.ListQueue:output_type -> startgate.v1.ListQueueResponse
+	32, // 83: startgate.v1.Startgate.ListLeases:output_type -> startgate.v1.ListLeasesResponse
+	35, // 84: startgate.v1.Startgate.Watch:output_type -> startgate.v1.Event
+	37, // 85: startgate.v1.Startgate.Pause:output_type -> startgate.v1.PauseResponse
+	39, // 86: startgate.v1.Startgate.Resume:output_type -> startgate.v1.ResumeResponse
+	41, // 87: startgate.v1.Startgate.Drain:output_type -> startgate.v1.DrainResponse
+	43, // 88: startgate.v1.Startgate.SetPolicy:output_type -> startgate.v1.SetPolicyResponse
+	22, // 89: startgate.v1.Startgate.SetBypass:output_type -> startgate.v1.StatusResponse
+	46, // 90: startgate.v1.Startgate.PrefetchAdd:output_type -> startgate.v1.PrefetchAddResponse
+	48, // 91: startgate.v1.Startgate.PrefetchRemove:output_type -> startgate.v1.PrefetchRemoveResponse
+	50, // 92: startgate.v1.Startgate.PrefetchList:output_type -> startgate.v1.PrefetchListResponse
+	21, // 93: startgate.v1.Startgate.Version:output_type -> startgate.v1.VersionResponse
+	78, // [78:94] is the sub-list for method output_type
+	62, // [62:78] is the sub-list for method input_type
 	62, // [62:62] is the sub-list for extension type_name
 	62, // [62:62] is the sub-list for extension extendee
 	0,  // [0:62] is the sub-list for field type_name
@@ -4035,14 +4155,14 @@ func file_startgate_v1_startgate_proto_init() {
 		(*AcquireManyResponse_Expired)(nil),
 		(*AcquireManyResponse_Error)(nil),
 	}
-	file_startgate_v1_startgate_proto_msgTypes[37].OneofWrappers = []any{}
+	file_startgate_v1_startgate_proto_msgTypes[39].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_startgate_v1_startgate_proto_rawDesc), len(file_startgate_v1_startgate_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

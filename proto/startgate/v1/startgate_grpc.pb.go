@@ -38,6 +38,7 @@ const (
 	Startgate_PrefetchAdd_FullMethodName    = "/startgate.v1.Startgate/PrefetchAdd"
 	Startgate_PrefetchRemove_FullMethodName = "/startgate.v1.Startgate/PrefetchRemove"
 	Startgate_PrefetchList_FullMethodName   = "/startgate.v1.Startgate/PrefetchList"
+	Startgate_Version_FullMethodName        = "/startgate.v1.Startgate/Version"
 )
 
 // StartgateClient is the client API for Startgate service.
@@ -114,6 +115,8 @@ type StartgateClient interface {
 	// PrefetchList lists the watched tags and their prefetch state, sorted
 	// by reference.
 	PrefetchList(ctx context.Context, in *PrefetchListRequest, opts ...grpc.CallOption) (*PrefetchListResponse, error)
+	// Version says which build the daemon is (read-only).
+	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error)
 }
 
 type startgateClient struct {
@@ -289,6 +292,16 @@ func (c *startgateClient) PrefetchList(ctx context.Context, in *PrefetchListRequ
 	return out, nil
 }
 
+func (c *startgateClient) Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VersionResponse)
+	err := c.cc.Invoke(ctx, Startgate_Version_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StartgateServer is the server API for Startgate service.
 // All implementations must embed UnimplementedStartgateServer
 // for forward compatibility.
@@ -363,6 +376,8 @@ type StartgateServer interface {
 	// PrefetchList lists the watched tags and their prefetch state, sorted
 	// by reference.
 	PrefetchList(context.Context, *PrefetchListRequest) (*PrefetchListResponse, error)
+	// Version says which build the daemon is (read-only).
+	Version(context.Context, *VersionRequest) (*VersionResponse, error)
 	mustEmbedUnimplementedStartgateServer()
 }
 
@@ -417,6 +432,9 @@ func (UnimplementedStartgateServer) PrefetchRemove(context.Context, *PrefetchRem
 }
 func (UnimplementedStartgateServer) PrefetchList(context.Context, *PrefetchListRequest) (*PrefetchListResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method PrefetchList not implemented")
+}
+func (UnimplementedStartgateServer) Version(context.Context, *VersionRequest) (*VersionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Version not implemented")
 }
 func (UnimplementedStartgateServer) mustEmbedUnimplementedStartgateServer() {}
 func (UnimplementedStartgateServer) testEmbeddedByValue()                   {}
@@ -680,6 +698,24 @@ func _Startgate_PrefetchList_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Startgate_Version_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StartgateServer).Version(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Startgate_Version_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StartgateServer).Version(ctx, req.(*VersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Startgate_ServiceDesc is the grpc.ServiceDesc for Startgate service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -734,6 +770,10 @@ var Startgate_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PrefetchList",
 			Handler:    _Startgate_PrefetchList_Handler,
+		},
+		{
+			MethodName: "Version",
+			Handler:    _Startgate_Version_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
