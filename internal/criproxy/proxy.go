@@ -42,8 +42,13 @@ type Observer interface {
 	// FailOpen: a gated call passed without a slot; reason is "bypass",
 	// "gate-stuck", "gate-error" or "gate-panic".
 	FailOpen(method, reason string)
-	// Forwarded: a call went to containerd, with its gRPC code.
-	Forwarded(method, code string)
+	// Forwarded: a call went to containerd, with its gRPC code and the
+	// time containerd took; took is negative for a stream, whose length
+	// is the caller's, not containerd's.
+	Forwarded(method, code string, took time.Duration)
+	// GateWait: a gated call spent took in admission (waiting for a slot,
+	// or deciding to pass without one), whatever came of it.
+	GateWait(method string, took time.Duration)
 	// PodGone: a start was not forwarded (it left the gate's queue, or
 	// never joined it) because the API says its pod is gone; reason is
 	// "deleted", "terminating" or "finished".
@@ -55,10 +60,11 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) FailOpen(string, string)  {}
-func (nopObserver) Forwarded(string, string) {}
-func (nopObserver) PodGone(string, string)   {}
-func (nopObserver) PullShared(string)        {}
+func (nopObserver) FailOpen(string, string)                 {}
+func (nopObserver) Forwarded(string, string, time.Duration) {}
+func (nopObserver) GateWait(string, time.Duration)          {}
+func (nopObserver) PodGone(string, string)                  {}
+func (nopObserver) PullShared(string)                       {}
 
 // Config wires a Proxy.
 type Config struct {
@@ -273,15 +279,17 @@ func outgoing(ctx context.Context) context.Context {
 func (p *Proxy) invoke(ss grpc.ServerStream, method string, in *frame) (*frame, error) {
 	var header, trailer metadata.MD
 	out := new(frame)
+	began := time.Now()
 	err := p.upstream.Invoke(outgoing(ss.Context()), method, in, out,
 		grpc.ForceCodec(rawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer))
+	took := time.Since(began)
 	if len(header) > 0 {
 		_ = ss.SetHeader(header)
 	}
 	if len(trailer) > 0 {
 		ss.SetTrailer(trailer)
 	}
-	p.obs.Forwarded(method, codeOf(err))
+	p.obs.Forwarded(method, codeOf(err), took)
 	return out, err
 }
 
@@ -294,7 +302,7 @@ func (p *Proxy) forwardStream(ss grpc.ServerStream, method string) error {
 	defer cancel()
 	cs, err := p.upstream.NewStream(ctx, streamDesc, method, grpc.ForceCodec(rawCodec{}))
 	if err != nil {
-		p.obs.Forwarded(method, codeOf(err))
+		p.obs.Forwarded(method, codeOf(err), -1)
 		return err
 	}
 	// Caller to containerd. The goroutine ends when the caller closes its
@@ -332,7 +340,7 @@ func (p *Proxy) forwardStream(ss grpc.ServerStream, method string) error {
 			if errors.Is(err, io.EOF) {
 				err = nil
 			}
-			p.obs.Forwarded(method, codeOf(err))
+			p.obs.Forwarded(method, codeOf(err), -1)
 			return err
 		}
 		if err := ss.SendMsg(f); err != nil {

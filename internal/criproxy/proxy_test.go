@@ -242,7 +242,8 @@ func (c *countingObserver) FailOpen(method, reason string) {
 	defer c.mu.Unlock()
 	c.failOpen[reason]++
 }
-func (c *countingObserver) Forwarded(string, string) {}
+func (c *countingObserver) Forwarded(string, string, time.Duration) {}
+func (c *countingObserver) GateWait(string, time.Duration)          {}
 func (c *countingObserver) PodGone(_, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -380,7 +380,7 @@ func (p *Proxy) pull(ctx context.Context, method, key string, in *frame, req *ru
 	r := pullResult{out: new(frame)}
 	began := time.Now()
 	err := p.upstream.Invoke(pctx, method, in, r.out, grpc.ForceCodec(rawCodec{}), grpc.Header(&r.header), grpc.Trailer(&r.trailer))
-	p.obs.Forwarded(method, codeOf(err))
+	p.obs.Forwarded(method, codeOf(err), time.Since(began))
 	if err != nil {
 		return r, err
 	}

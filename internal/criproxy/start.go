@@ -191,6 +191,8 @@ func (p *Proxy) firstRefusal(uid string) bool {
 // goes wrong in admission lets the call pass without a slot (fail open),
 // logged and counted.
 func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSandboxConfig, desc string) (func(), error) {
+	began := time.Now()
+	defer func() { p.obs.GateWait(method, time.Since(began)) }()
 	noop := func() {}
 	if p.cfg.Gate.Bypassed() {
 		p.obs.FailOpen(method, "bypass")

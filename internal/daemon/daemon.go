@@ -61,6 +61,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	var m *metrics.Metrics
 	if cfg.Metrics.Listen != "" {
 		reg = prometheus.NewRegistry()
+		metrics.RegisterProcess(reg)
 		m = metrics.New(reg)
 		gcfg.Observer = m
 	}

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"math"
 	"net"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,11 +27,13 @@ func TestCRIObserverCounts(t *testing.T) {
 	m := New(reg)
 	const version = "/runtime.v1.RuntimeService/Version"
 	const create = "/runtime.v1.RuntimeService/CreateContainer"
-	m.Forwarded(version, "OK")
-	m.Forwarded(version, "OK")
-	m.Forwarded(version, "Unavailable")
-	m.Forwarded("/runtime.v1.ImageService/PullImage", "NotFound")
-	m.Forwarded("/evil.Service/"+strings.Repeat("x", 100), "Unimplemented")
+	m.Forwarded(version, "OK", time.Millisecond)
+	m.Forwarded(version, "OK", 2*time.Millisecond)
+	m.Forwarded(version, "Unavailable", time.Millisecond)
+	m.Forwarded("/runtime.v1.ImageService/PullImage", "NotFound", 30*time.Millisecond)
+	m.Forwarded("/evil.Service/"+strings.Repeat("x", 100), "Unimplemented", time.Millisecond)
+	m.Forwarded("/runtime.v1.RuntimeService/GetContainerEvents", "OK", -1) // a stream: not timed
+	m.GateWait(create, 3*time.Second)
 	m.FailOpen(create, "gate-stuck")
 	m.FailOpen("/runtime.v1.RuntimeService/RunPodSandbox", "bypass")
 	m.FailOpen("/runtime.v1.RuntimeService/RunPodSandbox", "bypass")
@@ -61,9 +65,31 @@ func TestCRIObserverCounts(t *testing.T) {
 startgate_cri_calls_total{code="NotFound",method="/runtime.v1.ImageService/PullImage"} 1
 startgate_cri_calls_total{code="OK",method="/runtime.v1.RuntimeService/Version"} 2
 startgate_cri_calls_total{code="Unavailable",method="/runtime.v1.RuntimeService/Version"} 1
+startgate_cri_calls_total{code="OK",method="/runtime.v1.RuntimeService/GetContainerEvents"} 1
 startgate_cri_calls_total{code="Unimplemented",method="other"} 1
 `), "startgate_cri_calls_total"); err != nil {
 		t.Errorf("cri_calls_total exposition: %v", err)
+	}
+	// The time histogram: containerd's time for every unary call, none
+	// for a stream; the gate's for the gated call.
+	for _, tc := range []struct {
+		method, phase string
+		count         uint64
+		sum           float64
+	}{
+		{version, "containerd", 3, 0.004},
+		{"/runtime.v1.ImageService/PullImage", "containerd", 1, 0.03},
+		{"other", "containerd", 1, 0.001},
+		{"/runtime.v1.RuntimeService/GetContainerEvents", "containerd", 0, 0},
+		{create, "gate", 1, 3},
+	} {
+		h := &dto.Metric{}
+		if err := m.criTime.WithLabelValues(tc.method, tc.phase).(prometheus.Histogram).Write(h); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.GetHistogram(); got.GetSampleCount() != tc.count || math.Abs(got.GetSampleSum()-tc.sum) > 1e-9 {
+			t.Errorf("cri_call_duration_seconds{%s,%s}: count %d sum %v, want %d and %v", tc.method, tc.phase, got.GetSampleCount(), got.GetSampleSum(), tc.count, tc.sum)
+		}
 	}
 }
 

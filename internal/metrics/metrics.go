@@ -23,6 +23,7 @@ type Metrics struct {
 	released   *prometheus.CounterVec
 	wait       *prometheus.HistogramVec
 	criCalls   *prometheus.CounterVec
+	criTime    *prometheus.HistogramVec
 	failOpen   *prometheus.CounterVec
 	podGone    *prometheus.CounterVec
 	pullShared prometheus.Counter
@@ -47,6 +48,12 @@ var classNames = func() []string {
 // WaitBuckets run from 1ms to 120s, roughly doubling: starts wait from
 // nothing (capacity free) to minutes (a drained node).
 var WaitBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120}
+
+// CRIBuckets are kubelet's for its runtime operations
+// (kubelet_runtime_operations_duration_seconds: 5 ms to about 12 minutes,
+// times 2.5), so the proxy's figures and kubelet's line up bucket for
+// bucket.
+var CRIBuckets = prometheus.ExponentialBuckets(0.005, 2.5, 14)
 
 // New registers the outcome metrics with reg.
 func New(reg prometheus.Registerer) *Metrics {
@@ -77,6 +84,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "cri_calls_total",
 			Help: "CRI calls the proxy forwarded to containerd, by gRPC method and containerd's status code.",
 		}, []string{"method", "code"}),
+		criTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "cri_call_duration_seconds",
+			Help: "Time of the CRI calls the proxy handles, by gRPC method and phase: gate (waiting in admission, " +
+				"gated calls only) and containerd (the forwarded call; unary calls only). Their sum per method is " +
+				"what the proxy adds to kubelet's call and what containerd takes.",
+			Buckets: CRIBuckets,
+		}, []string{"method", "phase"}),
 		failOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "cri_fail_open_total",
 			Help: "Gated CRI calls passed to containerd without a start slot, by method and reason (bypass, gate-stuck, gate-error, gate-panic).",
@@ -90,7 +104,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "PullImage calls answered with a recent pull's resolution of the same reference, without asking the registry (cri.pulls.share_window).",
 		}),
 	}
-	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait, m.criCalls, m.failOpen, m.podGone, m.pullShared)
+	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait, m.criCalls, m.criTime, m.failOpen, m.podGone, m.pullShared)
 	m.waitBy = make([]prometheus.Observer, len(classNames))
 	for i, name := range classNames {
 		m.waitBy[i] = m.wait.WithLabelValues(name)
@@ -131,8 +145,17 @@ func criMethod(method string) string {
 }
 
 // Forwarded implements criproxy.Observer.
-func (m *Metrics) Forwarded(method, code string) {
-	m.criCalls.WithLabelValues(criMethod(method), code).Inc()
+func (m *Metrics) Forwarded(method, code string, took time.Duration) {
+	method = criMethod(method)
+	m.criCalls.WithLabelValues(method, code).Inc()
+	if took >= 0 {
+		m.criTime.WithLabelValues(method, "containerd").Observe(took.Seconds())
+	}
+}
+
+// GateWait implements criproxy.Observer.
+func (m *Metrics) GateWait(method string, took time.Duration) {
+	m.criTime.WithLabelValues(criMethod(method), "gate").Observe(took.Seconds())
 }
 
 // PodGone implements criproxy.Observer.
@@ -198,10 +221,10 @@ func newGateCollector(src statusSource) *gateCollector {
 		queue:    d("queue_length", "Requests waiting, by class.", "class"),
 		inFlight: d("in_flight", "Start slots held."),
 		limit:    d("in_flight_limit", "Most start slots held at once (critical and deadline admissions may exceed it)."),
-		rate:     d("rate", "Token refill rate, starts per second."),
+		rate:     d("rate_per_second", "Token refill rate, starts per second."),
 		burst:    d("burst", "Token bucket depth."),
 		tokens:   d("tokens", "Tokens in the bucket."),
-		pressure: d("pressure", "Smoothed PSI some stall fraction (0..1), by resource; absent when not measured.", "resource"),
+		pressure: d("pressure_ratio", "Smoothed PSI some stall fraction (0..1), by resource; absent when not measured.", "resource"),
 		paused:   d("paused", "1 when granting is paused (pause or drain)."),
 		bypassed: d("bypassed", "1 when an operator bypassed the gate (startgatectl bypass on): starts pass without a slot."),
 	}

@@ -123,10 +123,10 @@ startgate_in_flight_limit 6
 # HELP startgate_paused 1 when granting is paused (pause or drain).
 # TYPE startgate_paused gauge
 startgate_paused 1
-# HELP startgate_pressure Smoothed PSI some stall fraction (0..1), by resource; absent when not measured.
-# TYPE startgate_pressure gauge
-startgate_pressure{resource="cpu"} 0.25
-startgate_pressure{resource="io"} 0.1
+# HELP startgate_pressure_ratio Smoothed PSI some stall fraction (0..1), by resource; absent when not measured.
+# TYPE startgate_pressure_ratio gauge
+startgate_pressure_ratio{resource="cpu"} 0.25
+startgate_pressure_ratio{resource="io"} 0.1
 # HELP startgate_queue_length Requests waiting, by class.
 # TYPE startgate_queue_length gauge
 startgate_queue_length{class="background"} 0
@@ -134,9 +134,9 @@ startgate_queue_length{class="critical"} 0
 startgate_queue_length{class="high"} 2
 startgate_queue_length{class="low"} 3
 startgate_queue_length{class="normal"} 0
-# HELP startgate_rate Token refill rate, starts per second.
-# TYPE startgate_rate gauge
-startgate_rate 12.5
+# HELP startgate_rate_per_second Token refill rate, starts per second.
+# TYPE startgate_rate_per_second gauge
+startgate_rate_per_second 12.5
 # HELP startgate_tokens Tokens in the bucket.
 # TYPE startgate_tokens gauge
 startgate_tokens 2.5
