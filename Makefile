@@ -16,7 +16,7 @@ protoc = PATH=$(BIN):$$PATH protoc -I proto \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build tools proto check-proto fmt-check vet verify-units test fuzz deps kube cluster demo bench bench-kube clean
+.PHONY: help build tools proto check-proto fmt-check vet verify-units check-monitoring test fuzz deps kube cluster demo bench bench-kube clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -53,7 +53,7 @@ verify-units: ## systemd-analyze verify the units in packaging/systemd
 # Kubernetes binaries, building them into ~/.cache/startgate the first time.
 KUBE_BIN = bash hack/kubernetes/build.sh
 
-test: deps kube fmt-check vet check-proto verify-units ## Install what is missing, all checks, then go test -race (with the cluster tests' Kubernetes binaries), then every fuzz target briefly
+test: deps kube fmt-check vet check-proto verify-units check-monitoring ## Install what is missing, all checks, then go test -race (with the cluster tests' Kubernetes binaries), then every fuzz target briefly
 	bin=$$($(KUBE_BIN)) && STARTGATE_KUBE_BIN=$$bin go test -race -count=1 ./...
 	$(MAKE) fuzz
 
@@ -86,11 +86,15 @@ deps: ## apt-get install what the build and tests need, if missing
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	[ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
+	{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing="$$missing prometheus"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	else echo "deps: nothing missing"; fi
+
+check-monitoring: ## promtool: the alert rules parse, and each fires (and stays quiet) where monitoring/rules_test.yaml says
+	cd monitoring && promtool check rules prometheus-rules.yaml && promtool test rules rules_test.yaml
 
 kube: ## Build Kubernetes v1.34 (kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl) into ~/.cache/startgate once (about 15 minutes cold), print where
 	$(KUBE_BIN)
