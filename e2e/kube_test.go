@@ -123,8 +123,11 @@ func TestKubeDeletedPodLeavesTheQueue(t *testing.T) {
 // Classes come from real pod metadata: static pods, kube-system and the
 // critical annotation pass a paused gate; a DaemonSet's pod queues as
 // high, an annotated one as its annotation says, the rest as normal.
+//
+// A start held in the gate longer than kubernetes.event_after gets an
+// Event on its pod saying why, which kubectl describe pod shows.
 func TestKubeClassesFromPodMetadata(t *testing.T) {
-	kn := startKubeNode(t, kubeOptions{})
+	kn := startKubeNode(t, kubeOptions{config: "event_after = \"2s\"\n"})
 	ctx := context.Background()
 	kn.n.ctl("pause")
 
@@ -186,6 +189,23 @@ spec:
 		}
 		return found == len(want) && len(q) == len(want), fmt.Sprintf("%+v", q)
 	})
+	// Why plain waits, where its owner looks.
+	var why string
+	kn.n.eventually(time.Minute, "an Event on default/plain saying why its start waits", func() (bool, string) {
+		l, err := kn.api.CoreV1().Events("default").List(ctx, metav1.ListOptions{
+			FieldSelector: "involvedObject.name=plain,reason=StartgateWaiting"})
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(l.Items) == 0 {
+			return false, "no event yet"
+		}
+		e := l.Items[0]
+		why = e.Message
+		return strings.Contains(e.Message, "class normal") && strings.Contains(e.Message, "an operator paused the gate") &&
+			e.Source.Component == "startgated", e.Message
+	})
+	t.Logf("kubectl describe pod plain shows: %s", why)
 	kn.n.ctl("resume")
 	kn.waitRunning("default", "batch")
 	kn.waitRunning("default", "plain")

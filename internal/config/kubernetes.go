@@ -3,6 +3,7 @@ package config
 import (
 	"path/filepath"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -21,10 +22,13 @@ type Kubernetes struct {
 	// NodeName is the node's name as kubelet registered it; "" means
 	// $NODE_NAME, else the host name in lower case (kubelet's default).
 	NodeName string `toml:"node_name"`
+	// EventAfter: a start that has waited this long in the gate gets a
+	// Kubernetes Event on its pod saying why (criproxy/held.go); 0 is off.
+	EventAfter Duration `toml:"event_after"`
 }
 
 func defaultKubernetes() Kubernetes {
-	return Kubernetes{Enabled: false, Kubeconfig: "/etc/kubernetes/kubelet.conf"}
+	return Kubernetes{Enabled: false, Kubeconfig: "/etc/kubernetes/kubelet.conf", EventAfter: Duration(20 * time.Second)}
 }
 
 var kubernetesDocs = map[string]string{
@@ -37,6 +41,10 @@ var kubernetesDocs = map[string]string{
 		"lets a node watch its pods), or \"\" for the in-cluster service account.",
 	"kubernetes.node_name": "This node's name as kubelet registered it; \"\" means $NODE_NAME, else the\n" +
 		"host name in lower case (kubelet's default).",
+	"kubernetes.event_after": "A start that has waited this long in the gate gets an Event on its pod\n" +
+		"(reason StartgateWaiting: its class, place in the queue, the limit and why),\n" +
+		"so kubectl describe pod says why it is not starting; again at most once a\n" +
+		"minute while it waits. \"0s\" is off.",
 }
 
 // validate checks the [kubernetes] section whether or not it is enabled.
@@ -47,6 +55,9 @@ func (k Kubernetes) validate() []error {
 	var errs problems
 	if k.Kubeconfig != "" && !filepath.IsAbs(k.Kubeconfig) {
 		errs.add("kubernetes.kubeconfig", "%q must be an absolute path (or \"\" for in-cluster credentials)", k.Kubeconfig)
+	}
+	if k.EventAfter != 0 {
+		errs.duration("kubernetes.event_after", k.EventAfter, time.Second, time.Hour)
 	}
 	if k.NodeName != "" {
 		if msgs := validation.IsDNS1123Subdomain(k.NodeName); len(msgs) > 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -57,16 +58,21 @@ type waiters struct {
 }
 
 type waiting struct {
-	desc   string
-	cancel context.CancelCauseFunc
+	desc            string
+	namespace, name string
+	since           time.Time
+	cancel          context.CancelCauseFunc
+	// Guarded by waiters.mu.
+	lastEvent time.Time
 }
 
-// add registers a waiting start; the returned func unregisters it.
-func (ws *waiters) add(uid, desc string, cancel context.CancelCauseFunc) func() {
+// add registers a waiting start of the pod ns/name; the returned func
+// unregisters it.
+func (ws *waiters) add(uid, desc, ns, name string, cancel context.CancelCauseFunc) func() {
 	if uid == "" {
 		return func() {}
 	}
-	w := &waiting{desc: desc, cancel: cancel}
+	w := &waiting{desc: desc, namespace: ns, name: name, since: time.Now(), cancel: cancel}
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	if ws.byUID == nil {
@@ -89,6 +95,30 @@ func (ws *waiters) add(uid, desc string, cancel context.CancelCauseFunc) func() 
 			delete(ws.byUID, uid)
 		}
 	}
+}
+
+// heldStart is a start that has waited long enough to be told about.
+type heldStart struct {
+	uid, desc, namespace, name string
+	waited                     time.Duration
+}
+
+// due returns the starts that have waited at least after, and were last
+// told about at least every ago (or never), marking them told at now.
+func (ws *waiters) due(now time.Time, after, every time.Duration) []heldStart {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var out []heldStart
+	for uid, set := range ws.byUID {
+		for w := range set {
+			if now.Sub(w.since) < after || (!w.lastEvent.IsZero() && now.Sub(w.lastEvent) < every) {
+				continue
+			}
+			w.lastEvent = now
+			out = append(out, heldStart{uid: uid, desc: w.desc, namespace: w.namespace, name: w.name, waited: now.Sub(w.since)})
+		}
+	}
+	return out
 }
 
 // cancel cancels every start of the pod that is waiting; it returns how

@@ -86,6 +86,13 @@ type Config struct {
 	// of deleted pods are cancelled, and a probed pod's warm-up ends when
 	// it reports Ready. Nil means the CRI alone (no API access).
 	Pods PodView
+	// Events, with HeldEventAfter above zero and Explain, tells a pod's
+	// owner why its start waits: see held.go.
+	Events         EventSink
+	HeldEventAfter time.Duration
+	// Explain phrases why the queued request with this description waits
+	// (admission.Gate.Explain); ok is false when it is no longer queued.
+	Explain func(description string) (msg string, ok bool)
 }
 
 // Prefetch is what the proxy needs of the prefetch manager;
@@ -196,6 +203,13 @@ func New(cfg Config) (*Proxy, error) {
 		defer p.wg.Done()
 		p.pulls.run(p.stopCh)
 	}()
+	if cfg.Events != nil && cfg.HeldEventAfter > 0 && cfg.Explain != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.reportHeld(p.stopCh)
+		}()
+	}
 	p.srv = grpc.NewServer(
 		grpc.ForceServerCodec(rawCodec{}),
 		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),

@@ -228,7 +228,7 @@ func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSand
 	// cause.
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	defer p.waiting.add(uid, desc, cancel)()
+	defer p.waiting.add(uid, desc, sb.GetMetadata().GetNamespace(), sb.GetMetadata().GetName(), cancel)()
 	done := make(chan result, 1)
 	var mu sync.Mutex
 	abandoned := false

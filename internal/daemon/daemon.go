@@ -156,6 +156,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		if pods != nil {
 			// Only when set: a nil *kube.Pods in the interface is not nil.
 			pcfg.Pods = pods
+			pcfg.Events, pcfg.HeldEventAfter, pcfg.Explain = pods, cfg.Kubernetes.EventAfter.Std(), gate.Explain
 		}
 		// New does not dial: containerd may come up after startgated, and
 		// the proxy answers Unavailable until it does.

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -71,6 +72,11 @@ type Pods struct {
 
 	// healthy is set when the watch has delivered since its last error.
 	healthy atomic.Bool
+
+	// recorder posts Events (events.go); nil outside Run.
+	recorder atomic.Pointer[record.EventRecorder]
+	// client is the API client, set with inf.
+	client kubernetes.Interface
 
 	mu struct {
 		sync.Mutex
@@ -177,6 +183,7 @@ func (p *Pods) setup(client kubernetes.Interface) error {
 	}); err != nil {
 		return fmt.Errorf("kube: %w", err)
 	}
+	p.client = client
 	p.inf.Store(&inf)
 	return nil
 }
@@ -222,6 +229,7 @@ func (p *Pods) Run(ctx context.Context, sink Sink) error {
 		}
 		inf = p.informer()
 	}
+	defer p.startEvents(p.client)()
 	wg.Go(func() { inf.RunWithContext(ctx) })
 	wg.Go(func() {
 		for p.process(inf, sink) {

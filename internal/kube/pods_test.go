@@ -253,3 +253,35 @@ func TestRunEndsWithoutAClient(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// PodEvent posts an Event on the pod through the API client while Run
+// runs, with this node as its source.
+func TestPodEvent(t *testing.T) {
+	p, client, _ := startPods(t, pod("web-0", "uid-0", true))
+	p.PodEvent("default", "web-0", "uid-0", "StartgateWaiting", "the start has waited 30s in startgate")
+	var got []corev1.Event
+	eventually(t, "the event in the API", func() bool {
+		l, err := client.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		got = l.Items
+		return len(got) > 0
+	})
+	e := got[0]
+	if e.InvolvedObject.Name != "web-0" || e.InvolvedObject.UID != "uid-0" || e.InvolvedObject.Kind != "Pod" ||
+		e.Reason != "StartgateWaiting" || e.Type != corev1.EventTypeNormal ||
+		e.Source.Component != "startgated" || e.Source.Host != "node-a" || e.Message != "the start has waited 30s in startgate" {
+		t.Errorf("event %+v", e)
+	}
+}
+
+// Without a client (before Run has one) an Event is dropped, not queued
+// or blocked on.
+func TestPodEventWithoutClientIsDropped(t *testing.T) {
+	p, err := New(Config{NewClient: func() (kubernetes.Interface, error) { return nil, errors.New("no kubeconfig yet") }, NodeName: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.PodEvent("default", "web-0", "uid-0", "StartgateWaiting", "x") // must return
+}
