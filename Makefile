@@ -16,7 +16,7 @@ protoc = PATH=$(BIN):$$PATH protoc -I proto \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build tools proto check-proto fmt-check vet verify-units check-monitoring test fuzz deps kube cluster demo bench bench-kube clean
+.PHONY: help build tools proto check-proto fmt-check vet verify-units check-monitoring package test fuzz deps kube cluster demo bench bench-kube clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -95,6 +95,22 @@ deps: ## apt-get install what the build and tests need, if missing
 
 check-monitoring: ## promtool: the alert rules parse, and each fires (and stays quiet) where monitoring/rules_test.yaml says
 	cd monitoring && promtool check rules prometheus-rules.yaml && promtool test rules rules_test.yaml
+
+# The package's version: a release tag's (v1.2.3 -> 1.2.3), else 0.0.N with
+# N the commit count, so that a later build of main upgrades an earlier
+# one. The binaries carry the commit itself (startgatectl version).
+PKG_VERSION ?= $(shell v=$$(git describe --tags --exact-match 2>/dev/null) && echo $${v#v} || echo 0.0.$$(git rev-list --count HEAD 2>/dev/null || echo 0))
+GOARCH  ?= $(shell go env GOARCH)
+NFPM    := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+
+package: ## Build dist/startgate_VERSION_ARCH.deb and .rpm (nfpm): binaries, units, /etc/startgate/config.toml, completions
+	rm -rf $(BIN)/pkg && mkdir -p $(BIN)/pkg/completions dist
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/pkg/ ./cmd/startgated ./cmd/startgatectl
+	for sh in bash zsh fish; do $(BIN)/pkg/startgatectl completion $$sh > $(BIN)/pkg/completions/startgatectl.$$sh; done
+	for p in deb rpm; do \
+		VERSION=$(PKG_VERSION) ARCH=$(GOARCH) BIN=$(BIN)/pkg go run $(NFPM) package --config packaging/nfpm/nfpm.yaml --packager $$p --target dist/ || exit 1; \
+	done
+	@ls -l dist/
 
 kube: ## Build Kubernetes v1.34 (kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl) into ~/.cache/startgate once (about 15 minutes cold), print where
 	$(KUBE_BIN)

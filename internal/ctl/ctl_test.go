@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,8 @@ import (
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/server"
@@ -450,4 +453,68 @@ func TestVersion(t *testing.T) {
 	if r.code != 0 || r.stdout != "client: "+want+"\n" {
 		t.Errorf("version --client with no daemon: exit %d, stdout %q, want the client's line only", r.code, r.stdout)
 	}
+}
+
+// node enable refuses to point kubelet at a socket nobody answers on;
+// with a CRI server there it switches the config file, status says so,
+// and disable puts it back.
+func TestNodeEnableDisable(t *testing.T) {
+	root := t.TempDir()
+	cfg := filepath.Join(root, "kubelet.yaml")
+	const before = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\n"
+	if err := os.WriteFile(cfg, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(root, "cri.sock")
+	endpoint := "unix://" + sock
+	args := func(a ...string) []string {
+		return append([]string{"node"}, append(a, "--root", root, "--state-dir", filepath.Join(root, "state"), "--kubelet-config", cfg)...)
+	}
+	r := runCtl(t, args("enable", "--endpoint", endpoint)...)
+	if r.code == 0 || !strings.Contains(r.stderr, "does not answer") {
+		t.Fatalf("enable with nothing on the socket: exit %d, stderr %q; want a refusal", r.code, r.stderr)
+	}
+	if b, _ := os.ReadFile(cfg); string(b) != before {
+		t.Fatalf("a refused enable changed the config:\n%s", b)
+	}
+
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(srv, versionOnly{})
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+
+	r = runCtl(t, args("enable", "--endpoint", endpoint)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "runtime endpoint set to "+endpoint) {
+		t.Fatalf("enable: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = runCtl(t, args("status", "-o", "json")...)
+	var st map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st["effective"] != endpoint {
+		t.Fatalf("status -o json after enable: %q (%v)", r.stdout, err)
+	}
+	r = runCtl(t, args("disable")...)
+	if r.code != 0 {
+		t.Fatalf("disable: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if b, _ := os.ReadFile(cfg); string(b) != before {
+		t.Fatalf("config after disable:\n%s\nwant as before", b)
+	}
+	if r := runCtl(t, args("disable")...); r.code == 0 {
+		t.Error("disable of a node not switched succeeded")
+	}
+	if r := runCtl(t, args("disable", "--if-enabled")...); r.code != 0 {
+		t.Errorf("disable --if-enabled of a node not switched: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+type versionOnly struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+}
+
+func (versionOnly) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
+	return &runtimeapi.VersionResponse{RuntimeName: "startgate"}, nil
 }
