@@ -222,6 +222,9 @@ type gateStatus struct {
 	InFlightLimit int  `json:"in_flight_limit"`
 	QueueLength   int  `json:"queue_length"`
 	Paused        bool `json:"paused"`
+	Counters      struct {
+		Admitted uint64 `json:"admitted"`
+	} `json:"counters"`
 }
 
 func (n *node) status() gateStatus {

@@ -47,6 +47,11 @@ type kubeOptions struct {
 	direct bool
 	// config is more startgated TOML.
 	config string
+	// onContainerd starts kubelet on containerd with startgated running
+	// beside it, its endpoint kept from its config file across restarts
+	// (cluster.Options.EndpointFromFile): a node before startgatectl node
+	// enable.
+	onContainerd bool
 }
 
 const appRepoTag = "startgate/app:1"
@@ -69,7 +74,12 @@ func startKubeNode(t testing.TB, o kubeOptions) *kubeNode {
 		// node's kubeconfig), then startgated, then the kubelet on
 		// startgated's CRI socket.
 		kn.n = startNode(t, nodeOptions{configFor: func(n *node) string {
-			kn.c = cluster.StartT(t, cluster.Options{RuntimeEndpoint: n.cri, CNIConfDir: n.tb.CNIConfDir(), NoKubelet: true})
+			endpoint := n.cri
+			if o.onContainerd {
+				endpoint = n.tb.Endpoint()
+			}
+			kn.c = cluster.StartT(t, cluster.Options{RuntimeEndpoint: endpoint, CNIConfDir: n.tb.CNIConfDir(), NoKubelet: true,
+				EndpointFromFile: o.onContainerd})
 			return fmt.Sprintf("[cri.warmup]\ncap = \"2m\"\n[kubernetes]\nenabled = true\nkubeconfig = %q\nnode_name = %q\n%s",
 				kn.c.NodeKubeconfig(), kn.c.NodeName(), o.config)
 		}})

@@ -83,6 +83,11 @@ type Options struct {
 	// node agent watching the node's pods with NodeKubeconfig), then
 	// calls StartKubelet and WaitNodeReady.
 	NoKubelet bool
+	// EndpointFromFile makes a restart of the kubelet keep the
+	// containerRuntimeEndpoint its config file (KubeletConfigPath) has,
+	// as an operator's edit or startgatectl node enable left it, instead
+	// of RuntimeEndpoint.
+	EndpointFromFile bool
 }
 
 // Cluster is a running one-node cluster. Its methods are safe for

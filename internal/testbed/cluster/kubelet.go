@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -92,6 +93,12 @@ maxPods: 250
 	return b.String()
 }
 
+// KubeletConfigPath is the kubelet's KubeletConfiguration file.
+func (c *Cluster) KubeletConfigPath() string { return filepath.Join(c.dir, "kubelet.yaml") }
+
+// endpointRE is the config file's containerRuntimeEndpoint.
+var endpointRE = regexp.MustCompile(`(?m)^containerRuntimeEndpoint:[ \t]*(\S+)`)
+
 // StartKubelet starts the kubelet (after Start with Options.NoKubelet,
 // or again after StopKubelet) and waits until it has registered the node,
 // or reported its status since this start if it had, and serves on its
@@ -102,7 +109,14 @@ func (c *Cluster) StartKubelet(ctx context.Context) error {
 	if c.kubelet != nil && !c.kubelet.hasExited() {
 		return errors.New("cluster: kubelet is running")
 	}
-	cfgPath := filepath.Join(c.dir, "kubelet.yaml")
+	cfgPath := c.KubeletConfigPath()
+	if c.opts.EndpointFromFile {
+		if b, err := os.ReadFile(cfgPath); err == nil {
+			if m := endpointRE.FindSubmatch(b); m != nil {
+				c.opts.RuntimeEndpoint = strings.TrimPrefix(strings.Trim(string(m[1]), `"'`), "unix://")
+			}
+		}
+	}
 	for attempt := 1; ; attempt++ {
 		// A restart keeps the port unless it was taken meanwhile.
 		port := c.kubeletPort
