@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs startgated's units under a real systemd (PID 1) in a new-machine
-# Debian 12 root, and checks what verify-units.sh cannot: socket
+# Installs the package (make package) in a new-machine Debian 12 root under
+# a real systemd (PID 1), and checks what verify-units.sh cannot: socket
 # activation, READY and STATUS from the daemon, the unit's
-# OOMScoreAdjust=-999 as systemd applies it, and Restart= bringing the
-# daemon back after kill -9.
+# OOMScoreAdjust=-999 as systemd applies it, the journal keeping each
+# line's level, the audit line of an operator's action, and Restart=
+# bringing the daemon back after kill -9.
 #
 # usage: BOOT=/path/to/fresh/boot hack/boot-check.sh
 #   BOOT is a tool that boots such a root: "BOOT up NAME", "BOOT exec NAME
@@ -21,20 +22,19 @@ fail() { echo "boot-check: FAIL: $*" >&2; exit 1; }
 inside() { "$boot" exec "$name" -- "$@"; }
 show() { inside systemctl show startgated.service -p "$1" --value; }
 
-(cd "$repo" && CGO_ENABLED=0 go build -o "$tmp/" ./cmd/startgated ./cmd/startgatectl)
+# The package, as a node gets it (make package).
+(cd "$repo" && make package >/dev/null)
+deb=$(ls -t "$repo"/dist/startgate_*.deb | head -n 1)
 printf 'version = 1\n[daemon]\nlog_level = "debug"\n' >"$tmp/config.toml"
 
 "$boot" up "$name" >/dev/null
-inside mkdir -p /etc/startgate
-"$boot" cp "$name" "$tmp/startgated" /usr/bin/startgated
-"$boot" cp "$name" "$tmp/startgatectl" /usr/bin/startgatectl
-"$boot" cp "$name" "$tmp/config.toml" /etc/startgate/config.toml
-for u in startgated.service startgated.socket startgated-cri.socket; do
-	"$boot" cp "$name" "$repo/packaging/systemd/$u" "/etc/systemd/system/$u"
-done
-inside systemctl daemon-reload
-inside systemctl enable --now startgated.socket >/dev/null 2>&1
+"$boot" cp "$name" "$deb" /tmp/startgate.deb
+# Installing enables startgated.socket (postinstall) and starts nothing
+# else: the daemon starts on its first caller.
+inside dpkg -i /tmp/startgate.deb >/dev/null
+[ "$(inside systemctl is-active startgated.socket)" = active ] || fail "startgated.socket not active after the install"
 [ "$(show ActiveState)" = inactive ] || fail "startgated.service is $(show ActiveState) before anyone connected; want inactive (socket activation)"
+"$boot" cp "$name" "$tmp/config.toml" /etc/startgate/config.toml
 
 # The first connection starts it.
 inside startgatectl status >/dev/null || fail "startgatectl status through the activated socket"
