@@ -105,10 +105,10 @@ NFPM    := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 
 package: ## Build dist/startgate_VERSION_ARCH.deb and .rpm (nfpm): binaries, units, /etc/startgate/config.toml, completions
 	rm -rf $(BIN)/pkg && mkdir -p $(BIN)/pkg/completions dist
-	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/pkg/ ./cmd/startgated ./cmd/startgatectl
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/pkg/ ./cmd/startgated ./cmd/startgatectl
 	for sh in bash zsh fish; do $(BIN)/pkg/startgatectl completion $$sh > $(BIN)/pkg/completions/startgatectl.$$sh; done
 	for p in deb rpm; do \
-		VERSION=$(PKG_VERSION) ARCH=$(GOARCH) BIN=$(BIN)/pkg go run $(NFPM) package --config packaging/nfpm/nfpm.yaml --packager $$p --target dist/ || exit 1; \
+		VERSION=$(PKG_VERSION) ARCH=$(GOARCH) go run $(NFPM) package --config packaging/nfpm/nfpm.yaml --packager $$p --target dist/ || exit 1; \
 	done
 	@ls -l dist/
 
