@@ -92,7 +92,8 @@ type Status struct {
 		Pid      int    `json:"pid"`
 		Endpoint string `json:"endpoint,omitempty"`
 	} `json:"running"`
-	// Enabled is Effective == StartgateEndpoint.
+	// Enabled: Effective is startgated's socket (StartgateEndpoint, or
+	// the one Enable was given).
 	Enabled bool `json:"enabled"`
 	// Switched is when startgate switched it, zero if it did not (or
 	// switched it back).
@@ -196,6 +197,8 @@ func (n *Node) Status() (Status, error) {
 	st.Enabled = st.Effective == StartgateEndpoint
 	if s, err := n.readState(); err == nil && s != nil {
 		st.Switched = s.Switched
+		// Switched to another socket of startgated's (--endpoint).
+		st.Enabled = st.Enabled || (s.Endpoint != "" && st.Effective == s.Endpoint)
 	}
 	return st, nil
 }
