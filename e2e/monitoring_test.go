@@ -43,7 +43,10 @@ func TestDashboardQueriesReturnSeries(t *testing.T) {
 
 	prom := startPrometheus(t, promBin, pn.metricsAddr)
 	// rate() needs two samples in its window: wait for a few scrapes.
-	prom.eventually(t, 30*time.Second, "three scrapes of startgated", `count_over_time(startgate_build_info[1m]) >= 3`)
+	pn.eventually(30*time.Second, "three scrapes of startgated", func() (bool, string) {
+		n, err := prom.query(`count_over_time(startgate_build_info[1m]) >= 3`)
+		return err == nil && n > 0, fmt.Sprintf("%d series, %v", n, err)
+	})
 	for _, e := range exprs {
 		n, err := prom.query(e)
 		if err != nil {
@@ -167,19 +170,4 @@ func (p *prometheus) query(expr string) (int, error) {
 		return 0, fmt.Errorf("status %s: %s", r.Status, r.Error)
 	}
 	return len(r.Data.Result), nil
-}
-
-func (p *prometheus) eventually(t *testing.T, within time.Duration, what, expr string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		n, err := p.query(expr)
-		if err == nil && n > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s (%s): %d series, %v", within, what, expr, n, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
 }

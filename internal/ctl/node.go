@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/startgate/startgate/internal/kubelet"
@@ -180,11 +178,7 @@ func criAnswers(ctx context.Context, endpoint string) error {
 	if !strings.HasPrefix(endpoint, "unix://") {
 		return fmt.Errorf("endpoint %q is not unix://PATH", endpoint)
 	}
-	conn, err := grpc.NewClient("passthrough:///cri", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", strings.TrimPrefix(endpoint, "unix://"))
-		}))
+	conn, err := dialUnix(strings.TrimPrefix(endpoint, "unix://"))
 	if err != nil {
 		return err
 	}

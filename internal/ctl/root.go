@@ -146,30 +146,36 @@ const maxRecv = 64 << 20
 // call, which fails at once (no wait-for-ready) when nothing listens.
 func (a *app) client() (pb.StartgateClient, error) {
 	if a.conn == nil {
-		// The socket may be a relative path. "unix://"+path would make its
-		// first element an authority, so the dialer connects to the path
-		// itself (relative to the working directory, like any file
-		// argument; made absolute it could outgrow sun_path's 108 bytes)
-		// and the target is only the URL form of where that is.
-		abs, err := filepath.Abs(a.socket)
-		if err != nil {
-			return nil, exitError{code: 1, msg: fmt.Sprintf("startgatectl: --socket %s: %v", a.socket, err)}
-		}
-		conn, err := grpc.NewClient((&url.URL{Scheme: "unix", Path: abs}).String(),
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", a.socket)
-			}),
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			// A full queue (10,000 waiters with 1 KiB descriptions) is
-			// larger than gRPC's default 4 MiB receive limit.
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecv)))
+		// A full queue (10,000 waiters with 1 KiB descriptions) is larger
+		// than gRPC's default 4 MiB receive limit.
+		conn, err := dialUnix(a.socket, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecv)))
 		if err != nil {
 			return nil, exitError{code: 1, msg: fmt.Sprintf("startgatectl: --socket %s: %v", a.socket, err)}
 		}
 		a.conn = conn
 	}
 	return pb.NewStartgateClient(a.conn), nil
+}
+
+// dialUnix is a gRPC client of the unix socket at path, without
+// transport security. The path may be relative. "unix://"+path would
+// make its first element an authority, so the dialer connects to the path
+// itself (relative to the working directory, like any file argument;
+// made absolute it could outgrow sun_path's 108 bytes) and the target is
+// only the URL form of where that is. Nothing is dialed before the first
+// call.
+func dialUnix(path string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return grpc.NewClient((&url.URL{Scheme: "unix", Path: abs}).String(), append([]grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	}, opts...)...)
 }
 
 func (a *app) unreachable() error {

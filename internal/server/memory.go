@@ -28,8 +28,8 @@ import (
 // memoryGuard reads the daemon's heap and stacks at most every
 // memoryEvery and says whether they are over the limit.
 type memoryGuard struct {
-	high int64 // bytes; 0 is off
-	read func() int64
+	high int64        // bytes; 0 is off
+	read func() int64 // runtimeMemory; tests replace it
 	log  *zap.Logger
 
 	mu sync.Mutex
@@ -41,11 +41,8 @@ type memoryGuard struct {
 
 const memoryEvery = 100 * time.Millisecond
 
-func newMemoryGuard(high int64, read func() int64, log *zap.Logger) *memoryGuard {
-	if read == nil {
-		read = runtimeMemory
-	}
-	return &memoryGuard{high: high, read: read, log: log}
+func newMemoryGuard(high int64, log *zap.Logger) *memoryGuard {
+	return &memoryGuard{high: high, read: runtimeMemory, log: log}
 }
 
 // check returns nil under the limit, else the ResourceExhausted error a

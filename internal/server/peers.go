@@ -70,7 +70,7 @@ type peers struct {
 
 // newPeers counts against l; MemoryHigh is taken as given (zero is off).
 func newPeers(l Limits, log *zap.Logger) *peers {
-	return &peers{limits: l.withDefaults(), mem: newMemoryGuard(l.MemoryHigh, nil, log),
+	return &peers{limits: l.withDefaults(), mem: newMemoryGuard(l.MemoryHigh, log),
 		conns: map[uint32]int{}, streams: map[uint32]int{}, waiters: map[uint32]int{}}
 }
 

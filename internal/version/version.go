@@ -21,31 +21,24 @@ type Info struct {
 	GoVersion string `json:"goVersion"`
 }
 
-var (
-	once sync.Once
-	info Info
-)
-
-// Get returns this binary's Info.
-func Get() Info {
-	once.Do(func() {
-		info = Info{Version: Version}
-		bi, ok := debug.ReadBuildInfo()
-		if !ok {
-			return
+// Get returns this binary's Info (read once).
+var Get = sync.OnceValue(func() Info {
+	info := Info{Version: Version}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return info
+	}
+	info.GoVersion = bi.GoVersion
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			info.Revision = s.Value
+		case "vcs.modified":
+			info.Modified = s.Value == "true"
 		}
-		info.GoVersion = bi.GoVersion
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				info.Revision = s.Value
-			case "vcs.modified":
-				info.Modified = s.Value == "true"
-			}
-		}
-	})
+	}
 	return info
-}
+})
 
 // String is "VERSION (REVISION[, modified], GOVERSION)", the revision cut
 // to 12 characters.
