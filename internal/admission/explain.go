@@ -7,25 +7,31 @@ import (
 	"github.com/startgate/startgate/internal/pressure"
 )
 
-// Explain says, in a sentence for the pod's owner, why the queued request
-// with this description waits: its class and place in the queue, the
-// slots in use against the limit, and what holds the limit where it is.
-// ok is false when no queued request has that description. It takes the
-// gate's lock twice (Queue, then Status): the two views may be a moment
-// apart, which a message read by a person tolerates.
-func (g *Gate) Explain(description string) (msg string, ok bool) {
+// Explain says, in a sentence for each pod's owner, why the queued
+// requests with these descriptions wait: class and place in the queue,
+// the slots in use against the limit, and what holds the limit where it
+// is. A description no queued request has is not in the map. The queue
+// and the status are read once for all (two takes of the gate's lock, a
+// moment apart, which a message read by a person tolerates).
+func (g *Gate) Explain(descriptions ...string) map[string]string {
+	want := make(map[string]bool, len(descriptions))
+	for _, d := range descriptions {
+		want[d] = true
+	}
 	q := g.Queue()
-	var w *WaiterInfo
-	for i := range q {
-		if q[i].Description == description {
-			w = &q[i]
-			break
+	out := make(map[string]string)
+	var st *Status
+	for _, w := range q {
+		if !want[w.Description] {
+			continue
 		}
+		if st == nil {
+			s := g.Status()
+			st = &s
+		}
+		out[w.Description] = explain(w, len(q), *st)
 	}
-	if w == nil {
-		return "", false
-	}
-	return explain(*w, len(q), g.Status()), true
+	return out
 }
 
 func explain(w WaiterInfo, queued int, st Status) string {

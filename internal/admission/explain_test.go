@@ -65,7 +65,7 @@ func TestExplainOnGate(t *testing.T) {
 	go func() { _, _ = g.Acquire(ctx, Request{Class: High, Description: "start pod default/web-1"}) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		msg, ok := g.Explain("start pod default/web-1")
+		msg, ok := g.Explain("start pod default/web-1", "nobody")["start pod default/web-1"]
 		if ok {
 			if want := "class high, 1st of 1 queued; 1 of 1 start slots in use; an operator pinned the limit at 1"; !strings.HasPrefix(msg, want) {
 				t.Errorf("Explain = %q, want it to start %q", msg, want)
@@ -77,7 +77,7 @@ func TestExplainOnGate(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, ok := g.Explain("nobody"); ok {
-		t.Error("Explain of a description nobody queued reported ok")
+	if got := g.Explain("nobody"); len(got) != 0 {
+		t.Errorf("Explain of a description nobody queued = %v, want none", got)
 	}
 }

@@ -39,8 +39,17 @@ func (p *Proxy) reportHeld(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case now := <-tick.C:
-			for _, h := range p.waiting.due(now, after, every) {
-				why, ok := p.cfg.Explain(h.desc)
+			due := p.waiting.due(now, after, every)
+			if len(due) == 0 {
+				continue
+			}
+			descs := make([]string, len(due))
+			for i, h := range due {
+				descs[i] = h.desc
+			}
+			whys := p.cfg.Explain(descs...)
+			for _, h := range due {
+				why, ok := whys[h.desc]
 				if !ok {
 					continue // admitted, or gone, since
 				}

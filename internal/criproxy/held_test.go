@@ -38,7 +38,7 @@ func TestHeldStartGetsAnEvent(t *testing.T) {
 	var e *env
 	e = newEnv(t, nil, openPolicy(4), func(c *Config) {
 		c.Events, c.HeldEventAfter = ev, 200*time.Millisecond
-		c.Explain = func(d string) (string, bool) { return e.gate.Explain(d) }
+		c.Explain = func(d ...string) map[string]string { return e.gate.Explain(d...) }
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

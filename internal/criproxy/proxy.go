@@ -90,9 +90,10 @@ type Config struct {
 	// owner why its start waits: see held.go.
 	Events         EventSink
 	HeldEventAfter time.Duration
-	// Explain phrases why the queued request with this description waits
-	// (admission.Gate.Explain); ok is false when it is no longer queued.
-	Explain func(description string) (msg string, ok bool)
+	// Explain phrases why the queued requests with these descriptions
+	// wait, by description (admission.Gate.Explain); one no longer queued
+	// is left out.
+	Explain func(descriptions ...string) map[string]string
 }
 
 // Prefetch is what the proxy needs of the prefetch manager;
