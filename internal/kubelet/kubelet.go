@@ -140,6 +140,15 @@ var flagRE = regexp.MustCompile(`--container-runtime-endpoint(=|\s+)([^\s"']+)`)
 // configRE matches the KubeletConfiguration's top-level key.
 var configRE = regexp.MustCompile(`(?m)^containerRuntimeEndpoint:[ \t]*(\S*)[ \t]*$`)
 
+// ConfigEndpoint is the containerRuntimeEndpoint a KubeletConfiguration
+// file's content sets, unquoted; "" when it sets none.
+func ConfigEndpoint(b []byte) string {
+	if m := configRE.FindSubmatch(b); m != nil {
+		return unquote(string(m[1]))
+	}
+	return ""
+}
+
 // configLineRE is the key's whole line, to take out one Enable added.
 var configLineRE = regexp.MustCompile(`(?m)^containerRuntimeEndpoint:[ \t]*\S*[ \t]*\n?`)
 
@@ -182,8 +191,8 @@ func (n *Node) Status() (Status, error) {
 		st.Settings = append(st.Settings, flags[i])
 	}
 	if b, err := os.ReadFile(cfg); err == nil {
-		if m := configRE.FindSubmatch(b); m != nil {
-			st.Settings = append(st.Settings, Setting{File: cfg, Kind: "config", Value: unquote(string(m[1]))})
+		if ep := ConfigEndpoint(b); ep != "" {
+			st.Settings = append(st.Settings, Setting{File: cfg, Kind: "config", Value: ep})
 		}
 		if m := imageRE.FindSubmatch(b); m != nil {
 			st.ImageEndpoint = unquote(string(m[1]))

@@ -7,11 +7,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/startgate/startgate/internal/kubelet"
 )
 
 // kubeletGrace is how long a stopping kubelet gets before SIGKILL. It
@@ -96,9 +97,6 @@ maxPods: 250
 // KubeletConfigPath is the kubelet's KubeletConfiguration file.
 func (c *Cluster) KubeletConfigPath() string { return filepath.Join(c.dir, "kubelet.yaml") }
 
-// endpointRE is the config file's containerRuntimeEndpoint.
-var endpointRE = regexp.MustCompile(`(?m)^containerRuntimeEndpoint:[ \t]*(\S+)`)
-
 // StartKubelet starts the kubelet (after Start with Options.NoKubelet,
 // or again after StopKubelet) and waits until it has registered the node,
 // or reported its status since this start if it had, and serves on its
@@ -112,8 +110,8 @@ func (c *Cluster) StartKubelet(ctx context.Context) error {
 	cfgPath := c.KubeletConfigPath()
 	if c.opts.EndpointFromFile {
 		if b, err := os.ReadFile(cfgPath); err == nil {
-			if m := endpointRE.FindSubmatch(b); m != nil {
-				c.opts.RuntimeEndpoint = strings.TrimPrefix(strings.Trim(string(m[1]), `"'`), "unix://")
+			if ep := kubelet.ConfigEndpoint(b); ep != "" {
+				c.opts.RuntimeEndpoint = strings.TrimPrefix(ep, "unix://")
 			}
 		}
 	}
