@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Verifies the systemd units in packaging/systemd with systemd-analyze.
 #
-# systemd-analyze verify checks that ExecStart's binary exists, so the
-# service is verified as a copy whose ExecStart points at a freshly built
-# startgated, with the socket unit beside it. PID 1 need not be systemd.
+# systemd-analyze verify checks that ExecStart's (and ExecReload's) binary
+# exists, so the service is verified as a copy whose commands point at a
+# freshly built startgated, with the socket unit beside it. PID 1 need not be systemd.
 # Any line of output that mentions one of our units fails the check:
 # systemd-analyze exits 0 on many warnings.
 set -euo pipefail
@@ -20,7 +20,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 (cd "$repo" && go build -o "$tmp/startgated" ./cmd/startgated)
-sed "s|^ExecStart=/usr/bin/startgated|ExecStart=$tmp/startgated|" \
+sed -E "s#^(Exec(Start|Reload))=/usr/bin/startgated#\1=$tmp/startgated#" \
 	"$units/startgated.service" >"$tmp/startgated.service"
 cp "$units/startgated.socket" "$units/startgated-cri.socket" "$tmp/"
 if ! grep -q "^ExecStart=$tmp/startgated " "$tmp/startgated.service"; then

@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -125,6 +126,9 @@ type Proxy struct {
 	warm     *warmer
 	pulls    *pullLane
 	waiting  waiters
+	// classifier is cfg.Classifier until a reload replaces it
+	// (SetClassifier); starts read it once each.
+	classifier atomic.Pointer[Classifier]
 	// refused holds the uids of pods already told that their class
 	// annotation was not honoured, so that it is said once per pod, not
 	// once per container; bounded, oldest forgotten first.
@@ -193,6 +197,7 @@ func New(cfg Config) (*Proxy, error) {
 		stuckCheck: time.Second,
 		refused:    lru.New(refusedPods),
 	}
+	p.classifier.Store(cfg.Classifier)
 	p.stopCtx, p.stopFunc = context.WithCancel(context.Background())
 	p.stopCh = p.stopCtx.Done()
 	p.warm = newWarmer(p)
@@ -218,6 +223,16 @@ func New(cfg Config) (*Proxy, error) {
 		grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize),
 	)
 	return p, nil
+}
+
+// SetClassifier replaces the rules that pick a start's class, for a
+// config reload; starts already classified keep their class.
+func (p *Proxy) SetClassifier(c *Classifier) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	p.classifier.Store(c)
+	return nil
 }
 
 // maxMsgSize matches kubelet's CRI client (16 MiB).

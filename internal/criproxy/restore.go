@@ -54,7 +54,7 @@ func (p *Proxy) Restore(ctx context.Context) (Restored, error) {
 		}
 		md := sb.GetMetadata()
 		cfg := &runtimeapi.PodSandboxConfig{Metadata: md, Labels: sb.GetLabels(), Annotations: sb.GetAnnotations()}
-		cl := p.cfg.Classifier.Classify(cfg)
+		cl := p.classifier.Load().Classify(cfg)
 		desc := fmt.Sprintf("start pod %s/%s", md.GetNamespace(), md.GetName())
 		lease, err := p.cfg.Gate.Restore(admission.Request{Class: cl.Class, Tenant: cl.Tenant, Description: desc,
 			Hold: max(since.Add(p.cfg.Warmup.Cap).Sub(now), time.Second)})

@@ -205,7 +205,7 @@ func (p *Proxy) admit(ctx context.Context, method string, sb *runtimeapi.PodSand
 		p.obs.PodGone(method, pg.reason)
 		return nil, pg.status()
 	}
-	cl := p.cfg.Classifier.Classify(sb)
+	cl := p.classifier.Load().Classify(sb)
 	if cl.Refused != "" && uid != "" {
 		if p.firstRefusal(uid) {
 			p.log.Warn("pod's class annotation not honoured", zap.String("pod", sb.GetMetadata().GetNamespace()+"/"+sb.GetMetadata().GetName()),

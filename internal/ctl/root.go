@@ -182,7 +182,6 @@ func (a *app) unreachable() error {
 	return exitError{code: 1, msg: fmt.Sprintf("cannot reach startgated at %s: is it running?", a.socket)}
 }
 
-// callCtx bounds one unary call by --timeout.
 // unary makes one call to the daemon within the command's timeout and
 // turns its error into the run's outcome (rpcError).
 func unary[Req, Resp any](a *app, cmd *cobra.Command,
@@ -201,6 +200,7 @@ func unary[Req, Resp any](a *app, cmd *cobra.Command,
 	return r, nil
 }
 
+// callCtx bounds one call by --timeout.
 func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, a.timeout)
 }

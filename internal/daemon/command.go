@@ -62,12 +62,19 @@ func NewCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log, err := NewLogger(cfg.Daemon.LogLevel, cfg.Daemon.LogFormat, os.Stderr)
+			log, level, err := NewLogger(cfg.Daemon.LogLevel, cfg.Daemon.LogFormat, os.Stderr)
 			if err != nil {
 				return err
 			}
 			defer log.Sync() //nolint:errcheck // stderr sync fails on some terminals; nothing to do about it.
-			return Run(cmd.Context(), cfg, log)
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			return Run(cmd.Context(), cfg, log, &Reload{
+				Signals: hup,
+				Load:    func() (*config.Config, error) { return loadConfig(cmd, f) },
+				Level:   level,
+			})
 		},
 	}
 	pf := root.PersistentFlags()
@@ -91,20 +98,30 @@ func NewCommand() *cobra.Command {
 			return config.DefaultConfig().WriteTOML(cmd.OutOrStdout())
 		},
 	})
-	cfgCmd.AddCommand(&cobra.Command{
+	var quiet bool
+	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate a config file and print the effective configuration",
-		Args:  cobra.NoArgs,
+		Long: "Validate a config file and print the effective configuration. The exit\n" +
+			"status is 1 when the file does not load or validate; the error names the key.\n" +
+			"The unit's ExecReload runs it (--quiet) before signalling the daemon, so that\n" +
+			"`systemctl reload startgated` fails on a bad edit and changes nothing.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, f)
 			if err != nil {
 				return err
 			}
+			if quiet {
+				return nil
+			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "# %s: ok\n", f.config)
 			return cfg.WriteTOML(out)
 		},
-	})
+	}
+	check.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing when the file is valid")
+	cfgCmd.AddCommand(check)
 	root.AddCommand(cfgCmd)
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(os.Stdout)

@@ -40,6 +40,9 @@ func TestConfigDefaultRoundTrips(t *testing.T) {
 	if _, err := runCommand(t, "config", "check", "--config", p); err != nil {
 		t.Errorf("config check of the defaults: %v", err)
 	}
+	if out, err := runCommand(t, "config", "check", "--quiet", "--config", p); err != nil || out != "" {
+		t.Errorf("config check --quiet of the defaults = %q, %v; want nothing printed, no error", out, err)
+	}
 }
 
 func TestConfigCheck(t *testing.T) {
@@ -54,6 +57,7 @@ func TestConfigCheck(t *testing.T) {
 		want string // "" for success
 	}{
 		{"bad value", []string{"config", "check", "--config", bad}, "admission.on_deadline"},
+		{"bad value, quiet", []string{"config", "check", "-q", "--config", bad}, "admission.on_deadline"},
 		{"missing explicit", []string{"config", "check", "--config", filepath.Join(dir, "none.toml")}, "none.toml"},
 		{"bad override", []string{"--config", filepath.Join(dir, "none.toml")}, "none.toml"},
 	}

@@ -174,7 +174,7 @@ func TestRunRefusesLiveCRISocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	err = Run(context.Background(), cfg, zap.NewNop())
+	err = Run(context.Background(), cfg, zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "another process is serving on "+cfg.CRI.Socket) {
 		t.Errorf("Run with a live CRI socket = %v, want an error naming it", err)
 	}

@@ -29,8 +29,9 @@ import (
 
 // Run serves until ctx ends, then shuts down and returns nil; it returns
 // an error when the daemon cannot start or a server fails. cfg must be
-// validated.
-func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+// validated. reload, when not nil, re-reads the configuration on its
+// signals.
+func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reload) error {
 	mode, err := cfg.SocketFileMode()
 	if err != nil {
 		return err
@@ -283,6 +284,14 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		defer wg.Done()
 		n.run(runCtx, gate, gate.Interval())
 	}()
+	if reload != nil {
+		r := &reloader{Reload: *reload, log: log.Named("reload"), n: n, gate: gate, proxy: proxy, cur: cfg}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.run(runCtx)
+		}()
+	}
 	log.Info("startgated ready")
 
 	var runErr error

@@ -73,10 +73,15 @@ type running struct {
 
 func startRun(t *testing.T, cfg *config.Config) *running {
 	t.Helper()
+	return startRunReload(t, cfg, nil)
+}
+
+func startRunReload(t *testing.T, cfg *config.Config, reload *Reload) *running {
+	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1), logs: logs}
-	go func() { r.done <- Run(ctx, cfg, zap.New(core)) }()
+	go func() { r.done <- Run(ctx, cfg, zap.New(core), reload) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -197,7 +202,7 @@ func TestRunRefusesLiveSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	err = Run(context.Background(), cfg, zap.NewNop())
+	err = Run(context.Background(), cfg, zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "another process is serving on "+cfg.Daemon.Socket) {
 		t.Errorf("Run with a live socket = %v, want an error naming the socket", err)
 	}
@@ -214,7 +219,7 @@ func TestRunRefusesNonSocket(t *testing.T) {
 	if err := os.WriteFile(cfg.Daemon.Socket, []byte("precious"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := Run(context.Background(), cfg, zap.NewNop())
+	err := Run(context.Background(), cfg, zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("Run with a regular file at the socket path = %v, want a not-a-socket error", err)
 	}

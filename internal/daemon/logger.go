@@ -10,13 +10,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// NewLogger builds the daemon's logger writing to w. format "auto" is JSON
+// NewLogger builds the daemon's logger writing to w, and returns its level,
+// which a config reload changes in place. format "auto" is JSON
 // unless w is a terminal: under systemd stderr goes to the journal, where
 // one JSON object per line is what log shippers parse.
-func NewLogger(level, format string, w *os.File) (*zap.Logger, error) {
-	var lvl zapcore.Level
+func NewLogger(level, format string, w *os.File) (*zap.Logger, zap.AtomicLevel, error) {
+	lvl := zap.NewAtomicLevel()
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("daemon: log level %q: %w", level, err)
+		return nil, lvl, fmt.Errorf("daemon: log level %q: %w", level, err)
 	}
 	jsonOut := true
 	switch format {
@@ -26,7 +27,7 @@ func NewLogger(level, format string, w *os.File) (*zap.Logger, error) {
 	case "auto", "":
 		jsonOut = !isTerminal(w)
 	default:
-		return nil, fmt.Errorf("daemon: log format %q not one of auto, json, console", format)
+		return nil, lvl, fmt.Errorf("daemon: log format %q not one of auto, json, console", format)
 	}
 	var enc zapcore.Encoder
 	if jsonOut {
@@ -43,7 +44,7 @@ func NewLogger(level, format string, w *os.File) (*zap.Logger, error) {
 		enc = priorityEncoder{enc}
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(w), lvl)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(w))), nil
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(w))), lvl, nil
 }
 
 // isJournalStream reports whether w is the stream systemd connected to

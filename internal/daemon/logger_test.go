@@ -30,7 +30,7 @@ func TestLoggerPriorityPrefixForJournal(t *testing.T) {
 			} else {
 				t.Setenv("JOURNAL_STREAM", fmt.Sprintf("%d:%d", st.Dev, st.Ino+1)) // another stream
 			}
-			log, err := NewLogger("debug", "json", f)
+			log, _, err := NewLogger("debug", "json", f)
 			if err != nil {
 				t.Fatal(err)
 			}

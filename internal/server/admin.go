@@ -6,6 +6,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/structdiff"
 	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
 
@@ -63,7 +64,7 @@ func (s *Server) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest) (*pb.S
 	if err != nil {
 		return nil, err
 	}
-	s.audit(ctx, "set", zap.Strings("changed", policyChanges(orig, p)))
+	s.audit(ctx, "set", zap.Strings("changed", structdiff.Fields(orig, p, "")))
 	return &pb.SetPolicyResponse{Policy: policyToProto(p)}, nil
 }
 

@@ -2,15 +2,12 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
 
-	"github.com/startgate/startgate/internal/admission"
 	"github.com/startgate/startgate/internal/version"
 	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
@@ -39,32 +36,6 @@ func commandOf(pid int32) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
-
-// policyChanges lists the fields of the policy an update changed, as
-// "Field: old -> new" (nested ones as "Targets.CPU"), so the audit line
-// says what was set and from what.
-func policyChanges(before, after admission.Policy) []string {
-	var out []string
-	var walk func(prefix string, b, a reflect.Value)
-	walk = func(prefix string, b, a reflect.Value) {
-		for i := range b.NumField() {
-			f := b.Type().Field(i)
-			if !f.IsExported() {
-				continue
-			}
-			bv, av := b.Field(i), a.Field(i)
-			if bv.Kind() == reflect.Struct && bv.Type().NumField() > 0 && !bv.Type().ConvertibleTo(reflect.TypeFor[fmt.Stringer]()) {
-				walk(prefix+f.Name+".", bv, av)
-				continue
-			}
-			if bs, as := fmt.Sprint(bv.Interface()), fmt.Sprint(av.Interface()); bs != as {
-				out = append(out, prefix+f.Name+": "+bs+" -> "+as)
-			}
-		}
-	}
-	walk("", reflect.ValueOf(before), reflect.ValueOf(after))
-	return out
 }
 
 func (s *Server) Version(context.Context, *pb.VersionRequest) (*pb.VersionResponse, error) {

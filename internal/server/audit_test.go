@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/structdiff"
 	"github.com/startgate/startgate/internal/version"
 	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
@@ -81,12 +82,12 @@ func TestPolicyChanges(t *testing.T) {
 	b.FixedInFlight = 4
 	b.Targets[0] = a.Targets[0] / 2
 	b.Aging = 2 * a.Aging
-	got := policyChanges(a, b)
+	got := structdiff.Fields(a, b, "")
 	if len(got) != 3 {
-		t.Fatalf("policyChanges = %v, want 3 changes", got)
+		t.Fatalf("structdiff.Fields = %v, want 3 changes", got)
 	}
-	if c := policyChanges(a, a); len(c) != 0 {
-		t.Errorf("policyChanges of a policy and itself = %v, want none", c)
+	if c := structdiff.Fields(a, a, ""); len(c) != 0 {
+		t.Errorf("structdiff.Fields of a policy and itself = %v, want none", c)
 	}
 }
 
