@@ -181,8 +181,14 @@ func (pn *prefetchNode) push(ctx context.Context, repoTag string, img v1.Image) 
 // digest.
 func (pn *prefetchNode) runningApp(ctx context.Context, seed uint64, wait time.Duration) (string, v1.Image, string) {
 	pn.t.Helper()
-	ref := pn.front.Ref("app:1")
 	base, _ := appImage(pn.t, prefetchLayerSize, seed)
+	return pn.runningAppOf(ctx, base, wait)
+}
+
+// runningAppOf is runningApp with the image given.
+func (pn *prefetchNode) runningAppOf(ctx context.Context, base v1.Image, wait time.Duration) (string, v1.Image, string) {
+	pn.t.Helper()
+	ref := pn.front.Ref("app:1")
 	running := pn.push(ctx, "app:1", base)
 	pn.pull(ctx, ref)
 	pn.waitEntry(ref, wait, "idle on the running digest", func(e prefetchEntry) bool {

@@ -179,6 +179,7 @@ func TestWriteTOMLRoundTrip(t *testing.T) {
 		Interval: Duration(30 * time.Second), MaxBackoff: Duration(10 * time.Minute), Concurrency: 3,
 		LeaseExpiry: Duration(2 * time.Hour), PlainHTTP: []string{"registry.lan:5000", "10.0.0.5"},
 		Registries: []string{"registry.lan", "ghcr.io"}, Watch: []string{"registry.lan/app:1"}, DockerConfig: "/root/.docker/config.json", RequestTimeout: Duration(5 * time.Second),
+		CredentialHelpers: map[string]string{"123456789012.dkr.ecr.eu-west-1.amazonaws.com": "ecr-login"}, HostsDir: "/etc/k3s/certs.d",
 		Bandwidth: 20 << 20, RollbackWindow: Duration(time.Hour), MoveTag: true,
 		Notifications: Notifications{Listen: "0.0.0.0:5050", AllowRemote: true, TokenFile: "/etc/startgate/notify.token"},
 	}
@@ -327,6 +328,9 @@ func TestLoadErrors(t *testing.T) {
 		{"prefetch plain_http", "version = 1\n[prefetch]\nplain_http = [\"ok:5000\", \"http://reg\"]\n", []string{"prefetch.plain_http[2]", `"http://reg"`}},
 		{"prefetch registries", "version = 1\n[prefetch]\nregistries = [\"ok\", \"bad/host\"]\n", []string{"prefetch.registries[2]", `"bad/host"`}},
 		{"prefetch docker_config", "version = 1\n[prefetch]\ndocker_config = \"config.json\"\n", []string{"prefetch.docker_config", `"config.json"`}},
+		{"prefetch hosts_dir", "version = 1\n[prefetch]\nhosts_dir = \"certs.d\"\n", []string{"prefetch.hosts_dir", `"certs.d"`}},
+		{"prefetch credential helper name", "version = 1\n[prefetch.credential_helpers]\n\"reg.example\" = \"../../bin/sh\"\n", []string{`prefetch.credential_helpers."reg.example"`, `"../../bin/sh" is not a helper name`}},
+		{"prefetch credential helper host", "version = 1\n[prefetch.credential_helpers]\n\"https://reg.example/\" = \"ecr-login\"\n", []string{`prefetch.credential_helpers."https://reg.example/"`, "not a host"}},
 		{"prefetch bandwidth bad", "version = 1\n[prefetch]\nbandwidth = \"fast\"\n", []string{"prefetch.bandwidth", `"fast"`}},
 		{"prefetch bandwidth negative", "version = 1\n[prefetch]\nbandwidth = \"-1MiB\"\n", []string{"prefetch.bandwidth", `"-1MiB"`}},
 		{"prefetch rollback_window negative", "version = 1\n[prefetch]\nrollback_window = \"-1h\"\n", []string{"prefetch.rollback_window: -1h0m0s out of range [0s, 720h0m0s]"}},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -60,8 +61,15 @@ type Prefetch struct {
 	// DockerConfig is a docker config.json whose "auths" give registry
 	// credentials; "" means none (anonymous). Read at start.
 	DockerConfig string `toml:"docker_config"`
-	// RequestTimeout bounds a registry's wait before answering a request
-	// and a token request as a whole.
+	// CredentialHelpers maps registry hosts to docker credential helpers
+	// (a name: "ecr-login" runs docker-credential-ecr-login from PATH).
+	CredentialHelpers map[string]string `toml:"credential_helpers"`
+	// HostsDir is containerd's registry hosts directory (its CRI
+	// registry config_path): mirrors, CAs and TLS per registry, read as
+	// containerd reads them; "" reads none.
+	HostsDir string `toml:"hosts_dir"`
+	// RequestTimeout bounds a registry's wait before answering a request,
+	// and a credential helper's run.
 	RequestTimeout Duration      `toml:"request_timeout"`
 	Notifications  Notifications `toml:"notifications"`
 }
@@ -83,22 +91,24 @@ type Notifications struct {
 // file; the durations are the prefetch package's own defaults.
 func defaultPrefetch() Prefetch {
 	return Prefetch{
-		Enabled:          false,
-		ContainerdSocket: "",
-		Snapshotter:      "overlayfs",
-		Interval:         Duration(prefetch.DefaultInterval),
-		MaxBackoff:       Duration(prefetch.DefaultMaxBackoff),
-		Concurrency:      1,
-		LeaseExpiry:      Duration(prefetch.DefaultLeaseExpiry),
-		Bandwidth:        DefaultBandwidth,
-		RollbackWindow:   Duration(DefaultRollbackWindow),
-		MoveTag:          false,
-		PlainHTTP:        []string{},
-		Registries:       []string{},
-		Watch:            []string{},
-		DockerConfig:     "",
-		RequestTimeout:   Duration(prefetch.DefaultRequestTimeout),
-		Notifications:    Notifications{Listen: "", AllowRemote: false, TokenFile: ""},
+		Enabled:           false,
+		ContainerdSocket:  "",
+		Snapshotter:       "overlayfs",
+		Interval:          Duration(prefetch.DefaultInterval),
+		MaxBackoff:        Duration(prefetch.DefaultMaxBackoff),
+		Concurrency:       1,
+		LeaseExpiry:       Duration(prefetch.DefaultLeaseExpiry),
+		Bandwidth:         DefaultBandwidth,
+		RollbackWindow:    Duration(DefaultRollbackWindow),
+		MoveTag:           false,
+		PlainHTTP:         []string{},
+		Registries:        []string{},
+		Watch:             []string{},
+		DockerConfig:      "",
+		CredentialHelpers: map[string]string{},
+		HostsDir:          DefaultHostsDir,
+		RequestTimeout:    Duration(prefetch.DefaultRequestTimeout),
+		Notifications:     Notifications{Listen: "", AllowRemote: false, TokenFile: ""},
 	}
 }
 
@@ -107,6 +117,12 @@ func defaultPrefetch() Prefetch {
 // node's network while its pods start; a 20 MB patch still lands in a
 // fraction of a second.
 const DefaultBandwidth = Size(100 << 20)
+
+// DefaultHostsDir is prefetch.hosts_dir's default, where containerd's
+// documentation and kubeadm-style setups put the registry hosts
+// directory. A node whose containerd has no config_path has no such
+// directory, and nothing is read.
+const DefaultHostsDir = "/etc/containerd/certs.d"
 
 // DefaultRollbackWindow is prefetch.rollback_window's default: a day
 // covers a rollout noticed bad the next morning.
@@ -140,8 +156,20 @@ var prefetchDocs = map[string]string{
 	"prefetch.watch": "Tag references watched from the start besides the node's own images (an image\n" +
 		"about to be deployed here); their registries are allowed for requests too.",
 	"prefetch.docker_config": "A docker config.json whose \"auths\" (auth, username/password, identitytoken)\n" +
-		"give registry credentials; \"\" is none. Read at start; credential helpers are not run.",
-	"prefetch.request_timeout": "Longest wait for a registry to answer a request (and for a whole token\nrequest); a blob's download is not cut by it.",
+		"give registry credentials; \"\" is none. Read at start. The helpers it names\n" +
+		"(credsStore, credHelpers) are not run: map them in credential_helpers.",
+	"prefetch.credential_helpers": "Docker credential helpers by registry host, e.g.\n" +
+		"{ \"123456789012.dkr.ecr.eu-west-1.amazonaws.com\" = \"ecr-login\" } runs\n" +
+		"docker-credential-ecr-login get (from PATH, inside the unit's sandbox) for that\n" +
+		"host and its mirrors' hosts if listed; an answer is reused for a minute. Hosts\n" +
+		"without a helper use docker_config.",
+	"prefetch.hosts_dir": "containerd's registry hosts directory (the CRI's registry config_path):\n" +
+		"HOST/hosts.toml gives the mirrors tried before the registry, and the CA,\n" +
+		"client certificate, skip_verify and headers of each, as containerd reads them;\n" +
+		"\"_default\" applies to registries without a directory. Set it to containerd's\n" +
+		"config_path; \"\" reads none. Re-read within a minute of an edit.",
+	"prefetch.request_timeout": "Longest wait for a registry to answer a request, and for a credential helper;\n" +
+		"a blob's download is not cut by it (a trickling one is).",
 	"prefetch.notifications": "The registry's push notifications (distribution's webhook): a push of a\n" +
 		"watched tag triggers a resolve at once. Point the registry's notifications\n" +
 		"endpoint at http://LISTEN/ with header Authorization: Bearer TOKEN.",
@@ -190,6 +218,18 @@ func (p Prefetch) validate(metricsListen string) []error {
 	}
 	if p.DockerConfig != "" && !filepath.IsAbs(p.DockerConfig) {
 		errs.add("prefetch.docker_config", "%q is not an absolute path (\"\" is none)", p.DockerConfig)
+	}
+	for _, h := range slices.Sorted(maps.Keys(p.CredentialHelpers)) {
+		key := fmt.Sprintf("prefetch.credential_helpers.%q", h)
+		if !validHost(h) {
+			errs.add(key, "%q is not a host or host:port", h)
+		}
+		if name := p.CredentialHelpers[h]; !prefetch.ValidHelperName(name) {
+			errs.add(key, "%q is not a helper name (the part after docker-credential-: letters, digits, '.', '_', '-')", name)
+		}
+	}
+	if p.HostsDir != "" && !filepath.IsAbs(p.HostsDir) {
+		errs.add("prefetch.hosts_dir", "%q is not an absolute path (\"\" reads none)", p.HostsDir)
 	}
 	errs.duration("prefetch.request_timeout", p.RequestTimeout, time.Second, time.Hour)
 	n := p.Notifications

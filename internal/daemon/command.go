@@ -67,6 +67,7 @@ func NewCommand() *cobra.Command {
 				return err
 			}
 			defer log.Sync() //nolint:errcheck // stderr sync fails on some terminals; nothing to do about it.
+			routeContainerdLogs(log)
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)

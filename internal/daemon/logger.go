@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"fmt"
+	"io"
 	"os"
+
+	"github.com/sirupsen/logrus"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/buffer"
@@ -103,4 +106,38 @@ func syslogPriority(l zapcore.Level) string {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// routeContainerdLogs sends what containerd's client libraries log (the
+// docker resolver, through logrus: "trying next host" when a mirror
+// fails, "fetch failed") to log, named "containerd", instead of plain
+// text on stderr that the journal could not parse. Their info lines
+// repeat what startgated's own errors say, so they are debug here; their
+// warnings and errors keep their level. It sets logrus's global logger:
+// call it once per process.
+func routeContainerdLogs(log *zap.Logger) {
+	logrus.SetOutput(io.Discard)
+	logrus.SetLevel(logrus.InfoLevel)
+	logrus.StandardLogger().ReplaceHooks(logrus.LevelHooks{})
+	logrus.AddHook(logrusHook{log: log.Named("containerd")})
+}
+
+type logrusHook struct{ log *zap.Logger }
+
+func (logrusHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h logrusHook) Fire(e *logrus.Entry) error {
+	fields := make([]zap.Field, 0, len(e.Data))
+	for k, v := range e.Data {
+		fields = append(fields, zap.Any(k, v))
+	}
+	switch {
+	case e.Level <= logrus.ErrorLevel:
+		h.log.Error(e.Message, fields...)
+	case e.Level == logrus.WarnLevel:
+		h.log.Warn(e.Message, fields...)
+	default:
+		h.log.Debug(e.Message, fields...)
+	}
+	return nil
 }

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sirupsen/logrus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,5 +59,29 @@ func TestLoggerPriorityPrefixForJournal(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestContainerdLogsRouted: lines containerd's libraries log through
+// logrus reach the daemon's logger, info as debug, errors as errors, with
+// their fields, and nothing is written as plain text.
+func TestContainerdLogsRouted(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	routeContainerdLogs(zap.New(core))
+	t.Cleanup(func() {
+		logrus.StandardLogger().ReplaceHooks(logrus.LevelHooks{})
+		logrus.SetOutput(os.Stderr)
+	})
+	logrus.WithField("host", "mirror.lan").Info("trying next host")
+	logrus.Error("boom")
+	got := logs.All()
+	if len(got) != 2 {
+		t.Fatalf("%d lines routed, want 2", len(got))
+	}
+	if got[0].Level != zap.DebugLevel || got[0].LoggerName != "containerd" || got[0].ContextMap()["host"] != "mirror.lan" {
+		t.Errorf("info line routed as %v %q %v, want debug on logger containerd with host", got[0].Level, got[0].LoggerName, got[0].ContextMap())
+	}
+	if got[1].Level != zap.ErrorLevel || got[1].Message != "boom" {
+		t.Errorf("error line routed as %v %q", got[1].Level, got[1].Message)
 	}
 }

@@ -87,6 +87,10 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 		creds, credHosts = dc.Credentials, dc.Hosts()
 		slices.Sort(credHosts)
 	}
+	if len(pc.CredentialHelpers) > 0 {
+		h := &prefetch.CredentialHelpers{ByHost: pc.CredentialHelpers, Fallback: creds, Timeout: pc.RequestTimeout.Std()}
+		creds = h.Credentials
+	}
 	// Prefetch yields to starts: it pauses while IO pressure is above the
 	// gate's own IO target, waits in the gate's background class, and all
 	// fetches together read at most prefetch.bandwidth bytes a second.
@@ -104,6 +108,7 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 		Namespace:      prefetch.DefaultNamespace,
 		LeaseExpiry:    pc.LeaseExpiry.Std(),
 		PlainHTTP:      plainHTTP(pc.PlainHTTP),
+		HostsDir:       pc.HostsDir,
 		Credentials:    creds,
 		RequestTimeout: pc.RequestTimeout.Std(),
 		// The Manager is made below, before any fetch: a redirect may
@@ -181,6 +186,8 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 		zap.Strings("registries", append([]string{"node's"}, pc.Registries...)),
 		zap.Strings("watch", pc.Watch),
 		zap.Strings("credentials_for", credHosts),
+		zap.Any("credential_helpers", pc.CredentialHelpers),
+		zap.String("hosts_dir", pc.HostsDir),
 		zap.Duration("request_timeout", pc.RequestTimeout.Std()),
 		zap.String("notifications", notifications),
 	}

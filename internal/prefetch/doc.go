@@ -15,8 +15,10 @@
 // # Resolver: containerd's, not go-containerregistry's
 //
 // Blobs go through containerd's docker resolver (core/remotes/docker), the
-// code containerd's CRI pulls with: the same host rules (plain HTTP for
-// loopback hosts only, unless Options.PlainHTTP says otherwise), the same
+// code containerd's CRI pulls with: the same host rules (the mirrors,
+// CAs and TLS of the node's hosts.toml files, read by containerd's
+// config.ConfigureHosts; without one, plain HTTP for loopback hosts only,
+// unless Options.PlainHTTP says otherwise), the same
 // descriptors and media types, and the same ingest keys
 // (remotes.MakeRefKey), so a CRI pull of a blob being prefetched waits for
 // this fetch's ingest and then finds the blob, instead of fetching it

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,19 +69,22 @@ type Options struct {
 	// Platform picks the manifest from an index; nil means this node's
 	// platform (platforms.DefaultSpec, what the CRI picks).
 	Platform *ocispec.Platform
-	// Transport carries the registry requests; nil means a clone of
-	// http.DefaultTransport owned, and closed, by the Fetcher.
-	Transport http.RoundTripper
-	// Credentials gives the user and secret for a registry host
-	// (containerd's docker.WithAuthCreds; DockerConfig.Credentials); nil
-	// means anonymous.
+	// HostsDir is containerd's hosts directory (its registry config_path,
+	// e.g. /etc/containerd/certs.d): each registry's hosts.toml gives the
+	// mirrors tried before it and the TLS and headers of each, as for the
+	// CRI's own pulls (registries, hosts.go). "" reads none: every
+	// registry is its own only host.
+	HostsDir string
+	// Credentials gives the user and secret for a registry host, a
+	// mirror's included (containerd's docker.WithAuthCreds;
+	// DockerConfig.Credentials, CredentialHelpers.Credentials); nil means
+	// anonymous.
 	Credentials func(host string) (user, secret string, err error)
 	// RequestTimeout bounds a registry's wait before answering (the
-	// Fetcher's own transport's ResponseHeaderTimeout) and a token request
-	// as a whole; 0 means DefaultRequestTimeout. A blob's body has no
-	// timeout (it would cut big layers on slow links) but is cut when it
-	// trickles: less than 32 KiB per RequestTimeout of waiting for it
-	// (stall.go).
+	// response-header timeout of every registry client); 0 means
+	// DefaultRequestTimeout. A blob's body has no timeout (it would cut
+	// big layers on slow links) but is cut when it trickles: less than
+	// 32 KiB per RequestTimeout of waiting for it (stall.go).
 	RequestTimeout time.Duration
 	// WrapReader, when set, wraps every blob body the Fetcher downloads
 	// (the bandwidth cap and IO pause: Throttle.Reader); ctx is the
@@ -108,7 +110,7 @@ type Fetcher struct {
 	platform ocispec.Platform
 	matcher  platforms.MatchComparer
 	resolver remotes.Resolver
-	owned    *http.Transport // closed by Close; nil when the caller gave one
+	hosts    *registries
 	log      *zap.Logger
 }
 
@@ -148,27 +150,14 @@ func New(client *containerd.Client, opts Options) (*Fetcher, error) {
 		f.platform = *opts.Platform
 	}
 	f.matcher = platforms.Only(f.platform)
-	rt := opts.Transport
-	if rt == nil {
-		f.owned = http.DefaultTransport.(*http.Transport).Clone()
-		// A registry that accepts and never answers must not hold a
-		// fetch until its context ends.
-		f.owned.ResponseHeaderTimeout = opts.RequestTimeout
-		rt = f.owned
-	}
-	// A body that trickles is cut (stall.go).
-	rt = stallTransport{rt: rt, window: opts.RequestTimeout, floor: stallFloor}
-	f.resolver = newResolver(rt, opts)
+	f.hosts = newRegistries(opts)
+	f.resolver = f.hosts.resolver()
 	return f, nil
 }
 
-// Close closes the idle registry connections of the Fetcher's own
-// transport. Fetches still running go on.
-func (f *Fetcher) Close() {
-	if f.owned != nil {
-		f.owned.CloseIdleConnections()
-	}
-}
+// Close closes the idle registry connections. Fetches still running go
+// on.
+func (f *Fetcher) Close() { f.hosts.closeIdle() }
 
 // Layer is one layer of a fetched image.
 type Layer struct {

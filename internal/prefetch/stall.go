@@ -32,6 +32,13 @@ type stallTransport struct {
 	floor  int64
 }
 
+// CloseIdleConnections closes rt's idle connections, when rt can.
+func (t stallTransport) CloseIdleConnections() {
+	if c, ok := t.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 func (t stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.rt.RoundTrip(req)
 	if err != nil || resp.Body == nil || resp.Body == http.NoBody {

@@ -4,24 +4,16 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"strings"
-	"time"
-
-	"github.com/containerd/containerd/v2/core/remotes"
-	"github.com/containerd/containerd/v2/core/remotes/docker"
 )
 
-// DefaultRequestTimeout is Options.RequestTimeout's default.
-const DefaultRequestTimeout = 30 * time.Second
-
 // DockerConfig holds the static registry credentials of a docker
-// config.json ("auths"). Credential helpers (credsStore, credHelpers) are
-// not run: startgated runs as root, and executing a helper named in a
-// file is not a thing a node daemon should do on a registry's request.
-// Its String never shows a secret.
+// config.json ("auths"). The helpers the file names (credsStore,
+// credHelpers) are not run: a program to execute as root is named in
+// startgated's own config (CredentialHelpers), never in a file written for
+// another tool. Its String never shows a secret.
 type DockerConfig struct {
 	auths map[string]credential // by normalised host
 }
@@ -153,63 +145,4 @@ func canonicalHost(host string) string {
 		return "docker.io"
 	}
 	return h
-}
-
-// newResolver is the Fetcher's containerd docker resolver: every registry
-// host over rt, plain HTTP where opts.PlainHTTP says so, and Basic or
-// token auth with opts.Credentials.
-func newResolver(rt http.RoundTripper, opts Options) remotes.Resolver {
-	check := checkRedirect(opts.AllowHost)
-	return docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(
-			docker.WithPlainHTTP(opts.PlainHTTP),
-			docker.WithClient(&http.Client{Transport: rt, CheckRedirect: check}),
-			docker.WithAuthorizer(authorizer(rt, check, opts.Credentials, opts.RequestTimeout)),
-		),
-	})
-}
-
-// RedirectNotAllowedError is a fetch's error when a registry redirected a
-// request to a host outside the allowlist; it names both hosts.
-type RedirectNotAllowedError struct {
-	From, To string
-}
-
-func (e *RedirectNotAllowedError) Error() string {
-	return "prefetch: registry " + e.From + " redirected to " + e.To + ", which is not allowed (prefetch.registries)"
-}
-
-// Is makes the error match ErrRegistryNotAllowed.
-func (e *RedirectNotAllowedError) Is(target error) bool { return target == ErrRegistryNotAllowed }
-
-// maxRedirects is net/http's own limit.
-const maxRedirects = 10
-
-// checkRedirect is an http.Client's CheckRedirect that refuses a redirect
-// to a host allow refuses (nil allows all), and more than maxRedirects.
-func checkRedirect(allow func(host string) error) func(*http.Request, []*http.Request) error {
-	return func(req *http.Request, via []*http.Request) error {
-		if len(via) >= maxRedirects {
-			return fmt.Errorf("prefetch: stopped after %d redirects", maxRedirects)
-		}
-		if allow == nil || req.URL.Host == via[0].URL.Host {
-			return nil
-		}
-		if err := allow(req.URL.Host); err != nil {
-			return &RedirectNotAllowedError{From: via[0].URL.Host, To: req.URL.Host}
-		}
-		return nil
-	}
-}
-
-// authorizer is the Fetcher's docker authorizer: Basic or token auth with
-// creds (nil: anonymous, which still gets Docker Hub's anonymous tokens),
-// the token requests on rt, redirected only where check allows, and
-// bounded by timeout as a whole (their bodies are small).
-func authorizer(rt http.RoundTripper, check func(*http.Request, []*http.Request) error, creds func(string) (string, string, error), timeout time.Duration) docker.Authorizer {
-	opts := []docker.AuthorizerOpt{docker.WithAuthClient(&http.Client{Transport: rt, Timeout: timeout, CheckRedirect: check})}
-	if creds != nil {
-		opts = append(opts, docker.WithAuthCreds(creds))
-	}
-	return docker.NewDockerAuthorizer(opts...)
 }
