@@ -6,7 +6,8 @@
 # line's level, the audit line of an operator's action, Restart= bringing
 # the daemon back after kill -9 with a client's call held (not refused)
 # while it is down, the watchdog restarting a hung (SIGSTOPped) daemon,
-# and `systemctl reload` applying an edited config and refusing a bad one.
+# `systemctl reload` applying an edited config and refusing a bad one, and
+# the sandbox letting prefetch read root's docker config.json.
 #
 # usage: BOOT=/path/to/fresh/boot hack/boot-check.sh
 #   BOOT is a tool that boots such a root: "BOOT up NAME", "BOOT exec NAME
@@ -123,4 +124,16 @@ limitIs3 || fail "a failed reload changed the in-flight limit:\n$(inside startga
 j=$(inside journalctl -u startgated.service -o cat)
 grep -q "admission.limits.inflight" <<<"$j" || fail "the failed reload's error does not name admission.limits.inflight in the journal"
 echo "boot-check: systemctl reload applied inflight = 3 in pid $pid; a bad file failed the reload, naming admission.limits.inflight, and changed nothing"
+# Prefetch on, with root's docker config.json (where kubelet reads it too):
+# the sandbox (ProtectHome=read-only) lets the daemon read it at start.
+inside mkdir -p /root/.docker
+printf '{"auths":{"registry.example.com":{"auth":"%s"}}}\n' "$(printf 'u:p' | base64)" >"$tmp/docker.json"
+"$boot" cp "$name" "$tmp/docker.json" /root/.docker/config.json
+printf 'version = 1\n[prefetch]\nenabled = true\ndocker_config = "/root/.docker/config.json"\n' >"$tmp/config.toml"
+"$boot" cp "$name" "$tmp/config.toml" /etc/startgate/config.toml
+inside systemctl restart startgated.service || fail "restart with prefetch on and /root/.docker/config.json"
+j=$(inside journalctl -u startgated.service -o cat)
+grep -q '"msg":"prefetch on".*"credentials_for":\["registry.example.com"\]' <<<"$j" ||
+	fail "no \"prefetch on\" line with the credentials of /root/.docker/config.json:\n$(tail -n 5 <<<"$j")"
+echo "boot-check: prefetch on with /root/.docker/config.json read inside the sandbox"
 echo "boot-check: ok"
