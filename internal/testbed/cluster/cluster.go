@@ -44,7 +44,8 @@ const (
 	longestKubeSock = "/kubelet/pod-resources/kubelet.sock"
 )
 
-// Options configure Start. RuntimeEndpoint is required.
+// Options configure Start. RuntimeEndpoint is required unless NoKubelet
+// (then StartKubelet needs it).
 type Options struct {
 	// Parent is where the cluster's directory is made; "" means /tmp.
 	// Keep it short: kubelet makes unix sockets under DIR/kubelet.
@@ -134,7 +135,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w (apt-get install etcd-server)", ErrUnsupported, err)
 	}
-	if opts.RuntimeEndpoint == "" {
+	if opts.RuntimeEndpoint == "" && !opts.NoKubelet {
 		return nil, errors.New("cluster: Options.RuntimeEndpoint is required")
 	}
 	bin := opts.KubeBin

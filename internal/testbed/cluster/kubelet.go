@@ -107,6 +107,9 @@ func (c *Cluster) StartKubelet(ctx context.Context) error {
 	if c.kubelet != nil && !c.kubelet.hasExited() {
 		return errors.New("cluster: kubelet is running")
 	}
+	if c.opts.RuntimeEndpoint == "" {
+		return errors.New("cluster: Options.RuntimeEndpoint is required to start the kubelet")
+	}
 	cfgPath := c.KubeletConfigPath()
 	if c.opts.EndpointFromFile {
 		if b, err := os.ReadFile(cfgPath); err == nil {
