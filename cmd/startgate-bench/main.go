@@ -1,13 +1,16 @@
 // Command startgate-bench measures pod bursts: on a private containerd
 // with an emulated kubelet (internal/bench), or with `startgate-bench
 // kube`, on a real one-node Kubernetes cluster (internal/kubebench);
-// direct, with a constant limit and through startgated.
+// direct, with a constant limit and through startgated. `startgate-bench
+// fleet` simulates a fleet's coordination on a real API server
+// (internal/fleetbench).
 package main
 
 import (
 	"os"
 
 	"github.com/startgate/startgate/internal/bench"
+	"github.com/startgate/startgate/internal/fleetbench"
 	"github.com/startgate/startgate/internal/kubebench"
 )
 
@@ -18,6 +21,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "kube" {
 		os.Exit(kubebench.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "fleet" {
+		os.Exit(fleetbench.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	os.Exit(bench.Main(os.Args[1:]))
 }

@@ -18,71 +18,67 @@ import (
 	"github.com/startgate/startgate/internal/clock"
 )
 
-// Fetcher is what a node's coordinator needs of its prefetcher.
-type Fetcher interface {
+// Prefetcher is what a node's coordinator needs of its prefetcher.
+type Prefetcher interface {
 	// Wants reports whether this node runs or watches the tag ref.
 	Wants(ref string) bool
 	// ViaMirror reports whether this node reaches ref's registry through
 	// a mirror (a hosts.toml mirror, a peer-to-peer cache) first.
 	ViaMirror(ref string) bool
-	// Fetch brings ref's digest dgst into the node, moving only what it
-	// lacks; it ends when ctx does.
-	Fetch(ctx context.Context, ref, dgst string) error
+	// Prefetch asks for ref at dgst to be fetched, in the background;
+	// every fetch from a registry, this one or any other, goes through
+	// Node.Acquire.
+	Prefetch(ref, dgst string) error
 }
 
 // NodeOptions configure a Node.
 type NodeOptions struct {
 	Dynamic dynamic.Interface
 	// Name is the node's name (its report's name and its slots' holder).
-	Name    string
-	Budget  *Budget
-	Fetcher Fetcher
-	// Workers is how many announcements are worked on at once.
-	Workers int
+	Name       string
+	Budget     *Budget
+	Prefetcher Prefetcher
 	// StartJitter spreads the nodes' first tries for a new announcement
 	// over [0, StartJitter), so that a thousand nodes learning of it in
 	// the same second do not all ask for a slot in that second.
 	StartJitter time.Duration
 	// ReportEvery is the most often the node's report is written.
 	ReportEvery time.Duration
-	// Retry is the wait before a failed fetch is tried again; it doubles
-	// per failure up to 16 times itself.
-	Retry  time.Duration
-	Clock  clock.Clock
-	Logger *zap.Logger
+	Clock       clock.Clock
+	Logger      *zap.Logger
 }
 
 // Node is one node's part in the fleet: it watches the announcements (one
-// watch), prefetches the ones this node wants, each under an upstream
-// slot of the Budget unless a mirror already has it, and reports its
-// progress in its NodePrefetch.
+// watch) and asks its prefetcher for the ones this node wants; every
+// fetch from a registry, announced or not, takes an upstream slot of the
+// Budget first (Acquire), unless a mirror already has the digest; and it
+// reports its progress on announced digests in its NodePrefetch.
 type Node struct {
 	opts   NodeOptions
 	clk    clock.Clock
 	log    *zap.Logger
 	report *Reporter
-	queue  workqueue.TypedRateLimitingInterface[string]
+	queue  workqueue.TypedInterface[string]
 
 	mu struct {
 		sync.Mutex
-		// done are the announcements this node finished (by name):
-		// an update of the object (its status) does not refetch.
-		done map[string]bool
+		// asked are the announcements handed to the prefetcher (by
+		// name): an update of the object (its status) does not ask again.
+		asked map[string]bool
+		// store is the announcements' informer store, set by Run.
+		store cache.Store
 	}
-	store cache.Store // the announcements, set by Run
 }
 
 // NewNode validates opts.
 func NewNode(opts NodeOptions) (*Node, error) {
 	switch {
-	case opts.Dynamic == nil || opts.Budget == nil || opts.Fetcher == nil:
-		return nil, errors.New("fleet: node: dynamic client, budget and fetcher are required")
+	case opts.Dynamic == nil || opts.Budget == nil || opts.Prefetcher == nil:
+		return nil, errors.New("fleet: node: dynamic client, budget and prefetcher are required")
 	case opts.Name == "":
 		return nil, errors.New("fleet: node: no name")
-	case opts.Workers < 1:
-		return nil, fmt.Errorf("fleet: node: %d workers, want at least 1", opts.Workers)
-	case opts.Retry <= 0 || opts.ReportEvery <= 0 || opts.StartJitter < 0:
-		return nil, errors.New("fleet: node: retry and report interval must be positive, start jitter not negative")
+	case opts.ReportEvery <= 0 || opts.StartJitter < 0:
+		return nil, errors.New("fleet: node: the report interval must be positive, the start jitter not negative")
 	}
 	n := &Node{opts: opts, clk: opts.Clock, log: opts.Logger}
 	if n.clk == nil {
@@ -92,18 +88,18 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		n.log = zap.NewNop()
 	}
 	n.report = NewReporter(opts.Dynamic, opts.Name, opts.ReportEvery, n.clk, n.log)
-	n.mu.done = map[string]bool{}
+	n.mu.asked = map[string]bool{}
 	return n, nil
 }
 
 // Run watches and works until ctx ends.
 func (n *Node) Run(ctx context.Context) error {
-	n.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](n.opts.Retry, 16*n.opts.Retry),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "fleet-announcements"})
+	n.queue = workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "fleet-announcements"})
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(n.opts.Dynamic, 0)
 	inf := factory.ForResource(AnnouncementGVR).Informer()
-	n.store = inf.GetStore()
+	n.mu.Lock()
+	n.mu.store = inf.GetStore()
+	n.mu.Unlock()
 	enqueue := func(obj any) {
 		if u, ok := obj.(*unstructured.Unstructured); ok {
 			n.queue.Add(u.GetName())
@@ -129,62 +125,70 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { _ = n.report.Run(ctx) })
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	for range n.opts.Workers {
-		wg.Go(func() {
-			for n.work(ctx) {
-			}
-		})
-	}
+	wg.Go(func() {
+		for n.work() {
+		}
+	})
 	<-ctx.Done()
 	return nil
 }
 
-// work handles one announcement from the queue; false when the queue is
-// shut down.
-func (n *Node) work(ctx context.Context) bool {
+// work hands one announcement from the queue to the prefetcher if this
+// node wants it; false when the queue is shut down.
+func (n *Node) work() bool {
 	name, quit := n.queue.Get()
 	if quit {
 		return false
 	}
 	defer n.queue.Done(name)
-	obj, ok, _ := n.store.GetByKey(name)
+	a, ok := n.announcement(name)
 	if !ok {
-		n.queue.Forget(name)
 		return true
+	}
+	n.mu.Lock()
+	asked := n.mu.asked[name]
+	n.mu.Unlock()
+	if asked || !n.opts.Prefetcher.Wants(a.Reference) || n.superseded(a) {
+		return true
+	}
+	if err := n.opts.Prefetcher.Prefetch(a.Reference, a.Digest); err != nil {
+		n.log.Warn("announced prefetch refused", zap.String("reference", a.Reference), zap.String("digest", a.Digest), zap.Error(err))
+		n.report.Set(Entry{Announcement: a.Name, Reference: a.Reference, Digest: a.Digest, State: Failed, Message: err.Error()})
+		return true
+	}
+	n.mu.Lock()
+	n.mu.asked[name] = true
+	n.mu.Unlock()
+	return true
+}
+
+// announcement is the announcement named name, if the watch has it.
+func (n *Node) announcement(name string) (Announcement, bool) {
+	n.mu.Lock()
+	store := n.mu.store
+	n.mu.Unlock()
+	if store == nil {
+		return Announcement{}, false
+	}
+	obj, ok, _ := store.GetByKey(name)
+	if !ok {
+		return Announcement{}, false
 	}
 	a, err := announcementFrom(obj.(*unstructured.Unstructured))
 	if err != nil {
 		n.log.Warn("announcement ignored", zap.Error(err))
-		n.queue.Forget(name)
-		return true
+		return Announcement{}, false
 	}
-	n.mu.Lock()
-	done := n.mu.done[name]
-	n.mu.Unlock()
-	if done || !n.opts.Fetcher.Wants(a.Reference) || n.superseded(a) {
-		n.queue.Forget(name)
-		return true
-	}
-	if err := n.prefetch(ctx, a); err != nil {
-		if ctx.Err() != nil {
-			return true
-		}
-		n.log.Warn("announced prefetch failed; trying again", zap.String("reference", a.Reference), zap.String("digest", a.Digest), zap.Error(err))
-		n.report.Set(Entry{Announcement: a.Name, Reference: a.Reference, Digest: a.Digest, State: Failed, Message: err.Error()})
-		n.queue.AddRateLimited(name)
-		return true
-	}
-	n.queue.Forget(name)
-	n.mu.Lock()
-	n.mu.done[name] = true
-	n.mu.Unlock()
-	return true
+	return a, true
 }
 
 // superseded says whether a newer announcement of a's tag exists: only
 // the newest is fetched.
 func (n *Node) superseded(a Announcement) bool {
-	for _, obj := range n.store.List() {
+	n.mu.Lock()
+	store := n.mu.store
+	n.mu.Unlock()
+	for _, obj := range store.List() {
 		b, err := announcementFrom(obj.(*unstructured.Unstructured))
 		if err == nil && b.Reference == a.Reference && b.Name != a.Name && b.Created.After(a.Created) {
 			return true
@@ -193,60 +197,69 @@ func (n *Node) superseded(a Announcement) bool {
 	return false
 }
 
-// prefetch fetches a under the budget.
-func (n *Node) prefetch(ctx context.Context, a Announcement) error {
-	entry := Entry{Announcement: a.Name, Reference: a.Reference, Digest: a.Digest}
-	set := func(s State) { entry.State = s; n.report.Set(entry) }
+// Fetch is a fetch from a registry under the fleet's budget.
+type Fetch struct {
+	n     *Node
+	entry Entry
+	ann   bool  // the digest was announced: progress is reported
+	slot  *Slot // nil through a mirror
+}
+
+// Lost is closed when the fetch must stop: its upstream slot is no
+// longer this node's. Nil (never closed) through a mirror.
+func (f *Fetch) Lost() <-chan struct{} {
+	if f.slot == nil {
+		return nil
+	}
+	return f.slot.Lost()
+}
+
+// End gives the slot back and reports the outcome: done when err is nil.
+func (f *Fetch) End(ctx context.Context, err error) {
+	if f.slot != nil {
+		f.slot.Release(ctx)
+	}
+	if !f.ann {
+		return
+	}
+	f.entry.State, f.entry.Message = Done, ""
+	if err != nil {
+		f.entry.State, f.entry.Message = Failed, err.Error()
+	}
+	f.n.report.Set(f.entry)
+}
+
+// Acquire waits, before a fetch of ref at dgst from its registry, for an
+// upstream slot: at most K nodes of the cluster fetch from registries at
+// once. Through a mirror that already has the digest (a node reported it
+// done) no slot is needed: only the first fetch goes upstream. The
+// node's report says waiting, then fetching, when the digest was
+// announced. End must be called.
+func (n *Node) Acquire(ctx context.Context, ref, dgst string) (*Fetch, error) {
+	name := AnnouncementName(ref, dgst)
+	a, announced := n.announcement(name)
+	f := &Fetch{n: n, ann: announced, entry: Entry{Announcement: name, Reference: ref, Digest: dgst}}
+	set := func(s State) {
+		if announced {
+			f.entry.State = s
+			n.report.Set(f.entry)
+		}
+	}
 	set(Waiting)
 	if n.opts.StartJitter > 0 {
 		if err := sleep(ctx, n.clk, rand.N(n.opts.StartJitter)); err != nil {
-			return err
+			f.End(ctx, err)
+			return nil, err
 		}
 	}
-	// Through a mirror, only the first node's fetch goes upstream (and
-	// fills the mirror): once a node is done, the others need no slot.
-	if n.opts.Fetcher.ViaMirror(a.Reference) && n.doneElsewhere(a.Name) {
-		set(Fetching)
-		if err := n.opts.Fetcher.Fetch(ctx, a.Reference, a.Digest); err != nil {
-			return err
+	if !(announced && a.Status.Done > 0 && n.opts.Prefetcher.ViaMirror(ref)) {
+		slot, err := n.opts.Budget.Acquire(ctx)
+		if err != nil {
+			f.End(ctx, err)
+			return nil, err
 		}
-		set(Done)
-		return nil
+		f.slot = slot
 	}
-	slot, err := n.opts.Budget.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer slot.Release(context.WithoutCancel(ctx))
 	set(Fetching)
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-slot.Lost():
-			cancel()
-		case <-fctx.Done():
-		}
-	}()
-	if err := n.opts.Fetcher.Fetch(fctx, a.Reference, a.Digest); err != nil {
-		select {
-		case <-slot.Lost():
-			return fmt.Errorf("fleet: upstream slot %s lost during the fetch: %w", slot.Name(), err)
-		default:
-		}
-		return err
-	}
-	set(Done)
-	return nil
-}
-
-// doneElsewhere says whether the announcement's status counts a node
-// done (the elected startgated's sum, a few seconds behind).
-func (n *Node) doneElsewhere(name string) bool {
-	obj, ok, _ := n.store.GetByKey(name)
-	if !ok {
-		return false
-	}
-	a, err := announcementFrom(obj.(*unstructured.Unstructured))
-	return err == nil && a.Status.Done > 0
+	return f, nil
 }

@@ -94,7 +94,10 @@ type sim struct {
 type simNode struct {
 	name   string
 	rt     *countingRT
+	node   *fleet.Node
+	ctx    context.Context // the node's life
 	cancel context.CancelFunc
+	wg     *sync.WaitGroup // the simulation's goroutines
 }
 
 // Run runs one simulation on a control plane of its own.
@@ -205,13 +208,13 @@ func run(ctx context.Context, o Options, cfg *rest.Config, admin kubernetes.Inte
 		if err != nil {
 			return nil, err
 		}
-		node, err := fleet.NewNode(fleet.NodeOptions{Dynamic: dyn, Name: n.name, Budget: budget, Fetcher: simFetcher{s: s, n: n},
-			Workers: 1, StartJitter: o.StartJitter, ReportEvery: o.ReportEvery, Retry: time.Second, Logger: nlog})
+		node, err := fleet.NewNode(fleet.NodeOptions{Dynamic: dyn, Name: n.name, Budget: budget, Prefetcher: simPrefetcher{s: s, n: n},
+			StartJitter: o.StartJitter, ReportEvery: o.ReportEvery, Logger: nlog})
 		if err != nil {
 			return nil, err
 		}
 		nctx, cancel := context.WithCancel(runCtx)
-		n.cancel = cancel
+		n.node, n.ctx, n.cancel, n.wg = node, nctx, cancel, &wg
 		wg.Go(func() { _ = node.Run(nctx) })
 		if i < o.Candidates {
 			wg.Go(func() {
@@ -306,20 +309,35 @@ func run(ctx context.Context, o Options, cfg *rest.Config, admin kubernetes.Inte
 	return res, nil
 }
 
-// simFetcher is a node's fetch: it takes FetchTime, or kills its node.
-type simFetcher struct {
+// simPrefetcher is a node's prefetcher: its fetch takes FetchTime under
+// the node's fleet.Acquire, as the real Manager's does; or it kills its
+// node.
+type simPrefetcher struct {
 	s *sim
 	n *simNode
 }
 
-func (simFetcher) Wants(string) bool     { return true }
-func (simFetcher) ViaMirror(string) bool { return false }
+func (simPrefetcher) Wants(string) bool     { return true }
+func (simPrefetcher) ViaMirror(string) bool { return false }
 
-func (f simFetcher) Fetch(ctx context.Context, _, _ string) error {
-	s := f.s
+func (p simPrefetcher) Prefetch(ref, dgst string) error {
+	p.n.wg.Go(func() {
+		ctx := p.n.ctx
+		f, err := p.n.node.Acquire(ctx, ref, dgst)
+		if err != nil {
+			return
+		}
+		err = p.fetch(ctx, f.Lost())
+		f.End(context.WithoutCancel(ctx), err)
+	})
+	return nil
+}
+
+func (p simPrefetcher) fetch(ctx context.Context, lost <-chan struct{}) error {
+	s := p.s
 	cur := s.fetching.Add(1)
 	defer s.fetching.Add(-1)
-	for p := s.peak.Load(); cur > p && !s.peak.CompareAndSwap(p, cur); p = s.peak.Load() {
+	for pk := s.peak.Load(); cur > pk && !s.peak.CompareAndSwap(pk, cur); pk = s.peak.Load() {
 	}
 	if s.opts.Kill {
 		victim := false
@@ -327,9 +345,9 @@ func (f simFetcher) Fetch(ctx context.Context, _, _ string) error {
 		if victim {
 			// Dies mid-fetch: cut off from the API, then stopped; its
 			// slot is never released.
-			f.n.rt.dead.Store(true)
-			f.n.cancel()
-			s.killed <- f.n
+			p.n.rt.dead.Store(true)
+			p.n.cancel()
+			s.killed <- p.n
 			return errors.New("killed")
 		}
 	}
@@ -338,6 +356,8 @@ func (f simFetcher) Fetch(ctx context.Context, _, _ string) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-lost:
+		return errors.New("upstream slot lost")
 	case <-t.C:
 	}
 	s.done.Add(1)
