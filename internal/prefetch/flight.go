@@ -29,6 +29,8 @@ import (
 var (
 	// errUrgent cancels a fetch's waits: a pull joined it.
 	errUrgent = errors.New("prefetch: joined by a pull")
+	// errUpstreamLost cancels a fetch whose fleet upstream slot was lost.
+	errUpstreamLost = errors.New("prefetch: upstream slot lost")
 	// errAbandoned is a joiner's error when the fetch was dropped before
 	// it ended: its ref removed, or another digest seen meanwhile.
 	errAbandoned = errors.New("prefetch: fetch abandoned (reference removed or moved on)")
@@ -77,11 +79,12 @@ func (m *Manager) fetch(ctx context.Context, fl *flight) {
 	m.wake()
 }
 
-// run waits for a fetch slot, for IO pressure to fall to its target and
-// for an admission slot (unless joined), then fetches fl's ref pinned to
-// its digest; the entry stays pending until then. It returns nil once
-// done, else why not; slots are given back when it returns.
-func (m *Manager) run(ctx context.Context, fl *flight) error {
+// run waits for a fetch slot, for the fleet's upstream slot, for IO
+// pressure to fall to its target and for an admission slot (unless
+// joined), then fetches fl's ref pinned to its digest; the entry stays
+// pending until then. It returns nil once done, else why not; slots are
+// given back when it returns.
+func (m *Manager) run(ctx context.Context, fl *flight) (err error) {
 	ref, d := fl.ref, fl.digest
 	wait, hurry := context.WithCancelCause(ctx)
 	defer hurry(nil)
@@ -100,6 +103,32 @@ func (m *Manager) run(ctx context.Context, fl *flight) error {
 			return ctx.Err()
 		}
 	}
+	// The cluster's slot before the node's: a node-local wait is short,
+	// the fleet's may be long, and an admission slot must not be held
+	// through it.
+	fctx := ctx
+	if m.opts.Upstream != nil {
+		up, uerr := m.opts.Upstream.Acquire(wait, ref, d)
+		if uerr != nil {
+			if herr := m.hurried(ctx, wait); herr != nil {
+				return herr
+			}
+			// Joined by a pull: it goes without a slot.
+		} else {
+			defer func() { up.End(context.WithoutCancel(ctx), err) }()
+			var cancel context.CancelCauseFunc
+			fctx, cancel = context.WithCancelCause(ctx)
+			defer cancel(nil)
+			lost := up.Lost()
+			go func() {
+				select {
+				case <-lost:
+					cancel(errUpstreamLost)
+				case <-fctx.Done():
+				}
+			}()
+		}
+	}
 	release, err := m.admit(ctx, wait, ref, d)
 	if err != nil {
 		return err
@@ -108,7 +137,7 @@ func (m *Manager) run(ctx context.Context, fl *flight) error {
 	if !m.update(ref, d, func(e *Entry) { e.State = StateFetching }) {
 		return errAbandoned
 	}
-	res, err := m.fetcher.FetchProgress(ctx, ref, d, Progress{
+	res, err := m.fetcher.FetchProgress(fctx, ref, d, Progress{
 		Planned: func(config digest.Digest, total int64) {
 			m.progress(ref, d, func(e *Entry) { e.Config, e.BytesTotal = config.String(), total })
 		},
@@ -120,6 +149,9 @@ func (m *Manager) run(ctx context.Context, fl *flight) error {
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(context.Cause(fctx), errUpstreamLost) {
+			err = fmt.Errorf("%w: %w", errUpstreamLost, err)
 		}
 		m.log.Warn("prefetch: fetch", zap.String("ref", ref), zap.String("digest", d), zap.Error(err))
 		m.obs.PrefetchFailed(ref, err)

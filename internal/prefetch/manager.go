@@ -171,8 +171,29 @@ type ManagerOptions struct {
 	// shown in Entry.Error, the entry staying done. nil means the tag is
 	// never moved: kubelet moves it when it pulls.
 	MoveTag func(ctx context.Context, ref, digest string) error
+	// Upstream, when set, is asked before every fetch from a registry:
+	// the fleet's budget, at most K nodes of the cluster fetching at once
+	// (internal/fleet). A fetch a pull joined goes without: kubelet's own
+	// pull would go to the registry anyway. nil means no bound beyond
+	// this node's.
+	Upstream Upstream
 	// Logger; nil means zap.NewNop.
 	Logger *zap.Logger
+}
+
+// Upstream bounds fetches from registries beyond this node.
+type Upstream interface {
+	// Acquire waits until ref at dgst may be fetched from its registry,
+	// or ctx ends.
+	Acquire(ctx context.Context, ref, dgst string) (UpstreamFetch, error)
+}
+
+// UpstreamFetch is a fetch Upstream let go.
+type UpstreamFetch interface {
+	// Lost is closed when the fetch must stop (its slot was lost).
+	Lost() <-chan struct{}
+	// End gives the slot back; err is the fetch's outcome.
+	End(ctx context.Context, err error)
 }
 
 // resolver is the part of containerd's remotes.Resolver the Manager uses.
