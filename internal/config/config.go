@@ -26,6 +26,7 @@ type Config struct {
 	CRI        CRI        `toml:"cri"`
 	Prefetch   Prefetch   `toml:"prefetch"`
 	Kubernetes Kubernetes `toml:"kubernetes"`
+	Fleet      Fleet      `toml:"fleet"`
 }
 
 // versionDocs is the help of the file's only top-level key.
@@ -47,6 +48,7 @@ func DefaultConfig() *Config {
 		CRI:        defaultCRI(),
 		Prefetch:   defaultPrefetch(),
 		Kubernetes: defaultKubernetes(),
+		Fleet:      defaultFleet(),
 	}
 }
 
@@ -138,6 +140,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.CRI.validate(c.Daemon.Socket)...)
 	errs = append(errs, c.Prefetch.validate(c.Metrics.Listen)...)
 	errs = append(errs, c.Kubernetes.validate()...)
+	errs = append(errs, c.Fleet.validate(c.Kubernetes, c.Prefetch)...)
 
 	if len(errs) == 0 {
 		// The gate and the proxy have the last word on their settings;

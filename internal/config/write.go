@@ -55,7 +55,7 @@ func (c *Config) WriteTOML(w io.Writer) error {
 
 // keyDocs are the comments WriteTOML puts above each key, gathered from
 // the sections' own files; a test checks that every key has one.
-var keyDocs = joinDocs(versionDocs, daemonDocs, metricsDocs, pressureDocs, admissionDocs, criDocs, prefetchDocs, kubernetesDocs)
+var keyDocs = joinDocs(versionDocs, daemonDocs, metricsDocs, pressureDocs, admissionDocs, criDocs, prefetchDocs, kubernetesDocs, fleetDocs)
 
 func joinDocs(sections ...map[string]string) map[string]string {
 	all := map[string]string{}

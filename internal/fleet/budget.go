@@ -42,6 +42,11 @@ type BudgetOptions struct {
 	// slot is held: it starts at RetryMin, doubles per attempt that finds
 	// none free, up to RetryMax, each jittered ±50%.
 	RetryMin, RetryMax time.Duration
+	// FailOpenAfter: when the slots could not be read or written for this
+	// long, Acquire gives a slot that bounds nothing (Slot.Unbounded), so
+	// that a node cut off from the API still prefetches as it would
+	// alone; 0 waits for the API however long.
+	FailOpenAfter time.Duration
 	// Clock; nil is the real one.
 	Clock  clock.Clock
 	Logger *zap.Logger
@@ -106,6 +111,8 @@ func NewBudget(opts BudgetOptions) (*Budget, error) {
 
 // Slot is a held upstream slot.
 type Slot struct {
+	// unbounded: given without the API (FailOpenAfter); nothing is held.
+	unbounded bool
 	b    *Budget
 	name string
 	// lost is closed when the slot is no longer this node's to use: a
@@ -117,8 +124,12 @@ type Slot struct {
 	lease *coordinationv1.Lease
 }
 
-// Name is the slot's Lease name.
+// Name is the slot's Lease name ("" when unbounded).
 func (s *Slot) Name() string { return s.name }
+
+// Unbounded reports whether the slot was given without the API
+// (FailOpenAfter): it holds nothing.
+func (s *Slot) Unbounded() bool { return s.unbounded }
 
 // Lost is closed when the slot stopped being this node's: the fetch
 // using it must stop.
@@ -128,15 +139,29 @@ func (s *Slot) Lost() <-chan struct{} { return s.lost }
 // renewed in the background until Release.
 func (b *Budget) Acquire(ctx context.Context) (*Slot, error) {
 	wait := b.opts.RetryMin
+	var failingSince time.Time
 	for {
 		lease, sent, err := b.try(ctx)
-		if err != nil && ctx.Err() == nil {
-			// The API unreachable or refusing: said, and tried again
-			// like a full budget.
-			b.log.Warn("upstream slots unreadable; trying again", zap.Error(err), zap.Duration("in", wait))
-		}
 		if lease != nil {
 			return b.hold(lease, sent), nil
+		}
+		switch {
+		case err == nil:
+			failingSince = time.Time{}
+		case ctx.Err() != nil:
+		default:
+			// The API unreachable or refusing: said, and tried again
+			// like a full budget, up to FailOpenAfter.
+			now := b.clk.Now()
+			if failingSince.IsZero() {
+				failingSince = now
+			}
+			if b.opts.FailOpenAfter > 0 && now.Sub(failingSince) >= b.opts.FailOpenAfter {
+				b.log.Warn("upstream slots out of reach: fetching without one, as a node alone would",
+					zap.Duration("failing_for", now.Sub(failingSince)), zap.Error(err))
+				return &Slot{unbounded: true, lost: make(chan struct{})}, nil
+			}
+			b.log.Warn("upstream slots unreadable; trying again", zap.Error(err), zap.Duration("in", wait))
 		}
 		if err := sleep(ctx, b.clk, jitter(wait)); err != nil {
 			return nil, err
@@ -292,6 +317,9 @@ func (s *Slot) renew(ctx context.Context, lastSent time.Time) {
 // cleared, so a waiting node can take it at its next try. A slot lost or
 // not clearable (the API unreachable) simply expires.
 func (s *Slot) Release(ctx context.Context) {
+	if s.unbounded {
+		return
+	}
 	s.cancel()
 	<-s.done
 	select {

@@ -160,3 +160,37 @@ func (c *cutLeases) Update(ctx context.Context, l *coordinationv1.Lease, o metav
 	}
 	return c.LeaseInterface.Update(ctx, l, o)
 }
+
+// downLeases is an API server out of reach.
+type downLeases struct{ coordclient.LeaseInterface }
+
+func (downLeases) List(context.Context, metav1.ListOptions) (*coordinationv1.LeaseList, error) {
+	return nil, errors.New("connection refused")
+}
+
+// TestBudgetFailsOpen: with the API out of reach for FailOpenAfter, a
+// node fetches without a slot (as it would alone) instead of never.
+func TestBudgetFailsOpen(t *testing.T) {
+	b, err := NewBudget(BudgetOptions{Leases: downLeases{}, Identity: "n", Slots: 1, LeaseDuration: 3 * time.Second,
+		RetryMin: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond, FailOpenAfter: 100 * time.Millisecond, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := b.Acquire(ctx)
+	if err != nil {
+		t.Fatalf("Acquire with the API down = %v, want an unbounded slot after FailOpenAfter", err)
+	}
+	if !s.Unbounded() {
+		t.Errorf("slot %q given with the API down is not unbounded", s.Name())
+	}
+	s.Release(ctx)
+
+	b.opts.FailOpenAfter = 0
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if _, err := b.Acquire(ctx2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Acquire without fail-open and the API down = %v, want it to wait until ctx ends", err)
+	}
+}

@@ -73,8 +73,9 @@ func (f *fakeImages) List(context.Context, ...string) ([]images.Image, error) {
 
 // fakeResolver resolves tags from a map; a missing tag fails.
 type fakeResolver struct {
-	mu   sync.Mutex
-	tags map[string]string
+	mu       sync.Mutex
+	tags     map[string]string
+	resolves int
 }
 
 func (f *fakeResolver) set(ref, d string) {
@@ -86,6 +87,7 @@ func (f *fakeResolver) set(ref, d string) {
 func (f *fakeResolver) Resolve(_ context.Context, ref string) (string, ocispec.Descriptor, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.resolves++
 	d, ok := f.tags[ref]
 	if !ok {
 		return "", ocispec.Descriptor{}, errors.New("fake registry: no such tag")

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
 )
 
 // DefaultRequestTimeout is Options.RequestTimeout's default.
@@ -175,4 +176,16 @@ func checkRedirect(allow func(host string) error) func(*http.Request, []*http.Re
 		}
 		return nil
 	}
+}
+
+// ViaMirror reports whether ref's registry has a mirror in the hosts
+// directory, tried before it: the fleet's budget then counts only the
+// first node's fetch, which fills the mirror.
+func (f *Fetcher) ViaMirror(ref string) bool {
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return false
+	}
+	hs, err := f.hosts.hosts(reference.Domain(named))
+	return err == nil && len(hs) > 1
 }

@@ -222,6 +222,10 @@ func TestHostsTomlMirrorFirst(t *testing.T) {
 
 	hosts := newRegistries(Options{PlainHTTP: docker.MatchLocalhost, HostsDir: dir, RequestTimeout: 5 * time.Second})
 	defer hosts.closeIdle()
+	f := &Fetcher{hosts: hosts}
+	if !f.ViaMirror(up+"/app:1") || f.ViaMirror("127.0.0.1:1/app:1") {
+		t.Errorf("ViaMirror: %v for the mirrored registry, %v for another; want true, false", f.ViaMirror(up+"/app:1"), f.ViaMirror("127.0.0.1:1/app:1"))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, desc, err := hosts.resolver().Resolve(ctx, up+"/app:1"); err != nil || desc.Digest.String() != stubDigest {

@@ -244,6 +244,7 @@ type Manager struct {
 		entries   map[string]*Entry
 		triggered []string          // refs to resolve at once, in order
 		hints     map[string]string // ref: the digest a push notification said it names now
+		announced map[string]string // ref: a digest announced to the cluster, to fetch as is
 		// fetchBackoff holds ref@digest fetches that failed: a registry
 		// that resolves fine but serves a bad blob must not be fetched
 		// from every interval. A successful resolve clears its host's
@@ -317,6 +318,7 @@ func newManager(il imageLister, r resolver, f fetcher, namespace string, opts Ma
 	m.mu.pulled = map[string]uint64{}
 	m.mu.backoff = map[string]*registryBackoff{}
 	m.mu.hints = map[string]string{}
+	m.mu.announced = map[string]string{}
 	m.mu.events = newHub()
 	m.mu.fetchBackoff = map[string]*registryBackoff{}
 	return m, nil
@@ -426,6 +428,47 @@ func (m *Manager) Notify(ref, dgst string) error {
 	return m.Trigger(r)
 }
 
+// Announced fetches ref at dgst without asking the registry what the tag
+// names: a patch announced to the cluster (internal/fleet) is taken as
+// said, which spares the registry a request per node. A ref not watched
+// when its turn comes is ignored; a digest the node runs, or is fetching
+// or has fetched, is left alone. It returns without waiting.
+func (m *Manager) Announced(ref, dgst string) error {
+	r, err := tagRef(ref)
+	if err != nil {
+		return err
+	}
+	if _, err := digest.Parse(dgst); err != nil {
+		return fmt.Errorf("prefetch: announced digest %q of %s: %w", dgst, r, err)
+	}
+	m.mu.Lock()
+	m.mu.announced[r] = dgst
+	m.mu.Unlock()
+	m.wake()
+	return nil
+}
+
+// Watched reports whether ref (a tag) is watched: the node runs it, or it
+// was added.
+func (m *Manager) Watched(ref string) bool {
+	r, err := tagRef(ref)
+	return err == nil && m.watched(r)
+}
+
+// announce starts the fetch of an announced digest (Announced).
+func (m *Manager) announce(ctx context.Context, wg *sync.WaitGroup, ref, d string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.mu.entries[ref]
+	if e == nil || !m.watchedLocked(ref) {
+		m.log.Debug("prefetch: announcement for a ref not watched", zap.String("ref", ref))
+		return
+	}
+	before := e.State
+	defer m.stateLocked(e, before)
+	m.considerLocked(ctx, wg, e, ref, d, true, m.now())
+}
+
 // List returns the watched references' entries, sorted by reference.
 func (m *Manager) List() []Entry {
 	m.mu.Lock()
@@ -475,8 +518,13 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.mu.Lock()
 			refs := m.mu.triggered
 			m.mu.triggered = nil
+			announced := m.mu.announced
+			m.mu.announced = map[string]string{}
 			m.mu.Unlock()
 			m.refresh(ctx)
+			for ref, d := range announced {
+				m.announce(ctx, &wg, ref, d)
+			}
 			for _, ref := range refs {
 				if m.watched(ref) {
 					m.check(ctx, &wg, ref, true)
@@ -687,6 +735,13 @@ func (m *Manager) check(ctx context.Context, wg *sync.WaitGroup, ref string, tri
 			d = h
 		}
 	}
+	m.considerLocked(ctx, wg, e, ref, d, triggered, now)
+}
+
+// considerLocked starts a fetch of ref at d for entry e unless the node
+// runs d, a fetch of it is running or done, or a failed one is backing
+// off (unless triggered).
+func (m *Manager) considerLocked(ctx context.Context, wg *sync.WaitGroup, e *Entry, ref, d string, triggered bool, now time.Time) {
 	switch {
 	case d == e.Running:
 		// Nothing new (any more): a fetch in flight reports its own end;

@@ -92,3 +92,37 @@ func TestUpstreamEndsWithSuccess(t *testing.T) {
 		t.Errorf("upstream asked %v, ended %v; want [%s@%s] and one end without error", asked, ended, fRef, dY)
 	}
 }
+
+// TestAnnouncedFetchesWithoutResolving: an announced digest is fetched as
+// said, without asking the registry what the tag names (which still
+// says the old digest here); a ref the node does not watch is ignored.
+func TestAnnouncedFetchesWithoutResolving(t *testing.T) {
+	h := newHarness(t, ManagerOptions{})
+	startManager(t, h.m)
+	h.waitState(t, StateIdle)
+	h.res.mu.Lock()
+	before := h.res.resolves
+	h.res.mu.Unlock()
+	if err := h.m.Announced("127.0.0.1:5000/other:1", dY); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.Announced(fRef, dY); err != nil {
+		t.Fatal(err)
+	}
+	e := h.waitState(t, StateDone)
+	if e.New != dY {
+		t.Errorf("announced fetch: new digest %s, want %s", e.New, dY)
+	}
+	h.res.mu.Lock()
+	after := h.res.resolves
+	h.res.mu.Unlock()
+	if after != before {
+		t.Errorf("the registry was asked %d times for an announced digest, want none", after-before)
+	}
+	if calls, _, _ := h.f.snapshot(); len(calls) != 1 || calls[0] != fRef+"@"+dY {
+		t.Errorf("fetches %v, want only %s@%s (the ref not watched is ignored)", calls, fRef, dY)
+	}
+	if err := h.m.Announced(fRef, "sha256:nope"); err == nil || !strings.Contains(err.Error(), "sha256:nope") {
+		t.Errorf("Announced with a bad digest = %v, want an error naming it", err)
+	}
+}
