@@ -113,8 +113,8 @@ func NewBudget(opts BudgetOptions) (*Budget, error) {
 type Slot struct {
 	// unbounded: given without the API (FailOpenAfter); nothing is held.
 	unbounded bool
-	b    *Budget
-	name string
+	b         *Budget
+	name      string
 	// lost is closed when the slot is no longer this node's to use: a
 	// renewal failed for a LeaseDuration, or another node holds it.
 	lost   chan struct{}
