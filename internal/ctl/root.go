@@ -135,7 +135,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.AddCommand(
 		a.statusCommand(), a.queueCommand(), a.leasesCommand(), a.watchCommand(),
 		a.pauseCommand(), a.resumeCommand(), a.drainCommand(), a.setCommand(), a.releaseCommand(),
-		a.bypassCommand(), a.holdCommand(), a.prefetchCommand(), a.versionCommand(), a.nodeCommand(),
+		a.bypassCommand(), a.holdCommand(), a.prefetchCommand(), a.versionCommand(), a.nodeCommand(), a.fleetCommand(),
 	)
 	return root
 }

@@ -30,11 +30,12 @@ type prefetcher struct {
 	manager  *prefetch.Manager
 	notifier *prefetch.Notifier
 	lis      net.Listener // nil without notifications
+	fleet    *fleetPart   // nil without [fleet]
 	fields   []zap.Field  // the "prefetch on" line
 	log      *zap.Logger
 
-	stopNotify, stopManager context.CancelFunc
-	notifyDone, managerDone chan struct{}
+	stopNotify, stopManager, stopFleet context.CancelFunc
+	notifyDone, managerDone, fleetDone chan struct{}
 }
 
 // newPrefetch builds the prefetcher, or returns nil when prefetch is off.
@@ -132,6 +133,13 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 		Observer:       obs,
 		Logger:         log,
 	}
+	if cfg.Fleet.Enabled {
+		// Every fetch from a registry asks the fleet first (at most
+		// fleet.upstream_slots nodes at once); until the fleet runs,
+		// nothing beyond this node bounds it.
+		pf.fleet = newFleetPart(cfg, log)
+		mopts.Upstream = pf.fleet
+	}
 	if pc.MoveTag {
 		if mopts.MoveTag, err = moveTag(pf.client.Conn(), log); err != nil {
 			return nil, err
@@ -140,6 +148,9 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 	pf.manager, err = prefetch.NewManager(pf.fetcher, mopts)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	if pf.fleet != nil {
+		pf.fleet.manager, pf.fleet.fetcher = pf.manager, pf.fetcher
 	}
 	for _, ref := range pc.Watch {
 		// Queued for the Manager's first cycle; validated with the config.
@@ -155,6 +166,11 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 			// Notify does not block: it queues the ref for the
 			// Manager's loop.
 			OnPush: func(ref, dgst string) {
+				if pf.fleet != nil && dgst != "" {
+					// The cluster learns of it too: every node that
+					// runs the tag, through one announcement.
+					pf.fleet.Announce(ref, dgst)
+				}
 				if err := m.Notify(ref, dgst); errors.Is(err, prefetch.ErrRegistryNotAllowed) {
 					log.Warn("prefetch: notification refused", zap.String("ref", ref), zap.Error(err))
 				} else if err != nil {
@@ -205,6 +221,15 @@ func (pf *prefetcher) start(ctx context.Context, wg *sync.WaitGroup, failed chan
 		defer close(pf.managerDone)
 		_ = pf.manager.Run(mctx)
 	})
+	if pf.fleet != nil {
+		var fctx context.Context
+		fctx, pf.stopFleet = context.WithCancel(ctx)
+		pf.fleetDone = make(chan struct{})
+		wg.Go(func() {
+			defer close(pf.fleetDone)
+			pf.fleet.run(fctx)
+		})
+	}
 	if pf.lis == nil {
 		return
 	}
@@ -222,13 +247,18 @@ func (pf *prefetcher) start(ctx context.Context, wg *sync.WaitGroup, failed chan
 }
 
 // stop ends the notification listener (requests in flight are answered,
-// within 5 s), then the Manager (its fetches are cancelled; a cancelled
-// fetch deletes its lease). Notifications go first so that no trigger
-// arrives for a Manager that is gone.
+// within 5 s), then the fleet's part (its slots are released), then the
+// Manager (its fetches are cancelled; a cancelled fetch deletes its
+// lease). Notifications go first so that no trigger arrives for a
+// Manager that is gone.
 func (pf *prefetcher) stop() {
 	if pf.stopNotify != nil {
 		pf.stopNotify()
 		<-pf.notifyDone
+	}
+	if pf.stopFleet != nil {
+		pf.stopFleet()
+		<-pf.fleetDone
 	}
 	if pf.stopManager != nil {
 		pf.stopManager()

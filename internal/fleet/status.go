@@ -45,6 +45,24 @@ func (g *Aggregator) Run(ctx context.Context) error {
 	}
 }
 
+// entriesOf reads a NodePrefetch's entries.
+func entriesOf(u *unstructured.Unstructured) []Entry {
+	items, _, _ := unstructured.NestedSlice(u.Object, "status", "entries")
+	out := make([]Entry, 0, len(items))
+	for _, it := range items {
+		m, ok := it.(map[string]any)
+		if !ok {
+			continue
+		}
+		str := func(k string) string { s, _ := m[k].(string); return s }
+		e := Entry{Announcement: str("announcement"), Reference: str("reference"), Digest: str("digest"),
+			State: State(str("state")), Message: str("message")}
+		e.Updated, _ = time.Parse(time.RFC3339, str("updated"))
+		out = append(out, e)
+	}
+	return out
+}
+
 // Sum is the progress of every announcement from the reports in store.
 func Sum(reports []any) map[string]Progress {
 	out := map[string]Progress{}
@@ -53,16 +71,9 @@ func Sum(reports []any) map[string]Progress {
 		if !ok {
 			continue
 		}
-		entries, _, _ := unstructured.NestedSlice(u.Object, "status", "entries")
-		for _, e := range entries {
-			m, ok := e.(map[string]any)
-			if !ok {
-				continue
-			}
-			name, _ := m["announcement"].(string)
-			state, _ := m["state"].(string)
-			p := out[name]
-			switch State(state) {
+		for _, e := range entriesOf(u) {
+			p := out[e.Announcement]
+			switch e.State {
 			case Done:
 				p.Done++
 			case Fetching:
@@ -72,7 +83,7 @@ func Sum(reports []any) map[string]Progress {
 			case Failed:
 				p.Failed++
 			}
-			out[name] = p
+			out[e.Announcement] = p
 		}
 	}
 	return out

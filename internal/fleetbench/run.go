@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,26 +134,8 @@ func RunOn(ctx context.Context, o Options, c *cluster.Cluster) (*Result, error) 
 
 // install applies deploy/fleet and waits for the CRDs to be served.
 func install(ctx context.Context, c *cluster.Cluster) error {
-	dir, err := os.MkdirTemp("", "fleet-manifests")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	for _, f := range []string{"crds.yaml", "rbac.yaml"} {
-		b, err := deploy.Fleet.ReadFile("fleet/" + f)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			return err
-		}
-	}
-	if out, err := c.Kubectl(ctx, "apply", "-f", dir); err != nil {
-		return fmt.Errorf("fleetbench: install deploy/fleet: %w: %s", err, out)
-	}
-	if out, err := c.Kubectl(ctx, "wait", "--for", "condition=established", "--timeout", "60s",
-		"crd/imageannouncements.startgate.io", "crd/nodeprefetches.startgate.io"); err != nil {
-		return fmt.Errorf("fleetbench: CRDs not established: %w: %s", err, out)
+	if err := c.Apply(ctx, deploy.Fleet, "fleet"); err != nil {
+		return fmt.Errorf("fleetbench: install deploy/fleet: %w", err)
 	}
 	return nil
 }

@@ -17,6 +17,16 @@ import (
 // natural choice: the Node authorizer lets a node list and watch the pods
 // bound to it, which is all startgated reads.
 func NewClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
+	cfg, err := RESTConfig(kubeconfig, userAgent)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// RESTConfig is NewClient's configuration, for the other clients of the
+// same credentials (the fleet's dynamic client).
+func RESTConfig(kubeconfig, userAgent string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -28,10 +38,10 @@ func NewClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kube: %w", err)
 	}
 	cfg.UserAgent = userAgent
-	// One list and one watch per node; the defaults (5 qps, burst 10)
-	// are plenty, and a request that hangs must not hold the informer.
+	// A few lists and watches per node; the defaults (5 qps, burst 10)
+	// are plenty, and a request that hangs must not hold an informer.
 	cfg.Timeout = 30 * time.Second
-	return kubernetes.NewForConfig(cfg)
+	return cfg, nil
 }
 
 // DefaultNodeName is the name kubelet registers a node under when it is

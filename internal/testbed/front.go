@@ -63,6 +63,7 @@ type Front struct {
 		mode     FrontMode
 		served   map[string]int64       // blob digest: bytes sent to pullers
 		gets     map[string][]time.Time // blob digest: when pullers asked for it
+		spans    map[string][]Span      // blob digest: each body served, from request to close
 		corrupt  string                 // blob digest to flip a byte of
 		failures []time.Time            // requests answered with an injected 500
 		pinPath  string                 // "/v2/REPO/manifests/TAG" answered as pinTo
@@ -148,11 +149,19 @@ func (f *Front) count(resp *http.Response) error {
 	f.mu.Lock()
 	flip := f.mu.corrupt == dgst
 	trickle := f.mu.mode == FrontTrickle
-	f.mu.gets[dgst] = append(f.mu.gets[dgst], time.Now())
+	start := time.Now()
+	f.mu.gets[dgst] = append(f.mu.gets[dgst], start)
 	f.mu.Unlock()
 	resp.Body = &countingBody{rc: resp.Body, flip: flip, trickle: trickle, add: func(n int64) {
 		f.mu.Lock()
 		f.mu.served[dgst] += n
+		f.mu.Unlock()
+	}, closed: func() {
+		f.mu.Lock()
+		if f.mu.spans == nil {
+			f.mu.spans = map[string][]Span{}
+		}
+		f.mu.spans[dgst] = append(f.mu.spans[dgst], Span{Start: start, End: time.Now()})
 		f.mu.Unlock()
 	}}
 	return nil
@@ -246,6 +255,8 @@ type countingBody struct {
 	trickle bool
 	off     int64
 	add     func(int64)
+	closed  func() // once, on Close
+	once    sync.Once
 }
 
 // FrontFlipAt, the offset of the byte SetCorrupt flips, is well inside a layer blob, past gzip's header: only the digest
@@ -268,7 +279,36 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *countingBody) Close() error { return c.rc.Close() }
+func (c *countingBody) Close() error {
+	c.once.Do(c.closed)
+	return c.rc.Close()
+}
+
+// Span is when a blob body was served: from its request to its close.
+type Span struct{ Start, End time.Time }
+
+// Spans returns each body of blob dgst served to a puller (the test's
+// pushes not counted), from request to close, in order of closing.
+func (f *Front) Spans(dgst string) []Span {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Span(nil), f.mu.spans[dgst]...)
+}
+
+// MostAtOnce is the most spans that overlap at any instant.
+func MostAtOnce(spans []Span) int {
+	most := 0
+	for _, s := range spans {
+		n := 0
+		for _, o := range spans {
+			if o.Start.Before(s.End) && s.Start.Before(o.End) && !o.Start.After(s.Start) {
+				n++
+			}
+		}
+		most = max(most, n)
+	}
+	return most
+}
 
 // markedTransport marks the test's pushes for the front.
 type markedTransport struct{ rt http.RoundTripper }

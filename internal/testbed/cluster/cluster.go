@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -382,3 +384,38 @@ func freePort(host string) (int, error) {
 // portAttempts bounds the retries of a component whose picked port was
 // taken before it bound it.
 const portAttempts = 5
+
+// Apply applies the manifests (*.yaml) in directory dir of fsys with
+// kubectl apply, as an operator applies a directory of the repository,
+// and waits for the CustomResourceDefinitions among them to be served.
+func (c *Cluster) Apply(ctx context.Context, fsys fs.FS, dir string) error {
+	tmp, err := os.MkdirTemp(c.dir, "apply-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	names, err := fs.Glob(fsys, path.Join(dir, "*.yaml"))
+	if err != nil {
+		return err
+	}
+	crds := false
+	for _, n := range names {
+		b, err := fs.ReadFile(fsys, n)
+		if err != nil {
+			return err
+		}
+		crds = crds || strings.Contains(string(b), "kind: CustomResourceDefinition")
+		if err := os.WriteFile(filepath.Join(tmp, path.Base(n)), b, 0o644); err != nil {
+			return err
+		}
+	}
+	if out, err := c.Kubectl(ctx, "apply", "-f", tmp); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	if crds {
+		if out, err := c.Kubectl(ctx, "wait", "--for", "condition=established", "--timeout", "60s", "crd", "--all"); err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+	}
+	return nil
+}
