@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/startgate/startgate/deploy"
+	"github.com/startgate/startgate/internal/testbed"
+	"github.com/startgate/startgate/internal/testbed/cluster"
+)
+
+// TestFleetPairs (issue 13): three real startgated + containerd pairs
+// against one registry and a real kube-apiserver with deploy/fleet
+// applied, using a node's kubelet credentials (so deploy/fleet's RBAC is
+// what is tested). A patch announced once with startgatectl fleet
+// announce reaches every node through its watch, each fetches exactly
+// the changed layer, the registry serves it to at most
+// fleet.upstream_slots = 1 node at once, and the elected node sums the
+// three reports into the announcement's status.
+func TestFleetPairs(t *testing.T) {
+	const pairs = 3
+	fleetSlots := 1
+	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
+	ctx := context.Background()
+	if err := c.Apply(ctx, deploy.Fleet, "fleet"); err != nil {
+		t.Fatal(err)
+	}
+	reg := testbed.StartRegistryT(t, testbed.RegistryOptions{})
+	front := testbed.StartFrontT(t, reg)
+	base, _ := appImage(t, prefetchLayerSize, 1)
+	if _, err := front.Push(ctx, "app:1", base); err != nil {
+		t.Fatal(err)
+	}
+	ref := front.Ref("app:1")
+
+	var nodes []*prefetchNode
+	for i := range pairs {
+		pn := &prefetchNode{reg: reg, front: front}
+		pn.node = startNode(t, nodeOptions{configFor: func(n *node) string {
+			// interval an hour: only the announcement tells the nodes;
+			// bandwidth 16 MiB/s: each fetch of the 32 MB changed layer
+			// takes about two seconds (less what the loopback socket
+			// buffers hold), long enough for unbounded fetches to
+			// overlap at the registry.
+			return fmt.Sprintf(`[admission.targets]
+io = 1.0
+[prefetch]
+enabled = true
+snapshotter = %q
+interval = "1h"
+max_backoff = "1h"
+bandwidth = "16MiB"
+[kubernetes]
+enabled = true
+kubeconfig = %q
+node_name = "pair-%d"
+[fleet]
+enabled = true
+upstream_slots = %d
+lease_duration = "5s"
+retry_min = "100ms"
+retry_max = "500ms"
+start_jitter = "0s"
+report_every = "500ms"
+leader_candidate = %v
+`, n.tb.Snapshotter(), c.NodeKubeconfig(), i, fleetSlots, i == 0)
+		}})
+		pn.t = t
+		pn.pull(ctx, ref)
+		pn.waitEntry(ref, 30*time.Second, "watching app:1", func(e prefetchEntry) bool { return e.State == "idle" })
+		pn.eventually(90*time.Second, "the node coordinating with the fleet", func() (bool, string) {
+			return pn.logLines("coordinating prefetch with the fleet", 1) != "", pn.logLines("fleet", 3)
+		})
+		nodes = append(nodes, pn)
+	}
+
+	patched, changed := patchOf(t, base, 32<<20, 2)
+	newDigest, err := front.Push(ctx, "app:1", patched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bins.ctl, "fleet", "announce", ref, newDigest, "--kubeconfig", c.Kubeconfig()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("startgatectl fleet announce: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	for _, pn := range nodes {
+		e := pn.waitEntry(ref, 60*time.Second, "done or failed with the announced digest", func(e prefetchEntry) bool {
+			return e.NewDigest == newDigest && (e.State == "done" || e.State == "failed")
+		})
+		if e.State != "done" || e.LayersFetched != 1 {
+			t.Errorf("a node after the announcement: %v, want done with the one changed layer", e)
+		}
+	}
+	spans := front.Spans(digestOf(t, changed))
+	if len(spans) != pairs {
+		t.Errorf("the changed layer was served %d times, want once to each of %d nodes", len(spans), pairs)
+	}
+	if most := testbed.MostAtOnce(spans); most > fleetSlots {
+		t.Errorf("the registry served the changed layer to %d nodes at once, want at most fleet.upstream_slots = %d: %v", most, fleetSlots, spans)
+	}
+	for i, s := range spans {
+		t.Logf("changed layer served to node %d: %v for %v", i, s.Start.Format("15:04:05.000"), s.End.Sub(s.Start))
+	}
+	// The elected node sums the reports: all three done.
+	nodes[0].eventually(30*time.Second, "the announcement's status to count the nodes done", func() (bool, string) {
+		out, err := exec.Command(bins.ctl, "fleet", "status", ref, "--kubeconfig", c.Kubeconfig()).CombinedOutput()
+		if err != nil {
+			return false, fmt.Sprintf("%v: %s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		f := strings.Fields(lines[len(lines)-1])
+		return len(f) >= 5 && f[3] == fmt.Sprint(pairs), string(out)
+	})
+	out, err = exec.Command(bins.ctl, "fleet", "status", ref, "--nodes", "--kubeconfig", c.Kubeconfig()).CombinedOutput()
+	if err != nil || strings.Count(string(out), "done") != pairs {
+		t.Errorf("startgatectl fleet status --nodes: %v\n%s\nwant %d nodes done", err, out, pairs)
+	}
+}
+
+// TestFleetAbsentPrefetchesAlone (issue 13): with [fleet] on, a node in a
+// cluster without deploy/fleet's resources, and a node whose API is out
+// of reach, prefetch a patch as a node alone does (by polling here), and
+// say why they are not coordinating.
+func TestFleetAbsentPrefetchesAlone(t *testing.T) {
+	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
+	for _, tt := range []struct {
+		name, kubeconfig, why string
+	}{
+		{"resources not installed", c.NodeKubeconfig(), "not installed"},
+		{"API out of reach", "/nonexistent/kubelet.conf", "nonexistent"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pn := startPrefetchNode(t, prefetchOptions{interval: time.Second, extra: fmt.Sprintf(`[kubernetes]
+enabled = true
+kubeconfig = %q
+node_name = "alone"
+[fleet]
+enabled = true
+`, tt.kubeconfig)})
+			ctx := context.Background()
+			ref, base, _ := pn.runningApp(ctx, 1, 30*time.Second)
+			patched, _ := patchOf(t, base, prefetchLayerSize, 2)
+			newDigest := pn.push(ctx, "app:1", patched)
+			e := pn.waitEntry(ref, 30*time.Second, "done with the patch", func(e prefetchEntry) bool {
+				return e.NewDigest == newDigest && e.State == "done"
+			})
+			t.Logf("prefetched alone: %v", e)
+			if l := pn.logLines("not coordinating with the fleet", 1); !strings.Contains(l, tt.why) {
+				t.Errorf("log says %q about the fleet, want it to say why (%s)", l, tt.why)
+			}
+		})
+	}
+}
