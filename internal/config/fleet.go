@@ -39,6 +39,11 @@ type Fleet struct {
 	// control-plane nodes, say): every candidate costs the API server a
 	// request every 2 s.
 	LeaderCandidate bool `toml:"leader_candidate"`
+	// ClusterResolver: the elected node resolves, every
+	// prefetch.interval, every tag the nodes run, and announces new
+	// digests; while one is elected, this node does not poll its
+	// registries itself. Give every node the same.
+	ClusterResolver bool `toml:"cluster_resolver"`
 }
 
 func defaultFleet() Fleet {
@@ -53,6 +58,7 @@ func defaultFleet() Fleet {
 		FailOpenAfter:   Duration(time.Minute),
 		ReportEvery:     Duration(2 * time.Second),
 		LeaderCandidate: false,
+		ClusterResolver: false,
 	}
 }
 
@@ -75,6 +81,9 @@ var fleetDocs = map[string]string{
 	"fleet.report_every":    "Most often this node writes its report (its NodePrefetch).",
 	"fleet.leader_candidate": "Stand for election to sum the nodes' reports into each announcement's status.\n" +
 		"Make a few nodes candidates (the control plane's): each costs a request every 2 s.",
+	"fleet.cluster_resolver": "One resolver for the cluster: the elected node resolves every tag the nodes\n" +
+		"run, every prefetch.interval, and announces each new digest; while a node is\n" +
+		"elected, the others do not poll their registries. Give every node the same.",
 }
 
 // validate checks [fleet]; enabled, it needs [kubernetes] and [prefetch].

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -35,6 +36,8 @@ type fleetPart struct {
 	log      *zap.Logger
 	manager  *prefetch.Manager
 	fetcher  *prefetch.Fetcher
+	// resolveEvery is prefetch.interval: the cluster resolver's.
+	resolveEvery time.Duration
 
 	// node is the running fleet.Node; nil while not running.
 	node atomic.Pointer[fleet.Node]
@@ -48,7 +51,8 @@ func newFleetPart(cfg *config.Config, log *zap.Logger) *fleetPart {
 	if name == "" {
 		name = kube.DefaultNodeName()
 	}
-	return &fleetPart{cfg: cfg.Fleet, kube: cfg.Kubernetes, nodeName: name, log: log.Named("fleet"), announce: make(chan [2]string, 64)}
+	return &fleetPart{cfg: cfg.Fleet, kube: cfg.Kubernetes, nodeName: name, log: log.Named("fleet"), announce: make(chan [2]string, 64),
+		resolveEvery: cfg.Prefetch.Interval.Std()}
 }
 
 // Acquire is the prefetch Manager's Upstream.
@@ -84,6 +88,7 @@ type fleetPrefetcher struct {
 func (p fleetPrefetcher) Wants(ref string) bool           { return p.m.Watched(ref) }
 func (p fleetPrefetcher) ViaMirror(ref string) bool       { return p.f.ViaMirror(ref) }
 func (p fleetPrefetcher) Prefetch(ref, dgst string) error { return p.m.Announced(ref, dgst) }
+func (p fleetPrefetcher) Tags() map[string]string         { return p.m.Tags() }
 
 // Announce queues ref at dgst for the cluster (a push this node's webhook
 // received); it does not block.
@@ -163,20 +168,53 @@ func (f *fleetPart) runOnce(ctx context.Context) error {
 	if c.LeaderCandidate {
 		wg.Go(func() {
 			fleet.RunLeader(rctx, typed, c.Namespace, f.nodeName, f.log, func(ctx context.Context) {
-				_ = (&fleet.Aggregator{Dynamic: dyn, Interval: c.ReportEvery.Std(), Logger: f.log}).Run(ctx)
+				e := &fleet.Elected{Dynamic: dyn, SumEvery: c.ReportEvery.Std(), Logger: f.log}
+				if c.ClusterResolver {
+					e.Resolve, e.ResolveEvery = f.fetcher.ResolveDigest, f.resolveEvery
+				}
+				_ = e.Run(ctx)
 			})
 		})
+	}
+	// With a cluster resolver elected, this node does not poll itself.
+	var leaderCheck <-chan time.Time
+	if c.ClusterResolver {
+		t := time.NewTicker(leaderCheckEvery)
+		defer t.Stop()
+		leaderCheck = t.C
+		defer f.manager.SetPolling(true)
+		f.manager.SetPolling(!f.resolverElected(ctx, typed))
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-leaderCheck:
+			f.manager.SetPolling(!f.resolverElected(ctx, typed))
 		case a := <-f.announce:
 			if _, err := fleet.Announce(ctx, dyn, a[0], a[1]); err != nil {
 				f.log.Warn("announcement not made", zap.String("reference", a[0]), zap.String("digest", a[1]), zap.Error(err))
 			}
 		}
 	}
+}
+
+// leaderCheckEvery is how often a node with fleet.cluster_resolver looks
+// whether a resolver is elected (a GET of its Lease).
+const leaderCheckEvery = 30 * time.Second
+
+// resolverElected says whether the leader Lease is held and was renewed
+// within its duration: the cluster's resolver is at work.
+func (f *fleetPart) resolverElected(ctx context.Context, typed kubernetes.Interface) bool {
+	l, err := typed.CoordinationV1().Leases(f.cfg.Namespace).Get(ctx, fleet.LeaderLease, metav1.GetOptions{})
+	if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" || l.Spec.RenewTime == nil {
+		return false
+	}
+	d := 15 * time.Second
+	if l.Spec.LeaseDurationSeconds != nil {
+		d = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
+	}
+	return time.Since(l.Spec.RenewTime.Time) < 2*d
 }
 
 // sleepCtx waits d or until ctx ends.

@@ -12,7 +12,7 @@ import (
 )
 
 // LeaderLease is the Lease through which one startgated of the cluster is
-// elected to do what only one should: sum the reports (Aggregator).
+// elected to do what only one should (Elected).
 const LeaderLease = "startgate-leader"
 
 // Leader timing: client-go's defaults for controllers. A dead leader is

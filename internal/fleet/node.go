@@ -29,7 +29,15 @@ type Prefetcher interface {
 	// every fetch from a registry, this one or any other, goes through
 	// Node.Acquire.
 	Prefetch(ref, dgst string) error
+	// Tags are the tags this node runs or watches, each with the digest
+	// it runs ("" for a watched tag it does not run): the elected node
+	// resolves them for the cluster (Elected.Resolve).
+	Tags() map[string]string
 }
+
+// tagsEvery is how often a node reports the tags it runs: a new tag
+// reaches the cluster's resolver within it.
+const tagsEvery = 30 * time.Second
 
 // NodeOptions configure a Node.
 type NodeOptions struct {
@@ -129,8 +137,12 @@ func (n *Node) Run(ctx context.Context) error {
 		for n.work() {
 		}
 	})
-	<-ctx.Done()
-	return nil
+	for {
+		n.report.SetTags(n.opts.Prefetcher.Tags())
+		if err := sleep(ctx, n.clk, tagsEvery); err != nil {
+			return nil
+		}
+	}
 }
 
 // work hands one announcement from the queue to the prefetcher if this

@@ -26,7 +26,7 @@ const maxEntries = 256
 // announcement it acts on. Changes are coalesced into at most one write
 // per interval, so a node costs the API server a few writes per
 // announcement (waiting, fetching, done) whatever happens in between.
-// Nobody but the elected startgated reads the reports (Aggregator):
+// Nobody but the elected startgated reads the reports (Elected):
 // nodes do not watch each other.
 type Reporter struct {
 	client   dynamic.ResourceInterface
@@ -38,7 +38,8 @@ type Reporter struct {
 
 	mu struct {
 		sync.Mutex
-		entries map[string]Entry // by announcement
+		entries map[string]Entry  // by announcement
+		tags    map[string]string // reference: running digest
 		dirty   bool
 	}
 	// last is the object last written (for its resourceVersion); only
@@ -75,6 +76,23 @@ func (r *Reporter) Set(e Entry) {
 	}
 }
 
+// SetTags records the tags the node runs (reference: running digest)
+// for the next write, if they changed.
+func (r *Reporter) SetTags(tags map[string]string) {
+	r.mu.Lock()
+	if maps.Equal(r.mu.tags, tags) {
+		r.mu.Unlock()
+		return
+	}
+	r.mu.tags = maps.Clone(tags)
+	r.mu.dirty = true
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Forget drops announcement from the report (it was deleted).
 func (r *Reporter) Forget(announcement string) {
 	r.mu.Lock()
@@ -98,12 +116,13 @@ func (r *Reporter) Run(ctx context.Context) error {
 			r.mu.Lock()
 			dirty := r.mu.dirty
 			entries := slices.Collect(maps.Values(r.mu.entries))
+			tags := maps.Clone(r.mu.tags)
 			r.mu.dirty = false
 			r.mu.Unlock()
 			if !dirty {
 				break
 			}
-			if err := r.write(ctx, entries); err != nil {
+			if err := r.write(ctx, entries, tags); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -119,8 +138,8 @@ func (r *Reporter) Run(ctx context.Context) error {
 	}
 }
 
-// write replaces the node's report with entries.
-func (r *Reporter) write(ctx context.Context, entries []Entry) error {
+// write replaces the node's report with entries and tags.
+func (r *Reporter) write(ctx context.Context, entries []Entry, tags map[string]string) error {
 	slices.SortFunc(entries, func(a, b Entry) int { return b.Updated.Compare(a.Updated) })
 	if len(entries) > maxEntries {
 		entries = entries[:maxEntries]
@@ -145,6 +164,16 @@ func (r *Reporter) write(ctx context.Context, entries []Entry) error {
 	if err := unstructured.SetNestedSlice(obj.Object, items, "status", "entries"); err != nil {
 		return err
 	}
+	tagItems := make([]any, 0, len(tags))
+	for _, ref := range slices.Sorted(maps.Keys(tags)) {
+		if len(tagItems) == maxEntries {
+			break
+		}
+		tagItems = append(tagItems, map[string]any{"reference": ref, "running": tags[ref]})
+	}
+	if err := unstructured.SetNestedSlice(obj.Object, tagItems, "status", "tags"); err != nil {
+		return err
+	}
 	var out *unstructured.Unstructured
 	var err error
 	if r.last == nil {
@@ -154,7 +183,7 @@ func (r *Reporter) write(ctx context.Context, entries []Entry) error {
 			var cur *unstructured.Unstructured
 			if cur, err = r.client.Get(ctx, r.node, metav1.GetOptions{}); err == nil {
 				r.last = cur
-				return r.write(ctx, entries)
+				return r.write(ctx, entries, tags)
 			}
 		}
 	} else {

@@ -2,6 +2,8 @@ package fleet
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -12,19 +14,30 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// Aggregator sums the nodes' NodePrefetch reports into each
-// announcement's status (done, fetching, waiting, failed), every
-// interval, writing only what changed. One startgated in the cluster
-// runs it (the elected one, Leader), so the N reports are read by one
-// watch, not by every node.
-type Aggregator struct {
+// Elected is what one startgated of the cluster does for all (elected
+// through a Lease, RunLeader), so that the N reports are read by one
+// watch and the registries are asked by one node, not by every node:
+//   - every SumEvery it sums the nodes' NodePrefetch reports into each
+//     announcement's status (done, fetching, waiting, failed), writing
+//     only what changed;
+//   - with Resolve set, every ResolveEvery it resolves each tag the nodes
+//     report running or watching, and announces a digest some node does
+//     not run yet: the cluster's one poller in place of every node's.
+type Elected struct {
 	Dynamic  dynamic.Interface
-	Interval time.Duration
-	Logger   *zap.Logger
+	SumEvery time.Duration
+	// Resolve resolves a tag at its registry (the elected node's
+	// prefetcher: its hosts.toml and credentials); nil: no resolving.
+	Resolve      func(ctx context.Context, ref string) (string, error)
+	ResolveEvery time.Duration
+	Logger       *zap.Logger
 }
 
-// Run sums until ctx ends.
-func (g *Aggregator) Run(ctx context.Context) error {
+// resolveTimeout bounds one tag's resolve.
+const resolveTimeout = 30 * time.Second
+
+// Run works until ctx ends.
+func (g *Elected) Run(ctx context.Context) error {
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(g.Dynamic, 0)
 	reports := factory.ForResource(NodePrefetchGVR).Informer()
 	anns := factory.ForResource(AnnouncementGVR).Informer()
@@ -33,16 +46,79 @@ func (g *Aggregator) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), reports.HasSynced, anns.HasSynced) {
 		return nil
 	}
-	t := time.NewTicker(g.Interval)
-	defer t.Stop()
+	sums := time.NewTicker(g.SumEvery)
+	defer sums.Stop()
+	var resolves <-chan time.Time
+	if g.Resolve != nil {
+		t := time.NewTicker(g.ResolveEvery)
+		defer t.Stop()
+		resolves = t.C
+		g.resolve(ctx, reports.GetStore(), anns.GetStore())
+	}
 	for {
 		g.sum(ctx, reports.GetStore(), anns.GetStore())
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-sums.C:
+		case <-resolves:
+			g.resolve(ctx, reports.GetStore(), anns.GetStore())
 		}
 	}
+}
+
+// resolve resolves every reported tag and announces the digests some
+// node does not run and nobody announced yet.
+func (g *Elected) resolve(ctx context.Context, reports, anns cache.Store) {
+	running := map[string]map[string]bool{} // reference: digests run
+	for _, obj := range reports.List() {
+		for ref, d := range tagsOf(obj.(*unstructured.Unstructured)) {
+			if running[ref] == nil {
+				running[ref] = map[string]bool{}
+			}
+			running[ref][d] = true
+		}
+	}
+	for _, ref := range slices.Sorted(maps.Keys(running)) {
+		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+		d, err := g.Resolve(rctx, ref)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			g.Logger.Warn("cluster resolver: resolve failed", zap.String("reference", ref), zap.Error(err))
+			continue
+		}
+		if len(running[ref]) == 1 && running[ref][d] {
+			continue // every node runs it
+		}
+		name := AnnouncementName(ref, d)
+		if _, ok, _ := anns.GetByKey(name); ok {
+			continue
+		}
+		if _, err := Announce(ctx, g.Dynamic, ref, d); err != nil {
+			g.Logger.Warn("cluster resolver: announcement not made", zap.String("reference", ref), zap.String("digest", d), zap.Error(err))
+			continue
+		}
+		g.Logger.Info("cluster resolver: new digest announced", zap.String("reference", ref), zap.String("digest", d), zap.String("announcement", name))
+	}
+}
+
+// tagsOf reads a NodePrefetch's tags (reference: running digest).
+func tagsOf(u *unstructured.Unstructured) map[string]string {
+	items, _, _ := unstructured.NestedSlice(u.Object, "status", "tags")
+	out := make(map[string]string, len(items))
+	for _, it := range items {
+		if m, ok := it.(map[string]any); ok {
+			ref, _ := m["reference"].(string)
+			d, _ := m["running"].(string)
+			if ref != "" {
+				out[ref] = d
+			}
+		}
+	}
+	return out
 }
 
 // entriesOf reads a NodePrefetch's entries.
@@ -63,7 +139,7 @@ func entriesOf(u *unstructured.Unstructured) []Entry {
 	return out
 }
 
-// Sum is the progress of every announcement from the reports in store.
+// Sum is the progress of every announcement from the reports.
 func Sum(reports []any) map[string]Progress {
 	out := map[string]Progress{}
 	for _, obj := range reports {
@@ -89,7 +165,7 @@ func Sum(reports []any) map[string]Progress {
 	return out
 }
 
-func (g *Aggregator) sum(ctx context.Context, reports, anns cache.Store) {
+func (g *Elected) sum(ctx context.Context, reports, anns cache.Store) {
 	sums := Sum(reports.List())
 	client := g.Dynamic.Resource(AnnouncementGVR)
 	for _, obj := range anns.List() {

@@ -199,7 +199,7 @@ func run(ctx context.Context, o Options, cfg *rest.Config, admin kubernetes.Inte
 		if i < o.Candidates {
 			wg.Go(func() {
 				fleet.RunLeader(nctx, typed, namespace, n.name, nlog, func(ctx context.Context) {
-					_ = (&fleet.Aggregator{Dynamic: dyn, Interval: 2 * time.Second, Logger: nlog}).Run(ctx)
+					_ = (&fleet.Elected{Dynamic: dyn, SumEvery: 2 * time.Second, Logger: nlog}).Run(ctx)
 				})
 			})
 		}
@@ -228,7 +228,7 @@ func run(ctx context.Context, o Options, cfg *rest.Config, admin kubernetes.Inte
 	if err != nil {
 		return nil, err
 	}
-	a, err := fleet.Announce(ctx, adminDyn, "registry.example.com/app:1", "sha256:"+strings.Repeat("ab", 32))
+	a, err := fleet.Announce(ctx, adminDyn, simRef, "sha256:"+strings.Repeat("ab", 32))
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +299,13 @@ type simPrefetcher struct {
 
 func (simPrefetcher) Wants(string) bool     { return true }
 func (simPrefetcher) ViaMirror(string) bool { return false }
+
+// Tags: every node runs the announced tag, at the digest before it.
+func (simPrefetcher) Tags() map[string]string {
+	return map[string]string{simRef: "sha256:" + strings.Repeat("cd", 32)}
+}
+
+const simRef = "registry.example.com/app:1"
 
 func (p simPrefetcher) Prefetch(ref, dgst string) error {
 	p.n.wg.Go(func() {

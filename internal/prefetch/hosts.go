@@ -189,3 +189,13 @@ func (f *Fetcher) ViaMirror(ref string) bool {
 	hs, err := f.hosts.hosts(reference.Domain(named))
 	return err == nil && len(hs) > 1
 }
+
+// ResolveDigest asks ref's registry (its mirrors first) which digest the
+// tag names: the fleet's elected node resolves for the cluster with it.
+func (f *Fetcher) ResolveDigest(ctx context.Context, ref string) (string, error) {
+	_, desc, err := f.resolver.Resolve(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("prefetch: resolve %s: %w", ref, err)
+	}
+	return desc.Digest.String(), nil
+}

@@ -35,6 +35,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
@@ -222,14 +223,16 @@ var (
 // Manager watches the tags this node uses and prefetches their new
 // digests. Its methods are safe for concurrent use; Run is called once.
 type Manager struct {
-	images    imageLister
-	resolver  resolver
-	fetcher   fetcher
-	namespace string
-	opts      ManagerOptions
-	log       *zap.Logger
-	now       func() time.Time
-	rand      func() float64 // in [0, 1)
+	// pollingOff: the cluster resolves for this node (SetPolling).
+	pollingOff atomic.Bool
+	images     imageLister
+	resolver   resolver
+	fetcher    fetcher
+	namespace  string
+	opts       ManagerOptions
+	log        *zap.Logger
+	now        func() time.Time
+	rand       func() float64 // in [0, 1)
 
 	kick  chan struct{} // wakes the loop for triggered refs; capacity 1
 	slots chan struct{} // fetch slots; capacity Concurrency
@@ -448,6 +451,32 @@ func (m *Manager) Announced(ref, dgst string) error {
 	return nil
 }
 
+// Tags are the watched tags with the digest the node runs ("" for a tag
+// added that the node does not run).
+func (m *Manager) Tags() map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]string{}
+	for ref := range m.watchSetLocked() {
+		d := ""
+		if e := m.mu.entries[ref]; e != nil {
+			d = e.Running
+		}
+		out[ref] = d
+	}
+	return out
+}
+
+// SetPolling turns the Manager's own resolving every interval on or off
+// (the cluster's elected node resolves for it, internal/fleet); triggers,
+// notifications and announcements go on either way.
+func (m *Manager) SetPolling(on bool) {
+	if m.pollingOff.Swap(!on) == !on {
+		return
+	}
+	m.log.Info("prefetch: polling every interval", zap.Bool("on", on))
+}
+
 // Watched reports whether ref (a tag) is watched: the node runs it, or it
 // was added.
 func (m *Manager) Watched(ref string) bool {
@@ -510,8 +539,10 @@ func (m *Manager) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-timer.C:
 			m.refresh(ctx)
-			for _, ref := range m.due() {
-				m.check(ctx, &wg, ref, false)
+			if !m.pollingOff.Load() {
+				for _, ref := range m.due() {
+					m.check(ctx, &wg, ref, false)
+				}
 			}
 			timer.Reset(m.jittered(m.opts.Interval))
 		case <-m.kick:
