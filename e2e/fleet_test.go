@@ -37,47 +37,7 @@ func TestFleetPairs(t *testing.T) {
 	}
 	ref := front.Ref("app:1")
 
-	var nodes []*prefetchNode
-	for i := range pairs {
-		pn := &prefetchNode{reg: reg, front: front}
-		pn.node = startNode(t, nodeOptions{configFor: func(n *node) string {
-			// interval an hour: only the announcement tells the nodes;
-			// bandwidth 16 MiB/s: each fetch of the 32 MB changed layer
-			// takes about two seconds (less what the loopback socket
-			// buffers hold), long enough for unbounded fetches to
-			// overlap at the registry.
-			return fmt.Sprintf(`[admission.targets]
-io = 1.0
-[prefetch]
-enabled = true
-snapshotter = %q
-interval = "1h"
-max_backoff = "1h"
-bandwidth = "16MiB"
-[kubernetes]
-enabled = true
-kubeconfig = %q
-node_name = "pair-%d"
-[fleet]
-enabled = true
-upstream_slots = %d
-lease_duration = "5s"
-retry_min = "100ms"
-retry_max = "500ms"
-start_jitter = "0s"
-report_every = "500ms"
-leader_candidate = %v
-`, n.tb.Snapshotter(), c.NodeKubeconfig(), i, fleetSlots, i == 0)
-		}})
-		pn.t = t
-		pn.pull(ctx, ref)
-		pn.waitEntry(ref, 30*time.Second, "watching app:1", func(e prefetchEntry) bool { return e.State == "idle" })
-		pn.eventually(90*time.Second, "the node coordinating with the fleet", func() (bool, string) {
-			return pn.logLines("coordinating prefetch with the fleet", 1) != "", pn.logLines("fleet", 3)
-		})
-		nodes = append(nodes, pn)
-	}
-
+	nodes := startFleetPairs(t, c, reg, front, pairs, fmt.Sprintf("upstream_slots = %d\n", fleetSlots), "1h")
 	patched, changed := patchOf(t, base, 32<<20, 2)
 	newDigest, err := front.Push(ctx, "app:1", patched)
 	if err != nil {
@@ -154,5 +114,94 @@ enabled = true
 				t.Errorf("log says %q about the fleet, want it to say why (%s)", l, tt.why)
 			}
 		})
+	}
+}
+
+// startFleetPairs starts n startgated + containerd pairs on the cluster's
+// API (node credentials) with [fleet] on (fleetExtra added to it, node 0
+// the only leader candidate), each running ref app:1 of front, polling
+// every interval; it returns once each coordinates with the fleet.
+func startFleetPairs(t *testing.T, c *cluster.Cluster, reg *testbed.Registry, front *testbed.Front, n int, fleetExtra, interval string) []*prefetchNode {
+	t.Helper()
+	ctx := context.Background()
+	ref := front.Ref("app:1")
+	var nodes []*prefetchNode
+	for i := range n {
+		pn := &prefetchNode{reg: reg, front: front}
+		pn.node = startNode(t, nodeOptions{configFor: func(nd *node) string {
+			// bandwidth 16 MiB/s: each fetch of a 32 MB changed layer
+			// takes about two seconds (less what the loopback socket
+			// buffers hold), long enough for unbounded fetches to
+			// overlap at the registry.
+			return fmt.Sprintf(`[admission.targets]
+io = 1.0
+[prefetch]
+enabled = true
+snapshotter = %q
+interval = %q
+max_backoff = "1h"
+bandwidth = "16MiB"
+[kubernetes]
+enabled = true
+kubeconfig = %q
+node_name = "pair-%d"
+[fleet]
+enabled = true
+lease_duration = "5s"
+retry_min = "100ms"
+retry_max = "500ms"
+start_jitter = "0s"
+report_every = "500ms"
+leader_candidate = %v
+%s`, nd.tb.Snapshotter(), interval, c.NodeKubeconfig(), i, i == 0, fleetExtra)
+		}})
+		pn.t = t
+		pn.pull(ctx, ref)
+		pn.waitEntry(ref, 30*time.Second, "watching app:1", func(e prefetchEntry) bool { return e.State == "idle" })
+		pn.eventually(90*time.Second, "the node coordinating with the fleet", func() (bool, string) {
+			return pn.logLines("coordinating prefetch with the fleet", 1) != "", pn.logLines("fleet", 3)
+		})
+		nodes = append(nodes, pn)
+	}
+	return nodes
+}
+
+// TestFleetClusterResolver (issue 13): with fleet.cluster_resolver, the
+// elected node resolves the tag the nodes report and announces the
+// patch pushed to the registry, nobody announcing it by hand; the other
+// node stops polling while a resolver is elected; both prefetch it.
+func TestFleetClusterResolver(t *testing.T) {
+	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
+	ctx := context.Background()
+	if err := c.Apply(ctx, deploy.Fleet, "fleet"); err != nil {
+		t.Fatal(err)
+	}
+	reg := testbed.StartRegistryT(t, testbed.RegistryOptions{})
+	front := testbed.StartFrontT(t, reg)
+	base, _ := appImage(t, prefetchLayerSize, 1)
+	if _, err := front.Push(ctx, "app:1", base); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startFleetPairs(t, c, reg, front, 2, "upstream_slots = 1\ncluster_resolver = true\n", "2s")
+	ref := front.Ref("app:1")
+	nodes[1].eventually(60*time.Second, "the second node to stop polling, a resolver elected", func() (bool, string) {
+		l := nodes[1].logLines("polling every interval", 1)
+		return strings.Contains(l, `"on":false`), l
+	})
+	patched, _ := patchOf(t, base, prefetchLayerSize, 2)
+	newDigest, err := front.Push(ctx, "app:1", patched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pn := range nodes {
+		e := pn.waitEntry(ref, 60*time.Second, "done with the pushed patch", func(e prefetchEntry) bool {
+			return e.NewDigest == newDigest && (e.State == "done" || e.State == "failed")
+		})
+		if e.State != "done" {
+			t.Errorf("a node after the push: %v, want done", e)
+		}
+	}
+	if l := nodes[0].logLines("cluster resolver: new digest announced", 1); !strings.Contains(l, newDigest) {
+		t.Errorf("the elected node's log does not say it announced %s: %q", newDigest, l)
 	}
 }
