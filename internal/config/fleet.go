@@ -34,6 +34,10 @@ type Fleet struct {
 	FailOpenAfter Duration `toml:"fail_open_after"`
 	// ReportEvery is the most often the node's report is written.
 	ReportEvery Duration `toml:"report_every"`
+	// StatusEvery is how often the elected node sums the reports into
+	// the announcements' status. Each write reaches every node's watch
+	// (N events), so it is slower than the reports.
+	StatusEvery Duration `toml:"status_every"`
 	// LeaderCandidate: this node may be elected to sum the nodes'
 	// reports into the announcements' status. A few nodes suffice (the
 	// control-plane nodes, say): every candidate costs the API server a
@@ -57,6 +61,7 @@ func defaultFleet() Fleet {
 		StartJitter:     Duration(5 * time.Second),
 		FailOpenAfter:   Duration(time.Minute),
 		ReportEvery:     Duration(2 * time.Second),
+		StatusEvery:     Duration(15 * time.Second),
 		LeaderCandidate: false,
 		ClusterResolver: false,
 	}
@@ -79,6 +84,8 @@ var fleetDocs = map[string]string{
 	"fleet.start_jitter":    "The nodes' first tries for a new digest are spread over this long.",
 	"fleet.fail_open_after": "A node that cannot reach the API for this long while waiting for a slot\nfetches without one, and says so.",
 	"fleet.report_every":    "Most often this node writes its report (its NodePrefetch).",
+	"fleet.status_every": "How often the elected node sums the reports into each announcement's status.\n" +
+		"Every status write reaches every node's watch, so this is slower than the reports.",
 	"fleet.leader_candidate": "Stand for election to sum the nodes' reports into each announcement's status.\n" +
 		"Make a few nodes candidates (the control plane's): each costs a request every 2 s.",
 	"fleet.cluster_resolver": "One resolver for the cluster: the elected node resolves every tag the nodes\n" +
@@ -102,6 +109,7 @@ func (f Fleet) validate(k Kubernetes, p Prefetch) []error {
 	errs.duration("fleet.start_jitter", f.StartJitter, 0, 10*time.Minute)
 	errs.duration("fleet.fail_open_after", f.FailOpenAfter, time.Second, time.Hour)
 	errs.duration("fleet.report_every", f.ReportEvery, 100*time.Millisecond, 10*time.Minute)
+	errs.duration("fleet.status_every", f.StatusEvery, 100*time.Millisecond, 10*time.Minute)
 	if f.Enabled && !k.Enabled {
 		errs.add("fleet.enabled", "needs the API: set kubernetes.enabled = true (and its kubeconfig)")
 	}

@@ -168,7 +168,7 @@ func (f *fleetPart) runOnce(ctx context.Context) error {
 	if c.LeaderCandidate {
 		wg.Go(func() {
 			fleet.RunLeader(rctx, typed, c.Namespace, f.nodeName, f.log, func(ctx context.Context) {
-				e := &fleet.Elected{Dynamic: dyn, SumEvery: c.ReportEvery.Std(), Logger: f.log}
+				e := &fleet.Elected{Dynamic: dyn, SumEvery: c.StatusEvery.Std(), Logger: f.log}
 				if c.ClusterResolver {
 					e.Resolve, e.ResolveEvery = f.fetcher.ResolveDigest, f.resolveEvery
 				}

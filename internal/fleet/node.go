@@ -264,14 +264,53 @@ func (n *Node) Acquire(ctx context.Context, ref, dgst string) (*Fetch, error) {
 			return nil, err
 		}
 	}
-	if !(announced && a.Status.Done > 0 && n.opts.Prefetcher.ViaMirror(ref)) {
-		slot, err := n.opts.Budget.Acquire(ctx)
-		if err != nil {
-			f.End(ctx, err)
-			return nil, err
-		}
-		f.slot = slot
+	slot, err := n.acquire(ctx, a, announced)
+	if err != nil {
+		f.End(ctx, err)
+		return nil, err
 	}
+	f.slot = slot
 	set(Fetching)
 	return f, nil
+}
+
+// errMirrorHas ends a wait for a slot: the mirror has the digest now.
+var errMirrorHas = errors.New("fleet: a node is done: the mirror has the digest")
+
+// mirrorCheck is how often a node waiting for a slot behind a mirror
+// looks whether the announcement counts a node done.
+const mirrorCheck = 500 * time.Millisecond
+
+// acquire waits for an upstream slot; behind a mirror, only until the
+// announcement counts a node done (nil slot: none needed).
+func (n *Node) acquire(ctx context.Context, a Announcement, announced bool) (*Slot, error) {
+	if !announced || !n.opts.Prefetcher.ViaMirror(a.Reference) {
+		return n.opts.Budget.Acquire(ctx)
+	}
+	done := func() bool { cur, ok := n.announcement(a.Name); return ok && cur.Status.Done > 0 }
+	if done() {
+		return nil, nil
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		t := n.clk.NewTicker(mirrorCheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C():
+				if done() {
+					cancel(errMirrorHas)
+					return
+				}
+			}
+		}
+	}()
+	slot, err := n.opts.Budget.Acquire(wctx)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errMirrorHas) {
+		return nil, nil
+	}
+	return slot, err
 }

@@ -32,8 +32,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.RetryMin, "retry-min", time.Second, "first wait for a slot when all are held (fleet.retry_min)")
 	fs.DurationVar(&o.RetryMax, "retry-max", 30*time.Second, "longest wait for a slot when all are held (fleet.retry_max)")
 	fs.DurationVar(&o.StartJitter, "start-jitter", 5*time.Second, "spread of the nodes' first tries (fleet.start_jitter)")
-	fs.DurationVar(&o.ReportEvery, "report-every", 2*time.Second, "most often a node writes its report")
+	fs.DurationVar(&o.ReportEvery, "report-every", 2*time.Second, "most often a node writes its report (fleet.report_every)")
+	fs.DurationVar(&o.StatusEvery, "status-every", 15*time.Second, "the elected node's summing interval (fleet.status_every)")
 	fs.BoolVar(&o.Kill, "kill", false, "kill the first node to start fetching, mid-fetch")
+	fs.BoolVar(&o.Mirror, "mirror", false, "every node has a mirror: once one node is done, the others fetch without a slot")
 	fs.IntVar(&o.Candidates, "candidates", 3, "nodes standing for election (the elected one sums the reports)")
 	fs.StringVar(&o.KubeBin, "kube-bin", os.Getenv("STARTGATE_KUBE_BIN"), "directory of the Kubernetes binaries (default $STARTGATE_KUBE_BIN, else build.sh's cache)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
@@ -92,8 +94,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // Table is the results as a markdown table.
 func Table(rs []*Result) string {
 	var b strings.Builder
-	b.WriteString("| nodes | K | T | peak fetching | done | completion | N×T/K | completion / ideal | requests / node / s | by verb | watches / node | API server requests | killed: slot taken over after |\n")
-	b.WriteString("| --: | --: | --: | --: | --: | --: | --: | --: | --: | --- | --: | --: | --: |\n")
+	b.WriteString("| nodes | K | T | peak fetching | peak upstream (fetches) | done | completion | N×T/K | completion / ideal | requests / node / s | by verb and resource | watches / node | API server requests | killed: slot taken over after |\n")
+	b.WriteString("| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --- | --: | --: | --: |\n")
 	for _, r := range rs {
 		verbs := slices.Sorted(maps.Keys(r.Requests))
 		var by []string
@@ -104,8 +106,8 @@ func Table(rs []*Result) string {
 		if r.KillTakeoverS > 0 {
 			kill = fmt.Sprintf("%.1f s", r.KillTakeoverS)
 		}
-		fmt.Fprintf(&b, "| %d | %d | %.1f s | %d | %d | %.1f s | %.1f s | %.2f | %.3f | %s | %.2f | %d | %s |\n",
-			r.Nodes, r.Slots, r.FetchTimeS, r.PeakFetching, r.Done, r.CompletionS, r.IdealS, r.CompletionS/r.IdealS,
+		fmt.Fprintf(&b, "| %d | %d | %.1f s | %d | %d (%d) | %d | %.1f s | %.1f s | %.2f | %.3f | %s | %.2f | %d | %s |\n",
+			r.Nodes, r.Slots, r.FetchTimeS, r.PeakFetching, r.PeakUpstream, r.Upstream, r.Done, r.CompletionS, r.IdealS, r.CompletionS/r.IdealS,
 			r.PerNodePerSecond, strings.Join(by, ", "), r.WatchesPerNode, r.ServerRequests, kill)
 	}
 	return b.String()

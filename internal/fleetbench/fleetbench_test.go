@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestSimulation(t *testing.T) {
 	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
 	o := Options{Nodes: 24, Slots: 3, FetchTime: 300 * time.Millisecond, LeaseDuration: 3 * time.Second,
-		RetryMin: 100 * time.Millisecond, RetryMax: time.Second, StartJitter: 500 * time.Millisecond, ReportEvery: 500 * time.Millisecond,
+		RetryMin: 100 * time.Millisecond, RetryMax: time.Second, StartJitter: 500 * time.Millisecond, ReportEvery: 500 * time.Millisecond, StatusEvery: time.Second,
 		Kill: true, Candidates: 2, Deadline: 3 * time.Minute, Logger: zaptest.NewLogger(t)}
 	r, err := RunOn(context.Background(), o, c)
 	if err != nil {
@@ -41,5 +41,29 @@ func TestSimulation(t *testing.T) {
 	}
 	if r.WatchesPerNode < 1 {
 		t.Errorf("%.2f watches per node, want each node's announcement watch open", r.WatchesPerNode)
+	}
+}
+
+// TestSimulationMirror: behind a mirror, only fetches before the first
+// node is done take an upstream slot (never more than K at once); the
+// rest go through the mirror without one.
+func TestSimulationMirror(t *testing.T) {
+	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
+	o := Options{Nodes: 16, Slots: 2, FetchTime: time.Second, LeaseDuration: 3 * time.Second,
+		RetryMin: 100 * time.Millisecond, RetryMax: time.Second, StartJitter: 3 * time.Second, ReportEvery: 200 * time.Millisecond,
+		StatusEvery: 200 * time.Millisecond, Mirror: true, Candidates: 1, Deadline: 3 * time.Minute, Logger: zaptest.NewLogger(t)}
+	r, err := RunOn(context.Background(), o, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", *r)
+	if r.Done != o.Nodes {
+		t.Errorf("%d nodes done, want %d", r.Done, o.Nodes)
+	}
+	if r.PeakUpstream > o.Slots || r.Upstream < 1 {
+		t.Errorf("upstream fetches: %d, at most %d at once; want at least 1, at most %d at once", r.Upstream, r.PeakUpstream, o.Slots)
+	}
+	if r.Upstream == o.Nodes {
+		t.Errorf("every node fetched upstream, none through the mirror once one was done")
 	}
 }

@@ -35,9 +35,14 @@ type Options struct {
 	// LeaseDuration, RetryMin, RetryMax, StartJitter and ReportEvery are
 	// the nodes' fleet settings.
 	LeaseDuration, RetryMin, RetryMax, StartJitter, ReportEvery time.Duration
+	// StatusEvery is the elected node's summing interval.
+	StatusEvery time.Duration
 	// Kill makes the first node to start fetching die mid-fetch: its API
 	// connection cut, its goroutines stopped, its slot never released.
 	Kill bool
+	// Mirror gives every node a mirror in front of the registry: once a
+	// node reports the digest done, the others fetch without a slot.
+	Mirror bool
 	// Candidates is how many nodes stand for election (the one elected
 	// sums the reports into the announcement's status).
 	Candidates int
@@ -57,12 +62,17 @@ type Result struct {
 	IdealS       float64 `json:"ideal_s"`      // N×T/K
 	CompletionS  float64 `json:"completion_s"` // announcement to the last node done
 	PeakFetching int     `json:"peak_fetching"`
-	Done         int     `json:"done"`
+	// PeakUpstream is the most fetches at once that held an upstream
+	// slot (all of them without Mirror).
+	PeakUpstream int `json:"peak_upstream"`
+	// Upstream is how many fetches held a slot.
+	Upstream int `json:"upstream"`
+	Done     int `json:"done"`
 	// KillTakeoverS is how long after the kill the dead node's slot was
 	// held by another (Kill).
 	KillTakeoverS float64 `json:"kill_takeover_s,omitempty"`
 	// Requests are all nodes' API requests from the announcement to the
-	// last node done, by verb ("watch" for watches opened).
+	// last node done, by verb and resource ("watch imageannouncements").
 	Requests map[string]int64 `json:"requests"`
 	// PerNodePerSecond is Requests summed, per node per second.
 	PerNodePerSecond float64 `json:"per_node_per_second"`
@@ -81,6 +91,9 @@ type sim struct {
 	opts     Options
 	fetching atomic.Int32
 	peak     atomic.Int32
+	upNow    atomic.Int32 // fetching with a slot
+	upPeak   atomic.Int32
+	upTotal  atomic.Int32
 	done     atomic.Int32
 	lastDone atomic.Int64 // unix nanos
 	nodes    []*simNode
@@ -199,7 +212,7 @@ func run(ctx context.Context, o Options, cfg *rest.Config, admin kubernetes.Inte
 		if i < o.Candidates {
 			wg.Go(func() {
 				fleet.RunLeader(nctx, typed, namespace, n.name, nlog, func(ctx context.Context) {
-					_ = (&fleet.Elected{Dynamic: dyn, SumEvery: 2 * time.Second, Logger: nlog}).Run(ctx)
+					_ = (&fleet.Elected{Dynamic: dyn, SumEvery: o.StatusEvery, Logger: nlog}).Run(ctx)
 				})
 			})
 		}
@@ -256,6 +269,7 @@ func run(ctx context.Context, o Options, cfg *rest.Config, admin kubernetes.Inte
 	res := &Result{Options: o, Nodes: o.Nodes, Slots: o.Slots, FetchTimeS: o.FetchTime.Seconds(),
 		IdealS:      (time.Duration(float64(o.FetchTime) * float64(o.Nodes) / float64(o.Slots))).Seconds(),
 		CompletionS: completion.Seconds(), PeakFetching: int(s.peak.Load()), Done: int(s.done.Load()),
+		PeakUpstream: int(s.upPeak.Load()), Upstream: int(s.upTotal.Load()),
 		Requests: map[string]int64{}, ServerRequests: after - before}
 	var total, watches int64
 	for _, n := range s.nodes {
@@ -297,8 +311,8 @@ type simPrefetcher struct {
 	n *simNode
 }
 
-func (simPrefetcher) Wants(string) bool     { return true }
-func (simPrefetcher) ViaMirror(string) bool { return false }
+func (simPrefetcher) Wants(string) bool       { return true }
+func (p simPrefetcher) ViaMirror(string) bool { return p.s.opts.Mirror }
 
 // Tags: every node runs the announced tag, at the digest before it.
 func (simPrefetcher) Tags() map[string]string {
@@ -314,17 +328,21 @@ func (p simPrefetcher) Prefetch(ref, dgst string) error {
 		if err != nil {
 			return
 		}
-		err = p.fetch(ctx, f.Lost())
+		err = p.fetch(ctx, f.Lost(), f.Lost() != nil)
 		f.End(context.WithoutCancel(ctx), err)
 	})
 	return nil
 }
 
-func (p simPrefetcher) fetch(ctx context.Context, lost <-chan struct{}) error {
+func (p simPrefetcher) fetch(ctx context.Context, lost <-chan struct{}, upstream bool) error {
 	s := p.s
 	cur := s.fetching.Add(1)
 	defer s.fetching.Add(-1)
-	for pk := s.peak.Load(); cur > pk && !s.peak.CompareAndSwap(pk, cur); pk = s.peak.Load() {
+	raise(&s.peak, cur)
+	if upstream {
+		s.upTotal.Add(1)
+		raise(&s.upPeak, s.upNow.Add(1))
+		defer s.upNow.Add(-1)
 	}
 	if s.opts.Kill {
 		victim := false
@@ -350,6 +368,12 @@ func (p simPrefetcher) fetch(ctx context.Context, lost <-chan struct{}) error {
 	s.done.Add(1)
 	s.lastDone.Store(time.Now().UnixNano())
 	return nil
+}
+
+// raise sets peak to v if v is higher.
+func raise(peak *atomic.Int32, v int32) {
+	for p := peak.Load(); v > p && !peak.CompareAndSwap(p, v); p = peak.Load() {
+	}
 }
 
 // watchTakeover waits for the killed node, then for its slot to have
@@ -434,12 +458,14 @@ func (c *countingRT) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("fleetbench: node is dead")
 	}
 	verb := strings.ToLower(req.Method)
-	if req.URL.Query().Get("watch") == "true" {
+	watch := req.URL.Query().Get("watch") == "true"
+	if watch {
 		verb = "watch"
 		c.watches.Add(1)
 	} else if verb == "get" && isList(req.URL.Path) {
 		verb = "list"
 	}
+	verb += " " + resourceOf(req.URL.Path)
 	c.mu.Lock()
 	if c.byVerb == nil {
 		c.byVerb = map[string]int64{}
@@ -447,11 +473,25 @@ func (c *countingRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	c.byVerb[verb]++
 	c.mu.Unlock()
 	resp, err := c.rt.RoundTrip(req)
-	if verb == "watch" && err == nil {
+	if watch && err == nil {
 		c.open.Add(1)
 		resp.Body = &closeCounter{ReadCloser: resp.Body, open: &c.open}
 	}
 	return resp, err
+}
+
+// resourceOf names the resource an API path is about: leases,
+// imageannouncements (with /status), nodeprefetches.
+func resourceOf(path string) string {
+	for _, r := range []string{"leases", "imageannouncements", "nodeprefetches"} {
+		if i := strings.Index(path, "/"+r); i >= 0 {
+			if strings.HasSuffix(path, "/status") {
+				return r + "/status"
+			}
+			return r
+		}
+	}
+	return "other"
 }
 
 func (c *countingRT) reset() {
