@@ -12,7 +12,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
+	"github.com/go-logr/zapr"
 	"github.com/startgate/startgate/internal/config"
 	"github.com/startgate/startgate/internal/fleet"
 	"github.com/startgate/startgate/internal/kube"
@@ -47,6 +49,9 @@ type fleetPart struct {
 }
 
 func newFleetPart(cfg *config.Config, log *zap.Logger) *fleetPart {
+	// client-go (the election, the informers) logs through klog: ours,
+	// whether or not the pod watch set it already.
+	klog.SetLogger(zapr.NewLogger(log.Named("client-go")))
 	name := cfg.Kubernetes.NodeName
 	if name == "" {
 		name = kube.DefaultNodeName()
