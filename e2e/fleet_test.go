@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/startgate/startgate/deploy"
 	"github.com/startgate/startgate/internal/testbed"
 	"github.com/startgate/startgate/internal/testbed/cluster"
@@ -24,17 +25,8 @@ import (
 func TestFleetPairs(t *testing.T) {
 	const pairs = 3
 	fleetSlots := 1
-	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
+	c, reg, front, base := fleetCluster(t)
 	ctx := context.Background()
-	if err := c.Apply(ctx, deploy.Fleet, "fleet"); err != nil {
-		t.Fatal(err)
-	}
-	reg := testbed.StartRegistryT(t, testbed.RegistryOptions{})
-	front := testbed.StartFrontT(t, reg)
-	base, _ := appImage(t, prefetchLayerSize, 1)
-	if _, err := front.Push(ctx, "app:1", base); err != nil {
-		t.Fatal(err)
-	}
 	ref := front.Ref("app:1")
 
 	nodes := startFleetPairs(t, c, reg, front, pairs, fmt.Sprintf("upstream_slots = %d\n", fleetSlots), "1h")
@@ -171,17 +163,8 @@ leader_candidate = %v
 // patch pushed to the registry, nobody announcing it by hand; the other
 // node stops polling while a resolver is elected; both prefetch it.
 func TestFleetClusterResolver(t *testing.T) {
-	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
+	c, reg, front, base := fleetCluster(t)
 	ctx := context.Background()
-	if err := c.Apply(ctx, deploy.Fleet, "fleet"); err != nil {
-		t.Fatal(err)
-	}
-	reg := testbed.StartRegistryT(t, testbed.RegistryOptions{})
-	front := testbed.StartFrontT(t, reg)
-	base, _ := appImage(t, prefetchLayerSize, 1)
-	if _, err := front.Push(ctx, "app:1", base); err != nil {
-		t.Fatal(err)
-	}
 	nodes := startFleetPairs(t, c, reg, front, 2, "upstream_slots = 1\ncluster_resolver = true\n", "2s")
 	ref := front.Ref("app:1")
 	nodes[1].eventually(60*time.Second, "the second node to stop polling, a resolver elected", func() (bool, string) {
@@ -204,4 +187,22 @@ func TestFleetClusterResolver(t *testing.T) {
 	if l := nodes[0].logLines("cluster resolver: new digest announced", 1); !strings.Contains(l, newDigest) {
 		t.Errorf("the elected node's log does not say it announced %s: %q", newDigest, l)
 	}
+}
+
+// fleetCluster is a control plane with deploy/fleet applied and a
+// registry (behind a front) holding app:1, the release the nodes run.
+func fleetCluster(t *testing.T) (*cluster.Cluster, *testbed.Registry, *testbed.Front, v1.Image) {
+	t.Helper()
+	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
+	ctx := context.Background()
+	if err := c.Apply(ctx, deploy.Fleet, "fleet"); err != nil {
+		t.Fatal(err)
+	}
+	reg := testbed.StartRegistryT(t, testbed.RegistryOptions{})
+	front := testbed.StartFrontT(t, reg)
+	base, _ := appImage(t, prefetchLayerSize, 1)
+	if _, err := front.Push(ctx, "app:1", base); err != nil {
+		t.Fatal(err)
+	}
+	return c, reg, front, base
 }
