@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +117,13 @@ enabled = true
 // every interval; it returns once each coordinates with the fleet.
 func startFleetPairs(t *testing.T, c *cluster.Cluster, reg *testbed.Registry, front *testbed.Front, n int, fleetExtra, interval string) []*prefetchNode {
 	t.Helper()
+	return startFleetPairsWith(t, c, reg, front, n, func(int) string { return fleetExtra }, interval)
+}
+
+// startFleetPairsWith is startFleetPairs with TOML for node i appended
+// (extra(i)).
+func startFleetPairsWith(t *testing.T, c *cluster.Cluster, reg *testbed.Registry, front *testbed.Front, n int, extra func(i int) string, interval string) []*prefetchNode {
+	t.Helper()
 	ctx := context.Background()
 	ref := front.Ref("app:1")
 	var nodes []*prefetchNode
@@ -145,7 +154,7 @@ retry_max = "500ms"
 start_jitter = "0s"
 report_every = "500ms"
 leader_candidate = %v
-%s`, nd.tb.Snapshotter(), interval, c.NodeKubeconfig(), i, i == 0, fleetExtra)
+%s`, nd.tb.Snapshotter(), interval, c.NodeKubeconfig(), i, i == 0, extra(i))
 		}})
 		pn.t = t
 		pn.pull(ctx, ref)
@@ -193,16 +202,58 @@ func TestFleetClusterResolver(t *testing.T) {
 // registry (behind a front) holding app:1, the release the nodes run.
 func fleetCluster(t *testing.T) (*cluster.Cluster, *testbed.Registry, *testbed.Front, v1.Image) {
 	t.Helper()
+	return fleetClusterWith(t, testbed.RegistryOptions{})
+}
+
+// fleetClusterWith is fleetCluster with the registry's options.
+func fleetClusterWith(t *testing.T, ro testbed.RegistryOptions) (*cluster.Cluster, *testbed.Registry, *testbed.Front, v1.Image) {
+	t.Helper()
 	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
 	ctx := context.Background()
 	if err := c.Apply(ctx, deploy.Fleet, "fleet"); err != nil {
 		t.Fatal(err)
 	}
-	reg := testbed.StartRegistryT(t, testbed.RegistryOptions{})
+	reg := testbed.StartRegistryT(t, ro)
 	front := testbed.StartFrontT(t, reg)
 	base, _ := appImage(t, prefetchLayerSize, 1)
 	if _, err := front.Push(ctx, "app:1", base); err != nil {
 		t.Fatal(err)
 	}
 	return c, reg, front, base
+}
+
+// TestFleetWebhookAnnounces (issue 13): the registry's push notification
+// reaches one node only; that node announces the push for the cluster,
+// and a node that neither polls nor receives the webhook prefetches it.
+func TestFleetWebhookAnnounces(t *testing.T) {
+	listen := freeLoopbackAddr(t)
+	tokenFile := filepath.Join(t.TempDir(), "notify.token")
+	if err := os.WriteFile(tokenFile, []byte("fleet-webhook-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	relay := startRelay(t, listen)
+	c, reg, front, base := fleetClusterWith(t, testbed.RegistryOptions{NotifyURL: relay.url(), NotifyToken: "fleet-webhook-token"})
+	ctx := context.Background()
+	nodes := startFleetPairsWith(t, c, reg, front, 2, func(i int) string {
+		if i > 0 {
+			return ""
+		}
+		return fmt.Sprintf("[prefetch.notifications]\nlisten = %q\ntoken_file = %q\n", listen, tokenFile)
+	}, "1h")
+	ref := front.Ref("app:1")
+	patched, _ := patchOf(t, base, prefetchLayerSize, 2)
+	newDigest, err := front.Push(ctx, "app:1", patched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := nodes[1].waitEntry(ref, 60*time.Second, "done with the pushed patch, announced by the other node", func(e prefetchEntry) bool {
+		return e.NewDigest == newDigest && (e.State == "done" || e.State == "failed")
+	})
+	if e.State != "done" {
+		t.Errorf("the node without the webhook: %v, want done", e)
+	}
+	out, err := exec.Command(bins.ctl, "fleet", "status", "--kubeconfig", c.Kubeconfig(), "-o", "json").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), newDigest) {
+		t.Errorf("startgatectl fleet status: %v\n%s\nwant an announcement of %s", err, out, newDigest)
+	}
 }

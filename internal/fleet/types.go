@@ -28,17 +28,20 @@ const (
 type Announcement struct {
 	// Name is the object's name, AnnouncementName(Reference, Digest) when
 	// startgate made it.
-	Name      string
-	Reference string
-	Digest    string
-	Created   time.Time
-	Status    Progress
+	Name      string    `json:"name"`
+	Reference string    `json:"reference"`
+	Digest    string    `json:"digest"`
+	Created   time.Time `json:"created"`
+	Status    Progress  `json:"status"`
 }
 
 // Progress is an announcement's status: how many nodes are where.
 type Progress struct {
-	Done, Fetching, Waiting, Failed int
-	Updated                         time.Time
+	Done     int       `json:"done"`
+	Fetching int       `json:"fetching"`
+	Waiting  int       `json:"waiting"`
+	Failed   int       `json:"failed"`
+	Updated  time.Time `json:"updated"`
 }
 
 // AnnouncementName is the name an announcement of ref at dgst gets: the
@@ -111,10 +114,10 @@ const (
 
 // Entry is one line of a node's NodePrefetch report.
 type Entry struct {
-	Announcement string
-	Reference    string
-	Digest       string
-	State        State
-	Message      string
-	Updated      time.Time
+	Announcement string    `json:"announcement"`
+	Reference    string    `json:"reference"`
+	Digest       string    `json:"digest"`
+	State        State     `json:"state"`
+	Message      string    `json:"message,omitempty"`
+	Updated      time.Time `json:"updated"`
 }
