@@ -52,6 +52,9 @@ type NodeOptions struct {
 	StartJitter time.Duration
 	// ReportEvery is the most often the node's report is written.
 	ReportEvery time.Duration
+	// RetryFailed is how often an announcement whose fetch failed is
+	// asked for again; 0 is a minute.
+	RetryFailed time.Duration
 	Clock       clock.Clock
 	Logger      *zap.Logger
 }
@@ -103,7 +106,14 @@ func NewNode(opts NodeOptions) (*Node, error) {
 // Run watches and works until ctx ends.
 func (n *Node) Run(ctx context.Context) error {
 	n.queue = workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "fleet-announcements"})
-	factory := dynamicinformer.NewDynamicSharedInformerFactory(n.opts.Dynamic, 0)
+	// The resync hands every announcement to work again each minute, so
+	// a fetch that failed is asked for again (a cluster resolver announces
+	// a digest once, and the node may not poll).
+	retry := n.opts.RetryFailed
+	if retry <= 0 {
+		retry = time.Minute
+	}
+	factory := dynamicinformer.NewDynamicSharedInformerFactory(n.opts.Dynamic, retry)
 	inf := factory.ForResource(AnnouncementGVR).Informer()
 	n.mu.Lock()
 	n.mu.store = inf.GetStore()
@@ -160,7 +170,7 @@ func (n *Node) work() bool {
 	n.mu.Lock()
 	asked := n.mu.asked[name]
 	n.mu.Unlock()
-	if asked || !n.opts.Prefetcher.Wants(a.Reference) || n.superseded(a) {
+	if asked && n.report.State(name) != Failed || !n.opts.Prefetcher.Wants(a.Reference) || n.superseded(a) {
 		return true
 	}
 	if err := n.opts.Prefetcher.Prefetch(a.Reference, a.Digest); err != nil {

@@ -76,6 +76,13 @@ func (r *Reporter) Set(e Entry) {
 	}
 }
 
+// State is this node's state on announcement ("" when it has none).
+func (r *Reporter) State(announcement string) State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mu.entries[announcement].State
+}
+
 // SetTags records the tags the node runs (reference: running digest)
 // for the next write, if they changed.
 func (r *Reporter) SetTags(tags map[string]string) {
