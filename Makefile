@@ -53,8 +53,13 @@ verify-units: ## systemd-analyze verify the units in packaging/systemd
 # Kubernetes binaries, building them into ~/.cache/startgate the first time.
 KUBE_BIN = bash hack/kubernetes/build.sh
 
+# go test's default 10 minutes is per package: e2e, which runs real
+# containerd, registries, clusters and startgated pairs one after another,
+# takes 10 to 13 minutes on a new 2-core machine.
+TEST_TIMEOUT ?= 30m
+
 test: deps kube fmt-check vet check-proto verify-units check-monitoring ## Install what is missing, all checks, then go test -race (with the cluster tests' Kubernetes binaries), then every fuzz target briefly
-	bin=$$($(KUBE_BIN)) && STARTGATE_KUBE_BIN=$$bin go test -race -count=1 ./...
+	bin=$$($(KUBE_BIN)) && STARTGATE_KUBE_BIN=$$bin go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
 
 # The parsers of what comes from outside: PSI files, the config file,
