@@ -4,30 +4,54 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// A container starved of CPU is still warming up: with the node's two
-// cores held busy by three hog containers and the new pod given the
+// A container starved of CPU is still warming up: with one CPU held busy
+// by two hog containers and the new pod pinned to that CPU with the
 // smallest CPU weight (cpu.shares 2), its init loop barely runs and its
 // CPU counter hardly grows, which alone reads as settled. Its tasks'
 // run-queue wait says it is waiting, so its slot stays held; once the
 // hogs stop, it runs, finishes and settles, and the slot comes back.
+//
+// Every container is pinned to one CPU so that the starvation does not
+// depend on how many cores the machine has (hogs spread over all cores
+// left one free on a CI host with more than two).
 func TestStarvedContainerIsNotSettled(t *testing.T) {
 	n := startNode(t, nodeOptions{config: "[admission.limits]\ninflight = 8\n[cri.warmup]\ncap = \"5m\"\n"})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	cpu := firstAllowedCPU(t)
+	pinned := func(shares int64) *runtimeapi.LinuxContainerConfig {
+		return &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpusetCpus: strconv.Itoa(cpu), CpuShares: shares}}
+	}
 	var hogs []string
-	for i := range 3 {
-		sb, _, err := n.runPod(ctx, "default", fmt.Sprintf("hog-%d", i), nil, "sh", "-c", "while :; do :; done")
+	for i := range 2 {
+		name := fmt.Sprintf("hog-%d", i)
+		sbCfg := n.sandboxConfig("default", name, nil)
+		if err := os.MkdirAll(sbCfg.LogDirectory, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := n.rs.RunPodSandbox(ctx, sbCfg, "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		hogs = append(hogs, sb)
+		cc := n.containerConfig("app", "sh", "-c", "while :; do :; done")
+		cc.Linux = pinned(1024)
+		cid, err := n.rs.CreateContainer(ctx, sb, cc, sbCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.rs.StartContainer(ctx, cid); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	sbCfg := n.sandboxConfig("default", "starved", nil)
@@ -39,7 +63,7 @@ func TestStarvedContainerIsNotSettled(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc := n.containerConfig("app", "sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo init-done; exec sleep 3600")
-	cc.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2}}
+	cc.Linux = pinned(2)
 	cid, err := n.rs.CreateContainer(ctx, sb, cc, sbCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +79,7 @@ func TestStarvedContainerIsNotSettled(t *testing.T) {
 			t.Fatalf("the starved pod's slot was given back while its init had not run (its log: %q)\n%s", n.logOf("default", "starved"), n.logLines("warm-up", 20))
 		}
 		if strings.Contains(n.logOf("default", "starved"), "init-done") {
-			t.Fatalf("the init finished despite three hogs on its cores: the node did not starve it (cpu.shares not honoured?)")
+			t.Fatalf("the init finished despite two hogs on its CPU %d: the node did not starve it (cpu.shares or cpuset not honoured?)", cpu)
 		}
 		time.Sleep(100 * time.Millisecond) // one warm-up poll; the assertion is the slot, not the time
 	}
@@ -70,4 +94,21 @@ func TestStarvedContainerIsNotSettled(t *testing.T) {
 	n.eventually(2*time.Minute, "the pod to finish its init and give its slot back", func() (bool, string) {
 		return !holds() && strings.Contains(n.logOf("default", "starved"), "init-done"), n.logOf("default", "starved")
 	})
+}
+
+// firstAllowedCPU is the lowest CPU this process may run on; containers
+// pinned to it are inside every cpuset on the path.
+func firstAllowedCPU(t *testing.T) int {
+	t.Helper()
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1024 {
+		if set.IsSet(i) {
+			return i
+		}
+	}
+	t.Fatal("no CPU in this process's affinity mask")
+	return 0
 }
