@@ -7,9 +7,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+	"golang.org/x/sys/unix"
 )
 
 // apiListener is a unix socket the daemon serves on: the API's or the CRI
@@ -19,6 +21,19 @@ type apiListener struct {
 	// activated: systemd owns the socket file; leave it alone on exit.
 	activated bool
 	path      string
+	// unlink removes path once, at the first Close (grpc.Server's Stop
+	// and the daemon's deferred Close both close it).
+	unlink sync.Once
+}
+
+// Close closes the listener and, for a socket the daemon created,
+// removes its file.
+func (l *apiListener) Close() error {
+	err := l.Listener.Close()
+	if !l.activated {
+		l.unlink.Do(func() { _ = os.Remove(l.path) })
+	}
+	return err
 }
 
 // criFDName is the FileDescriptorName= of a socket-activated CRI socket.
@@ -78,30 +93,72 @@ func listenSocket(path string, mode fs.FileMode, gid int) (*apiListener, error) 
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
-	// Until the chmod below the socket has the umask's mode, which for a
-	// daemon's usual 022 denies connect to everyone but the owner: the
-	// window is closed, not open.
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	// The socket is bound, made listening and given its mode and group
+	// under a temporary name, then renamed into place: a client that
+	// finds the file (kubelet at boot, a test waiting for it) always
+	// finds it listening with its final mode. Bound at path itself there
+	// would be a window between bind and listen in which a connect is
+	// refused, and one before the chmod with the umask's mode.
+	//
+	// The temporary name is the process's own, so two daemons started on
+	// one path at once never share it, and the rename does not replace:
+	// the second finds the first's socket in place and fails, as it
+	// does when it finds it at removeStale.
+	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.%d~", filepath.Base(path), os.Getpid()))
+	if len(tmp) >= maxSocketPath {
+		// The temporary name would not fit in sun_path where the real
+		// one does: bind in place and accept the window.
+		tmp = path
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: listen: %w", err)
 	}
-	l.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, mode); err != nil {
+	// apiListener.Close removes the file by its final name.
+	l.SetUnlinkOnClose(false)
+	fail := func(err error) (*apiListener, error) {
 		l.Close()
-		return nil, fmt.Errorf("daemon: socket mode: %w", err)
+		os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return fail(fmt.Errorf("daemon: socket mode: %w", err))
 	}
 	// The owner stays the daemon's user (root under systemd); only the
 	// group changes, which also works for an unprivileged daemon whose
 	// own group it is.
-	if gid < 0 {
-		return &apiListener{Listener: l, path: path}, nil
+	if gid >= 0 {
+		if err := os.Chown(tmp, -1, gid); err != nil {
+			return fail(fmt.Errorf("daemon: socket group %d: %w", gid, err))
+		}
 	}
-	if err := os.Chown(path, -1, gid); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("daemon: socket group %d: %w", gid, err)
+	if tmp != path {
+		if err := renameNoReplace(tmp, path); errors.Is(err, fs.ErrExist) {
+			return fail(fmt.Errorf("daemon: another process created %s while this one started (is startgated already running?)", path))
+		} else if err != nil {
+			return fail(fmt.Errorf("daemon: socket: %w", err))
+		}
 	}
 	return &apiListener{Listener: l, path: path}, nil
 }
+
+// renameNoReplace renames old to new unless new exists
+// (renameat2's RENAME_NOREPLACE). On a filesystem without the flag it is
+// a plain rename, after the check removeStale made.
+func renameNoReplace(old, new string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, old, unix.AT_FDCWD, new, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		return os.Rename(old, new)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: old, New: new, Err: err}
+	}
+	return nil
+}
+
+// maxSocketPath is the size of sun_path in struct sockaddr_un on Linux,
+// its terminating NUL included.
+const maxSocketPath = 108
 
 func removeStale(path string) error {
 	fi, err := os.Lstat(path)
