@@ -451,13 +451,15 @@ func TestContainerSlotHeldUntilWarmupSettles(t *testing.T) {
 	if got := e.gate.Status().InFlight; got != 1 {
 		t.Fatalf("in flight after CreateContainer = %d, want 1 (held for the warm-up)", got)
 	}
+	// The container burns a core from its start: still warming. Its
+	// counter grows with wall time, so a busy machine that schedules this
+	// test late does not make it look idle. (Turned on after
+	// StartContainer, two polls could fall between the two on a loaded
+	// machine and read it idle.)
+	e.fake.setBusy(true)
 	if _, err := e.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
 		t.Fatalf("StartContainer: %v", err)
 	}
-	// The container burns a core: still warming. Its counter grows with
-	// wall time, so a busy machine that schedules this test late does not
-	// make it look idle.
-	e.fake.setBusy(true)
 	for i := 0; i < 20; i++ { // well over SettlePolls polls
 		time.Sleep(5 * time.Millisecond)
 		if got := e.gate.Status().InFlight; got != 1 {
