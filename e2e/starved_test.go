@@ -28,12 +28,10 @@ func TestStarvedContainerIsNotSettled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cpu := firstAllowedCPU(t)
-	pinned := func(shares int64) *runtimeapi.LinuxContainerConfig {
-		return &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpusetCpus: strconv.Itoa(cpu), CpuShares: shares}}
-	}
-	var hogs []string
-	for i := range 2 {
-		name := fmt.Sprintf("hog-%d", i)
+	// runPinned runs a pod whose one container runs script on that CPU
+	// with the given weight, and returns its sandbox.
+	runPinned := func(name string, shares int64, script string) string {
+		t.Helper()
 		sbCfg := n.sandboxConfig("default", name, nil)
 		if err := os.MkdirAll(sbCfg.LogDirectory, 0o755); err != nil {
 			t.Fatal(err)
@@ -42,9 +40,8 @@ func TestStarvedContainerIsNotSettled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hogs = append(hogs, sb)
-		cc := n.containerConfig("app", "sh", "-c", "while :; do :; done")
-		cc.Linux = pinned(1024)
+		cc := n.containerConfig("app", "sh", "-c", script)
+		cc.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpusetCpus: strconv.Itoa(cpu), CpuShares: shares}}
 		cid, err := n.rs.CreateContainer(ctx, sb, cc, sbCfg)
 		if err != nil {
 			t.Fatal(err)
@@ -52,25 +49,13 @@ func TestStarvedContainerIsNotSettled(t *testing.T) {
 		if err := n.rs.StartContainer(ctx, cid); err != nil {
 			t.Fatal(err)
 		}
+		return sb
 	}
-
-	sbCfg := n.sandboxConfig("default", "starved", nil)
-	if err := os.MkdirAll(sbCfg.LogDirectory, 0o755); err != nil {
-		t.Fatal(err)
+	var hogs []string
+	for i := range 2 {
+		hogs = append(hogs, runPinned(fmt.Sprintf("hog-%d", i), 1024, "while :; do :; done"))
 	}
-	sb, err := n.rs.RunPodSandbox(ctx, sbCfg, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := n.containerConfig("app", "sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo init-done; exec sleep 3600")
-	cc.Linux = pinned(2)
-	cid, err := n.rs.CreateContainer(ctx, sb, cc, sbCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.rs.StartContainer(ctx, cid); err != nil {
-		t.Fatal(err)
-	}
+	runPinned("starved", 2, "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo init-done; exec sleep 3600")
 	holds := func() bool { return strings.Contains(n.ctl("leases", "-o", "json"), "default/starved") }
 	// Thirty polls' worth of a starved init: each would have ended the
 	// warm-up had the CPU counter been the only signal.
