@@ -39,8 +39,10 @@ func TestSimulation(t *testing.T) {
 	if r.StatusDone != r.Done {
 		t.Errorf("announcement status done = %d, want %d", r.StatusDone, r.Done)
 	}
-	if r.WatchesPerNode < 1 {
-		t.Errorf("%.2f watches per node, want each node's announcement watch open", r.WatchesPerNode)
+	// The killed node may die before its watch opens: every other node's
+	// must be open.
+	if want := float64(r.Nodes-1) / float64(r.Nodes); r.WatchesPerNode < want {
+		t.Errorf("%.2f watches per node, want each live node's announcement watch open (%.2f)", r.WatchesPerNode, want)
 	}
 }
 
