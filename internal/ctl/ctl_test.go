@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/startgate/startgate/internal/admission"
+	"github.com/startgate/startgate/internal/kubelet"
 	"github.com/startgate/startgate/internal/server"
 	"github.com/startgate/startgate/internal/version"
 )
@@ -459,23 +461,37 @@ func TestVersion(t *testing.T) {
 // with a CRI server there it switches the config file, status says so,
 // and disable puts it back.
 func TestNodeEnableDisable(t *testing.T) {
+	// A kubeadm node's root (internal/kubelet's fixture): the endpoint is
+	// in /var/lib/kubelet/config.yaml.
 	root := t.TempDir()
-	cfg := filepath.Join(root, "kubelet.yaml")
-	const before = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\n"
-	if err := os.WriteFile(cfg, []byte(before), 0o644); err != nil {
+	if out, err := exec.Command("cp", "-a", "../kubelet/testdata/layouts/kubeadm/.", root).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	cfg := filepath.Join(root, "var/lib/kubelet/config.yaml")
+	before, err := os.ReadFile(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(root, "cri.sock")
 	endpoint := "unix://" + sock
+	state := filepath.Join(t.TempDir(), "state")
 	args := func(a ...string) []string {
-		return append([]string{"node"}, append(a, "--root", root, "--state-dir", filepath.Join(root, "state"), "--kubelet-config", cfg)...)
+		return append([]string{"node"}, append(a, "--root", root, "--state-dir", state)...)
 	}
 	r := runCtl(t, args("enable", "--endpoint", endpoint)...)
 	if r.code == 0 || !strings.Contains(r.stderr, "does not answer") {
 		t.Fatalf("enable with nothing on the socket: exit %d, stderr %q; want a refusal", r.code, r.stderr)
 	}
-	if b, _ := os.ReadFile(cfg); string(b) != before {
+	if b, _ := os.ReadFile(cfg); string(b) != string(before) {
 		t.Fatalf("a refused enable changed the config:\n%s", b)
+	}
+	// --dry-run: a diff of the one line and the unit drop-in, nothing written.
+	r = runCtl(t, args("enable", "--endpoint", endpoint, "--dry-run")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "+containerRuntimeEndpoint: \""+endpoint+"\"") || !strings.Contains(r.stdout, "-containerRuntimeEndpoint: \"unix:///var/run/containerd/containerd.sock\"") || !strings.Contains(r.stdout, "+++ "+kubelet.UnitDropIn) {
+		t.Fatalf("enable --dry-run: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if b, _ := os.ReadFile(cfg); string(b) != string(before) {
+		t.Fatalf("--dry-run changed the config:\n%s", b)
 	}
 
 	lis, err := net.Listen("unix", sock)
@@ -488,20 +504,26 @@ func TestNodeEnableDisable(t *testing.T) {
 	defer srv.Stop()
 
 	r = runCtl(t, args("enable", "--endpoint", endpoint)...)
-	if r.code != 0 || !strings.Contains(r.stdout, "runtime endpoint set to "+endpoint) {
+	if r.code != 0 || !strings.Contains(r.stdout, "/var/lib/kubelet/config.yaml: runtime endpoint "+endpoint) {
 		t.Fatalf("enable: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	r = runCtl(t, args("status", "-o", "json")...)
-	var st map[string]any
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st["effective"] != endpoint {
+	var st struct {
+		Layout  struct{ Effective string }
+		Enabled bool
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Layout.Effective != endpoint || !st.Enabled {
 		t.Fatalf("status -o json after enable: %q (%v)", r.stdout, err)
 	}
 	r = runCtl(t, args("disable")...)
 	if r.code != 0 {
 		t.Fatalf("disable: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if b, _ := os.ReadFile(cfg); string(b) != before {
+	if b, _ := os.ReadFile(cfg); string(b) != string(before) {
 		t.Fatalf("config after disable:\n%s\nwant as before", b)
+	}
+	if _, err := os.Stat(filepath.Join(root, kubelet.UnitDropIn)); !os.IsNotExist(err) {
+		t.Errorf("the kubelet unit drop-in is still there after disable: %v", err)
 	}
 	if r := runCtl(t, args("disable")...); r.code == 0 {
 		t.Error("disable of a node not switched succeeded")

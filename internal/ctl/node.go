@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
+	"io"
 	"strings"
 	"time"
 
+	"github.com/pmezard/go-difflib/difflib"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -19,6 +20,8 @@ import (
 type nodeFlags struct {
 	kubeletConfig string
 	restart       bool
+	dryRun        bool
+	timeout       time.Duration
 	// root and stateDir are for tests: another root for every path, and
 	// another place for the backups and the record.
 	root, stateDir string
@@ -29,14 +32,15 @@ func (a *app) nodeCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Point this node's kubelet at startgated, or back at containerd",
-		Long: "Finds where this node sets kubelet's container runtime endpoint (a\n" +
-			"--container-runtime-endpoint flag in kubeadm's kubeadm-flags.env, /etc/default/kubelet,\n" +
-			"/etc/sysconfig/kubelet or a kubelet.service.d drop-in; else containerRuntimeEndpoint in\n" +
-			"the KubeletConfiguration the running kubelet reads) and changes it there, keeping a\n" +
-			"backup and a record in /var/lib/startgate/kubelet. kubelet reads it when it starts:\n" +
-			"--restart-kubelet restarts it (systemctl restart kubelet); its pods keep running.",
+		Long: "Finds where kubelet's next start takes its container runtime endpoint from, as kubelet\n" +
+			"computes it: the command line systemd builds from kubelet.service (ExecStart=, Environment=,\n" +
+			"EnvironmentFile= such as kubeadm-flags.env, /etc/default/kubelet or /etc/sysconfig/kubelet,\n" +
+			"and drop-ins), then flags over --config-dir drop-ins over the --config file. enable changes\n" +
+			"exactly the place that wins, in the file's own format, with a backup and a journal in\n" +
+			"/var/lib/startgate/kubelet; disable puts every file back byte for byte. k3s and RKE2 are\n" +
+			"refused (docs/kubelet.md says why).",
 	}
-	cmd.PersistentFlags().StringVar(&f.kubeletConfig, "kubelet-config", "", "the KubeletConfiguration file (default: the running kubelet's --config, else /var/lib/kubelet/config.yaml)")
+	cmd.PersistentFlags().StringVar(&f.kubeletConfig, "kubelet-config", "", "the KubeletConfiguration file, when kubelet's --config is not where it reads it")
 	cmd.PersistentFlags().StringVar(&f.root, "root", "", "look for kubelet's files under this directory (tests)")
 	cmd.PersistentFlags().StringVar(&f.stateDir, "state-dir", "", "keep backups and the record here (tests; default /var/lib/startgate/kubelet)")
 	_ = cmd.PersistentFlags().MarkHidden("root")
@@ -47,6 +51,13 @@ func (a *app) nodeCommand() *cobra.Command {
 
 func (f *nodeFlags) node() *kubelet.Node {
 	return &kubelet.Node{Root: f.root, ConfigFile: f.kubeletConfig, StateDir: f.stateDir}
+}
+
+// addSwitchFlags are enable's and disable's flags.
+func (f *nodeFlags) addSwitchFlags(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.restart, "restart-kubelet", false, "restart kubelet when its endpoint changed (also after an earlier switch without a restart), wait for its /healthz and its Node to be Ready, and roll back if it does not come back")
+	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "show what would change, as a diff, and change nothing")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 3*time.Minute, "with --restart-kubelet, how long kubelet has to come back healthy")
 }
 
 func (a *app) nodeStatusCommand(f *nodeFlags) *cobra.Command {
@@ -62,38 +73,56 @@ func (a *app) nodeStatusCommand(f *nodeFlags) *cobra.Command {
 			if a.output != "table" {
 				return emit(a.streams.Out, a.output, st)
 			}
-			w := a.streams.Out
-			eff := st.Effective
-			if eff == "" {
-				eff = "not set (kubelet's default, " + kubelet.ContainerdEndpoint + ")"
-			}
-			fmt.Fprintf(w, "runtime endpoint: %s\n", eff)
-			switch {
-			case st.Enabled && !st.Switched.IsZero():
-				fmt.Fprintf(w, "startgate:        enabled (switched %s; startgatectl node disable undoes it)\n", st.Switched.Local().Format(time.RFC3339))
-			case st.Enabled:
-				fmt.Fprintf(w, "startgate:        enabled (by hand: no record of the switch)\n")
-			default:
-				fmt.Fprintf(w, "startgate:        not enabled\n")
-			}
-			for _, s := range st.Settings {
-				fmt.Fprintf(w, "set in:           %s (%s) = %s\n", s.File, s.Kind, s.Value)
-			}
-			fmt.Fprintf(w, "kubelet config:   %s\n", st.ConfigFile)
-			if st.ImageEndpoint != "" {
-				fmt.Fprintf(w, "image endpoint:   %s (image pulls go there, not through startgated)\n", st.ImageEndpoint)
-			}
-			if st.Running.Pid == 0 {
-				fmt.Fprintf(w, "kubelet:          not running\n")
-			} else {
-				running := st.Running.Endpoint
-				if running == "" {
-					running = "from its config file"
-				}
-				fmt.Fprintf(w, "kubelet:          pid %d, runtime endpoint %s\n", st.Running.Pid, running)
-			}
+			printStatus(a.streams.Out, st)
 			return nil
 		},
+	}
+}
+
+func printStatus(w io.Writer, st *kubelet.Status) {
+	l := st.Layout
+	set := ""
+	if len(l.Settings) == 0 {
+		set = " (set nowhere: kubelet's default)"
+	}
+	fmt.Fprintf(w, "runtime endpoint: %s%s\n", l.Effective, set)
+	switch {
+	case st.Phase == "enabling" || st.Phase == "disabling":
+		fmt.Fprintf(w, "startgate:        an interrupted %s: the next node enable or disable undoes it first\n", strings.TrimSuffix(st.Phase, "ing")+"e")
+	case st.Enabled && !st.Switched.IsZero():
+		fmt.Fprintf(w, "startgate:        enabled (switched %s; startgatectl node disable undoes it)\n", st.Switched.Local().Format(time.RFC3339))
+	case st.Enabled:
+		fmt.Fprintf(w, "startgate:        enabled (by hand: no record of the switch)\n")
+	case !st.Switched.IsZero():
+		fmt.Fprintf(w, "startgate:        not enabled: switched %s, since changed by something else (node enable switches again)\n", st.Switched.Local().Format(time.RFC3339))
+	default:
+		fmt.Fprintf(w, "startgate:        not enabled\n")
+	}
+	for _, s := range l.Settings {
+		fmt.Fprintf(w, "set in:           %s (%s, %s) = %s\n", s.File, s.Kind, s.Via, s.Value)
+	}
+	if l.Unit != "" {
+		fmt.Fprintf(w, "kubelet unit:     %s\n", strings.Join(append([]string{l.Unit}, l.UnitDropIns...), ", "))
+	}
+	if l.ConfigFile != "" {
+		fmt.Fprintf(w, "kubelet config:   %s\n", l.ConfigFile)
+	}
+	if l.ConfigDir != "" {
+		fmt.Fprintf(w, "config drop-ins:  %s (%d files)\n", l.ConfigDir, len(l.ConfigDropIns))
+	}
+	if l.ImageEndpoint != "" {
+		fmt.Fprintf(w, "image endpoint:   %s (image pulls go there, not through startgated)\n", l.ImageEndpoint)
+	}
+	switch r := st.Running; {
+	case r == nil:
+		fmt.Fprintf(w, "kubelet:          not running\n")
+	case st.RestartNeeded:
+		fmt.Fprintf(w, "kubelet:          pid %d, started %s, before the last switch: restart it (node enable --restart-kubelet)\n", r.Pid, r.Started.Local().Format(time.RFC3339))
+	default:
+		fmt.Fprintf(w, "kubelet:          pid %d, started %s\n", r.Pid, r.Started.Local().Format(time.RFC3339))
+	}
+	if st.RecordError != "" {
+		fmt.Fprintf(w, "record:           %s\n", st.RecordError)
 	}
 }
 
@@ -102,34 +131,74 @@ func (a *app) nodeEnableCommand(f *nodeFlags) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "enable",
-		Short: "Point kubelet at startgated's CRI socket (with a backup of each file changed)",
-		Long: "Points kubelet at startgated's CRI socket. It first checks that startgated answers\n" +
-			"there (a CRI Version call), so that kubelet is never pointed at nothing; --force skips\n" +
-			"the check. Takes effect when kubelet restarts (--restart-kubelet).",
+		Short: "Point kubelet at startgated's CRI socket (journaled, with a backup of each file changed)",
+		Long: "Points kubelet at startgated's CRI socket. On a systemd node it first enables and starts\n" +
+			"startgated-cri.socket and startgated.service, and writes a kubelet.service drop-in so that\n" +
+			"kubelet pulls them in and starts after them, also after a reboot. It checks that startgated\n" +
+			"answers on the socket (a CRI Version call), so that kubelet is never pointed at nothing;\n" +
+			"--force skips the check. Takes effect when kubelet restarts (--restart-kubelet).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !force {
-				if err := criAnswers(cmd.Context(), endpoint); err != nil {
-					return fmt.Errorf("startgated does not answer at %s (%v): start it first (systemctl start startgated), or --force", endpoint, err)
-				}
-			}
-			changed, err := f.node().Enable(endpoint)
+			n := f.node()
+			plan, err := n.PlanEnable(endpoint)
 			if err != nil {
 				return err
 			}
-			if len(changed) == 0 {
+			if f.dryRun {
+				return a.printPlan(plan)
+			}
+			if n.SystemdRunning() {
+				r := &kubelet.Restarter{Node: n}
+				if err := r.EnableStartgate(cmd.Context()); err != nil {
+					fmt.Fprintf(a.streams.Err, "warning: %v\n", err)
+				}
+			}
+			if !force {
+				if err := criAnswers(cmd.Context(), endpoint); err != nil {
+					return fmt.Errorf("startgated does not answer at %s (%v): start it first (systemctl enable --now startgated-cri.socket startgated.service), or --force", endpoint, err)
+				}
+			}
+			res, err := n.Enable(endpoint)
+			a.printResult(res)
+			if err != nil {
+				return err
+			}
+			if !res.Changed() && !n.RestartNeeded() {
 				fmt.Fprintf(a.streams.Out, "kubelet already points at %s\n", endpoint)
 				return nil
 			}
-			for _, s := range changed {
-				fmt.Fprintf(a.streams.Out, "%s: runtime endpoint set to %s (%s)\n", s.File, s.Value, s.Kind)
+			if !f.restart {
+				fmt.Fprintln(a.streams.Out, "restart kubelet for it to take effect: startgatectl node enable --restart-kubelet (or systemctl daemon-reload; systemctl restart kubelet)")
+				return nil
 			}
-			return a.restartKubelet(f.restart)
+			l, err := n.Resolve()
+			if err != nil {
+				return err
+			}
+			rerr := a.restarter(n, f).Restart(cmd.Context(), l, res.DaemonReload || res.Changed())
+			if rerr == nil {
+				return nil
+			}
+			// kubelet did not come back on startgated: back to where it was.
+			fmt.Fprintf(a.streams.Err, "%v\nrolling back: pointing kubelet at its old endpoint again\n", rerr)
+			back, err := n.Disable()
+			a.printResult(back)
+			if err != nil {
+				return fmt.Errorf("%v; the rollback failed too: %w", rerr, err)
+			}
+			l, err = n.Resolve()
+			if err != nil {
+				return err
+			}
+			if err := a.restarter(n, f).Restart(cmd.Context(), l, true); err != nil {
+				return fmt.Errorf("%v; rolled back, and kubelet is not healthy on its old endpoint either: %w", rerr, err)
+			}
+			return fmt.Errorf("%w; rolled back: kubelet runs on %s again", rerr, l.Effective)
 		},
 	}
 	cmd.Flags().StringVar(&endpoint, "endpoint", kubelet.StartgateEndpoint, "startgated's CRI socket")
 	cmd.Flags().BoolVar(&force, "force", false, "switch even if startgated does not answer on the socket")
-	cmd.Flags().BoolVar(&f.restart, "restart-kubelet", false, "restart kubelet (systemctl restart kubelet) so that it takes the change")
+	f.addSwitchFlags(cmd)
 	return cmd
 }
 
@@ -137,39 +206,101 @@ func (a *app) nodeDisableCommand(f *nodeFlags) *cobra.Command {
 	var ifEnabled bool
 	cmd := &cobra.Command{
 		Use:   "disable",
-		Short: "Point kubelet back at containerd: every change enable made, undone",
+		Short: "Point kubelet back at containerd: every change enable made, undone byte for byte",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			restored, err := f.node().Disable()
-			if errors.Is(err, kubelet.ErrNotSwitched) && ifEnabled {
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			n := f.node()
+			if f.dryRun {
+				st, err := n.Status()
+				if err != nil {
+					return err
+				}
+				printStatus(a.streams.Out, st)
+				fmt.Fprintln(a.streams.Out, "disable would put back every file the record names (startgatectl node status -o json shows them) and remove the record")
 				return nil
 			}
-			for _, s := range restored {
-				fmt.Fprintf(a.streams.Out, "%s: runtime endpoint set back to %s (%s)\n", s.File, s.Value, s.Kind)
+			res, err := n.Disable()
+			if errors.Is(err, kubelet.ErrNotSwitched) {
+				if ifEnabled {
+					return nil
+				}
+				return err
 			}
+			a.printResult(res)
 			if err != nil {
 				return err
 			}
-			return a.restartKubelet(f.restart)
+			if !f.restart {
+				if res.Changed() || n.RestartNeeded() {
+					fmt.Fprintln(a.streams.Out, "restart kubelet for it to take effect: systemctl daemon-reload; systemctl restart kubelet")
+				}
+				return nil
+			}
+			if !res.Changed() && !n.RestartNeeded() {
+				return nil
+			}
+			l, err := n.Resolve()
+			if err != nil {
+				return err
+			}
+			return a.restarter(n, f).Restart(cmd.Context(), l, true)
 		},
 	}
 	cmd.Flags().BoolVar(&ifEnabled, "if-enabled", false, "succeed without a change when kubelet is not switched (for package scripts)")
-	cmd.Flags().BoolVar(&f.restart, "restart-kubelet", false, "restart kubelet (systemctl restart kubelet) so that it takes the change")
+	f.addSwitchFlags(cmd)
 	return cmd
 }
 
-// restartKubelet runs systemctl restart kubelet when asked, else says
-// what to run.
-func (a *app) restartKubelet(restart bool) error {
-	if !restart {
-		fmt.Fprintln(a.streams.Out, "restart kubelet for it to take effect: systemctl restart kubelet")
+func (a *app) restarter(n *kubelet.Node, f *nodeFlags) *kubelet.Restarter {
+	return &kubelet.Restarter{Node: n, Timeout: f.timeout, Logf: func(format string, args ...any) {
+		fmt.Fprintf(a.streams.Out, format+"\n", args...)
+	}}
+}
+
+func (a *app) printResult(res *kubelet.Result) {
+	if res == nil {
+		return
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(a.streams.Out, "note: %s\n", n)
+	}
+	for _, e := range res.Edits {
+		switch {
+		case e.Setting.Kind == "" && e.After == nil:
+			fmt.Fprintf(a.streams.Out, "%s: removed\n", e.Path)
+		case e.Setting.Kind == "":
+			fmt.Fprintf(a.streams.Out, "%s: written (kubelet starts after startgated)\n", e.Path)
+		case e.After == nil:
+			fmt.Fprintf(a.streams.Out, "%s: removed\n", e.Path)
+		default:
+			fmt.Fprintf(a.streams.Out, "%s: runtime endpoint %s (%s)\n", e.Path, e.Setting.Value, e.Setting.Kind)
+		}
+	}
+}
+
+// printPlan shows a plan as unified diffs (or JSON).
+func (a *app) printPlan(p *kubelet.Plan) error {
+	if a.output != "table" {
+		return emit(a.streams.Out, a.output, p)
+	}
+	if len(p.Edits) == 0 {
+		fmt.Fprintf(a.streams.Out, "kubelet already points at %s: nothing to change\n", p.Endpoint)
 		return nil
 	}
-	out, err := exec.Command("systemctl", "restart", "kubelet").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("systemctl restart kubelet: %v: %s", err, strings.TrimSpace(string(out)))
+	for _, e := range p.Edits {
+		from := e.Path
+		if !e.Existed {
+			from = "/dev/null"
+		}
+		d, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+			A: difflib.SplitLines(string(e.Before)), B: difflib.SplitLines(string(e.After)),
+			FromFile: from, ToFile: e.Path, Context: 2,
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(a.streams.Out, d)
 	}
-	fmt.Fprintln(a.streams.Out, "kubelet restarted")
 	return nil
 }
 

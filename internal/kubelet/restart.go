@@ -1,0 +1,182 @@
+package kubelet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Restarter restarts kubelet through systemd and waits until it is
+// back: its /healthz answers ok, and, when its API server is reachable
+// with kubelet's own credentials, its Node is Ready with a heartbeat
+// from after the restart (a Node is Ready only while its runtime
+// answers, so this is the check that kubelet reaches the new endpoint).
+type Restarter struct {
+	Node *Node
+	// Timeout bounds the wait for kubelet after the restart.
+	Timeout time.Duration
+	// Logf reports progress.
+	Logf func(format string, args ...any)
+	// Systemctl runs systemctl; nil runs the real one.
+	Systemctl func(ctx context.Context, args ...string) error
+	// APIGrace is how long the API server may not answer before the
+	// Node check is skipped (the API is an addition, never required).
+	APIGrace time.Duration
+}
+
+// ErrNotHealthy is Restart's error when kubelet does not come back in
+// time.
+var ErrNotHealthy = errors.New("kubelet: not healthy after the restart")
+
+func (r *Restarter) logf(format string, args ...any) {
+	if r.Logf != nil {
+		r.Logf(format, args...)
+	}
+}
+
+func (r *Restarter) systemctl(ctx context.Context, args ...string) error {
+	if r.Systemctl != nil {
+		return r.Systemctl(ctx, args...)
+	}
+	out, err := exec.CommandContext(ctx, "systemctl", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("systemctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Restart reloads systemd's units when asked, restarts kubelet and
+// waits for it.
+func (r *Restarter) Restart(ctx context.Context, l *Layout, daemonReload bool) error {
+	if daemonReload {
+		if err := r.systemctl(ctx, "daemon-reload"); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	if err := r.systemctl(ctx, "restart", KubeletUnit); err != nil {
+		return err
+	}
+	r.logf("kubelet restarted; waiting up to %v for it to be healthy", r.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	defer cancel()
+	if l.Healthz == "" {
+		r.logf("kubelet's healthzPort is 0: its /healthz is not checked")
+	} else if err := r.waitHealthz(ctx, l.Healthz); err != nil {
+		return fmt.Errorf("%w: http://%s/healthz: %v", ErrNotHealthy, l.Healthz, err)
+	} else {
+		r.logf("kubelet's /healthz answers ok")
+	}
+	if l.Kubeconfig == "" {
+		r.logf("kubelet has no --kubeconfig: its Node's readiness is not checked")
+		return nil
+	}
+	return r.waitNodeReady(ctx, l, start)
+}
+
+func (r *Restarter) waitHealthz(ctx context.Context, addr string) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	var last error
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(b)) == "ok" {
+			return true, nil
+		}
+		last = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+		return false, nil
+	})
+	if err != nil && last != nil {
+		return last
+	}
+	return err
+}
+
+// waitNodeReady waits for the Node to be Ready with a heartbeat from
+// after start, through kubelet's own credentials (with NodeRestriction a
+// node may read its own Node). An API that does not answer within
+// APIGrace skips the check and says so.
+func (r *Restarter) waitNodeReady(ctx context.Context, l *Layout, start time.Time) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", r.Node.path(l.Kubeconfig))
+	if err != nil {
+		r.logf("kubelet's kubeconfig %s cannot be read (%v): its Node's readiness is not checked", l.Kubeconfig, err)
+		return nil
+	}
+	cfg.Timeout = 5 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		r.logf("kubelet's kubeconfig %s: %v: its Node's readiness is not checked", l.Kubeconfig, err)
+		return nil
+	}
+	grace := r.APIGrace
+	if grace == 0 {
+		grace = 30 * time.Second
+	}
+	answered := false
+	var last string
+	err = wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		node, err := cs.CoreV1().Nodes().Get(ctx, l.NodeName, metav1.GetOptions{})
+		if err != nil {
+			if !answered && time.Since(start) > grace {
+				return false, errAPIUnreachable
+			}
+			last = err.Error()
+			return false, nil
+		}
+		answered = true
+		for _, c := range node.Status.Conditions {
+			if c.Type != corev1.NodeReady {
+				continue
+			}
+			last = fmt.Sprintf("Ready=%s (%s: %s)", c.Status, c.Reason, c.Message)
+			// Heartbeats are written by kubelet with this node's clock.
+			return c.Status == corev1.ConditionTrue && c.LastHeartbeatTime.Time.After(start.Add(-time.Second)), nil
+		}
+		return false, nil
+	})
+	switch {
+	case errors.Is(err, errAPIUnreachable):
+		r.logf("the API server did not answer within %v (%s): Node %s's readiness is not checked", grace, last, l.NodeName)
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: Node %s: %s", ErrNotHealthy, l.NodeName, last)
+	}
+	r.logf("Node %s is Ready", l.NodeName)
+	return nil
+}
+
+var errAPIUnreachable = errors.New("api unreachable")
+
+// SystemdRunning: systemd is PID 1 on this node (sd_booted).
+func (n *Node) SystemdRunning() bool {
+	fi, err := os.Stat(n.path("/run/systemd/system"))
+	return err == nil && fi.IsDir()
+}
+
+// StartgateUnits are the units kubelet needs once it points at
+// startgated.
+var StartgateUnits = []string{"startgated-cri.socket", "startgated.service"}
+
+// EnableStartgate enables and starts startgated's CRI socket and daemon,
+// so that kubelet's new endpoint is there now and after every reboot.
+func (r *Restarter) EnableStartgate(ctx context.Context) error {
+	return r.systemctl(ctx, append([]string{"enable", "--now"}, StartgateUnits...)...)
+}
