@@ -485,6 +485,21 @@ func TestNodeEnableDisable(t *testing.T) {
 	if b, _ := os.ReadFile(cfg); string(b) != string(before) {
 		t.Fatalf("a refused enable changed the config:\n%s", b)
 	}
+	// startgated forwarding to another runtime than kubelet's: refused.
+	other := filepath.Join(root, "etc/startgate/config.toml")
+	if err := os.MkdirAll(filepath.Dir(other), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, []byte("version = 1\n[cri]\ncontainerd_socket = \"/var/run/crio/crio.sock\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = runCtl(t, args("enable", "--endpoint", endpoint, "--dry-run")...)
+	if r.code == 0 || !strings.Contains(r.stderr, "startgated forwards to /var/run/crio/crio.sock") || !strings.Contains(r.stderr, "cri.containerd_socket") {
+		t.Fatalf("enable with startgated forwarding to another runtime: exit %d, stderr %q; want a refusal naming cri.containerd_socket", r.code, r.stderr)
+	}
+	if err := os.Remove(other); err != nil {
+		t.Fatal(err)
+	}
 	// --dry-run: a diff of the one line and the unit drop-in, nothing written.
 	r = runCtl(t, args("enable", "--endpoint", endpoint, "--dry-run")...)
 	if r.code != 0 || !strings.Contains(r.stdout, "+containerRuntimeEndpoint: \""+endpoint+"\"") || !strings.Contains(r.stdout, "-containerRuntimeEndpoint: \"unix:///var/run/containerd/containerd.sock\"") || !strings.Contains(r.stdout, "+++ "+kubelet.UnitDropIn) {

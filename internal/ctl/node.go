@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/startgate/startgate/internal/config"
 	"github.com/startgate/startgate/internal/kubelet"
 )
 
@@ -22,6 +24,9 @@ type nodeFlags struct {
 	restart       bool
 	dryRun        bool
 	timeout       time.Duration
+	// startgatedConfig is startgated's configuration file, for the
+	// runtime it forwards to.
+	startgatedConfig string
 	// root and stateDir are for tests: another root for every path, and
 	// another place for the backups and the record.
 	root, stateDir string
@@ -41,6 +46,7 @@ func (a *app) nodeCommand() *cobra.Command {
 			"refused (docs/kubelet.md says why).",
 	}
 	cmd.PersistentFlags().StringVar(&f.kubeletConfig, "kubelet-config", "", "the KubeletConfiguration file, when kubelet's --config is not where it reads it")
+	cmd.PersistentFlags().StringVar(&f.startgatedConfig, "startgated-config", "/etc/startgate/config.toml", "startgated's configuration file (enable checks that startgated forwards to the runtime kubelet uses now)")
 	cmd.PersistentFlags().StringVar(&f.root, "root", "", "look for kubelet's files under this directory (tests)")
 	cmd.PersistentFlags().StringVar(&f.stateDir, "state-dir", "", "keep backups and the record here (tests; default /var/lib/startgate/kubelet)")
 	_ = cmd.PersistentFlags().MarkHidden("root")
@@ -142,6 +148,9 @@ func (a *app) nodeEnableCommand(f *nodeFlags) *cobra.Command {
 			n := f.node()
 			plan, err := n.PlanEnable(endpoint)
 			if err != nil {
+				return err
+			}
+			if err := checkUpstream(f, plan.Layout.Effective, endpoint); err != nil {
 				return err
 			}
 			if f.dryRun {
@@ -302,6 +311,41 @@ func (a *app) printPlan(p *kubelet.Plan) error {
 		fmt.Fprint(a.streams.Out, d)
 	}
 	return nil
+}
+
+// checkUpstream refuses to point kubelet at startgated when startgated
+// forwards to another runtime than the one kubelet uses now (CRI-O at
+// /var/run/crio/crio.sock, a containerd elsewhere): kubelet would come
+// back on another runtime, without its containers.
+func checkUpstream(f *nodeFlags, current, endpoint string) error {
+	if current == endpoint || isStartgate(current) {
+		return nil
+	}
+	path := f.startgatedConfig
+	if f.root != "" {
+		path = filepath.Join(f.root, path)
+	}
+	cfg, err := config.Load(path, false)
+	if err != nil {
+		return fmt.Errorf("startgated's configuration: %w", err)
+	}
+	if socketPath(current) != socketPath("unix://"+cfg.CRI.ContainerdSocket) {
+		return fmt.Errorf("kubelet uses %s, but startgated forwards to %s: set cri.containerd_socket = %q in %s (then systemctl restart startgated) and run this again", current, cfg.CRI.ContainerdSocket, socketPath(current), f.startgatedConfig)
+	}
+	return nil
+}
+
+// socketPath is an endpoint's socket path, /var/run read as /run.
+func socketPath(ep string) string {
+	p := filepath.Clean(strings.TrimPrefix(ep, "unix://"))
+	if rest, ok := strings.CutPrefix(p, "/var/run/"); ok {
+		p = "/run/" + rest
+	}
+	return p
+}
+
+func isStartgate(ep string) bool {
+	return strings.HasPrefix(socketPath(ep), "/run/startgate/")
 }
 
 // criAnswers makes one CRI Version call on endpoint (unix://PATH).
