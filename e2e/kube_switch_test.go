@@ -27,7 +27,9 @@ func TestKubeNodeEnableDisable(t *testing.T) {
 	ctl := func(args ...string) string {
 		t.Helper()
 		full := append([]string{"node"}, args...)
-		full = append(full, "--state-dir", state)
+		// startgated's API socket: enable asks it where it forwards,
+		// and checks that is the containerd kubelet uses now.
+		full = append(full, "--state-dir", state, "--socket", kn.n.api)
 		out, err := exec.Command(bins.ctl, full...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("startgatectl %s: %v\n%s", strings.Join(full, " "), err, out)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/startgate/startgate/internal/config"
 	"github.com/startgate/startgate/internal/kubelet"
+	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
 
 // nodeFlags are the node commands' shared flags.
@@ -150,7 +151,7 @@ func (a *app) nodeEnableCommand(f *nodeFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := checkUpstream(f, plan.Layout.Effective, endpoint); err != nil {
+			if err := a.checkUpstream(cmd.Context(), f, plan.Layout.Effective, endpoint); err != nil {
 				return err
 			}
 			if f.dryRun {
@@ -316,21 +317,35 @@ func (a *app) printPlan(p *kubelet.Plan) error {
 // checkUpstream refuses to point kubelet at startgated when startgated
 // forwards to another runtime than the one kubelet uses now (CRI-O at
 // /var/run/crio/crio.sock, a containerd elsewhere): kubelet would come
-// back on another runtime, without its containers.
-func checkUpstream(f *nodeFlags, current, endpoint string) error {
+// back on another runtime, without its containers. The running daemon
+// says where it forwards (Version's cri_upstream); when it does not
+// answer, its configuration file does.
+func (a *app) checkUpstream(ctx context.Context, f *nodeFlags, current, endpoint string) error {
 	if current == endpoint || isStartgate(current) {
 		return nil
 	}
-	path := f.startgatedConfig
-	if f.root != "" {
-		path = filepath.Join(f.root, path)
+	upstream, from := "", ""
+	if c, err := a.client(); err == nil {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		v, err := c.Version(cctx, &pb.VersionRequest{})
+		cancel()
+		if err == nil && v.CriUpstream != "" {
+			upstream, from = v.CriUpstream, "the running startgated"
+		}
 	}
-	cfg, err := config.Load(path, false)
-	if err != nil {
-		return fmt.Errorf("startgated's configuration: %w", err)
+	if upstream == "" {
+		path := f.startgatedConfig
+		if f.root != "" {
+			path = filepath.Join(f.root, path)
+		}
+		cfg, err := config.Load(path, false)
+		if err != nil {
+			return fmt.Errorf("startgated's configuration: %w", err)
+		}
+		upstream, from = cfg.CRI.ContainerdSocket, f.startgatedConfig
 	}
-	if socketPath(current) != socketPath("unix://"+cfg.CRI.ContainerdSocket) {
-		return fmt.Errorf("kubelet uses %s, but startgated forwards to %s: set cri.containerd_socket = %q in %s (then systemctl restart startgated) and run this again", current, cfg.CRI.ContainerdSocket, socketPath(current), f.startgatedConfig)
+	if socketPath(current) != socketPath("unix://"+upstream) {
+		return fmt.Errorf("kubelet uses %s, but startgated forwards to %s (%s): set cri.containerd_socket = %q in %s, restart startgated, and run this again", current, upstream, from, socketPath(current), f.startgatedConfig)
 	}
 	return nil
 }

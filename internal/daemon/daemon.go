@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 		defer pf.close()
 	}
 
-	scfg := server.Config{Gate: gate, Logger: log.Named("server"), AdminGID: gid, Limits: cfg.Daemon.Limits()}
+	scfg := server.Config{Gate: gate, Logger: log.Named("server"), AdminGID: gid, Limits: cfg.Daemon.Limits(), CRIUpstream: cfg.CRI.ContainerdSocket}
 	if pf != nil {
 		// Only when on: the prefetch RPCs answer FailedPrecondition
 		// without it.

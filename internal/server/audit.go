@@ -40,5 +40,5 @@ func commandOf(pid int32) string {
 
 func (s *Server) Version(context.Context, *pb.VersionRequest) (*pb.VersionResponse, error) {
 	v := version.Get()
-	return &pb.VersionResponse{Version: v.Version, Revision: v.Revision, Modified: v.Modified, GoVersion: v.GoVersion}, nil
+	return &pb.VersionResponse{Version: v.Version, Revision: v.Revision, Modified: v.Modified, GoVersion: v.GoVersion, CriUpstream: s.upstream}, nil
 }

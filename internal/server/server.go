@@ -30,6 +30,9 @@ type Config struct {
 	Prefetch Prefetcher
 	// Limits caps each caller's connections, streams and waiters.
 	Limits Limits
+	// CRIUpstream is the runtime socket the CRI proxy forwards to,
+	// reported by Version.
+	CRIUpstream string
 }
 
 // Server serves the startgate API for one gate.
@@ -41,6 +44,7 @@ type Server struct {
 	audits   *zap.Logger // operator actions (audit.go)
 	adminGID int
 	prefetch Prefetcher
+	upstream string
 	groups   groupsFunc
 	peers    *peers
 	grpc     *grpc.Server
@@ -72,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 		audits:   log.Named("audit"),
 		adminGID: cfg.AdminGID,
 		prefetch: cfg.Prefetch,
+		upstream: cfg.CRIUpstream,
 		groups:   procGroups,
 		peers:    newPeers(cfg.Limits, log.Named("memory")),
 		health:   health.NewServer(),

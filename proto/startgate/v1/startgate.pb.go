@@ -1445,7 +1445,11 @@ type VersionResponse struct {
 	// Built from a checkout with uncommitted changes.
 	Modified bool `protobuf:"varint,3,opt,name=modified,proto3" json:"modified,omitempty"`
 	// The Go toolchain, e.g. go1.26.8.
-	GoVersion     string `protobuf:"bytes,4,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	GoVersion string `protobuf:"bytes,4,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	// The runtime socket the CRI proxy forwards to (cri.containerd_socket
+	// or --containerd-socket): startgatectl node enable checks it is the
+	// runtime kubelet uses before pointing kubelet at startgated.
+	CriUpstream   string `protobuf:"bytes,5,opt,name=cri_upstream,json=criUpstream,proto3" json:"cri_upstream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1504,6 +1508,13 @@ func (x *VersionResponse) GetModified() bool {
 func (x *VersionResponse) GetGoVersion() string {
 	if x != nil {
 		return x.GoVersion
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetCriUpstream() string {
+	if x != nil {
+		return x.CriUpstream
 	}
 	return ""
 }
@@ -3709,13 +3720,14 @@ const file_startgate_v1_startgate_proto_rawDesc = "" +
 	"\blease_id\x18\x01 \x01(\x04R\aleaseId\"\x11\n" +
 	"\x0fReleaseResponse\"\x0f\n" +
 	"\rStatusRequest\"\x10\n" +
-	"\x0eVersionRequest\"\x82\x01\n" +
+	"\x0eVersionRequest\"\xa5\x01\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12\x1a\n" +
 	"\bmodified\x18\x03 \x01(\bR\bmodified\x12\x1d\n" +
 	"\n" +
-	"go_version\x18\x04 \x01(\tR\tgoVersion\"\xca\x04\n" +
+	"go_version\x18\x04 \x01(\tR\tgoVersion\x12!\n" +
+	"\fcri_upstream\x18\x05 \x01(\tR\vcriUpstream\"\xca\x04\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tin_flight\x18\x01 \x01(\x05R\binFlight\x12&\n" +
 	"\x0fin_flight_limit\x18\x02 \x01(\x05R\rinFlightLimit\x12\x12\n" +
