@@ -91,6 +91,10 @@ func (c *Cluster) startAPIServer(ctx context.Context, p *pki) error {
 			"--tls-private-key-file", k(apiserverKey),
 			"--client-ca-file", k(caCrt),
 			"--authorization-mode", "Node,RBAC",
+			// kubeadm's: a node may change only its own Node, its own
+			// pods' status and its own Lease, so nothing here passes
+			// only because nodes trust each other.
+			"--enable-admission-plugins", "NodeRestriction",
 			"--service-cluster-ip-range", serviceCIDR,
 			"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 			"--service-account-key-file", k(saPubFile),
