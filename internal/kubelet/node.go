@@ -101,6 +101,11 @@ func (n *Node) Running() *Running {
 		if err != nil || len(cmd) == 0 || filepath.Base(cmd[0]) != "kubelet" {
 			continue
 		}
+		// A kubelet in another root (a chroot, a container, a nested
+		// node such as kind's) is not this node's.
+		if r, err := p.RootDir(); err == nil && r != "/" {
+			continue
+		}
 		r := &Running{Pid: p.PID, Args: cmd[1:]}
 		if st, err := p.Stat(); err == nil {
 			if s, err := st.StartTime(); err == nil {
