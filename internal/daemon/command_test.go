@@ -86,7 +86,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	f.socket, _ = cmd.Flags().GetString("socket")
 	f.metricsListen, _ = cmd.Flags().GetString("metrics-listen")
 	f.logLevel, _ = cmd.Flags().GetString("log-level")
-	cfg, err := loadConfig(cmd, f)
+	cfg, _, err := loadConfig(cmd, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	if err := bad.ParseFlags([]string{"--config", p, "--log-level", "loud"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = loadConfig(bad, flags{config: p, logLevel: "loud"})
+	_, _, err = loadConfig(bad, flags{config: p, logLevel: "loud"})
 	if err == nil || !strings.Contains(err.Error(), "daemon.log_level") {
 		t.Errorf("--log-level loud: %v, want an error naming daemon.log_level", err)
 	}

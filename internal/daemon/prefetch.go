@@ -42,9 +42,9 @@ type prefetcher struct {
 // It contacts no one: the containerd client connects on first use, so
 // startgated starts while containerd is down and the Manager's next
 // cycle tries again (it logs the failure and keeps its watch set). The
-// token file is read and the notification listener bound here, so a bad
-// token or a taken port fails the start.
-func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs prefetch.Observer) (_ *prefetcher, err error) {
+// token file and the docker config were read by readStartInputs; the
+// notification listener is bound here, so a taken port fails the start.
+func newPrefetch(cfg *config.Config, in startInputs, log *zap.Logger, gate *admission.Gate, obs prefetch.Observer) (_ *prefetcher, err error) {
 	pc := cfg.Prefetch
 	if !pc.Enabled {
 		return nil, nil
@@ -56,12 +56,9 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 			pf.close()
 		}
 	}()
-	var token string
-	if pc.Notifications.Listen != "" {
-		if token, err = cfg.NotificationToken(); err != nil {
-			return nil, err
-		}
-	}
+	// The token and the docker config were read at start
+	// (readStartInputs), where a bad one fails the start.
+	token := in.token
 	sock := cfg.PrefetchContainerdSocket()
 	// containerd.New does not dial (grpc.NewClient), but its dialer
 	// retries a missing socket file every 10 ms until its timeout (10 s)
@@ -76,15 +73,10 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 	if err != nil {
 		return nil, fmt.Errorf("daemon: prefetch: containerd client on %s: %w", sock, err)
 	}
-	// Read at start, as the token file: a bad file fails the start, and
-	// only its hosts are ever logged.
+	// Only the docker config's hosts are ever logged.
 	var creds func(string) (string, string, error)
 	credHosts := []string{}
-	if pc.DockerConfig != "" {
-		dc, err := prefetch.LoadDockerConfig(pc.DockerConfig)
-		if err != nil {
-			return nil, fmt.Errorf("daemon: prefetch.docker_config: %w", err)
-		}
+	if dc := in.docker; dc != nil {
 		creds, credHosts = dc.Credentials, dc.Hosts()
 		slices.Sort(credHosts)
 	}
