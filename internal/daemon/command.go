@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
 	"github.com/startgate/startgate/internal/config"
@@ -90,11 +91,7 @@ func NewCommand() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&f.config, "config", config.DefaultPath, "config file; a missing file at the default path means defaults")
-	root.Flags().StringVar(&f.socket, "socket", "", "API socket path (overrides daemon.socket)")
-	root.Flags().StringVar(&f.criSocket, "cri-socket", "", "CRI proxy socket path for kubelet (overrides cri.socket; turns the proxy on)")
-	root.Flags().StringVar(&f.containerdSocket, "containerd-socket", "", "containerd's CRI socket the proxy forwards to (overrides cri.containerd_socket; turns the proxy on)")
-	root.Flags().StringVar(&f.metricsListen, "metrics-listen", "", `IP:port of /metrics, /healthz, /livez and /readyz (overrides metrics.listen, default `+config.DefaultMetricsListen+`; "" turns it off)`)
-	root.Flags().StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (overrides daemon.log_level)")
+	overrideFlags(root.Flags(), &f)
 
 	cfgCmd := &cobra.Command{
 		Use:   "config",
@@ -148,12 +145,25 @@ func NewCommand() *cobra.Command {
 		},
 	}
 	check.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing when the file is valid")
+	// The daemon's overrides, so that a command line can be checked
+	// whole: `startgated config check --metrics-listen X` refuses what
+	// `startgated --metrics-listen X` would.
+	overrideFlags(check.Flags(), &f)
 	cfgCmd.AddCommand(check)
 	root.AddCommand(cfgCmd)
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(os.Stdout)
 	root.SetErr(io.Discard) // Main prints the one error line itself.
 	return root
+}
+
+// overrideFlags adds the command line's overrides of the file to fs.
+func overrideFlags(fs *pflag.FlagSet, f *flags) {
+	fs.StringVar(&f.socket, "socket", "", "API socket path (overrides daemon.socket)")
+	fs.StringVar(&f.criSocket, "cri-socket", "", "CRI proxy socket path for kubelet (overrides cri.socket; turns the proxy on)")
+	fs.StringVar(&f.containerdSocket, "containerd-socket", "", "containerd's CRI socket the proxy forwards to (overrides cri.containerd_socket; turns the proxy on)")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", `IP:port of /metrics, /healthz, /livez and /readyz (overrides metrics.listen, default `+config.DefaultMetricsListen+`; "" turns it off)`)
+	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (overrides daemon.log_level)")
 }
 
 // warnMissing says, at start and at each reload, that the daemon runs
