@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -284,14 +286,21 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 		wg.Go(func() { ep.run(epCtx) })
 	}
 	if pf != nil {
-		pf.start(runCtx, &wg, failed)
+		pf.start(runCtx, &wg)
 	}
 	if pods != nil {
 		startPods(runCtx, &wg, pods, proxy)
 	}
 	n := notifier{log: log, cri: proxy != nil, alive: func(now time.Time) error { return controllerTicking(gate, now) }}
-	if ep != nil {
-		n.note = ep.note
+	n.note = func() string {
+		var notes []string
+		if ep != nil {
+			notes = append(notes, ep.statusNote())
+		}
+		if pf != nil && pf.notify != nil {
+			notes = append(notes, pf.notify.note("prefetch notifications"))
+		}
+		return strings.Join(slices.DeleteFunc(notes, func(s string) bool { return s == "" }), ", ")
 	}
 	n.send("READY=1")
 	wg.Add(1)

@@ -35,13 +35,15 @@
 //     start (its dialer fails at once when the socket is missing, instead
 //     of containerd's 10 s wait for the file): startgated comes up with
 //     containerd down, and the Manager's cycles (interval, backoff) try
-//     again. The token file is read here; a bad one (missing, empty,
-//     readable by others) fails the start, as does a taken port. One
+//     again. The token file was read in step 1; a bad one (missing,
+//     empty, readable by others) fails the start. The webhook listener
+//     takes its port in the background, as the metrics endpoint does
+//     (retrylisten.go): a taken port is retried, never fatal. One
 //     "prefetch on" line logs the settings.
 //  5. Serve, then tell systemd READY=1. The metrics and health endpoint
 //     (/metrics, /healthz, /livez, /readyz; health.go) listens beside
 //     them in the background: a port it cannot take is logged, counted
-//     and retried with a backoff (endpoint.go) and never fails or delays
+//     and retried with a backoff (retrylisten.go) and never fails or delays
 //     the CRI socket or READY=1. While running, STATUS= carries the
 //     figures an operator wants in `systemctl status` (", cri: on" when
 //     the proxy serves, the endpoint retrying when it is), and the

@@ -36,7 +36,7 @@ func TestEndpointRetriesATakenPort(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	waitFor(t, "more failed attempts than warnEvery", func() bool { return failures.Load() > warnEvery })
-	if note := e.note(); !strings.Contains(note, "not listening on "+addr) || !strings.Contains(note, "address already in use") {
+	if note := e.statusNote(); !strings.Contains(note, "not listening on "+addr) || !strings.Contains(note, "address already in use") {
 		t.Errorf("note while the port is held = %q, want it to name %s and the address in use", note, addr)
 	}
 	// The first failure and every warnEvery-th are warnings, the rest
@@ -60,7 +60,7 @@ func TestEndpointRetriesATakenPort(t *testing.T) {
 	if got := httpGet(t, "http://"+addr+"/healthz"); got != "ok" {
 		t.Errorf("GET /healthz once the port is free = %q, want ok", got)
 	}
-	if note := e.note(); note != "" {
+	if note := e.statusNote(); note != "" {
 		t.Errorf("note once listening = %q, want none", note)
 	}
 	took := logs.FilterMessageSnippet("took its address after failed attempts").All()
