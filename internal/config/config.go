@@ -56,21 +56,33 @@ func DefaultConfig() *Config {
 // explicit is false (the operator gave no --config) a missing file means
 // defaults; an explicitly named file must exist.
 func Load(path string, explicit bool) (*Config, error) {
-	c := DefaultConfig()
+	c, _, err := LoadFound(path, explicit)
+	return c, err
+}
+
+// LoadFound is Load, and also reports whether the file was there. A
+// missing file at the default path is not an error: the daemon starts on
+// the defaults, because it must never be why a node cannot start
+// containers. It is not silent either: the caller says so, naming the
+// path (the daemon at start and at a reload, `config check` on stderr),
+// since an operator whose file went missing runs on settings they did
+// not choose.
+func LoadFound(path string, explicit bool) (c *Config, found bool, err error) {
+	c = DefaultConfig()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		if !explicit && errors.Is(err, fs.ErrNotExist) {
-			return c, nil
+			return c, false, nil
 		}
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, false, fmt.Errorf("config: %w", err)
 	}
 	if err := c.decode(path, string(b)); err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("config: %s: %w", path, err)
+		return nil, true, fmt.Errorf("config: %s: %w", path, err)
 	}
-	return c, nil
+	return c, true, nil
 }
 
 // decode reads the TOML text over c.
@@ -135,6 +147,7 @@ func (c *Config) Validate() error {
 		errs.add("version", "%d not supported (want %d)", c.Version, Version)
 	}
 	errs = append(errs, c.Daemon.validate()...)
+	errs = append(errs, c.Metrics.validate()...)
 	errs = append(errs, c.Pressure.validate()...)
 	errs = append(errs, c.Admission.validate()...)
 	errs = append(errs, c.CRI.validate(c.Daemon.Socket)...)

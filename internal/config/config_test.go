@@ -122,7 +122,7 @@ func TestDefaultsFromBrief(t *testing.T) {
 		{"daemon.socket", c.Daemon.Socket, "/run/startgate/startgate.sock"},
 		{"daemon.socket_mode", c.Daemon.SocketMode, "0660"},
 		{"daemon.log_format", c.Daemon.LogFormat, "auto"},
-		{"metrics.listen", c.Metrics.Listen, ""},
+		{"metrics.listen", c.Metrics.Listen, "127.0.0.1:10366"},
 		{"pressure.source", c.Pressure.Source, "proc"},
 		{"pressure.proc_root", c.Pressure.ProcRoot, "/proc"},
 		{"pressure.interval", c.Pressure.Interval.Std(), 250 * time.Millisecond},
@@ -344,7 +344,16 @@ func TestLoadErrors(t *testing.T) {
 		{"prefetch plain_http type", "version = 1\n[prefetch]\nplain_http = \"reg\"\n", []string{"prefetch.plain_http"}},
 		{"notifications listen remote", "version = 1\n[prefetch.notifications]\nlisten = \"0.0.0.0:5050\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", `"0.0.0.0:5050"`, "loopback", "allow_remote"}},
 		{"notifications listen all interfaces", "version = 1\n[prefetch.notifications]\nlisten = \":5050\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", "loopback"}},
-		{"notifications listen bad", "version = 1\n[prefetch.notifications]\nlisten = \"localhost\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", "host:port"}},
+		{"notifications listen bad", "version = 1\n[prefetch.notifications]\nlisten = \"localhost\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", "IP:port"}},
+		{"notifications listen names a host", "version = 1\n[prefetch.notifications]\nlisten = \"registry-hook:5050\"\ntoken_file = \"/t\"\nallow_remote = true\n", []string{"prefetch.notifications.listen", `host "registry-hook" is not an IP address`}},
+		{"metrics listen without a port", "version = 1\n[metrics]\nlisten = \"localhost\"\n", []string{`metrics.listen: "localhost" is not IP:port`}},
+		{"metrics listen port only", "version = 1\n[metrics]\nlisten = \"10366\"\n", []string{`metrics.listen: "10366" is not IP:port`}},
+		{"metrics listen bad host", "version = 1\n[metrics]\nlisten = \"node one:10366\"\n", []string{`metrics.listen: "node one:10366": host "node one" is not an IP address or localhost`}},
+		{"metrics listen bad IP", "version = 1\n[metrics]\nlisten = \"127.0.0.300:10366\"\n", []string{"metrics.listen", `host "127.0.0.300"`}},
+		{"metrics listen port out of range", "version = 1\n[metrics]\nlisten = \"127.0.0.1:65536\"\n", []string{`metrics.listen: "127.0.0.1:65536": port "65536" is not a number in [0, 65535]`}},
+		{"metrics listen port negative", "version = 1\n[metrics]\nlisten = \"127.0.0.1:-1\"\n", []string{"metrics.listen", `port "-1"`}},
+		{"metrics listen port named", "version = 1\n[metrics]\nlisten = \"127.0.0.1:http\"\n", []string{"metrics.listen", `port "http"`}},
+		{"metrics listen port padded", "version = 1\n[metrics]\nlisten = \"127.0.0.1:010366\"\n", []string{"metrics.listen", `port "010366"`}},
 		{"notifications listen is metrics", "version = 1\n[metrics]\nlisten = \"127.0.0.1:9464\"\n[prefetch.notifications]\nlisten = \"127.0.0.1:9464\"\ntoken_file = \"/t\"\n", []string{"prefetch.notifications.listen", "metrics.listen"}},
 		{"notifications without token", "version = 1\n[prefetch.notifications]\nlisten = \"127.0.0.1:5050\"\n", []string{"prefetch.notifications.token_file: must be set"}},
 		{"notifications token relative", "version = 1\n[prefetch.notifications]\nlisten = \"[::1]:5050\"\ntoken_file = \"tok\"\n", []string{"prefetch.notifications.token_file", `"tok"`}},
@@ -368,6 +377,34 @@ func TestLoadErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The addresses metrics.listen takes: IP:port, localhost:port, every
+// address (":port"), port 0 for tests, and "" for off.
+func TestMetricsListenAccepted(t *testing.T) {
+	for _, v := range []string{"", "127.0.0.1:10366", "[::1]:10366", ":10366", "0.0.0.0:10366", "localhost:10366", "127.0.0.1:0", "10.0.0.7:65535"} {
+		c := DefaultConfig()
+		c.Metrics.Listen = v
+		if err := c.Validate(); err != nil {
+			t.Errorf("metrics.listen = %q: %v, want it accepted", v, err)
+		}
+	}
+}
+
+// A file that is not there at the default path gives the defaults and
+// says so; an explicitly named one is an error.
+func TestLoadFoundReportsMissingFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none.toml")
+	c, found, err := LoadFound(missing, false)
+	if err != nil || found || !reflect.DeepEqual(c, DefaultConfig()) {
+		t.Errorf("LoadFound(missing, not explicit) = %+v, found %v, %v; want the defaults, not found, no error", c, found, err)
+	}
+	if _, _, err := LoadFound(missing, true); err == nil || !strings.Contains(err.Error(), "none.toml") {
+		t.Errorf("LoadFound(missing, explicit) = %v, want an error naming the file", err)
+	}
+	if _, found, err := LoadFound(writeFile(t, "version = 1\n"), false); err != nil || !found {
+		t.Errorf("LoadFound(present) = found %v, %v; want found, no error", found, err)
 	}
 }
 

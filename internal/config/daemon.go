@@ -47,10 +47,31 @@ func (d Daemon) Limits() server.Limits {
 
 // Metrics is the [metrics] section.
 type Metrics struct {
-	// Listen is the Prometheus endpoint's TCP address; "" turns it off.
-	// 127.0.0.1:9464 keeps it on the node.
+	// Listen is the TCP address of the HTTP endpoint serving /metrics,
+	// /healthz, /livez and /readyz; "" turns it off.
 	Listen string `toml:"listen"`
 }
+
+// DefaultMetricsListen is metrics.listen when the file says nothing.
+//
+// On by default, as kubelet's healthz (127.0.0.1:10248) and kube-proxy's
+// metrics (127.0.0.1:10249) are: a node agent whose health nobody can
+// read is one nobody notices failing. Loopback only, so that nothing is
+// exposed beyond the node without the operator choosing it; a node-local
+// agent (Prometheus agent, Alloy, the OpenTelemetry collector) scrapes
+// it, or the operator sets the node's address.
+//
+// The port is fixed, because a scrape target's instance label includes
+// it, and chosen clear of what else listens on a Kubernetes node:
+// kubelet 10248/10250/10255, kube-proxy 10249/10256, the control plane's
+// 10257/10259/2379/2380/6443, node_exporter 9100, CRI-O 9090, Docker
+// 9323, containerd's usual metrics 1338, Calico 9091/9099, Cilium
+// 9876/9879/9890/9962-9965, the OpenTelemetry Prometheus exporter 9464
+// (the Prometheus exporter range 9100-9999 is fully allocated), and
+// below Linux's ephemeral range (32768-60999), so an outgoing connection
+// never holds it. A port taken anyway is not fatal: startgated logs it
+// and retries with a backoff, and the CRI socket never waits for it.
+const DefaultMetricsListen = "127.0.0.1:10366"
 
 func defaultDaemon() Daemon {
 	l := server.DefaultLimits()
@@ -69,7 +90,7 @@ func defaultDaemon() Daemon {
 	}
 }
 
-func defaultMetrics() Metrics { return Metrics{Listen: ""} }
+func defaultMetrics() Metrics { return Metrics{Listen: DefaultMetricsListen} }
 
 var daemonDocs = map[string]string{
 	"daemon":                          "The daemon process and its API socket.",
@@ -91,13 +112,23 @@ var daemonDocs = map[string]string{
 }
 
 var metricsDocs = map[string]string{
-	"metrics":        "Prometheus metrics.",
-	"metrics.listen": "TCP address of the /metrics endpoint; \"\" is off. 127.0.0.1:9464 keeps it on the node.",
+	"metrics": "Prometheus metrics and the health endpoints.",
+	"metrics.listen": "IP:port of the HTTP endpoint serving /metrics, /healthz, /livez and /readyz;\n" +
+		"\"\" is off. The loopback default keeps it on the node. A port in use is logged\n" +
+		"and retried with a backoff; the CRI socket never waits for it.",
 }
 
-// validate checks the [daemon] section. [metrics] has nothing to check
-// on its own; prefetch.notifications checks that it does not share its
-// address.
+// validate checks the [metrics] section; prefetch.notifications checks
+// that it does not share its address.
+func (m Metrics) validate() []error {
+	var errs problems
+	if m.Listen != "" {
+		errs.listenAddr("metrics.listen", m.Listen)
+	}
+	return errs
+}
+
+// validate checks the [daemon] section.
 func (d Daemon) validate() []error {
 	var errs problems
 	if d.Socket == "" {

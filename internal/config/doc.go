@@ -29,8 +29,9 @@
 // Load is strict: an unknown key is an error naming the key (a misspelt
 // key silently ignored is a limit the operator thinks is set and is not),
 // and Validate reports every bad value at once, each naming its key and
-// value. The default path may be absent (defaults apply); an explicitly
-// given path may not.
+// value. The default path may be absent (defaults apply, and LoadFound
+// says so, for the daemon to warn); an explicitly given path may not.
+// Listen addresses are IP:port (listenAddr), the form kubelet takes.
 //
 // Flags override the file: the daemon applies them to the loaded Config
 // and validates again. Policy maps the admission section onto

@@ -236,16 +236,8 @@ func (p Prefetch) validate(metricsListen string) []error {
 	if n.Listen == "" {
 		return errs
 	}
-	host, port, err := net.SplitHostPort(n.Listen)
-	if err != nil {
-		errs.add("prefetch.notifications.listen", "%q is not a host:port", n.Listen)
-	} else {
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			errs.add("prefetch.notifications.listen", "%q has no valid port", n.Listen)
-		}
-		if !n.AllowRemote && !loopbackHost(host) {
-			errs.add("prefetch.notifications.listen", "%q is not a loopback address (set prefetch.notifications.allow_remote = true to listen beyond the node)", n.Listen)
-		}
+	if host, ok := errs.listenAddr("prefetch.notifications.listen", n.Listen); ok && !n.AllowRemote && !loopbackHost(host) {
+		errs.add("prefetch.notifications.listen", "%q is not a loopback address (set prefetch.notifications.allow_remote = true to listen beyond the node)", n.Listen)
 	}
 	if metricsListen != "" && n.Listen == metricsListen {
 		errs.add("prefetch.notifications.listen", "%q is also metrics.listen", n.Listen)

@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -80,4 +82,28 @@ func (p *problems) positive(key string, v, hi float64) {
 	if !(v > 0 && v <= hi) {
 		p.add(key, "%v out of range (0, %v]", v, hi)
 	}
+}
+
+// listenAddr checks a TCP listen address and returns its host, and
+// whether it is good. The form is IP:port, as kubelet's and kube-proxy's
+// addresses are: the host an IP literal, "localhost" or empty (every
+// address of the node), the port 0 to 65535 (0: any free port, for
+// tests). A name other than localhost is refused: the daemon listens at
+// boot, before DNS may answer, and a name that resolves differently
+// later would move the endpoint.
+func (p *problems) listenAddr(key, v string) (host string, ok bool) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		p.add(key, "%q is not IP:port (e.g. \"127.0.0.1:10366\"; \"\" is off)", v)
+		return "", false
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || port != strconv.FormatUint(n, 10) {
+		p.add(key, "%q: port %q is not a number in [0, 65535]", v, port)
+		return "", false
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		p.add(key, "%q: host %q is not an IP address or localhost", v, host)
+		return "", false
+	}
+	return host, true
 }

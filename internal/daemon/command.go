@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
 
 	"github.com/startgate/startgate/internal/config"
 	"github.com/startgate/startgate/internal/version"
@@ -58,7 +60,7 @@ func NewCommand() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version.Get().String(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd, f)
+			cfg, found, err := loadConfig(cmd, f)
 			if err != nil {
 				return err
 			}
@@ -67,24 +69,29 @@ func NewCommand() *cobra.Command {
 				return err
 			}
 			defer log.Sync() //nolint:errcheck // stderr sync fails on some terminals; nothing to do about it.
+			if !found {
+				warnMissing(log, f.config)
+			}
 			routeContainerdLogs(log)
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			return Run(cmd.Context(), cfg, log, &Reload{
 				Signals: hup,
-				Load:    func() (*config.Config, error) { return loadConfig(cmd, f) },
-				Level:   level,
+				Load: func() (*config.Config, error) {
+					cfg, found, err := loadConfig(cmd, f)
+					if err == nil && !found {
+						warnMissing(log, f.config)
+					}
+					return cfg, err
+				},
+				Level: level,
 			})
 		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&f.config, "config", config.DefaultPath, "config file; a missing file at the default path means defaults")
-	root.Flags().StringVar(&f.socket, "socket", "", "API socket path (overrides daemon.socket)")
-	root.Flags().StringVar(&f.criSocket, "cri-socket", "", "CRI proxy socket path for kubelet (overrides cri.socket; turns the proxy on)")
-	root.Flags().StringVar(&f.containerdSocket, "containerd-socket", "", "containerd's CRI socket the proxy forwards to (overrides cri.containerd_socket; turns the proxy on)")
-	root.Flags().StringVar(&f.metricsListen, "metrics-listen", "", `Prometheus listen address, e.g. 127.0.0.1:9464 (overrides metrics.listen; "" turns it off)`)
-	root.Flags().StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (overrides daemon.log_level)")
+	overrideFlags(root.Flags(), &f)
 
 	cfgCmd := &cobra.Command{
 		Use:   "config",
@@ -103,25 +110,45 @@ func NewCommand() *cobra.Command {
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate a config file and print the effective configuration",
-		Long: "Validate a config file and print the effective configuration. The exit\n" +
-			"status is 1 when the file does not load or validate; the error names the key.\n" +
+		Long: "Validate a config file and print the effective configuration. It refuses\n" +
+			"exactly what startgated refuses at start, by the same code: every key and value,\n" +
+			"the command-line overrides, and the files the config names (prefetch's token\n" +
+			"and docker config, pressure.proc_root). The exit status is 1 when the daemon\n" +
+			"would refuse to start; the error names the key.\n\n" +
+			"A missing file at the default path is not refused, as the daemon starts on the\n" +
+			"defaults then, but it is said on stderr, even with --quiet.\n\n" +
 			"The unit's ExecReload runs it (--quiet) before signalling the daemon, so that\n" +
 			"`systemctl reload startgated` fails on a bad edit and changes nothing.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd, f)
+			cfg, found, err := loadConfig(cmd, f)
 			if err != nil {
 				return err
+			}
+			if _, err := readStartInputs(cfg); err != nil {
+				return err
+			}
+			if !found {
+				fmt.Fprintf(stderr(cmd), "startgated: WARNING: %s does not exist: startgated runs on the built-in defaults"+
+					" (`startgated config default` prints them)\n", f.config)
 			}
 			if quiet {
 				return nil
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "# %s: ok\n", f.config)
+			if found {
+				fmt.Fprintf(out, "# %s: ok\n", f.config)
+			} else {
+				fmt.Fprintf(out, "# %s: does not exist; these are the defaults startgated runs on\n", f.config)
+			}
 			return cfg.WriteTOML(out)
 		},
 	}
 	check.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing when the file is valid")
+	// The daemon's overrides, so that a command line can be checked
+	// whole: `startgated config check --metrics-listen X` refuses what
+	// `startgated --metrics-listen X` would.
+	overrideFlags(check.Flags(), &f)
 	cfgCmd.AddCommand(check)
 	root.AddCommand(cfgCmd)
 	root.CompletionOptions.DisableDefaultCmd = true
@@ -130,14 +157,41 @@ func NewCommand() *cobra.Command {
 	return root
 }
 
+// overrideFlags adds the command line's overrides of the file to fs.
+func overrideFlags(fs *pflag.FlagSet, f *flags) {
+	fs.StringVar(&f.socket, "socket", "", "API socket path (overrides daemon.socket)")
+	fs.StringVar(&f.criSocket, "cri-socket", "", "CRI proxy socket path for kubelet (overrides cri.socket; turns the proxy on)")
+	fs.StringVar(&f.containerdSocket, "containerd-socket", "", "containerd's CRI socket the proxy forwards to (overrides cri.containerd_socket; turns the proxy on)")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", `IP:port of /metrics, /healthz, /livez and /readyz (overrides metrics.listen, default `+config.DefaultMetricsListen+`; "" turns it off)`)
+	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (overrides daemon.log_level)")
+}
+
+// warnMissing says, at start and at each reload, that the daemon runs
+// on the defaults because its file is not there.
+func warnMissing(log *zap.Logger, path string) {
+	log.Warn("config file not found: running on the built-in defaults (startgated config default prints them)",
+		zap.String("config", path))
+}
+
+// stderr is where config check's warnings go: cobra's error writer when
+// a caller (a test) set one, else the process's stderr, which Main
+// leaves to its own error line.
+func stderr(cmd *cobra.Command) io.Writer {
+	if w := cmd.ErrOrStderr(); w != io.Discard {
+		return w
+	}
+	return os.Stderr
+}
+
 // loadConfig reads the file and applies the flags the operator set.
-func loadConfig(cmd *cobra.Command, f flags) (*config.Config, error) {
+// found is false when the file was not there and the defaults apply.
+func loadConfig(cmd *cobra.Command, f flags) (cfg *config.Config, found bool, err error) {
 	// The default path may be absent even when named, so that the unit's
 	// ExecStart can spell it out and a node without a file still starts.
 	explicit := cmd.Flags().Changed("config") && f.config != config.DefaultPath
-	cfg, err := config.Load(f.config, explicit)
+	cfg, found, err = config.LoadFound(f.config, explicit)
 	if err != nil {
-		return nil, err
+		return nil, found, err
 	}
 	fl := cmd.Flags()
 	// A path on the command line is the caller's, relative to where it
@@ -146,7 +200,7 @@ func loadConfig(cmd *cobra.Command, f flags) (*config.Config, error) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			abs, err := filepath.Abs(*p)
 			if err != nil {
-				return nil, fmt.Errorf("config: %s: %w", *p, err)
+				return nil, found, fmt.Errorf("config: %s: %w", *p, err)
 			}
 			*p = abs
 		}
@@ -171,7 +225,7 @@ func loadConfig(cmd *cobra.Command, f flags) (*config.Config, error) {
 		cfg.Daemon.LogLevel = f.logLevel
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config: after command-line overrides: %w", err)
+		return nil, found, fmt.Errorf("config: after command-line overrides: %w", err)
 	}
-	return cfg, nil
+	return cfg, found, nil
 }

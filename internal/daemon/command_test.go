@@ -2,11 +2,17 @@ package daemon
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/startgate/startgate/internal/config"
 )
@@ -51,11 +57,37 @@ func TestConfigCheck(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("version = 1\n[admission]\non_deadline = \"drop\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// What the daemon would refuse at start, config check refuses:
+	// values, and the files the config names.
+	good := write("good.toml", "version = 1\n", 0o644)
+	noPort := write("noport.toml", "version = 1\n[metrics]\nlisten = \"localhost\"\n", 0o644)
+	badHost := write("badhost.toml", "version = 1\n[metrics]\nlisten = \"metrics.example:10366\"\n", 0o644)
+	badPort := write("badport.toml", "version = 1\n[metrics]\nlisten = \"127.0.0.1:99999\"\n", 0o644)
+	token := write("token", "secret\n", 0o644) // readable by others
+	openToken := write("opentoken.toml", "version = 1\n[prefetch]\nenabled = true\n[prefetch.notifications]\nlisten = \"127.0.0.1:5050\"\n"+
+		"token_file = \""+token+"\"\n", 0o644)
+	noProc := write("noproc.toml", "version = 1\n[pressure]\nproc_root = \""+filepath.Join(dir, "no-proc")+"\"\n", 0o644)
+	dockerCfg := write("docker.json", "{not json", 0o600)
+	badDocker := write("baddocker.toml", "version = 1\n[prefetch]\nenabled = true\ndocker_config = \""+dockerCfg+"\"\n", 0o644)
 	tests := []struct {
 		name string
 		args []string
 		want string // "" for success
 	}{
+		{"metrics.listen without a port", []string{"config", "check", "--config", noPort}, `metrics.listen: "localhost" is not IP:port`},
+		{"metrics.listen with a name", []string{"config", "check", "--config", badHost}, `metrics.listen: "metrics.example:10366": host "metrics.example" is not an IP address`},
+		{"metrics.listen port out of range", []string{"config", "check", "--config", badPort}, `metrics.listen: "127.0.0.1:99999": port "99999"`},
+		{"metrics.listen override without a port", []string{"config", "check", "--config", good, "--metrics-listen", "localhost"}, `metrics.listen: "localhost" is not IP:port`},
+		{"token file readable by others", []string{"config", "check", "-q", "--config", openToken}, "prefetch.notifications.token_file: " + token + " has mode 0644"},
+		{"proc root missing", []string{"config", "check", "--config", noProc}, "pressure.proc_root"},
+		{"docker config unreadable", []string{"config", "check", "--config", badDocker}, "prefetch.docker_config"},
 		{"bad value", []string{"config", "check", "--config", bad}, "admission.on_deadline"},
 		{"bad value, quiet", []string{"config", "check", "-q", "--config", bad}, "admission.on_deadline"},
 		{"missing explicit", []string{"config", "check", "--config", filepath.Join(dir, "none.toml")}, "none.toml"},
@@ -86,7 +118,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	f.socket, _ = cmd.Flags().GetString("socket")
 	f.metricsListen, _ = cmd.Flags().GetString("metrics-listen")
 	f.logLevel, _ = cmd.Flags().GetString("log-level")
-	cfg, err := loadConfig(cmd, f)
+	cfg, _, err := loadConfig(cmd, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +131,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	if err := bad.ParseFlags([]string{"--config", p, "--log-level", "loud"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = loadConfig(bad, flags{config: p, logLevel: "loud"})
+	_, _, err = loadConfig(bad, flags{config: p, logLevel: "loud"})
 	if err == nil || !strings.Contains(err.Error(), "daemon.log_level") {
 		t.Errorf("--log-level loud: %v, want an error naming daemon.log_level", err)
 	}
@@ -110,8 +142,82 @@ func TestDefaultPathMayBeMissingEvenWhenNamed(t *testing.T) {
 		t.Skipf("%s exists on this machine", config.DefaultPath)
 	}
 	// The unit's ExecStart names the default path; a node without the
-	// file must still start with defaults.
-	if _, err := runCommand(t, "config", "check", "--config", config.DefaultPath); err != nil {
-		t.Errorf("config check --config %s (absent) = %v, want defaults", config.DefaultPath, err)
+	// file must still start with defaults, and config check says so on
+	// stderr, --quiet or not.
+	for _, args := range [][]string{{"config", "check", "--config", config.DefaultPath}, {"config", "check", "-q"}} {
+		cmd := NewCommand()
+		var out, errOut bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&errOut)
+		cmd.SetArgs(args)
+		if err := cmd.Execute(); err != nil {
+			t.Errorf("startgated %q (file absent) = %v, want the defaults", args, err)
+		}
+		if want := "WARNING: " + config.DefaultPath + " does not exist: startgated runs on the built-in defaults"; !strings.Contains(errOut.String(), want) {
+			t.Errorf("startgated %q stderr = %q, want it to contain %q", args, errOut.String(), want)
+		}
+		quiet := args[len(args)-1] == "-q"
+		if got := out.String(); quiet && got != "" || !quiet && !strings.HasPrefix(got, "# "+config.DefaultPath+": does not exist; these are the defaults") {
+			t.Errorf("startgated %q stdout = %.200q", args, got)
+		}
 	}
+}
+
+// A daemon started without its file runs on the defaults and says so
+// in its log, naming the path.
+func TestStartWithoutConfigFileWarns(t *testing.T) {
+	if _, err := os.Stat(config.DefaultPath); err == nil {
+		t.Skipf("%s exists on this machine", config.DefaultPath)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "--config", config.DefaultPath, "--socket", filepath.Join(dir, "api.sock"), "--metrics-listen", "", "--log-level", "info")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	waitFor(t, "the start line", func() bool { return strings.Contains(logs.String(), "startgated ready") })
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("startgated exit = %v\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Fatalf("startgated did not stop on SIGTERM\n%s", logs.String())
+	}
+	var warn map[string]any
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) == nil && strings.HasPrefix(fmt.Sprint(l["msg"]), "config file not found") {
+			warn = l
+		}
+	}
+	if warn == nil || warn["level"] != "warn" || warn["config"] != config.DefaultPath {
+		t.Errorf("no warning naming %s in the log:\n%s", config.DefaultPath, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer a child process writes while the test
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -282,7 +282,7 @@ func TestCRIFlagsTurnProxyOn(t *testing.T) {
 		f.socket, _ = cmd.Flags().GetString("socket")
 		f.criSocket, _ = cmd.Flags().GetString("cri-socket")
 		f.containerdSocket, _ = cmd.Flags().GetString("containerd-socket")
-		cfg, err := loadConfig(cmd, f)
+		cfg, _, err := loadConfig(cmd, f)
 		if err != nil {
 			t.Fatalf("%q: %v", tt.args, err)
 		}
@@ -298,7 +298,7 @@ func TestCRIFlagsTurnProxyOn(t *testing.T) {
 	if err := cmd.ParseFlags(args); err != nil {
 		t.Fatal(err)
 	}
-	_, err := loadConfig(cmd, flags{config: p, criSocket: "/x/c.sock", containerdSocket: "/x/c.sock"})
+	_, _, err := loadConfig(cmd, flags{config: p, criSocket: "/x/c.sock", containerdSocket: "/x/c.sock"})
 	if err == nil || !strings.Contains(err.Error(), "cri.containerd_socket") {
 		t.Errorf("%q: %v, want an error naming cri.containerd_socket", args, err)
 	}

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,10 +41,13 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 	if err != nil {
 		return err
 	}
-	src, err := pressureSource(cfg.Pressure)
+	// What `startgated config check` reads too, so that it refuses what
+	// this start would.
+	in, err := readStartInputs(cfg)
 	if err != nil {
 		return err
 	}
+	src := in.src
 	sampler, err := pressure.NewSampler(src, cfg.Pressure.Smoothing)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -60,10 +64,12 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 	}
 	var reg *prometheus.Registry
 	var m *metrics.Metrics
+	var epMetrics *metrics.Endpoint
 	if cfg.Metrics.Listen != "" {
 		reg = prometheus.NewRegistry()
 		metrics.RegisterProcess(reg)
 		m = metrics.New(reg)
+		epMetrics = metrics.NewEndpoint(reg)
 		gcfg.Observer = m
 	}
 	gate, err := admission.New(gcfg)
@@ -80,7 +86,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 	if reg != nil {
 		pfObserver = metrics.NewPrefetch(reg)
 	}
-	pf, err := newPrefetch(cfg, log, gate, pfObserver)
+	pf, err := newPrefetch(cfg, in, log, gate, pfObserver)
 	if err != nil {
 		return err
 	}
@@ -181,16 +187,22 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 		}
 	}
 
-	var metricsLis net.Listener
-	var httpSrv *http.Server
+	// The metrics and health endpoint listens in the background, once
+	// everything above serves: a port it cannot take is retried, and
+	// never fails or delays the start (endpoint).
+	hlth := &health{gate: gate, now: time.Now}
+	var ep *endpoint
 	if reg != nil {
-		metricsLis, err = net.Listen("tcp", cfg.Metrics.Listen)
-		if err != nil {
-			return fmt.Errorf("daemon: metrics listener: %w", err)
+		if proxy != nil {
+			if hlth.cri, err = newCRIReadiness(criLis.path, cfg.CRI.ContainerdSocket); err != nil {
+				return err
+			}
+			defer hlth.cri.close()
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		hlth.install(mux, log.Named("health"))
+		ep = newEndpoint(cfg.Metrics.Listen, mux, log, epMetrics.ListenFailed)
 	}
 
 	fields := []zap.Field{
@@ -209,7 +221,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 		fields = append(fields, zap.String("cri", "off"))
 	}
 	fields = append(fields,
-		zap.String("metrics", metricsAddr(metricsLis)),
+		zap.String("metrics", metricsAddr(cfg.Metrics.Listen)),
 		zap.String("pressure_source", src.String()),
 		zap.Duration("interval", cfg.Pressure.Interval.Std()),
 		zap.Float64("smoothing", cfg.Pressure.Smoothing),
@@ -257,32 +269,44 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if hlth.cri != nil {
+				hlth.cri.serving.Store(true)
+				defer hlth.cri.serving.Store(false)
+			}
 			if err := proxy.Serve(criLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				failed <- fmt.Errorf("daemon: cri proxy: %w", err)
 			}
 		}()
 	}
-	if httpSrv != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := httpSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				failed <- fmt.Errorf("daemon: metrics server: %w", err)
-			}
-		}()
+	// The endpoint outlives ctx: it serves /metrics and /readyz
+	// ("shutting down") until the servers have stopped.
+	epCtx, stopEndpoint := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEndpoint()
+	if ep != nil {
+		wg.Go(func() { ep.run(epCtx) })
 	}
 	if pf != nil {
-		pf.start(runCtx, &wg, failed)
+		pf.start(runCtx, &wg)
 	}
 	if pods != nil {
 		startPods(runCtx, &wg, pods, proxy)
 	}
-	n := notifier{log: log, cri: proxy != nil}
+	n := notifier{log: log, cri: proxy != nil, alive: func(now time.Time) error { return controllerTicking(gate, now) }}
+	n.note = func() string {
+		var notes []string
+		if ep != nil {
+			notes = append(notes, ep.statusNote())
+		}
+		if pf != nil && pf.notify != nil {
+			notes = append(notes, pf.notify.note("prefetch notifications"))
+		}
+		return strings.Join(slices.DeleteFunc(notes, func(s string) bool { return s == "" }), ", ")
+	}
 	n.send("READY=1")
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n.run(runCtx, gate, gate.Interval())
+		n.run(runCtx, gate)
 	}()
 	if reload != nil {
 		r := &reloader{Reload: *reload, log: log.Named("reload"), n: n, gate: gate, proxy: proxy, cur: cfg}
@@ -302,6 +326,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 		log.Error("shutting down after a server failed", zap.Error(runErr))
 	}
 	n.send("STOPPING=1")
+	hlth.stopping.Store(true)
 	// The order matters. The gate closes first: queued Acquire streams
 	// fail with Unavailable, leases end, and CRI starts waiting for a
 	// slot get ErrClosed and pass straight through to containerd (fail
@@ -330,11 +355,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *Reloa
 	}
 	srv.Stop(stopCtx)
 	stopping.Wait()
-	if httpSrv != nil {
-		if err := httpSrv.Shutdown(stopCtx); err != nil {
-			httpSrv.Close()
-		}
-	}
+	stopEndpoint()
 	stopRun()
 	wg.Wait()
 	for _, l := range []*apiListener{api, criLis} {
@@ -366,11 +387,11 @@ func pressureSource(c config.Pressure) (pressure.Source, error) {
 	}
 }
 
-func metricsAddr(l net.Listener) string {
-	if l == nil {
+func metricsAddr(listen string) string {
+	if listen == "" {
 		return "off"
 	}
-	return l.Addr().String()
+	return listen
 }
 
 // restoreTimeout bounds Proxy.Restore at start: containerd down or slow

@@ -47,6 +47,9 @@ func testConfig(t *testing.T) *config.Config {
 	cfg := config.DefaultConfig()
 	cfg.Daemon.Socket = filepath.Join(t.TempDir(), "run", "startgate.sock")
 	cfg.Daemon.ShutdownTimeout = config.Duration(5 * time.Second)
+	// Off unless a test asks: the default's fixed port would be shared
+	// by every daemon the tests start at once.
+	cfg.Metrics.Listen = ""
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -136,12 +139,8 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		t.Errorf("socket gid = %d, want the daemon's group %d", st.Gid, os.Getgid())
 	}
 
-	// The start line names the metrics address; the endpoint must serve.
-	starts := r.logs.FilterMessage("startgated starting").All()
-	if len(starts) != 1 {
-		t.Fatalf("got %d \"startgated starting\" lines, want 1", len(starts))
-	}
-	addr, _ := starts[0].ContextMap()["metrics"].(string)
+	// The endpoint says where it listens once it does; it must serve.
+	addr := endpointAddr(t, r)
 	body := httpGet(t, "http://"+addr+"/metrics")
 	if !strings.Contains(body, "# TYPE") {
 		t.Errorf("GET /metrics on %s returned no metrics:\n%.500s", addr, body)
@@ -153,6 +152,16 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket %s after shutdown: Lstat error %v, want not-exist", sock, err)
 	}
+}
+
+// endpointAddr waits for the metrics endpoint's "listening" line and
+// returns its address.
+func endpointAddr(t *testing.T, r *running) string {
+	t.Helper()
+	const msg = "metrics and health endpoint listening"
+	waitFor(t, "the metrics endpoint", func() bool { return r.logs.FilterMessage(msg).Len() > 0 })
+	addr, _ := r.logs.FilterMessage(msg).All()[0].ContextMap()["address"].(string)
+	return addr
 }
 
 func httpGet(t *testing.T, url string) string {
@@ -383,21 +392,26 @@ func TestStatusLine(t *testing.T) {
 		name string
 		st   admission.Status
 		cri  bool
+		note string
 		want string
 	}{
 		{"psi", admission.Status{
 			Limits: admission.Limits{InFlight: 8, Rate: 12.5}, InFlight: 3, Queued: 4,
 			Pressure: pressure.Sample{Some: pressure.Values{0.5, 0.125, 0}},
-		}, false, "in-flight 3/8, queued 4, rate 12.5/s, cpu 50% io 12% mem 0%"},
+		}, false, "", "in-flight 3/8, queued 4, rate 12.5/s, cpu 50% io 12% mem 0%"},
 		{"no psi paused", admission.Status{
 			Limits: admission.Limits{InFlight: 4, Rate: 10}, PressureErr: "x", Paused: true,
-		}, false, "in-flight 0/4, queued 0, rate 10.0/s, PSI unavailable (static limits), paused"},
+		}, false, "", "in-flight 0/4, queued 0, rate 10.0/s, PSI unavailable (static limits), paused"},
 		{"bypassed with cri", admission.Status{
 			Limits: admission.Limits{InFlight: 4, Rate: 10}, PressureErr: "x", Paused: true, Bypassed: true,
-		}, true, "in-flight 0/4, queued 0, rate 10.0/s, PSI unavailable (static limits), bypassed, cri: on"},
+		}, true, "", "in-flight 0/4, queued 0, rate 10.0/s, PSI unavailable (static limits), bypassed, cri: on"},
+		{"metrics retrying", admission.Status{
+			Limits: admission.Limits{InFlight: 4, Rate: 10}, PressureErr: "x",
+		}, true, "metrics: not listening on 127.0.0.1:10366 (bind: address already in use), retrying",
+			"in-flight 0/4, queued 0, rate 10.0/s, PSI unavailable (static limits), cri: on, metrics: not listening on 127.0.0.1:10366 (bind: address already in use), retrying"},
 	}
 	for _, tt := range tests {
-		if got := statusLine(tt.st, tt.cri); got != tt.want {
+		if got := statusLine(tt.st, tt.cri, tt.note); got != tt.want {
 			t.Errorf("statusLine(%s) = %q, want %q", tt.name, got, tt.want)
 		}
 	}

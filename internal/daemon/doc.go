@@ -8,9 +8,12 @@
 // listener, the metrics server, the systemd notifier) and
 // returns only after all of them have ended. Its life:
 //
-//  1. Build the pressure source and sampler, the gate and, when
-//     metrics.listen is set, a Prometheus registry fed by the gate (and
-//     by the proxy).
+//  1. Read what the start needs besides the file (readStartInputs: the
+//     pressure source, prefetch's token and docker config; `config
+//     check` reads them the same way, so it refuses what a start would),
+//     then build the sampler, the gate and, unless metrics.listen is ""
+//     (it is 127.0.0.1:10366 by default), a Prometheus registry fed by
+//     the gate (and by the proxy).
 //  2. Take the listeners. systemd may pass sockets in (socket
 //     activation): the first unix socket named "cri"
 //     (FileDescriptorName=cri) is the CRI proxy's, the first of any other
@@ -32,15 +35,23 @@
 //     start (its dialer fails at once when the socket is missing, instead
 //     of containerd's 10 s wait for the file): startgated comes up with
 //     containerd down, and the Manager's cycles (interval, backoff) try
-//     again. The token file is read here; a bad one (missing, empty,
-//     readable by others) fails the start, as does a taken port. One
+//     again. The token file was read in step 1; a bad one (missing,
+//     empty, readable by others) fails the start. The webhook listener
+//     takes its port in the background, as the metrics endpoint does
+//     (retrylisten.go): a taken port is retried, never fatal. One
 //     "prefetch on" line logs the settings.
-//  5. Serve, then tell systemd READY=1. While running, STATUS= carries the
+//  5. Serve, then tell systemd READY=1. The metrics and health endpoint
+//     (/metrics, /healthz, /livez, /readyz; health.go) listens beside
+//     them in the background: a port it cannot take is logged, counted
+//     and retried with a backoff (retrylisten.go) and never fails or delays
+//     the CRI socket or READY=1. While running, STATUS= carries the
 //     figures an operator wants in `systemctl status` (", cri: on" when
-//     the proxy serves), and the watchdog is pinged at half
-//     WATCHDOG_USEC, but only while the gate's controller is ticking: a
-//     wedged gate must get the daemon restarted.
-//  6. When ctx ends (SIGTERM, SIGINT): STOPPING=1; close the gate, so
+//     the proxy serves, the endpoint retrying when it is), and the
+//     watchdog is pinged at half WATCHDOG_USEC, but only while the gate's
+//     controller is ticking (controllerTicking, which /healthz answers
+//     too): a wedged gate must get the daemon restarted.
+//  6. When ctx ends (SIGTERM, SIGINT): STOPPING=1 (and /readyz fails
+//     "shutdown", while /metrics serves until the servers have stopped); close the gate, so
 //     waiters fail with Unavailable, leases end, and CRI starts waiting
 //     for a slot pass through to containerd (fail open); then, side by
 //     side: the API server and the proxy stop gracefully within

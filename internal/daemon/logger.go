@@ -36,6 +36,9 @@ func NewLogger(level, format string, w *os.File) (*zap.Logger, zap.AtomicLevel, 
 	if jsonOut {
 		ec := zap.NewProductionEncoderConfig()
 		ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+		// "1.5s", not zap's production default of float seconds (1.5)
+		// nor nanoseconds: durations are read by people in the journal.
+		// The console format's development config does the same.
 		ec.EncodeDuration = zapcore.StringDurationEncoder
 		enc = zapcore.NewJSONEncoder(ec)
 	} else {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"go.uber.org/zap"
@@ -83,5 +84,45 @@ func TestContainerdLogsRouted(t *testing.T) {
 	}
 	if got[1].Level != zap.ErrorLevel || got[1].Message != "boom" {
 		t.Errorf("error line routed as %v %q", got[1].Level, got[1].Message)
+	}
+}
+
+// Durations read as people write them ("1.5s"), in both formats and in
+// the lines containerd's libraries log through logrus, never as
+// nanoseconds or float seconds.
+func TestLoggerDurationsInHumanUnits(t *testing.T) {
+	t.Cleanup(func() {
+		logrus.StandardLogger().ReplaceHooks(logrus.LevelHooks{})
+		logrus.SetOutput(os.Stderr)
+	})
+	for _, format := range []string{"json", "console"} {
+		f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		log, _, err := NewLogger("debug", format, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("restored", zap.Duration("took", 1500*time.Millisecond))
+		routeContainerdLogs(log)
+		logrus.WithField("backoff", 250*time.Millisecond).Warn("retrying")
+		_ = log.Sync()
+		f.Close()
+		b, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := string(b)
+		for _, want := range []string{"1.5s", "250ms"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s log lacks %q:\n%s", format, want, out)
+			}
+		}
+		for _, bad := range []string{"1500000000", "1.5,", "1.5}", "250000000", "0.25"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s log has a duration as a number (%q):\n%s", format, bad, out)
+			}
+		}
 	}
 }

@@ -30,6 +30,11 @@ type notifier struct {
 	log *zap.Logger
 	// cri: the CRI proxy is served, which STATUS= says.
 	cri bool
+	// alive is the daemon's liveness (controllerTicking), which /healthz
+	// answers too: the watchdog is pinged only while it is nil.
+	alive func(now time.Time) error
+	// note, when set, adds to STATUS= (the metrics endpoint retrying).
+	note func() string
 }
 
 func (n notifier) send(state string) {
@@ -38,10 +43,8 @@ func (n notifier) send(state string) {
 	}
 }
 
-// run refreshes STATUS= and pings the watchdog until ctx ends. interval is
-// the controller's tick interval, used to tell a ticking controller from a
-// stuck one.
-func (n notifier) run(ctx context.Context, gate statusSource, interval time.Duration) {
+// run refreshes STATUS= and pings the watchdog until ctx ends.
+func (n notifier) run(ctx context.Context, gate statusSource) {
 	wd, err := sddaemon.SdWatchdogEnabled(false)
 	if err != nil {
 		n.log.Warn("systemd watchdog settings unreadable; not pinging", zap.Error(err))
@@ -56,24 +59,26 @@ func (n notifier) run(ctx context.Context, gate statusSource, interval time.Dura
 	}
 	st := time.NewTicker(statusEvery)
 	defer st.Stop()
-	// The controller counts as stuck when it has not ticked for this long.
-	// Several intervals, so one slow /proc read does not count, and at
-	// least half the watchdog, so a long interval does not either.
-	stale := max(4*interval, wd/2, time.Second)
-	n.send("STATUS=" + statusLine(gate.Status(), n.cri))
+	status := func() {
+		note := ""
+		if n.note != nil {
+			note = n.note()
+		}
+		n.send("STATUS=" + statusLine(gate.Status(), n.cri, note))
+	}
+	status()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-st.C:
-			n.send("STATUS=" + statusLine(gate.Status(), n.cri))
+			status()
 		case now := <-wdC:
-			// Status takes the gate's lock: a deadlocked gate blocks here
-			// and the pings stop, which is the point.
-			s := gate.Status()
-			if age := now.Sub(s.LastTick); s.LastTick.IsZero() || age > stale {
-				n.log.Error("admission controller is not ticking; withholding watchdog ping",
-					zap.Time("last_tick", s.LastTick), zap.Duration("stale_after", stale))
+			// The controller's tick takes the gate's lock: a deadlocked
+			// gate stops ticking, alive fails, and the pings stop, which
+			// is the point.
+			if err := n.alive(now); err != nil {
+				n.log.Error("withholding the watchdog ping: systemd restarts startgated when it has none for WatchdogSec", zap.Error(err))
 				continue
 			}
 			n.send(sddaemon.SdNotifyWatchdog)
@@ -81,8 +86,9 @@ func (n notifier) run(ctx context.Context, gate statusSource, interval time.Dura
 	}
 }
 
-// statusLine is the one-line summary for STATUS=.
-func statusLine(s admission.Status, cri bool) string {
+// statusLine is the one-line summary for STATUS=; note, when not "",
+// ends it.
+func statusLine(s admission.Status, cri bool, note string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "in-flight %d/%d, queued %d, rate %.1f/s", s.InFlight, s.Limits.InFlight, s.Queued, s.Limits.Rate)
 	if s.PressureErr != "" {
@@ -101,6 +107,9 @@ func statusLine(s admission.Status, cri bool) string {
 	}
 	if cri {
 		b.WriteString(", cri: on")
+	}
+	if note != "" {
+		b.WriteString(", " + note)
 	}
 	return b.String()
 }

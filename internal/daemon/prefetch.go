@@ -29,10 +29,12 @@ type prefetcher struct {
 	fetcher  *prefetch.Fetcher
 	manager  *prefetch.Manager
 	notifier *prefetch.Notifier
-	lis      net.Listener // nil without notifications
-	fleet    *fleetPart   // nil without [fleet]
-	fields   []zap.Field  // the "prefetch on" line
-	log      *zap.Logger
+	// notify takes prefetch.notifications.listen in the background;
+	// nil without notifications.
+	notify *retryListener
+	fleet  *fleetPart  // nil without [fleet]
+	fields []zap.Field // the "prefetch on" line
+	log    *zap.Logger
 
 	stopNotify, stopManager, stopFleet context.CancelFunc
 	notifyDone, managerDone, fleetDone chan struct{}
@@ -42,9 +44,10 @@ type prefetcher struct {
 // It contacts no one: the containerd client connects on first use, so
 // startgated starts while containerd is down and the Manager's next
 // cycle tries again (it logs the failure and keeps its watch set). The
-// token file is read and the notification listener bound here, so a bad
-// token or a taken port fails the start.
-func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs prefetch.Observer) (_ *prefetcher, err error) {
+// token file and the docker config were read by readStartInputs, where a
+// bad one fails the start; the notification listener is bound by start,
+// in the background.
+func newPrefetch(cfg *config.Config, in startInputs, log *zap.Logger, gate *admission.Gate, obs prefetch.Observer) (_ *prefetcher, err error) {
 	pc := cfg.Prefetch
 	if !pc.Enabled {
 		return nil, nil
@@ -56,12 +59,9 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 			pf.close()
 		}
 	}()
-	var token string
-	if pc.Notifications.Listen != "" {
-		if token, err = cfg.NotificationToken(); err != nil {
-			return nil, err
-		}
-	}
+	// The token and the docker config were read at start
+	// (readStartInputs), where a bad one fails the start.
+	token := in.token
 	sock := cfg.PrefetchContainerdSocket()
 	// containerd.New does not dial (grpc.NewClient), but its dialer
 	// retries a missing socket file every 10 ms until its timeout (10 s)
@@ -76,15 +76,10 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 	if err != nil {
 		return nil, fmt.Errorf("daemon: prefetch: containerd client on %s: %w", sock, err)
 	}
-	// Read at start, as the token file: a bad file fails the start, and
-	// only its hosts are ever logged.
+	// Only the docker config's hosts are ever logged.
 	var creds func(string) (string, string, error)
 	credHosts := []string{}
-	if pc.DockerConfig != "" {
-		dc, err := prefetch.LoadDockerConfig(pc.DockerConfig)
-		if err != nil {
-			return nil, fmt.Errorf("daemon: prefetch.docker_config: %w", err)
-		}
+	if dc := in.docker; dc != nil {
 		creds, credHosts = dc.Credentials, dc.Hosts()
 		slices.Sort(credHosts)
 	}
@@ -182,10 +177,12 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 		if err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
-		if pf.lis, err = net.Listen("tcp", pc.Notifications.Listen); err != nil {
-			return nil, fmt.Errorf("daemon: prefetch notifications listener: %w", err)
-		}
-		notifications = pf.lis.Addr().String()
+		// Bound in the background (start), as the metrics endpoint is: a
+		// port another process holds must not keep kubelet from its
+		// runtime; the registry's pushes wait, and the Manager's polling
+		// goes on meanwhile.
+		pf.notify = newRetryListener(pc.Notifications.Listen, "prefetch notifications listener", log, nil)
+		notifications = pc.Notifications.Listen
 	}
 	pf.fields = []zap.Field{
 		zap.String("containerd_socket", sock),
@@ -212,8 +209,9 @@ func newPrefetch(cfg *config.Config, log *zap.Logger, gate *admission.Gate, obs 
 
 // start runs the Manager and the notification listener under wg, each
 // with a context of its own below ctx so that stop can end them in turn.
-// A listener that fails to serve is reported on failed.
-func (pf *prefetcher) start(ctx context.Context, wg *sync.WaitGroup, failed chan<- error) {
+// The listener takes its address in the background, and one that stops
+// serving is logged and listened for again: neither ends the daemon.
+func (pf *prefetcher) start(ctx context.Context, wg *sync.WaitGroup) {
 	var mctx context.Context
 	mctx, pf.stopManager = context.WithCancel(ctx)
 	pf.managerDone = make(chan struct{})
@@ -230,18 +228,26 @@ func (pf *prefetcher) start(ctx context.Context, wg *sync.WaitGroup, failed chan
 			pf.fleet.run(fctx)
 		})
 	}
-	if pf.lis == nil {
+	if pf.notify == nil {
 		return
 	}
 	var nctx context.Context
 	nctx, pf.stopNotify = context.WithCancel(ctx)
 	pf.notifyDone = make(chan struct{})
-	lis := pf.lis
-	pf.lis = nil // ServeNotifications closes it
 	wg.Go(func() {
 		defer close(pf.notifyDone)
-		if err := prefetch.ServeNotifications(nctx, lis, pf.notifier); err != nil && nctx.Err() == nil {
-			failed <- fmt.Errorf("daemon: %w", err)
+		for {
+			lis, err := pf.notify.listen(nctx)
+			if err != nil {
+				return // stopped
+			}
+			// ServeNotifications closes lis.
+			err = prefetch.ServeNotifications(nctx, lis, pf.notifier)
+			if nctx.Err() != nil {
+				return
+			}
+			pf.notify.setErr(err)
+			pf.log.Error("prefetch notifications listener stopped serving; listening again", zap.String("address", pf.notify.addr), zap.Error(err))
 		}
 	})
 }
@@ -269,9 +275,6 @@ func (pf *prefetcher) stop() {
 // close releases what newPrefetch took; call after the goroutines have
 // ended.
 func (pf *prefetcher) close() {
-	if pf.lis != nil {
-		pf.lis.Close()
-	}
 	if pf.fetcher != nil {
 		pf.fetcher.Close()
 	}

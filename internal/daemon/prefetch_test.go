@@ -123,7 +123,15 @@ func TestRunPrefetchWithoutContainerd(t *testing.T) {
 
 // TestRunPrefetchNotifications: the webhook listener answers 401 without
 // the token and 200 with it, and a push reaches the Manager as a Trigger.
+// Its port held by another process at start does not stop the daemon:
+// the listener takes it once it is free.
 func TestRunPrefetchNotifications(t *testing.T) {
+	holder, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	addr := holder.Addr().String()
 	cfg := testConfig(t)
 	dir := t.TempDir()
 	token := filepath.Join(dir, "notify.token")
@@ -132,22 +140,27 @@ func TestRunPrefetchNotifications(t *testing.T) {
 	}
 	cfg.Prefetch.Enabled = true
 	cfg.Prefetch.ContainerdSocket = filepath.Join(dir, "containerd.sock")
-	cfg.Prefetch.Notifications.Listen = "127.0.0.1:0"
+	cfg.Prefetch.Notifications.Listen = addr
 	cfg.Prefetch.Notifications.TokenFile = token
 	cfg.Prefetch.Registries = []string{"reg.example"}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	r := startRun(t, cfg)
-	waitFor(t, "the API socket", func() bool { _, err := os.Lstat(cfg.Daemon.Socket); return err == nil })
+	waitFor(t, "a failed attempt on the held port", func() bool {
+		return r.logs.FilterMessageSnippet("prefetch notifications listener cannot listen").Len() > 0
+	})
+	if _, err := status(context.Background(), cfg.Daemon.Socket); err != nil {
+		t.Fatalf("Status while the notifications port is held: %v", err)
+	}
 	lines := r.logs.FilterMessage("prefetch on").All()
-	if len(lines) != 1 {
-		t.Fatalf("got %d \"prefetch on\" lines, want 1", len(lines))
+	if len(lines) != 1 || lines[0].ContextMap()["notifications"] != addr {
+		t.Fatalf("\"prefetch on\" lines %v, want one naming notifications %s", lines, addr)
 	}
-	addr, _ := lines[0].ContextMap()["notifications"].(string)
-	if !strings.HasPrefix(addr, "127.0.0.1:") {
-		t.Fatalf("notifications = %q, want the bound loopback address", addr)
-	}
+	holder.Close()
+	waitFor(t, "the notifications listener", func() bool {
+		return r.logs.FilterMessage("prefetch notifications listener listening").Len() == 1
+	})
 
 	var postBody func(auth, body string) int
 	const body = `{"events":[{"id":"1","action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json",` +

@@ -106,12 +106,26 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.admitted, m.refused, m.cancelled, m.released, m.wait, m.criCalls, m.criTime, m.failOpen, m.podGone, m.pullShared)
 	m.waitBy = make([]prometheus.Observer, len(classNames))
+	// Every series an alert or a panel reads exists from the start, at
+	// zero: increase() and rate() need a series to compare against, and
+	// an alert such as StartgateStuckWithWaiters ("waiters, and nothing
+	// admitted for 5 minutes") must fire on a daemon that has admitted
+	// nothing since it started, which a series born at the first
+	// admission would hide. TestFreshRegistryHasEverySeriesTheRulesRead
+	// holds the rules to it.
 	for i, name := range classNames {
 		m.waitBy[i] = m.wait.WithLabelValues(name)
-		m.cancelled.WithLabelValues(name) // export zeros, so rate() works from the start
+		m.cancelled.WithLabelValues(name)
+		for _, reason := range admitReasons {
+			m.admitted.WithLabelValues(name, string(reason))
+		}
+		for _, reason := range refuseReasons {
+			m.refused.WithLabelValues(name, reason)
+		}
 	}
-	// Zeros for the calls that take a slot, so that an alert on any fail
-	// open has a series to watch before the first one.
+	for _, reason := range releaseReasons {
+		m.released.WithLabelValues(string(reason))
+	}
 	for _, method := range gatedMethods {
 		for _, reason := range failOpenReasons {
 			m.failOpen.WithLabelValues(method, reason)
@@ -119,9 +133,17 @@ func New(reg prometheus.Registerer) *Metrics {
 		for _, reason := range podGoneReasons {
 			m.podGone.WithLabelValues(method, reason)
 		}
+		m.criTime.WithLabelValues(method, "gate")
 	}
 	return m
 }
+
+var admitReasons = []admission.AdmitReason{admission.AdmitGranted, admission.AdmitBypass, admission.AdmitDeadline, admission.AdmitRestored}
+
+// refuseReasons are the reasons admission.Observer.Refused is called with.
+var refuseReasons = []string{"queue-full", "deadline", "shutdown"}
+
+var releaseReasons = []admission.ReleaseReason{admission.ReleaseByHolder, admission.ReleaseExpired, admission.ReleaseShutdown}
 
 // gatedMethods are the CRI calls that ask the gate for a slot (criproxy's
 // start family; StartContainer runs on the slot its CreateContainer took).
