@@ -101,6 +101,11 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 	if opts.configFor != nil {
 		conf += opts.configFor(n)
 	}
+	if !strings.Contains(conf, "[metrics]") {
+		// Metrics are on by default at a fixed port; the test daemons,
+		// several at once, keep off it unless a test asks.
+		conf += "[metrics]\nlisten = \"\"\n"
+	}
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -86,8 +86,11 @@
 //
 // # kube-apiserver
 //
-// --authorization-mode=Node,RBAC as on a real cluster (startgated watching
-// pods with the node's identity must work under the Node authorizer).
+// --authorization-mode=Node,RBAC and --enable-admission-plugins
+// NodeRestriction, as kubeadm runs it (startgated watching pods and
+// startgatectl reading its Node with the node's identity must work under
+// the Node authorizer, and nothing may pass only because nodes trust each
+// other).
 // --bind-address and --advertise-address 127.0.0.1, and
 // --endpoint-reconciler-type=none: the "kubernetes" Service's endpoint
 // would be 127.0.0.1, which Endpoints validation refuses as loopback, in
