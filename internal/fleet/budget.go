@@ -14,8 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
-
-	"github.com/startgate/startgate/internal/clock"
+	"k8s.io/utils/clock"
 )
 
 // SlotLabel marks the Leases that are upstream slots, so that one list
@@ -100,7 +99,7 @@ func NewBudget(opts BudgetOptions) (*Budget, error) {
 	}
 	b := &Budget{opts: opts, clk: opts.Clock, log: opts.Logger}
 	if b.clk == nil {
-		b.clk = clock.Real{}
+		b.clk = clock.RealClock{}
 	}
 	if b.log == nil {
 		b.log = zap.NewNop()
@@ -345,13 +344,12 @@ func sleep(ctx context.Context, clk clock.Clock, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	done := make(chan struct{})
-	t := clk.AfterFunc(d, func() { close(done) })
+	t := clk.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-done:
+	case <-t.C():
 		return nil
 	}
 }
