@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/utils/clock"
 )
@@ -137,13 +139,14 @@ func (s *Slot) Lost() <-chan struct{} { return s.lost }
 // Acquire waits until this node holds a slot, or ctx ends. The slot is
 // renewed in the background until Release.
 func (b *Budget) Acquire(ctx context.Context) (*Slot, error) {
-	wait := b.opts.RetryMin
+	retry := b.retry()
 	var failingSince time.Time
 	for {
 		lease, sent, err := b.try(ctx)
 		if lease != nil {
 			return b.hold(lease, sent), nil
 		}
+		pause := retry.Step()
 		switch {
 		case err == nil:
 			failingSince = time.Time{}
@@ -160,13 +163,17 @@ func (b *Budget) Acquire(ctx context.Context) (*Slot, error) {
 					zap.Duration("failing_for", now.Sub(failingSince)), zap.Error(err))
 				return &Slot{unbounded: true, lost: make(chan struct{})}, nil
 			}
-			b.log.Warn("upstream slots unreadable; trying again", zap.Error(err), zap.Duration("in", wait))
+			b.log.Warn("upstream slots unreadable; trying again", zap.Error(err), zap.Duration("in", pause))
 		}
-		if err := sleep(ctx, b.clk, jitter(wait)); err != nil {
+		if err := sleep(ctx, b.clk, jitter(pause)); err != nil {
 			return nil, err
 		}
-		wait = min(2*wait, b.opts.RetryMax)
 	}
+}
+
+// retry is the wait between attempts: RetryMin, doubling, up to RetryMax.
+func (b *Budget) retry() wait.Backoff {
+	return wait.Backoff{Duration: b.opts.RetryMin, Factor: 2, Cap: b.opts.RetryMax, Steps: math.MaxInt32}
 }
 
 // try lists the slots and takes a free one, if any: the lease written and
@@ -336,7 +343,7 @@ func (s *Slot) Release(ctx context.Context) {
 
 // jitter spreads d over [d/2, 3d/2).
 func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d)
+	return wait.Jitter(d/2, 2)
 }
 
 // sleep waits d on clk, or until ctx ends.
