@@ -74,9 +74,10 @@ type Gate struct {
 	sampler  PressureSampler
 	obs      Observer
 
-	// mu guards everything below. It is the only lock of the package;
-	// the clock's and the rate limiter's own locks are taken under it and
-	// never the other way round.
+	// mu guards everything below. It is the package's lock; the clock's
+	// and the rate limiter's own locks are taken under it and never the
+	// other way round, and fired's under the clock's (a fake clock fires
+	// holding its lock), around nothing else.
 	mu struct {
 		sync.Mutex
 		policy Policy
