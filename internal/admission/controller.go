@@ -17,7 +17,7 @@ type binding struct {
 }
 
 // nextLimits is the controller's step, pure so that scenario tests drive it
-// through the gate with a manual clock. Any resource above its target
+// through the gate with a fake clock. Any resource above its target
 // decreases both limits multiplicatively, at most once per
 // Policy.DecreaseEvery (mayDecrease says whether that long has passed
 // since the last decrease): a spike of pressure that lasts two ticks

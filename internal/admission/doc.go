@@ -41,10 +41,13 @@
 // allocation-light, so the uncontended acquire and release path stays in
 // the low microseconds (BenchmarkAcquireRelease). The clock's and the rate
 // limiter's own locks are taken under it, never the other way round.
-// Callers block on a per-waiter channel outside the lock. The only
-// goroutine the package starts is the caller's own Run; timers come from
-// the injected clock.Clock, so tests advance a clock.Manual instead of
-// sleeping (testdata/ holds the scenario scripts).
+// Callers block on a per-waiter channel outside the lock. Time comes from
+// the injected clock (k8s.io/utils/clock), so tests step a FakeClock
+// instead of sleeping (testdata/ holds the scenario scripts). Besides the
+// caller's own Run, the package starts one goroutine, while timers have
+// fired: it runs their callbacks in the order they fired (timers.go), off
+// the goroutine that fired them, which for FakeClock holds the clock's
+// lock.
 //
 // # Use
 //

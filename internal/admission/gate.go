@@ -12,9 +12,9 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+	"k8s.io/utils/clock"
 
 	"github.com/startgate/startgate/internal/broadcast"
-	"github.com/startgate/startgate/internal/clock"
 	"github.com/startgate/startgate/internal/pressure"
 )
 
@@ -39,8 +39,10 @@ type Observer interface {
 
 // Config wires a Gate.
 type Config struct {
-	// Clock defaults to clock.Real.
-	Clock  clock.Clock
+	// Clock defaults to clock.RealClock; tests pass a
+	// k8s.io/utils/clock/testing.FakeClock. The gate needs of it the
+	// time, a ticker (Run) and AfterFunc (deadlines, hold caps, tokens).
+	Clock  clock.WithTickerAndDelayedExecution
 	Logger *zap.Logger
 	Policy Policy
 	// Cores scales the per-core floors and ceilings; defaults to
@@ -64,16 +66,18 @@ type Gate struct {
 	running  atomic.Bool
 	lastTick atomic.Int64 // unix nanoseconds of the controller's last tick
 
-	clk      clock.Clock
+	clk      clock.WithTickerAndDelayedExecution
+	fired    firedTimers
 	log      *zap.Logger
 	cores    int
 	interval time.Duration
 	sampler  PressureSampler
 	obs      Observer
 
-	// mu guards everything below. It is the only lock of the package;
-	// the clock's and the rate limiter's own locks are taken under it and
-	// never the other way round.
+	// mu guards everything below. It is the package's lock; the clock's
+	// and the rate limiter's own locks are taken under it and never the
+	// other way round, and fired's under the clock's (a fake clock fires
+	// holding its lock), around nothing else.
 	mu struct {
 		sync.Mutex
 		policy Policy
@@ -120,7 +124,7 @@ func New(cfg Config) (*Gate, error) {
 		obs:      cfg.Observer,
 	}
 	if g.clk == nil {
-		g.clk = clock.Real{}
+		g.clk = clock.RealClock{}
 	}
 	if g.log == nil {
 		g.log = zap.NewNop()
@@ -336,7 +340,7 @@ func (g *Gate) enqueueLocked(now time.Time, w *waiter) {
 	g.mu.q.push(w)
 	if !w.deadline.IsZero() {
 		at := w.deadline.Add(-g.mu.policy.DeadlineMargin)
-		w.timer = g.clk.AfterFunc(at.Sub(now), func() { g.deadlineFired(w) })
+		w.timer = g.afterFunc(at.Sub(now), func() { g.deadlineFired(w) })
 	}
 	g.publishLocked(now, Event{Type: EventQueued, ID: w.id, Class: w.req.Class, Tenant: w.req.Tenant, Description: w.req.Description})
 	g.dispatchLocked(now)
@@ -396,7 +400,7 @@ func (g *Gate) armTokenTimerLocked(now time.Time) {
 	}
 	stopTimer(g.mu.tokenT)
 	g.mu.tokenAt = at
-	g.mu.tokenT = g.clk.AfterFunc(wait, func() {
+	g.mu.tokenT = g.afterFunc(wait, func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.mu.tokenAt = time.Time{}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	testingclock "k8s.io/utils/clock/testing"
 
-	"github.com/startgate/startgate/internal/clock"
 	"github.com/startgate/startgate/internal/pressure"
 )
 
@@ -103,7 +103,7 @@ func TestConcurrentChurnNeverExceedsLimit(t *testing.T) {
 // Run ticks the controller on the injected clock: a pressure step lowers
 // the limits within two sample intervals.
 func TestRunLowersLimitsOnPressureStep(t *testing.T) {
-	clk := clock.NewManual(time.Unix(0, 0))
+	clk := testingclock.NewFakeClock(time.Unix(0, 0))
 	s := &fakeSampler{}
 	s.set(pressure.Values{}, nil)
 	g := newGate(t, Config{Clock: clk, Policy: DefaultPolicy(), Cores: 2, Interval: 250 * time.Millisecond, Pressure: s})
@@ -119,8 +119,8 @@ func TestRunLowersLimitsOnPressureStep(t *testing.T) {
 
 	s.set(pressure.Values{pressure.CPU: 0.99}, nil)
 	for i := 0; i < 2; i++ {
-		waitFor(t, func() bool { return clk.Pending() > 0 }) // ticker armed
-		clk.Advance(250 * time.Millisecond)
+		waitFor(t, clk.HasWaiters) // ticker armed
+		clk.Step(250 * time.Millisecond)
 	}
 	var after Limits
 	deadline := time.After(10 * time.Second)

@@ -92,7 +92,7 @@ func (g *Gate) armExpiryLocked(now time.Time) {
 	}
 	stopTimer(g.mu.expiryT)
 	g.mu.expiryAt = at
-	g.mu.expiryT = g.clk.AfterFunc(at.Sub(now), g.expire)
+	g.mu.expiryT = g.afterFunc(at.Sub(now), g.expire)
 }
 
 // expire ends the leases whose hold cap has passed.

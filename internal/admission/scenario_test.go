@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -11,8 +12,9 @@ import (
 	"time"
 
 	"github.com/cockroachdb/datadriven"
+	"k8s.io/utils/clock"
+	testingclock "k8s.io/utils/clock/testing"
 
-	"github.com/startgate/startgate/internal/clock"
 	"github.com/startgate/startgate/internal/pressure"
 )
 
@@ -38,6 +40,70 @@ func (f *fakeSampler) set(v pressure.Values, err error) {
 	f.err = err
 }
 
+// steppedClock is a FakeClock that remembers when each AfterFunc falls
+// due, so that advance can stop at each such time in turn: FakeClock.Step
+// moves straight to its end and fires whatever passed on the way, where a
+// scenario wants every timer to fire at its own time, seeing that time
+// (a token timer that fires at 100ms and re-arms for 200ms fires twice
+// within one 250ms tick). A time remembered for a timer stopped since is
+// a stop where nothing fires.
+type steppedClock struct {
+	*testingclock.FakeClock
+	mu  sync.Mutex
+	due []time.Time
+}
+
+var _ clock.WithTickerAndDelayedExecution = (*steppedClock)(nil)
+
+func (c *steppedClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	c.mu.Lock()
+	c.due = append(c.due, c.Now().Add(d))
+	c.mu.Unlock()
+	return c.FakeClock.AfterFunc(d, f)
+}
+
+// nextDue takes the earliest remembered time not after end, and every
+// other time not after it.
+func (c *steppedClock) nextDue(end time.Time) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var next time.Time
+	for _, t := range c.due {
+		if !t.After(end) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if next.IsZero() {
+		return next, false
+	}
+	c.due = slices.DeleteFunc(c.due, func(t time.Time) bool { return !t.After(next) })
+	return next, true
+}
+
+// advance moves the clock d forward, stopping at every time a timer falls
+// due on the way and waiting there for what fired (the gate runs timer
+// callbacks on a goroutine of its own) before it goes on.
+func (c *steppedClock) advance(d time.Duration, g *Gate) {
+	end := c.Now().Add(d)
+	for {
+		next, ok := c.nextDue(end)
+		if !ok {
+			break
+		}
+		c.SetTime(later(next, c.Now()))
+		g.fired.running.Wait()
+	}
+	c.SetTime(end)
+	g.fired.running.Wait()
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 type result struct {
 	lease *Lease
 	err   error
@@ -46,7 +112,7 @@ type result struct {
 // scenario drives one Gate from a testdata script.
 type scenario struct {
 	t       *testing.T
-	clk     *clock.Manual
+	clk     *steppedClock
 	start   time.Time
 	g       *Gate
 	sampler *fakeSampler
@@ -113,7 +179,7 @@ func (s *scenario) init(d *datadriven.TestData) string {
 		}
 	}
 	s.start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s.clk = clock.NewManual(s.start)
+	s.clk = &steppedClock{FakeClock: testingclock.NewFakeClock(s.start)}
 	s.sampler = &fakeSampler{}
 	s.sampler.set(pressure.Values{}, nil)
 	cfg := Config{Clock: s.clk, Policy: p, Cores: cores, Interval: 250 * time.Millisecond, Pressure: s.sampler}
@@ -303,7 +369,7 @@ func (s *scenario) run(d *datadriven.TestData) string {
 		}
 		return out
 	case "advance":
-		s.clk.Advance(mustDuration(s.t, d.CmdArgs[0].Key))
+		s.clk.advance(mustDuration(s.t, d.CmdArgs[0].Key), s.g)
 		return fmt.Sprintf("t=%v", s.clk.Now().Sub(s.start)) + s.drain()
 	case "pressure":
 		var v pressure.Values
@@ -329,7 +395,7 @@ func (s *scenario) run(d *datadriven.TestData) string {
 		}
 		var b strings.Builder
 		for i := 0; i < n; i++ {
-			s.clk.Advance(s.g.interval)
+			s.clk.advance(s.g.interval, s.g)
 			s.g.tick(s.clk.Now())
 			st := s.g.Status()
 			fmt.Fprintf(&b, "tick %d: inflight=%d/%d rate=%.2f state=%s\n", i+1, st.InFlight, st.Limits.InFlight, st.Limits.Rate, st.State)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // A container whose CPU counter stops growing has either finished its
@@ -28,6 +30,10 @@ import (
 // shell's children, found through /proc/PID/task/TID/children) under
 // procRoot, their run-queue wait in total and whether any is runnable.
 func runQueue(procRoot string, pid int) (wait time.Duration, runnable bool, err error) {
+	fs, err := procfs.NewFS(procRoot)
+	if err != nil {
+		return 0, false, fmt.Errorf("criproxy: %w", err)
+	}
 	var total time.Duration
 	seen := map[int]bool{}
 	queue := []int{pid}
@@ -38,7 +44,7 @@ func runQueue(procRoot string, pid int) (wait time.Duration, runnable bool, err 
 			continue
 		}
 		seen[p] = true
-		tasks, err := os.ReadDir(filepath.Join(procRoot, strconv.Itoa(p), "task"))
+		tasks, err := fs.AllThreads(p)
 		if err != nil {
 			if p == pid {
 				return 0, false, fmt.Errorf("criproxy: tasks of pid %d: %w", pid, err)
@@ -46,59 +52,38 @@ func runQueue(procRoot string, pid int) (wait time.Duration, runnable bool, err 
 			continue // exited meanwhile
 		}
 		for _, t := range tasks {
-			dir := filepath.Join(procRoot, strconv.Itoa(p), "task", t.Name())
-			if b, err := os.ReadFile(filepath.Join(dir, "schedstat")); err == nil {
-				if w, ok := parseSchedstatWait(string(b)); ok {
-					total += w
-				}
+			if s, err := t.Schedstat(); err == nil {
+				total += time.Duration(s.WaitingNanoseconds)
 			}
-			if b, err := os.ReadFile(filepath.Join(dir, "stat")); err == nil && statState(string(b)) == 'R' {
+			if s, err := t.Stat(); err == nil && s.State == "R" {
 				runnable = true
 			}
-			if b, err := os.ReadFile(filepath.Join(dir, "children")); err == nil {
-				for _, f := range strings.Fields(string(b)) {
-					if c, err := strconv.Atoi(f); err == nil {
-						queue = append(queue, c)
-					}
-				}
-			}
+			queue = append(queue, taskChildren(procRoot, p, t.PID)...)
 		}
 	}
 	return total, runnable, nil
 }
 
-// statState is the state letter of a /proc stat line: the field after
-// the command, which is in parentheses and may hold anything, spaces and
-// parentheses included.
-func statState(s string) byte {
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
+// taskChildren lists the children of thread tid of pid. procfs (up to
+// v0.23.0, the newest) has no reader for the children file, a list of
+// pids.
+func taskChildren(procRoot string, pid, tid int) []int {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "task", strconv.Itoa(tid), "children"))
+	if err != nil {
+		return nil
 	}
-	f := strings.Fields(s[i+1:])
-	if len(f) == 0 || len(f[0]) != 1 {
-		return 0
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if c, err := strconv.Atoi(f); err == nil {
+			out = append(out, c)
+		}
 	}
-	return f[0][0]
+	return out
 }
 
 // maxStarvedTasks bounds the processes one read walks: a container that
 // forks thousands is read in part, not at the cost of the proxy.
 const maxStarvedTasks = 256
-
-// parseSchedstatWait reads the second field of a schedstat line ("on-CPU
-// ns, run-queue wait ns, timeslices").
-func parseSchedstatWait(s string) (time.Duration, bool) {
-	f := strings.Fields(s)
-	if len(f) < 2 {
-		return 0, false
-	}
-	ns, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil || ns < 0 {
-		return 0, false
-	}
-	return time.Duration(ns), true
-}
 
 // containerPID reads the host pid of a container's init from the CRI's
 // verbose status ("info": {"pid": N}), as containerd's CRI gives it.

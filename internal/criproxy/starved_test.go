@@ -27,7 +27,10 @@ func TestRunQueue(t *testing.T) {
 		if len(state) > 0 {
 			st = state[0]
 		}
-		if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(tid+" (sh (x) y) "+st+" 1 1 1\n"), 0o644); err != nil {
+		// A whole stat line, as the kernel writes it: procfs reads every
+		// field.
+		stat := tid + " (sh (x) y) " + st + " 1 1 1 0 -1 4194560 100 0 0 0 1 1 0 0 20 0 1 0 100 1000000 100 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+		if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,13 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -394,28 +393,27 @@ func (d *daemonProc) stop(b *testing.B) {
 	}
 }
 
-// rss reads a VmRSS-like field of /proc/PID/status, in MiB.
+// rss reads VmRSS or VmHWM of /proc/PID/status, in MiB.
 func (d *daemonProc) rss(b *testing.B, field string) float64 {
 	b.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	p, err := procfs.NewProc(d.cmd.Process.Pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), field+":")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-		if err != nil {
-			b.Fatalf("%s: %q: %v", field, sc.Text(), err)
-		}
-		return kb / 1024
+	st, err := p.NewStatus()
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.Fatalf("no %s in /proc/%d/status", field, d.cmd.Process.Pid)
-	return 0
+	var n uint64
+	switch field {
+	case "VmRSS":
+		n = st.VmRSS
+	case "VmHWM":
+		n = st.VmHWM
+	default:
+		b.Fatalf("rss: no field %s", field)
+	}
+	return float64(n) / (1 << 20)
 }
 
 // pollUntil waits on a real process; there is no clock to advance.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -13,9 +14,9 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
-
-	"github.com/startgate/startgate/internal/clock"
+	"k8s.io/utils/clock"
 )
 
 // SlotLabel marks the Leases that are upstream slots, so that one list
@@ -100,7 +101,7 @@ func NewBudget(opts BudgetOptions) (*Budget, error) {
 	}
 	b := &Budget{opts: opts, clk: opts.Clock, log: opts.Logger}
 	if b.clk == nil {
-		b.clk = clock.Real{}
+		b.clk = clock.RealClock{}
 	}
 	if b.log == nil {
 		b.log = zap.NewNop()
@@ -138,13 +139,14 @@ func (s *Slot) Lost() <-chan struct{} { return s.lost }
 // Acquire waits until this node holds a slot, or ctx ends. The slot is
 // renewed in the background until Release.
 func (b *Budget) Acquire(ctx context.Context) (*Slot, error) {
-	wait := b.opts.RetryMin
+	retry := b.retry()
 	var failingSince time.Time
 	for {
 		lease, sent, err := b.try(ctx)
 		if lease != nil {
 			return b.hold(lease, sent), nil
 		}
+		pause := retry.Step()
 		switch {
 		case err == nil:
 			failingSince = time.Time{}
@@ -161,13 +163,17 @@ func (b *Budget) Acquire(ctx context.Context) (*Slot, error) {
 					zap.Duration("failing_for", now.Sub(failingSince)), zap.Error(err))
 				return &Slot{unbounded: true, lost: make(chan struct{})}, nil
 			}
-			b.log.Warn("upstream slots unreadable; trying again", zap.Error(err), zap.Duration("in", wait))
+			b.log.Warn("upstream slots unreadable; trying again", zap.Error(err), zap.Duration("in", pause))
 		}
-		if err := sleep(ctx, b.clk, jitter(wait)); err != nil {
+		if err := sleep(ctx, b.clk, jitter(pause)); err != nil {
 			return nil, err
 		}
-		wait = min(2*wait, b.opts.RetryMax)
 	}
+}
+
+// retry is the wait between attempts: RetryMin, doubling, up to RetryMax.
+func (b *Budget) retry() wait.Backoff {
+	return wait.Backoff{Duration: b.opts.RetryMin, Factor: 2, Cap: b.opts.RetryMax, Steps: math.MaxInt32}
 }
 
 // try lists the slots and takes a free one, if any: the lease written and
@@ -337,7 +343,7 @@ func (s *Slot) Release(ctx context.Context) {
 
 // jitter spreads d over [d/2, 3d/2).
 func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d)
+	return wait.Jitter(d/2, 2)
 }
 
 // sleep waits d on clk, or until ctx ends.
@@ -345,13 +351,12 @@ func sleep(ctx context.Context, clk clock.Clock, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	done := make(chan struct{})
-	t := clk.AfterFunc(d, func() { close(done) })
+	t := clk.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-done:
+	case <-t.C():
 		return nil
 	}
 }

@@ -14,8 +14,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
-
-	"github.com/startgate/startgate/internal/clock"
+	"k8s.io/utils/clock"
 )
 
 // Prefetcher is what a node's coordinator needs of its prefetcher.
@@ -55,7 +54,7 @@ type NodeOptions struct {
 	// RetryFailed is how often an announcement whose fetch failed is
 	// asked for again; 0 is a minute.
 	RetryFailed time.Duration
-	Clock       clock.Clock
+	Clock       clock.WithTicker
 	Logger      *zap.Logger
 }
 
@@ -66,7 +65,7 @@ type NodeOptions struct {
 // reports its progress on announced digests in its NodePrefetch.
 type Node struct {
 	opts   NodeOptions
-	clk    clock.Clock
+	clk    clock.WithTicker
 	log    *zap.Logger
 	report *Reporter
 	queue  workqueue.TypedInterface[string]
@@ -93,7 +92,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	}
 	n := &Node{opts: opts, clk: opts.Clock, log: opts.Logger}
 	if n.clk == nil {
-		n.clk = clock.Real{}
+		n.clk = clock.RealClock{}
 	}
 	if n.log == nil {
 		n.log = zap.NewNop()

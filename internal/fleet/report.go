@@ -14,8 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
-
-	"github.com/startgate/startgate/internal/clock"
+	"k8s.io/utils/clock"
 )
 
 // maxEntries bounds a node's report (the CRD's maxItems): the oldest
@@ -51,7 +50,7 @@ type Reporter struct {
 // writing at most once per interval.
 func NewReporter(client dynamic.Interface, node string, interval time.Duration, clk clock.Clock, log *zap.Logger) *Reporter {
 	if clk == nil {
-		clk = clock.Real{}
+		clk = clock.RealClock{}
 	}
 	r := &Reporter{client: client.Resource(NodePrefetchGVR), node: node, interval: interval, clk: clk, log: log, wake: make(chan struct{}, 1)}
 	r.mu.entries = map[string]Entry{}

@@ -9,9 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/startgate/startgate/internal/admission"
-	"github.com/startgate/startgate/internal/clock"
 	"github.com/startgate/startgate/internal/prefetch"
 	"github.com/startgate/startgate/internal/pressure"
 )
@@ -153,7 +153,7 @@ func TestWithRealGate(t *testing.T) {
 	m := New(reg)
 	p := admission.DefaultPolicy()
 	p.FixedInFlight, p.FixedRate = 2, 100
-	g, err := admission.New(admission.Config{Clock: clock.NewManual(time.Unix(1000, 0)), Policy: p, Observer: m, Cores: 1})
+	g, err := admission.New(admission.Config{Clock: testingclock.NewFakeClock(time.Unix(1000, 0)), Policy: p, Observer: m, Cores: 1})
 	if err != nil {
 		t.Fatalf("admission.New: %v", err)
 	}

@@ -81,7 +81,7 @@ func newHub() broadcast.Hub[Event] {
 
 // publishLocked sends an event of kind for e (copied as it is now).
 func (m *Manager) publishLocked(kind EventKind, e *Entry) {
-	m.mu.events.Send(Event{Time: m.now(), Kind: kind, Entry: *e})
+	m.mu.events.Send(Event{Time: m.clk.Now(), Kind: kind, Entry: *e})
 }
 
 // stateLocked publishes an EventState if e's state is not before.

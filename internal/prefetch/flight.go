@@ -160,7 +160,7 @@ func (m *Manager) run(ctx context.Context, fl *flight) (err error) {
 			// A failing fetch backs off on its own (a resolve that
 			// succeeds clears the registry's backoff, not this): a blob
 			// that fails every time must not be fetched every interval.
-			m.fetchFailedLocked(ref, d, m.now())
+			m.fetchFailedLocked(ref, d, m.clk.Now())
 		})
 		return err
 	}
@@ -191,7 +191,7 @@ func (m *Manager) progress(ref, d string, f func(*Entry)) {
 	defer m.mu.Unlock()
 	if e := m.mu.entries[ref]; e != nil && e.New == d && e.State == StateFetching {
 		f(e)
-		e.Updated = m.now()
+		e.Updated = m.clk.Now()
 	}
 }
 
@@ -344,7 +344,7 @@ func (m *Manager) Pulled(ctx context.Context, ref, imageID string) (hit bool) {
 		m.mu.Unlock()
 		return false
 	}
-	lease := m.hitLocked(e, m.now())
+	lease := m.hitLocked(e, m.clk.Now())
 	m.mu.gen++
 	m.mu.pulled[r] = m.mu.gen
 	m.mu.Unlock()
@@ -402,7 +402,7 @@ func (m *Manager) protect(ctx context.Context, mv move) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e := m.mu.entries[mv.ref]; e != nil {
-		e.Previous, e.PreviousUntil, e.Updated = mv.from, p.Expires, m.now()
+		e.Previous, e.PreviousUntil, e.Updated = mv.from, p.Expires, m.clk.Now()
 		m.publishLocked(EventRollback, e)
 	}
 }

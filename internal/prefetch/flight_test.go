@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap/zaptest"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/startgate/startgate/internal/admission"
 )
@@ -829,10 +830,9 @@ func TestNotifyBeforeTagMoves(t *testing.T) {
 func TestFailedFetchBacksOff(t *testing.T) {
 	h := newHarness(t, ManagerOptions{MaxBackoff: 24 * time.Hour})
 	h.f.err = errors.New("digest mismatch")
-	var mu sync.Mutex
-	now := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
-	h.m.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	clk := testingclock.NewFakeClock(time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC))
+	h.m.clk = clk
+	advance := clk.Step
 	ctx := context.Background()
 	h.m.refresh(ctx)
 	h.res.set(fRef, dY)

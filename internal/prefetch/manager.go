@@ -31,7 +31,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +45,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/clock"
 
 	"github.com/startgate/startgate/internal/broadcast"
 )
@@ -231,8 +233,8 @@ type Manager struct {
 	namespace  string
 	opts       ManagerOptions
 	log        *zap.Logger
-	now        func() time.Time
-	rand       func() float64 // in [0, 1)
+	// clk is the wall clock; tests step a FakeClock to pass backoffs.
+	clk clock.Clock
 
 	kick  chan struct{} // wakes the loop for triggered refs; capacity 1
 	slots chan struct{} // fetch slots; capacity Concurrency
@@ -265,9 +267,11 @@ type Manager struct {
 // move is a tag whose node record moved from one digest to another.
 type move struct{ ref, from, to string }
 
+// registryBackoff is a failing registry's (or fetch's) backoff: the next
+// wait before it is tried again, and when the last one ends.
 type registryBackoff struct {
-	failures int
-	until    time.Time
+	next  wait.Backoff
+	until time.Time
 }
 
 // NewManager returns a Manager that watches the image records of the
@@ -305,7 +309,7 @@ func newManager(il imageLister, r resolver, f fetcher, namespace string, opts Ma
 	}
 	m := &Manager{
 		images: il, resolver: r, fetcher: f, namespace: namespace,
-		opts: opts, log: opts.Logger, now: time.Now, rand: rand.Float64,
+		opts: opts, log: opts.Logger, clk: clock.RealClock{},
 		kick:  make(chan struct{}, 1),
 		slots: make(chan struct{}, opts.Concurrency),
 		obs:   opts.Observer,
@@ -495,7 +499,7 @@ func (m *Manager) announce(ctx context.Context, wg *sync.WaitGroup, ref, d strin
 	}
 	before := e.State
 	defer m.stateLocked(e, before)
-	m.considerLocked(ctx, wg, e, ref, d, true, m.now())
+	m.considerLocked(ctx, wg, e, ref, d, true, m.clk.Now())
 }
 
 // List returns the watched references' entries, sorted by reference.
@@ -530,21 +534,21 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.mu.Unlock()
 	}()
 	m.log.Info("prefetch: manager started", zap.Duration("interval", m.opts.Interval), zap.Int("concurrency", m.opts.Concurrency))
-	timer := time.NewTimer(0) // the first cycle at once
+	timer := m.clk.NewTimer(0) // the first cycle at once
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			m.log.Info("prefetch: manager stopping")
 			return ctx.Err()
-		case <-timer.C:
+		case <-timer.C():
 			m.refresh(ctx)
 			if !m.pollingOff.Load() {
 				for _, ref := range m.due() {
 					m.check(ctx, &wg, ref, false)
 				}
 			}
-			timer.Reset(m.jittered(m.opts.Interval))
+			timer.Reset(jittered(m.opts.Interval))
 		case <-m.kick:
 			m.mu.Lock()
 			refs := m.mu.triggered
@@ -579,7 +583,7 @@ func (m *Manager) refresh(ctx context.Context) {
 		// The added refs are listed all the same, so that prefetch ls
 		// shows them (and their resolves) while containerd is down.
 		m.mu.Lock()
-		m.entriesLocked(nil, m.now())
+		m.entriesLocked(nil, m.clk.Now())
 		m.mu.Unlock()
 		return
 	}
@@ -602,7 +606,7 @@ func (m *Manager) refresh(ctx context.Context) {
 		}
 		node[named.String()] = img.Target.Digest
 	}
-	now := m.now()
+	now := m.clk.Now()
 	type hit struct{ ref, lease string }
 	var hits []hit
 	m.mu.Lock()
@@ -703,7 +707,7 @@ func (m *Manager) watched(ref string) bool {
 
 // due returns the watched refs whose registry is not backing off, sorted.
 func (m *Manager) due() []string {
-	now := m.now()
+	now := m.clk.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var refs []string
@@ -737,7 +741,7 @@ func (m *Manager) check(ctx context.Context, wg *sync.WaitGroup, ref string, tri
 		return
 	}
 	host := registryOf(ref)
-	now := m.now()
+	now := m.clk.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e := m.mu.entries[ref]
@@ -824,27 +828,24 @@ func (m *Manager) fetchFailedLocked(ref, d string, now time.Time) time.Duration 
 func (m *Manager) backoffLocked(set map[string]*registryBackoff, key string, now time.Time) time.Duration {
 	b := set[key]
 	if b == nil {
-		b = &registryBackoff{}
+		b = &registryBackoff{next: backoff(m.opts.Interval, m.opts.MaxBackoff)}
 		set[key] = b
 	}
-	b.failures++
-	wait := m.jittered(backoff(m.opts.Interval, m.opts.MaxBackoff, b.failures))
-	b.until = now.Add(wait)
-	return wait
+	d := jittered(b.next.Step())
+	b.until = now.Add(d)
+	return d
 }
 
-// backoff is base doubled per failure after the first, capped at max.
-func backoff(base, max time.Duration, failures int) time.Duration {
-	d := base
-	for i := 1; i < failures && d < max; i++ {
-		d *= 2
-	}
-	return min(d, max)
+// backoff starts at base and doubles per failure, up to max.
+func backoff(base, max time.Duration) wait.Backoff {
+	return wait.Backoff{Duration: base, Factor: 2, Cap: max, Steps: math.MaxInt32}
 }
 
-// jittered spreads d over [d*(1-jitter), d*(1+jitter)).
-func (m *Manager) jittered(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (1 - jitter + 2*jitter*m.rand()))
+// jittered spreads d over [d*(1-jitter), d*(1+jitter)): wait.Jitter adds
+// up to a factor, so it starts from the low end.
+func jittered(d time.Duration) time.Duration {
+	low := time.Duration(float64(d) * (1 - jitter))
+	return wait.Jitter(low, 2*jitter/(1-jitter))
 }
 
 // update applies f to ref's entry if it still waits for digest d.
@@ -857,7 +858,7 @@ func (m *Manager) update(ref, d string, f func(*Entry)) bool {
 	}
 	before := e.State
 	f(e)
-	e.Updated = m.now()
+	e.Updated = m.clk.Now()
 	m.stateLocked(e, before)
 	return true
 }

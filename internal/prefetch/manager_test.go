@@ -17,25 +17,31 @@ func TestBackoff(t *testing.T) {
 		{6, 30 * time.Second}, // capped
 		{1000, 30 * time.Second},
 	} {
-		if got := backoff(time.Second, 30*time.Second, tc.failures); got != tc.want {
-			t.Errorf("backoff(1s, 30s, %d) = %v, want %v", tc.failures, got, tc.want)
+		b := backoff(time.Second, 30*time.Second)
+		var got time.Duration
+		for range tc.failures {
+			got = b.Step()
+		}
+		if got != tc.want {
+			t.Errorf("backoff(1s, 30s) after %d failures = %v, want %v", tc.failures, got, tc.want)
 		}
 	}
 }
 
+// jittered spreads a wait over ±20%: never outside, and over the whole
+// band (that a thousand draws all miss the outer 5% at one end has a
+// chance of 0.875^1000).
 func TestJittered(t *testing.T) {
-	for _, tc := range []struct {
-		r    float64
-		want time.Duration
-	}{
-		{0, 800 * time.Millisecond},
-		{0.5, time.Second},
-		{0.999, 1199600 * time.Microsecond},
-	} {
-		m := &Manager{rand: func() float64 { return tc.r }}
-		if got := m.jittered(time.Second); got != tc.want {
-			t.Errorf("jittered(1s) with rand %v = %v, want %v", tc.r, got, tc.want)
+	lo, hi := time.Hour, time.Duration(0)
+	for range 1000 {
+		got := jittered(time.Second)
+		if got < 800*time.Millisecond || got >= 1200*time.Millisecond {
+			t.Fatalf("jittered(1s) = %v, want within [800ms, 1.2s)", got)
 		}
+		lo, hi = min(lo, got), max(hi, got)
+	}
+	if lo > 850*time.Millisecond || hi < 1150*time.Millisecond {
+		t.Errorf("jittered(1s) over 1000 draws spans [%v, %v], want about [800ms, 1.2s)", lo, hi)
 	}
 }
 

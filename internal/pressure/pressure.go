@@ -183,7 +183,10 @@ func micros(us uint64) (time.Duration, error) {
 
 // parseSomeTotal reads the total= of the "some" line. procfs parses only
 // <proc>/pressure/<resource>, not a cgroup's files, whose format is the
-// same; this is the one line of it we need.
+// same; containerd/cgroups reads them only within Manager.Stat, along
+// with every other stat file of the cgroup, and drops their errors (the
+// sampler must tell "no PSI" from a bad read). This is the one line of
+// them we need.
 func parseSomeTotal(r io.Reader) (time.Duration, error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {

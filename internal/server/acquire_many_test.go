@@ -268,7 +268,7 @@ func TestAcquireManyExpires(t *testing.T) {
 	sendMany(t, s, &pb.AcquireManyRequest{Msg: &pb.AcquireManyRequest_Start{Start: &pb.AcquireManyStart{
 		Tag: 4, Hold: durationpb.New(time.Second)}}})
 	g := recvKind(t, s, 4, "granted").GetGranted()
-	h.clock.Advance(2 * time.Second)
+	h.clock.Step(2 * time.Second)
 	if e := recvKind(t, s, 4, "expired").GetExpired(); e.LeaseId != g.LeaseId {
 		t.Errorf("expired = %v, want lease %d", e, g.LeaseId)
 	}
@@ -297,11 +297,11 @@ func TestAcquireManyDeadline(t *testing.T) {
 			sendMany(t, s, startTag(10, pb.Class_CLASS_NORMAL, "no deadline"))
 			recvKind(t, s, 9, "queued")
 			recvKind(t, s, 10, "queued")
-			h.clock.Advance(3 * time.Second)
+			h.clock.Step(3 * time.Second)
 			if q := h.gate.Status().Queued; q != 2 {
 				t.Fatalf("queued 2s before the deadline = %d, want 2", q)
 			}
-			h.clock.Advance(time.Second)
+			h.clock.Step(time.Second)
 			if tc.refuse {
 				e := recvKind(t, s, 9, "error").GetError()
 				if codes.Code(e.Code) != codes.DeadlineExceeded {

@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"os"
-	"strconv"
-	"strings"
 
+	"github.com/prometheus/procfs"
 	"go.uber.org/zap"
 
 	"github.com/startgate/startgate/internal/version"
@@ -31,11 +29,15 @@ func commandOf(pid int32) string {
 	if pid <= 0 {
 		return ""
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/comm")
+	p, err := procfs.NewProc(int(pid))
 	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(string(b))
+	comm, err := p.Comm()
+	if err != nil {
+		return ""
+	}
+	return comm
 }
 
 func (s *Server) Version(context.Context, *pb.VersionRequest) (*pb.VersionResponse, error) {

@@ -152,7 +152,10 @@ func authorize(method string, cred PeerCred, adminGID int, groups groupsFunc) er
 	return status.Errorf(codes.PermissionDenied, "server: %s needs root or group %d, peer uid %d (gid %d) is in neither", name, adminGID, cred.UID, cred.GID)
 }
 
-// procGroups reads the "Groups:" line of /proc/PID/status.
+// procGroups reads the "Groups:" line of /proc/PID/status. procfs reads
+// that file (Proc.NewStatus) but keeps only the real, effective, saved
+// and filesystem IDs, not the supplementary groups, up to v0.23.0 (the
+// newest); so this one line is parsed here.
 func procGroups(pid int32) ([]uint32, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/status")
 	if err != nil {

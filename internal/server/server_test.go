@@ -19,9 +19,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"k8s.io/utils/clock"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/startgate/startgate/internal/admission"
-	"github.com/startgate/startgate/internal/clock"
 	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
 
@@ -32,7 +33,7 @@ const waitFor = 10 * time.Second
 
 type harness struct {
 	gate   *admission.Gate
-	clock  *clock.Manual
+	clock  *testingclock.FakeClock
 	srv    *Server
 	conn   *grpc.ClientConn
 	client pb.StartgateClient
@@ -52,9 +53,9 @@ func newHarness(t testing.TB, real bool, policy func(p *admission.Policy), opts 
 		policy(&p)
 	}
 	h := &harness{}
-	var clk clock.Clock = clock.Real{}
+	var clk clock.WithTickerAndDelayedExecution = clock.RealClock{}
 	if !real {
-		h.clock = clock.NewManual(time.Now())
+		h.clock = testingclock.NewFakeClock(time.Now())
 		clk = h.clock
 	}
 	g, err := admission.New(admission.Config{Clock: clk, Policy: p, Cores: 2})
@@ -434,7 +435,7 @@ func TestLeaseExpires(t *testing.T) {
 	s, _ := h.client.Acquire(ctxT(t))
 	s.Send(&pb.AcquireRequest{Msg: &pb.AcquireRequest_Start{Start: &pb.AcquireStart{Hold: durationpb.New(time.Second)}}})
 	g := recvGranted(t, s)
-	h.clock.Advance(2 * time.Second)
+	h.clock.Step(2 * time.Second)
 	m, err := s.Recv()
 	if err != nil || m.GetExpired() == nil || m.GetExpired().LeaseId != g.LeaseId {
 		t.Fatalf("Recv after the hold cap = %v, %v; want expired", m, err)

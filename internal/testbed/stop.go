@@ -1,21 +1,21 @@
 package testbed
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -128,7 +128,7 @@ func killShims(ctx context.Context, dir string) error {
 	}
 	var shims, containers []int
 	for pid, p := range procs {
-		if strings.Contains(p.cmdline, "containerd-shim") && refersTo(p.cmdline, dir) {
+		if slices.ContainsFunc(p.args, isShim) && refersTo(p.args, dir) {
 			shims = append(shims, pid)
 			containers = append(containers, descendants(procs, pid)[1:]...)
 		}
@@ -140,6 +140,8 @@ func killShims(ctx context.Context, dir string) error {
 	}
 	return killAndWait(ctx, shims)
 }
+
+func isShim(arg string) bool { return strings.Contains(arg, "containerd-shim") }
 
 // killAndWait SIGKILLs pids and polls until none is alive or ctx ends.
 func killAndWait(ctx context.Context, pids []int) error {
@@ -169,10 +171,10 @@ func killAndWait(ctx context.Context, pids []int) error {
 	}
 }
 
-// refersTo reports whether a NUL-separated command line has an argument
-// that is dir or a path under it.
-func refersTo(cmdline, dir string) bool {
-	for _, arg := range strings.Split(cmdline, "\x00") {
+// refersTo reports whether a command line has an argument that is dir or
+// a path under it.
+func refersTo(args []string, dir string) bool {
+	for _, arg := range args {
 		if arg == dir || strings.HasPrefix(arg, dir+"/") {
 			return true
 		}
@@ -189,7 +191,7 @@ func ProcessesUsing(dir string) ([]int, error) {
 	}
 	var pids []int
 	for pid, p := range procs {
-		if refersTo(p.cmdline, dir) && processAlive(pid) {
+		if refersTo(p.args, dir) && processAlive(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -198,67 +200,41 @@ func ProcessesUsing(dir string) ([]int, error) {
 }
 
 type proc struct {
-	ppid    int
-	cmdline string
+	ppid int
+	args []string
 }
 
 func readProcs() (map[int]proc, error) {
-	ents, err := os.ReadDir("/proc")
+	all, err := procfs.AllProcs()
 	if err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
-	procs := make(map[int]proc, len(ents))
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	procs := make(map[int]proc, len(all))
+	for _, p := range all {
 		// Processes vanish while we read; skip them.
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		stat, err := p.Stat()
 		if err != nil {
 			continue
 		}
-		ppid, _, ok := parseStat(stat)
-		if !ok {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		args, err := p.CmdLine()
 		if err != nil {
 			continue
 		}
-		procs[pid] = proc{ppid: ppid, cmdline: string(bytes.TrimRight(cmd, "\x00"))}
+		procs[p.PID] = proc{ppid: stat.PPID, args: args}
 	}
 	return procs, nil
-}
-
-// parseStat returns the parent pid and state from /proc/PID/stat; the
-// command name in parentheses may itself contain spaces and parentheses.
-func parseStat(stat []byte) (ppid int, state byte, ok bool) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 2 || len(f[0]) != 1 {
-		return 0, 0, false
-	}
-	ppid, err := strconv.Atoi(f[1])
-	if err != nil {
-		return 0, 0, false
-	}
-	return ppid, f[0][0], true
 }
 
 // processAlive is false for processes that are gone or zombies: a killed
 // shim reparented to an init that does not reap stays a zombie, and a
 // zombie holds no mounts or files.
 func processAlive(pid int) bool {
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return false
 	}
-	_, state, ok := parseStat(stat)
-	return ok && state != 'Z' && state != 'X'
+	stat, err := p.Stat()
+	return err == nil && stat.State != "Z" && stat.State != "X"
 }
 
 func descendants(procs map[int]proc, root int) []int {
@@ -276,57 +252,21 @@ func descendants(procs map[int]proc, root int) []int {
 // MountsUnder returns the mount points at or under dir, deepest first, from
 // /proc/self/mountinfo.
 func MountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
-		return nil, fmt.Errorf("testbed: %w", err)
-	}
-	defer f.Close()
-	var mounts []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options ...
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			mounts = append(mounts, mp)
-		}
-	}
-	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("testbed: read mountinfo: %w", err)
+	}
+	mounts := make([]string, 0, len(infos))
+	for _, m := range infos {
+		mounts = append(mounts, m.Mountpoint)
 	}
 	// Deepest first; a path mounted twice appears twice and is unmounted
 	// twice, top of the stack first (mountinfo lists it last).
-	for i, j := 0, len(mounts)-1; i < j; i, j = i+1, j-1 {
-		mounts[i], mounts[j] = mounts[j], mounts[i]
-	}
+	slices.Reverse(mounts)
 	sort.SliceStable(mounts, func(i, j int) bool {
 		return strings.Count(mounts[i], "/") > strings.Count(mounts[j], "/")
 	})
 	return mounts, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space, ...) the
-// kernel uses in mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // unmountUnder detaches every mount at or under dir, deepest first.

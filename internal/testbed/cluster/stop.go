@@ -7,11 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/startgate/startgate/internal/testbed"
@@ -105,12 +105,15 @@ func killUsing(ctx context.Context, dir string) error {
 		}
 		var out []int
 		for _, pid := range pids {
-			b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+			p, err := procfs.NewProc(pid)
 			if err != nil {
 				continue
 			}
-			argv0, _, _ := strings.Cut(string(b), "\x00")
-			if name := filepath.Base(argv0); name == Etcd || slices.Contains(Commands, name) {
+			args, err := p.CmdLine()
+			if err != nil || len(args) == 0 {
+				continue
+			}
+			if name := filepath.Base(args[0]); name == Etcd || slices.Contains(Commands, name) {
 				out = append(out, pid)
 			}
 		}
