@@ -196,14 +196,17 @@ func (a *app) nodeEnableCommand(f *nodeFlags) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%v; the rollback failed too: %w", rerr, err)
 			}
-			l, err = n.Resolve()
-			if err != nil {
-				return err
+			// The same kubelet, credentials and health address; read again
+			// when it can be (a kubelet without a unit that exited has no
+			// command line to read).
+			old := "its old endpoint"
+			if back, err := n.Resolve(); err == nil {
+				l, old = back, back.Effective
 			}
 			if err := a.restarter(n, f).Restart(cmd.Context(), l, true); err != nil {
 				return fmt.Errorf("%v; rolled back, and kubelet is not healthy on its old endpoint either: %w", rerr, err)
 			}
-			return fmt.Errorf("%w; rolled back: kubelet runs on %s again", rerr, l.Effective)
+			return fmt.Errorf("%w; rolled back: kubelet runs on %s again", rerr, old)
 		},
 	}
 	cmd.Flags().StringVar(&endpoint, "endpoint", kubelet.StartgateEndpoint, "startgated's CRI socket")

@@ -64,10 +64,15 @@ type fileRecord struct {
 }
 
 // lastChange records when kubelet's endpoint last changed (enable or
-// disable): a kubelet started before it runs on the old endpoint.
+// disable) and which kubelet process ran then: while that process runs,
+// kubelet runs on the old endpoint. A process is its pid and its start
+// in clock ticks since boot (exact, unlike a wall time derived from the
+// boot time's whole seconds).
 type lastChange struct {
 	Time     time.Time `json:"time"`
 	Endpoint string    `json:"endpoint"`
+	Pid      int       `json:"pid,omitempty"`
+	Ticks    uint64    `json:"startTicks,omitempty"`
 }
 
 func digest(b []byte) string {
@@ -139,7 +144,11 @@ func (n *Node) readLastChange() *lastChange {
 }
 
 func (n *Node) writeLastChange(endpoint string) error {
-	b, _ := json.Marshal(lastChange{Time: time.Now().UTC(), Endpoint: endpoint})
+	lc := lastChange{Time: time.Now().UTC(), Endpoint: endpoint}
+	if r := n.Running(); r != nil {
+		lc.Pid, lc.Ticks = r.Pid, r.ticks
+	}
+	b, _ := json.Marshal(lc)
 	return writeAtomic(filepath.Join(n.stateDir(), "last-change.json"), append(b, '\n'), 0o600, -1, -1)
 }
 

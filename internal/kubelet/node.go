@@ -71,6 +71,7 @@ type Running struct {
 	Pid     int       `json:"pid"`
 	Started time.Time `json:"started"`
 	Args    []string  `json:"-"`
+	ticks   uint64
 }
 
 // runningKubelet finds a process whose program is kubelet.
@@ -108,6 +109,7 @@ func (n *Node) Running() *Running {
 		}
 		r := &Running{Pid: p.PID, Args: cmd[1:]}
 		if st, err := p.Stat(); err == nil {
+			r.ticks = st.Starttime
 			if s, err := st.StartTime(); err == nil {
 				r.Started = time.Unix(0, int64(s*1e9))
 			}

@@ -65,9 +65,17 @@ func (r *Restarter) Restart(ctx context.Context, l *Layout, daemonReload bool) e
 			return err
 		}
 	}
-	start := time.Now()
+	// The Node's Ready heartbeat before the restart: a later one is the
+	// new kubelet's (it reports its status as it starts). Without one
+	// (no API now), a heartbeat from a second after the restart is.
+	cs := r.nodeClient(l)
+	before := readyHeartbeat(ctx, cs, l.NodeName)
 	if err := r.systemctl(ctx, "restart", KubeletUnit); err != nil {
 		return err
+	}
+	start := before
+	if start.IsZero() {
+		start = time.Now().Truncate(time.Second)
 	}
 	r.logf("kubelet restarted; waiting up to %v for it to be healthy", r.Timeout)
 	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
@@ -79,11 +87,51 @@ func (r *Restarter) Restart(ctx context.Context, l *Layout, daemonReload bool) e
 	} else {
 		r.logf("kubelet's /healthz answers ok")
 	}
+	if cs == nil {
+		return nil
+	}
+	return r.waitNodeReady(ctx, cs, l, start)
+}
+
+// nodeClient is a client with kubelet's own credentials, nil (said)
+// when kubelet has none.
+func (r *Restarter) nodeClient(l *Layout) kubernetes.Interface {
 	if l.Kubeconfig == "" {
 		r.logf("kubelet has no --kubeconfig: its Node's readiness is not checked")
 		return nil
 	}
-	return r.waitNodeReady(ctx, l, start)
+	cfg, err := clientcmd.BuildConfigFromFlags("", r.Node.path(l.Kubeconfig))
+	if err != nil {
+		r.logf("kubelet's kubeconfig %s cannot be read (%v): its Node's readiness is not checked", l.Kubeconfig, err)
+		return nil
+	}
+	cfg.Timeout = 5 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		r.logf("kubelet's kubeconfig %s: %v: its Node's readiness is not checked", l.Kubeconfig, err)
+		return nil
+	}
+	return cs
+}
+
+// readyHeartbeat is the Node's Ready condition's last heartbeat; zero
+// when the API does not answer.
+func readyHeartbeat(ctx context.Context, cs kubernetes.Interface, name string) time.Time {
+	if cs == nil {
+		return time.Time{}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return time.Time{}
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.LastHeartbeatTime.Time
+		}
+	}
+	return time.Time{}
 }
 
 func (r *Restarter) waitHealthz(ctx context.Context, addr string) error {
@@ -110,35 +158,27 @@ func (r *Restarter) waitHealthz(ctx context.Context, addr string) error {
 	return err
 }
 
-// waitNodeReady waits for the Node to be Ready with a heartbeat from
-// after start, through kubelet's own credentials (with NodeRestriction a
-// node may read its own Node). An API that does not answer within
-// APIGrace skips the check and says so.
-func (r *Restarter) waitNodeReady(ctx context.Context, l *Layout, start time.Time) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", r.Node.path(l.Kubeconfig))
-	if err != nil {
-		r.logf("kubelet's kubeconfig %s cannot be read (%v): its Node's readiness is not checked", l.Kubeconfig, err)
-		return nil
-	}
-	cfg.Timeout = 5 * time.Second
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		r.logf("kubelet's kubeconfig %s: %v: its Node's readiness is not checked", l.Kubeconfig, err)
-		return nil
-	}
+// waitNodeReady waits for the Node to be Ready with a heartbeat after
+// start, through kubelet's own credentials (with NodeRestriction a node
+// may read its own Node). An API that does not answer within APIGrace
+// skips the check and says so.
+func (r *Restarter) waitNodeReady(ctx context.Context, cs kubernetes.Interface, l *Layout, start time.Time) error {
+	began := time.Now()
 	grace := r.APIGrace
 	if grace == 0 {
 		grace = 30 * time.Second
 	}
 	answered := false
 	var last string
-	err = wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
 		node, err := cs.CoreV1().Nodes().Get(ctx, l.NodeName, metav1.GetOptions{})
 		if err != nil {
-			if !answered && time.Since(start) > grace {
+			if !answered && time.Since(began) > grace {
 				return false, errAPIUnreachable
 			}
-			last = err.Error()
+			if !answered {
+				last = err.Error()
+			}
 			return false, nil
 		}
 		answered = true
@@ -146,9 +186,9 @@ func (r *Restarter) waitNodeReady(ctx context.Context, l *Layout, start time.Tim
 			if c.Type != corev1.NodeReady {
 				continue
 			}
-			last = fmt.Sprintf("Ready=%s (%s: %s)", c.Status, c.Reason, c.Message)
+			last = fmt.Sprintf("Ready=%s (%s: %s), last heartbeat %s, want one after %s", c.Status, c.Reason, c.Message, c.LastHeartbeatTime.UTC().Format(time.RFC3339), start.UTC().Format(time.RFC3339))
 			// Heartbeats are written by kubelet with this node's clock.
-			return c.Status == corev1.ConditionTrue && c.LastHeartbeatTime.Time.After(start.Add(-time.Second)), nil
+			return c.Status == corev1.ConditionTrue && c.LastHeartbeatTime.Time.After(start), nil
 		}
 		return false, nil
 	})

@@ -460,7 +460,16 @@ func (n *Node) Status() (*Status, error) {
 
 func (n *Node) restartNeeded(r *Running) bool {
 	lc := n.readLastChange()
-	return r != nil && lc != nil && !r.Started.IsZero() && r.Started.Before(lc.Time)
+	if r == nil || lc == nil {
+		return false
+	}
+	if lc.Pid != 0 {
+		// The kubelet that ran at the switch still runs.
+		return r.Pid == lc.Pid && r.ticks == lc.Ticks
+	}
+	// None ran at the switch: one that runs now started after it, unless
+	// its start (whole seconds of boot time) is clearly before.
+	return !r.Started.IsZero() && r.Started.Before(lc.Time.Add(-2*time.Second))
 }
 
 // RestartNeeded: a kubelet runs and started before the endpoint last
