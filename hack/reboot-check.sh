@@ -17,8 +17,9 @@
 #      pod's sandbox is started again through the new daemon;
 #   3. containerd, startgated and kubelet restarted in several orders (and
 #      startgated stopped, to be started again by kubelet's next call on the
-#      held socket): the pods keep running and a new pod starts through
-#      startgated after each;
+#      held socket), and the package installed over itself (an upgrade's
+#      maintainer scripts): the pods keep running and a new pod starts
+#      through startgated after each;
 #   4. node disable --restart-kubelet puts every kubelet file back byte for
 #      byte, and kubelet starts pods on containerd with startgated stopped;
 #   5. failures on the real node: a full disk under the journal (enable
@@ -405,6 +406,19 @@ for seq in "restart containerd" "restart startgated" "restart kubelet" \
 done
 # An idle kubelet's calls (its relist, every second) started startgated
 # again after the stop above: it was the socket, not an operator.
+
+# An upgrade's maintainer scripts while kubelet is switched and pods run:
+# the same package installed again runs prerm upgrade and postinst
+# configure OLD, as a newer version does. kubelet must stay switched.
+pid0=$(inside systemctl show -p MainPID --value startgated.service)
+put "$deb" /tmp/startgate.deb # (the reboot emptied /tmp)
+inside dpkg -i /tmp/startgate.deb >"$tmp/dpkg.log" 2>&1 || { cat "$tmp/dpkg.log" >&2; fail "dpkg -i over the installed package"; }
+waitfor 90 active containerd.service startgated-cri.socket startgated.service kubelet.service || fail "units not active after the upgrade"
+[ "$(inside startgatectl node status | awk '/^runtime endpoint:/ {print $3}')" = unix:///run/startgate/cri.sock ] && inside test -f "$dropin" ||
+	fail "kubelet no longer switched after the upgrade"
+waitfor 60 isRunning sleeper || fail "pod sleeper not running after the upgrade"
+probe upgraded
+say "dpkg -i over itself (prerm upgrade, postinst configure): kubelet still switched, startgated pid $pid0 -> $(inside systemctl show -p MainPID --value startgated.service), sleeper running, a new pod admitted through startgated"
 
 # --- 5. disable: every file back, kubelet on containerd -----------------------
 same() {
