@@ -32,6 +32,9 @@ func main() {
 	ver := flag.String("version", "", "the version the pages name (hack/version.sh)")
 	date := flag.String("date", "", "the pages' date, RFC 3339 (default now)")
 	flag.Parse()
+	// startgatectl's --socket default comes from it: the pages show the
+	// built-in default, not this shell's.
+	os.Unsetenv("STARTGATE_SOCKET")
 	if err := run(*out, *ver, *date); err != nil {
 		fmt.Fprintln(os.Stderr, "genman:", err)
 		os.Exit(1)
