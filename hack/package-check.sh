@@ -138,15 +138,21 @@ printf 'apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nc
 orig=$(sha256sum "$kcfg")
 sed 's#unix:///run/containerd/containerd.sock#unix:///run/startgate/cri.sock#' "$kcfg" >"$tmp/byhand.yaml"
 cp "$tmp/byhand.yaml" "$kcfg"
-# Pointed there by hand: node disable has nothing to undo, and removing
-# would leave kubelet on a socket nobody serves.
-if dpkg -r startgate >"$tmp/remove.log" 2>&1; then fail "dpkg -r went on while kubelet pointed at startgated's socket:
-$(cat "$tmp/remove.log")"; fi
+# Pointed there by hand, and node disable cannot write kubelet's config (a
+# read-only mount): removing would leave kubelet on a socket nobody serves.
+mount --bind /var/lib/kubelet /var/lib/kubelet && mount -o remount,bind,ro /var/lib/kubelet ||
+	fail "cannot mount /var/lib/kubelet read-only to make node disable fail"
+if dpkg -r startgate >"$tmp/remove.log" 2>&1; then
+	umount /var/lib/kubelet
+	fail "dpkg -r went on while kubelet pointed at startgated's socket:
+$(cat "$tmp/remove.log")"
+fi
+umount /var/lib/kubelet
 grep -q "removal stops here" "$tmp/remove.log" || fail "the refused removal does not say why: $(cat "$tmp/remove.log")"
 [ "$(dpkg-query -W -f='${Status}' startgate)" = "install ok installed" ] ||
 	fail "after the refused removal the package is $(dpkg-query -W -f='${Status}' startgate), want installed"
 expectEnabled $units
-say "dpkg -r refused while kubelet pointed at startgated's socket by hand; the package stays installed and enabled"
+say "dpkg -r refused while kubelet pointed at startgated's socket and node disable failed; the package stays installed and enabled"
 # Switched by node enable, and kubelet cannot be restarted (no systemd):
 # the files are put back, the restart fails, and the removal goes on.
 printf 'apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\n' >"$kcfg"
