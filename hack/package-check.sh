@@ -21,6 +21,11 @@
 # The .rpm (rpm from Debian, its own database): install enables the units
 # by preset, an upgrade keeps an admin's disable, erase disables them.
 set -euo pipefail
+# Own PID namespace: startgatectl looks for a running kubelet, and a
+# kubelet that another test runs on this machine is not this node's.
+if [ -z "${PACKAGE_CHECK_PIDNS:-}" ]; then
+	exec env PACKAGE_CHECK_PIDNS=1 unshare --pid --fork --mount-proc bash "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PATH="$PATH:/usr/local/go/bin"
 fail() { echo "package-check: FAIL: $*" >&2; exit 1; }
