@@ -195,6 +195,7 @@ left=$(find /etc/systemd/system /var/lib/systemd/deb-systemd-helper-enabled /var
 say "removed (config kept), purged (config, enablement, masks and /var/lib/startgate gone)"
 
 # --- .rpm (rpm's own database; Debian's rpm warns that it is not dpkg) ---
+# rpm -q prints "package startgate is not installed" to stdout when it is not.
 rpmq() { rpm -q --qf '%{VERSION}' startgate 2>/dev/null || true; }
 step="rpm -i $v1"
 rpm -i --nodeps --nosignature "$rpm1" >"$tmp/rpm.log" 2>&1 || fail "rpm -i: $(cat "$tmp/rpm.log")"
@@ -210,7 +211,7 @@ expectEnabled startgated.socket startgated.service
 enabled startgated-cri.socket && fail "rpm -U enabled startgated-cri.socket, which the admin had disabled"
 step="rpm -e"
 rpm -e --nodeps startgate >"$tmp/rpm.log" 2>&1 || fail "rpm -e: $(cat "$tmp/rpm.log")"
-[ -z "$(rpmq)" ] || fail "rpm -e left startgate installed"
+! rpm -q startgate >/dev/null 2>&1 || fail "rpm -e left startgate installed"
 [ ! -e /usr/bin/startgated ] || fail "rpm -e left /usr/bin/startgated"
 for u in $units; do ! enabled "$u" || fail "rpm -e left $u enabled"; done
 say "rpm: $v1 installed offline with the units enabled by preset, upgraded to $v2 keeping the admin's disable, erased (units disabled)"
