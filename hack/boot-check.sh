@@ -94,7 +94,8 @@ calls=$(inside cat /tmp/calls)
 [ "$(inside dpkg-query -W -f='${Version}' startgate)" = "$v2" ] || fail "not upgraded to $v2"
 new=$(show MainPID)
 [ "$new" != "$pid" ] && [ "$new" != 0 ] || fail "the upgrade did not restart the daemon (MainPID $pid -> $new)"
-inside startgatectl version | grep -q "^daemon: $v2 " || fail "the daemon is not $v2 after the upgrade: $(inside startgatectl version)"
+out=$(inside startgatectl version)
+grep -q "^daemon: $v2 " <<<"$out" || fail "the daemon is not $v2 after the upgrade: $(inside startgatectl version)"
 [ "$(inside systemctl show startgated.socket -p InvocationID --value)" = "$apiInv" ] || fail "the upgrade restarted startgated.socket"
 [ "$(inside systemctl show startgated-cri.socket -p InvocationID --value)" = "$criInv" ] || fail "the upgrade restarted startgated-cri.socket"
 allUp "after the upgrade"

@@ -106,9 +106,13 @@ for f in /usr/bin/startgated /usr/bin/startgatectl /usr/lib/systemd/system/start
 	[ -e "$f" ] || fail "$f not installed"
 done
 [ ! -e /var/lib/startgate ] || fail "installing created /var/lib/startgate (node enable does)"
-head -n 1 /usr/share/doc/startgate/copyright | grep -q '^Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' ||
+grep -q '^Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' /usr/share/doc/startgate/copyright ||
 	fail "/usr/share/doc/startgate/copyright is not DEP-5"
-zcat /usr/share/doc/startgate/changelog.gz | head -n 1 | grep -qF "startgate ($v1) " || fail "changelog.gz has no entry for $v1 first"
+# Read whole, then matched: grep -q or head closing a pipe early would
+# fail the writer (pipefail).
+first=$(zcat /usr/share/doc/startgate/changelog.gz)
+first=${first%%$'\n'*}
+[[ $first == "startgate ($v1) "* ]] || fail "changelog.gz does not start with an entry for $v1: $first"
 man -w startgatectl-node-enable >/dev/null 2>&1 || [ ! -x /usr/bin/man ] || fail "man does not find startgatectl-node-enable"
 [ "$(dpkg-query -W -f='${Version}' startgate)" = "$v1" ] || fail "dpkg-query says $(dpkg-query -W -f='${Version}' startgate), want $v1"
 checkVersion "$v1"
@@ -116,7 +120,7 @@ expectEnabled $units
 startgated config check >/dev/null || fail "startgated config check of the packaged config"
 out=$(systemd-analyze verify /usr/lib/systemd/system/startgated.service /usr/lib/systemd/system/startgated.socket \
 	/usr/lib/systemd/system/startgated-cri.socket 2>&1) || fail "systemd-analyze verify: $out"
-if echo "$out" | grep -q startgate; then fail "systemd-analyze verify: $out"; fi
+if grep -q startgate <<<"$out"; then fail "systemd-analyze verify: $out"; fi
 startgatectl node status >/dev/null || fail "startgatectl node status on a node without kubelet"
 say "$v1 installed offline: files, man pages, copyright, changelog; dpkg, startgatectl, startgated and build_info say $v1; $units enabled"
 
@@ -130,7 +134,8 @@ dpkg -i "$deb2" >/dev/null
 [ "$(dpkg-query -W -f='${Version}' startgate)" = "$v2" ] || fail "not upgraded to $v2"
 checkVersion "$v2"
 [ "$(sha256sum /etc/startgate/config.toml)" = "$edited" ] || fail "the upgrade changed the edited /etc/startgate/config.toml"
-startgated config check | grep -q 'listen = "127.0.0.1:9464"' || fail "the edited config does not check after the upgrade"
+out=$(startgated config check)
+grep -q 'listen = "127.0.0.1:9464"' <<<"$out" || fail "the edited config does not check after the upgrade"
 expectEnabled startgated.socket startgated.service
 enabled startgated-cri.socket && fail "the upgrade enabled startgated-cri.socket, which the admin had disabled"
 systemctl enable startgated-cri.socket >/dev/null 2>&1
@@ -163,7 +168,8 @@ say "dpkg -r refused while kubelet pointed at startgated's socket and node disab
 # the files are put back, the restart fails, and the removal goes on.
 printf 'apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\n' >"$kcfg"
 startgatectl node enable --force >/dev/null
-startgatectl node status -o json | grep -q '"enabled": true' || fail "node enable --force did not switch $kcfg"
+out=$(startgatectl node status -o json)
+grep -q '"enabled": true' <<<"$out" || fail "node enable --force did not switch $kcfg"
 step="dpkg -r"
 dpkg -r startgate >"$tmp/remove.log" 2>&1 || fail "dpkg -r failed with kubelet's files restorable:
 $(cat "$tmp/remove.log")"

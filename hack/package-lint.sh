@@ -48,9 +48,13 @@ case $got in "startgated version $version "*) ;; *) fail "the .deb's startgated 
 for page in man1/startgatectl.1.gz man1/startgatectl-node-enable.1.gz man8/startgated.8.gz man8/startgated-config-check.8.gz; do
 	[ -f "$tmp/deb/usr/share/man/$page" ] || fail "the .deb has no /usr/share/man/$page"
 done
-zcat "$tmp/deb/usr/share/man/man8/startgated.8.gz" | grep -q "startgate $version" || fail "startgated(8) does not name version $version"
-zcat "$tmp/deb/usr/share/doc/startgate/changelog.gz" | head -n 1 | grep -qF "startgate ($version) " ||
-	fail "the .deb's changelog does not start with an entry for $version: $(zcat "$tmp/deb/usr/share/doc/startgate/changelog.gz" | head -n 1)"
+# Read whole, then matched: grep -q closing a pipe early would fail the
+# writer (pipefail).
+page=$(zcat "$tmp/deb/usr/share/man/man8/startgated.8.gz")
+grep -q "startgate $version" <<<"$page" || fail "startgated(8) does not name version $version"
+first=$(zcat "$tmp/deb/usr/share/doc/startgate/changelog.gz")
+first=${first%%$'\n'*}
+[[ $first == "startgate ($version) "* ]] || fail "the .deb's changelog does not start with an entry for $version: $first"
 grep -q '^License: Apache-2.0$' "$tmp/deb/usr/share/doc/startgate/copyright" || fail "the .deb's copyright names no Apache-2.0 licence"
 echo "package-lint: .deb: version $version in control, startgatectl, startgated, man pages and changelog"
 
@@ -66,8 +70,9 @@ for f in /usr/bin/startgated /usr/bin/startgatectl /usr/lib/systemd/system/start
 	grep -qx "$f" <<<"$files" || fail "the .rpm has no $f"
 done
 grep -qx /usr/share/licenses/startgate/LICENSE <<<"$(q -L)" || fail "LICENSE is not the .rpm's %license"
-q --changelog | grep -qF -- "- $version" || fail "the .rpm's %changelog has no entry for $version:
-$(q --changelog | head -n 3)"
+changelog=$(q --changelog)
+grep -qF -- "- $version" <<<"$changelog" || fail "the .rpm's %changelog has no entry for $version:
+${changelog:0:300}"
 scripts=$(q --scripts)
 for s in postinstall preuninstall postuninstall; do
 	grep -q "^$s scriptlet" <<<"$scripts" || fail "the .rpm has no $s scriptlet"
