@@ -121,7 +121,8 @@ startgated config check >/dev/null || fail "startgated config check of the packa
 out=$(systemd-analyze verify /usr/lib/systemd/system/startgated.service /usr/lib/systemd/system/startgated.socket \
 	/usr/lib/systemd/system/startgated-cri.socket 2>&1) || fail "systemd-analyze verify: $out"
 if grep -q startgate <<<"$out"; then fail "systemd-analyze verify: $out"; fi
-startgatectl node status >/dev/null || fail "startgatectl node status on a node without kubelet"
+# No kubelet here: status may say so, but must say it plainly.
+out=$(startgatectl node status 2>&1) || grep -q "no kubelet" <<<"$out" || fail "startgatectl node status on a node without kubelet: $out"
 say "$v1 installed offline: files, man pages, copyright, changelog; dpkg, startgatectl, startgated and build_info say $v1; $units enabled"
 
 # --- upgrade: the admin's edit and disable survive ---
@@ -142,7 +143,10 @@ systemctl enable startgated-cri.socket >/dev/null 2>&1
 say "upgraded to $v2: the edited config kept, startgated-cri.socket still disabled as the admin left it, the rest enabled"
 
 # --- remove: refused only while kubelet would be left on startgated's socket ---
-mkdir -p /var/lib/kubelet
+# A kubeadm-style kubelet: its unit names its config file (it need not run).
+mkdir -p /var/lib/kubelet /etc/systemd/system
+printf '[Unit]\nDescription=kubelet\n[Service]\nExecStart=/usr/bin/kubelet --config=/var/lib/kubelet/config.yaml\n[Install]\nWantedBy=multi-user.target\n' \
+	>/etc/systemd/system/kubelet.service
 kcfg=/var/lib/kubelet/config.yaml
 printf 'apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\n' >"$kcfg"
 orig=$(sha256sum "$kcfg")
@@ -201,6 +205,8 @@ left=$(find /etc/systemd/system /var/lib/systemd/deb-systemd-helper-enabled /var
 say "removed (config kept), purged (config, enablement, masks and /var/lib/startgate gone)"
 
 # --- .rpm (rpm's own database; Debian's rpm warns that it is not dpkg) ---
+# On a node without kubelet, this time.
+rm -rf /etc/systemd/system/kubelet.service /etc/systemd/system/kubelet.service.d /var/lib/kubelet
 # rpm -q prints "package startgate is not installed" to stdout when it is not.
 rpmq() { rpm -q --qf '%{VERSION}' startgate 2>/dev/null || true; }
 step="rpm -i $v1"
