@@ -1,7 +1,11 @@
 # startgate: `make help` lists the targets.
 
 MODULE  := github.com/startgate/startgate
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# One version for the binaries and the packages, from git (hack/version.sh
+# says how); make VERSION=X.Y.Z sets another. Expanded once, here.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell sh hack/version.sh 2>/dev/null || echo dev)
+endif
 LDFLAGS := -X $(MODULE)/internal/version.Version=$(VERSION)
 BIN     := $(CURDIR)/bin
 PROTO   := proto/startgate/v1/startgate.proto
@@ -16,7 +20,7 @@ protoc = PATH=$(BIN):$$PATH protoc -I proto \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build tools proto check-proto fmt-check vet verify-units check-monitoring package test reboot-check fuzz deps kube cluster demo bench bench-kube clean
+.PHONY: help build tools proto check-proto fmt-check vet verify-units check-monitoring package package-lint test reboot-check fuzz deps kube cluster demo bench bench-kube clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -58,7 +62,7 @@ KUBE_BIN = bash hack/kubernetes/build.sh
 # takes 10 to 13 minutes on a new 2-core machine.
 TEST_TIMEOUT ?= 30m
 
-test: deps kube fmt-check vet check-proto verify-units check-monitoring ## Install what is missing, all checks, then go test -race (with the cluster tests' Kubernetes binaries), then every fuzz target briefly, then reboot-check when BOOT is set
+test: deps kube fmt-check vet check-proto verify-units check-monitoring package-lint ## Install what is missing, all checks, then go test -race (with the cluster tests' Kubernetes binaries), then every fuzz target briefly, then reboot-check when BOOT is set
 	bin=$$($(KUBE_BIN)) && STARTGATE_KUBE_BIN=$$bin go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
 	@if [ -n "$(BOOT)" ]; then $(MAKE) reboot-check; else echo "test: reboot-check not run: BOOT is not set (make help)"; fi
@@ -107,6 +111,8 @@ deps: ## apt-get install what the build and tests need, if missing
 	[ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
 	{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing="$$missing prometheus"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v lintian >/dev/null || missing="$$missing lintian"; \
+	command -v rpm >/dev/null || missing="$$missing rpm"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
@@ -115,21 +121,37 @@ deps: ## apt-get install what the build and tests need, if missing
 check-monitoring: ## promtool: the alert rules parse, and each fires (and stays quiet) where monitoring/rules_test.yaml says
 	cd monitoring && promtool check rules prometheus-rules.yaml && promtool test rules rules_test.yaml
 
-# The package's version: a release tag's (v1.2.3 -> 1.2.3), else 0.0.N with
-# N the commit count, so that a later build of main upgrades an earlier
-# one. The binaries carry the commit itself (startgatectl version).
-PKG_VERSION ?= $(shell v=$$(git describe --tags --exact-match 2>/dev/null) && echo $${v#v} || echo 0.0.$$(git rev-list --count HEAD 2>/dev/null || echo 0))
 GOARCH  ?= $(shell go env GOARCH)
 NFPM    := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+PKG     := $(BIN)/pkg
+MAINTAINER = $(shell sed -n 's/^maintainer: //p' packaging/nfpm/nfpm.yaml)
+# The commit's date goes into the man pages, so one commit gives one set.
+SOURCE_DATE = $(shell git log -1 --format=%cI 2>/dev/null)
 
-package: ## Build dist/startgate_VERSION_ARCH.deb and .rpm (nfpm): binaries, units, /etc/startgate/config.toml, completions
-	rm -rf $(BIN)/pkg && mkdir -p $(BIN)/pkg/completions dist
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/pkg/ ./cmd/startgated ./cmd/startgatectl
-	for sh in bash zsh fish; do $(BIN)/pkg/startgatectl completion $$sh > $(BIN)/pkg/completions/startgatectl.$$sh; done
-	for p in deb rpm; do \
-		VERSION=$(PKG_VERSION) ARCH=$(GOARCH) go run $(NFPM) package --config packaging/nfpm/nfpm.yaml --packager $$p --target dist/ || exit 1; \
+# package: the deb's prerm and the rpm's preun get release_kubelet
+# (packaging/scripts/release-kubelet.sh) at their #RELEASE_KUBELET# line;
+# the .rpm's nfpm config is nfpm.yaml with its changelog (see there).
+
+package: ## Build dist/startgate_VERSION_ARCH.deb and .rpm (nfpm): binaries, units, config, completions, man pages, changelog, licences
+	@case "$(VERSION)" in dev|"") echo "package: no version (not a git checkout?): make package VERSION=X.Y.Z" >&2; exit 1;; esac
+	rm -rf $(PKG) && mkdir -p $(PKG)/completions $(PKG)/scripts/deb $(PKG)/scripts/rpm dist
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(PKG)/ ./cmd/startgated ./cmd/startgatectl
+	for sh in bash zsh fish; do $(PKG)/startgatectl completion $$sh > $(PKG)/completions/startgatectl.$$sh; done
+	go run ./hack/genman -out $(PKG)/man -version $(VERSION) $(if $(SOURCE_DATE),-date $(SOURCE_DATE))
+	gzip -9n $(PKG)/man/man1/*.1 $(PKG)/man/man8/*.8
+	go run ./hack/genchangelog -version $(VERSION) -maintainer '$(MAINTAINER)' -deb $(PKG)/changelog.gz -chglog $(PKG)/changelog.yml
+	sh hack/dependency-licenses.sh > $(PKG)/dependencies && gzip -9n $(PKG)/dependencies
+	for s in deb/prerm rpm/preun; do \
+		grep -qx '#RELEASE_KUBELET#' packaging/scripts/$$s || { echo "package: no #RELEASE_KUBELET# line in packaging/scripts/$$s" >&2; exit 1; }; \
+		sed -e '/^#RELEASE_KUBELET#$$/{' -e 'r packaging/scripts/release-kubelet.sh' -e 'd' -e '}' packaging/scripts/$$s > $(PKG)/scripts/$$s && sh -n $(PKG)/scripts/$$s || exit 1; \
 	done
+	{ cat packaging/nfpm/nfpm.yaml; echo "changelog: $(PKG:$(CURDIR)/%=%)/changelog.yml"; } > $(PKG)/nfpm-rpm.yaml
+	VERSION=$(VERSION) ARCH=$(GOARCH) go run $(NFPM) package --config packaging/nfpm/nfpm.yaml --packager deb --target dist/
+	VERSION=$(VERSION) ARCH=$(GOARCH) go run $(NFPM) package --config $(PKG)/nfpm-rpm.yaml --packager rpm --target dist/
 	@ls -l dist/
+
+package-lint: package ## The packages as Debian and RPM check them: lintian on the .deb (errors and warnings fail), rpm's view of the .rpm, one version everywhere
+	bash hack/package-lint.sh dist/startgate_$(VERSION)_$(GOARCH).deb $(VERSION)
 
 kube: ## Build Kubernetes v1.34 (kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl) into ~/.cache/startgate once (about 15 minutes cold), print where
 	$(KUBE_BIN)

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Installs the package (make package) in a new-machine Debian 12 root under
-# a real systemd (PID 1), and checks what verify-units.sh cannot: socket
-# activation, READY and STATUS from the daemon, the unit's
-# OOMScoreAdjust=-999 as systemd applies it, the journal keeping each
-# line's level, the audit line of an operator's action, Restart= bringing
-# the daemon back after kill -9 with a client's call held (not refused)
-# while it is down, the watchdog restarting a hung (SIGSTOPped) daemon,
-# `systemctl reload` applying an edited config and refusing a bad one, and
-# the sandbox letting prefetch read root's docker config.json.
+# a real systemd (PID 1), and checks what verify-units.sh cannot: the
+# install enabling and starting the API socket, kubelet's CRI socket and
+# the daemon; a reboot bringing all three back with no other command; an
+# upgrade restarting the daemon on the new binary while the sockets stay
+# open (calls made meanwhile are held, not refused); socket activation,
+# READY and STATUS from the daemon, the unit's OOMScoreAdjust=-999 as
+# systemd applies it, the journal keeping each line's level, the audit
+# line of an operator's action, Restart= bringing the daemon back after
+# kill -9 with a client's call held (not refused) while it is down, the
+# watchdog restarting a hung (SIGSTOPped) daemon, `systemctl reload`
+# applying an edited config and refusing a bad one, the sandbox letting
+# prefetch read root's docker config.json; and remove and purge stopping
+# and clearing it all.
 #
 # usage: BOOT=/path/to/fresh/boot hack/boot-check.sh
 #   BOOT is a tool that boots such a root: "BOOT up NAME", "BOOT exec NAME
-#   -- CMD", "BOOT cp NAME SRC DEST", "BOOT down NAME" (on the project's
-#   machines, ../shared/fresh/boot). Needs root.
+#   -- CMD", "BOOT cp NAME SRC DEST", "BOOT reboot NAME", "BOOT down NAME"
+#   (on the project's machines, ../shared/fresh/boot). Needs root.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,21 +29,84 @@ trap '"$boot" down "$name" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 fail() { echo "boot-check: FAIL: $*" >&2; exit 1; }
 inside() { "$boot" exec "$name" -- "$@"; }
 show() { inside systemctl show startgated.service -p "$1" --value; }
+units="startgated.socket startgated-cri.socket startgated.service"
 
-# The package, as a node gets it (make package).
-(cd "$repo" && make package >/dev/null)
-deb=$(ls -t "$repo"/dist/startgate_*.deb | head -n 1)
+# The package, as a node gets it (make package), and the one a commit
+# later, to upgrade to.
+build() {
+	(cd "$1" && rm -rf dist && make package >"$tmp/make.log" 2>&1) || { tail -n 30 "$tmp/make.log"; fail "make package in $1"; }
+	ls -t "$1"/dist/startgate_*.deb | head -n 1
+}
+deb=$(build "$repo")
+git clone -q "$repo" "$tmp/later"
+git -C "$tmp/later" -c user.name=boot-check -c user.email=boot-check@example.com commit -q --allow-empty -m "a later commit"
+deb2=$(build "$tmp/later")
+v2=$(sh "$repo/hack/version.sh" "$tmp/later")
 printf 'version = 1\n[daemon]\nlog_level = "debug"\n' >"$tmp/config.toml"
 
-"$boot" up "$name" >/dev/null
-"$boot" cp "$name" "$deb" /tmp/startgate.deb
-# Installing enables startgated.socket (postinstall) and starts nothing
-# else: the daemon starts on its first caller.
-inside dpkg -i /tmp/startgate.deb >/dev/null
-[ "$(inside systemctl is-active startgated.socket)" = active ] || fail "startgated.socket not active after the install"
-[ "$(show ActiveState)" = inactive ] || fail "startgated.service is $(show ActiveState) before anyone connected; want inactive (socket activation)"
-"$boot" cp "$name" "$tmp/config.toml" /etc/startgate/config.toml
+# allUp WHEN: the three units active, both sockets listening, the daemon
+# answering on the API socket.
+allUp() {
+	local u s
+	for u in $units; do
+		s=$(inside systemctl is-active "$u" || true)
+		[ "$s" = active ] || fail "$u is $s $1; want active"
+		[ "$(inside systemctl is-enabled "$u")" = enabled ] || fail "$u not enabled $1"
+	done
+	listening=$(inside ss -xlnH)
+	for s in /run/startgate/startgate.sock /run/startgate/cri.sock; do
+		grep -q " $s " <<<"$listening" || fail "nothing listens on $s $1: $listening"
+	done
+	inside startgatectl status >/dev/null || fail "startgatectl status $1"
+}
 
+"$boot" up "$name" >/dev/null
+# In /root: a reboot empties /tmp.
+"$boot" cp "$name" "$deb" /root/startgate.deb
+"$boot" cp "$name" "$deb2" /root/startgate2.deb
+# Installing enables and starts the three units: the daemon runs before
+# any caller, as it will after every boot.
+inside dpkg -i /root/startgate.deb >/dev/null
+allUp "after the install"
+echo "boot-check: installed: $units enabled and active; /run/startgate/startgate.sock and cri.sock listen"
+
+# A reboot: /run is empty again, and only what is enabled starts.
+"$boot" reboot "$name" >/dev/null
+allUp "after a reboot"
+echo "boot-check: rebooted: both sockets listen again and the daemon runs, with no other command"
+
+# An upgrade: the daemon restarts on the new binary; the sockets are not
+# restarted (the same invocation), so status calls made throughout are
+# held in the backlog and answered, never refused.
+pid=$(show MainPID)
+apiInv=$(inside systemctl show startgated.socket -p InvocationID --value)
+criInv=$(inside systemctl show startgated-cri.socket -p InvocationID --value)
+inside sh -c 'rm -f /tmp/calls; while [ ! -e /tmp/stop ]; do startgatectl --timeout 30s status >/dev/null && echo ok >>/tmp/calls || echo failed >>/tmp/calls; done' &
+caller=$!
+sleep 1
+inside dpkg -i /root/startgate2.deb >/dev/null
+sleep 1
+inside touch /tmp/stop
+wait "$caller" || true
+calls=$(inside cat /tmp/calls)
+[ "$(grep -c ok <<<"$calls")" -gt 0 ] || fail "no status call got through during the upgrade"
+! grep -q failed <<<"$calls" || fail "$(grep -c failed <<<"$calls") status calls failed during the upgrade (of $(wc -l <<<"$calls"))"
+[ "$(inside dpkg-query -W -f='${Version}' startgate)" = "$v2" ] || fail "not upgraded to $v2"
+new=$(show MainPID)
+[ "$new" != "$pid" ] && [ "$new" != 0 ] || fail "the upgrade did not restart the daemon (MainPID $pid -> $new)"
+out=$(inside startgatectl version)
+grep -q "^daemon: $v2 " <<<"$out" || fail "the daemon is not $v2 after the upgrade: $(inside startgatectl version)"
+[ "$(inside systemctl show startgated.socket -p InvocationID --value)" = "$apiInv" ] || fail "the upgrade restarted startgated.socket"
+[ "$(inside systemctl show startgated-cri.socket -p InvocationID --value)" = "$criInv" ] || fail "the upgrade restarted startgated-cri.socket"
+allUp "after the upgrade"
+echo "boot-check: upgraded to $v2: the daemon restarted (pid $pid -> $new), the sockets kept open; $(wc -l <<<"$calls") status calls made throughout all answered"
+
+# Socket activation: with the daemon stopped, the first connection
+# starts it.
+"$boot" cp "$name" "$tmp/config.toml" /etc/startgate/config.toml
+# (systemctl warns that the sockets stay active: they are meant to.)
+inside systemctl stop startgated.service 2>/dev/null
+[ "$(show ActiveState)" = inactive ] || fail "startgated.service is $(show ActiveState) after systemctl stop; want inactive"
 # The first connection starts it.
 inside startgatectl status >/dev/null || fail "startgatectl status through the activated socket"
 [ "$(show ActiveState)" = active ] || fail "startgated.service is $(show ActiveState) after a connection; want active"
@@ -136,4 +204,20 @@ j=$(inside journalctl -u startgated.service -o cat)
 grep -q '"msg":"prefetch on".*"credentials_for":\["registry.example.com"\]' <<<"$j" ||
 	fail "no \"prefetch on\" line with the credentials of /root/.docker/config.json:\n$(tail -n 5 <<<"$j")"
 echo "boot-check: prefetch on with /root/.docker/config.json read inside the sandbox"
+
+# Remove: the units stopped, the sockets gone; purge: nothing left.
+inside dpkg -r startgate >/dev/null
+for u in $units; do
+	s=$(inside systemctl is-active "$u" || true)
+	[ "$s" = inactive ] || fail "$u is $s after dpkg -r; want inactive"
+done
+for s in /run/startgate/startgate.sock /run/startgate/cri.sock; do
+	! inside test -e "$s" || fail "$s left after dpkg -r"
+done
+inside dpkg --purge startgate >/dev/null
+left=$(inside find /etc/systemd/system /etc/startgate /var/lib/startgate -name 'startgate*' 2>/dev/null || true)
+[ -z "$left" ] || fail "purge left: $left"
+failed=$(inside systemctl --failed --no-legend --plain)
+! grep -q startgate <<<"$failed" || fail "failed units after the purge: $failed"
+echo "boot-check: removed (units stopped, sockets gone) and purged (nothing left)"
 echo "boot-check: ok"
