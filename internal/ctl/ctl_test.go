@@ -546,6 +546,16 @@ func TestNodeEnableDisable(t *testing.T) {
 	if r := runCtl(t, args("disable", "--if-enabled")...); r.code != 0 {
 		t.Errorf("disable --if-enabled of a node not switched: exit %d, %q", r.code, r.stderr)
 	}
+	// A node without kubelet at all (package removal on a plain host):
+	// nothing to undo, quietly; without --if-enabled, an error that is
+	// not a usage error.
+	empty := t.TempDir()
+	if r := runCtl(t, "node", "disable", "--if-enabled", "--root", empty, "--state-dir", filepath.Join(empty, "state")); r.code != 0 || r.stderr != "" {
+		t.Errorf("disable --if-enabled without kubelet: exit %d, stderr %q; want 0 and quiet", r.code, r.stderr)
+	}
+	if r := runCtl(t, "node", "disable", "--root", empty, "--state-dir", filepath.Join(empty, "state")); r.code != 1 || !strings.Contains(r.stderr, "no kubelet") || strings.Contains(r.stderr, "for usage") {
+		t.Errorf("disable without kubelet: exit %d, stderr %q; want 1 naming the missing kubelet, no usage hint", r.code, r.stderr)
+	}
 }
 
 type versionOnly struct {

@@ -53,6 +53,17 @@ func (a *app) nodeCommand() *cobra.Command {
 	_ = cmd.PersistentFlags().MarkHidden("root")
 	_ = cmd.PersistentFlags().MarkHidden("state-dir")
 	cmd.AddCommand(a.nodeStatusCommand(&f), a.nodeEnableCommand(&f), a.nodeDisableCommand(&f))
+	for _, c := range cmd.Commands() {
+		// A failure here is the node's, not a usage error: exit 1, no
+		// usage hint.
+		run := c.RunE
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if err := run(cmd, args); err != nil {
+				return exitError{code: 1, msg: "startgatectl: " + err.Error()}
+			}
+			return nil
+		}
+	}
 	return cmd
 }
 
@@ -233,7 +244,7 @@ func (a *app) nodeDisableCommand(f *nodeFlags) *cobra.Command {
 				return nil
 			}
 			res, err := n.Disable()
-			if errors.Is(err, kubelet.ErrNotSwitched) {
+			if errors.Is(err, kubelet.ErrNotSwitched) || errors.Is(err, kubelet.ErrNoKubelet) {
 				if ifEnabled {
 					return nil
 				}

@@ -80,6 +80,10 @@ type Layout struct {
 	configs map[string]*configFile
 }
 
+// ErrNoKubelet is Resolve's error on a node with neither a kubelet
+// unit nor a running kubelet.
+var ErrNoKubelet = errors.New("kubelet: no kubelet on this node")
+
 // ErrUnsupported is the error for a layout the switch refuses.
 var ErrUnsupported = errors.New("kubelet: layout not supported")
 
@@ -108,7 +112,7 @@ func (n *Node) Resolve() (*Layout, error) {
 		}
 		pid, args := n.runningKubelet()
 		if pid == 0 {
-			return nil, fmt.Errorf("kubelet: no %s unit (looked in %s) and no kubelet running: nothing to switch", KubeletUnit, strings.Join(unitDirs, ", "))
+			return nil, fmt.Errorf("%w: no %s unit (looked in %s) and no kubelet running: nothing to switch", ErrNoKubelet, KubeletUnit, strings.Join(unitDirs, ", "))
 		}
 		for _, a := range args {
 			l.Args = append(l.Args, Arg{Value: a, Via: "command line of pid " + strconv.Itoa(pid)})
