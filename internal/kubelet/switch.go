@@ -136,12 +136,7 @@ func (n *Node) fileEdit(s Setting, endpoint, old string) (Edit, error) {
 	if err != nil {
 		return Edit{}, fmt.Errorf("kubelet: %w", err)
 	}
-	var out []byte
-	if s.Kind == KindFlag {
-		out, err = setFlagValue(b, s.File, endpoint)
-	} else {
-		out, err = setConfigValue(b, s.File, endpoint)
-	}
+	out, err := setEndpoint(s.Kind, b, s.File, endpoint)
 	if err != nil {
 		return Edit{}, err
 	}
@@ -371,15 +366,13 @@ func (n *Node) undo(rec *record, res *Result) error {
 				errs = append(errs, fmt.Errorf("kubelet: the backup of %s (%s) is missing or damaged: restore the file by hand; its old %s value was %q", f.Path, filepath.Join(n.stateDir(), "backup", f.Backup), f.Setting.Kind, f.Old))
 				continue
 			}
-			if err := n.step("restore " + f.Path); err != nil {
-				return err
-			}
-			if err := writeAtomic(n.path(f.Path), b, f.Mode, f.UID, f.GID); err != nil {
+			if err := n.restore(f, cur, b, f.Old, rec.Endpoint, res); err != nil {
+				if errors.Is(err, errStep) {
+					return err
+				}
 				errs = append(errs, err)
 				continue
 			}
-			res.Edits = append(res.Edits, Edit{Path: f.Path, Existed: true, Before: cur, After: b, Setting: Setting{File: f.Path, Kind: f.Setting.Kind, Value: f.Old, Via: f.Setting.Via}, Old: rec.Endpoint, Unit: f.Unit})
-			res.DaemonReload = res.DaemonReload || f.Unit
 		default:
 			// Changed since by someone else: keep their change; put
 			// the old value back only where it still names ours.
@@ -391,25 +384,18 @@ func (n *Node) undo(rec *record, res *Result) error {
 			if old == "" {
 				old = ContainerdEndpoint
 			}
-			var out []byte
-			if f.Setting.Kind == KindFlag {
-				out, err = setFlagValue(cur, f.Path, old)
-			} else {
-				out, err = setConfigValue(cur, f.Path, old)
-			}
+			out, err := setEndpoint(f.Setting.Kind, cur, f.Path, old)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%w (the file was changed since the switch)", err))
 				continue
 			}
-			if err := n.step("restore " + f.Path); err != nil {
-				return err
-			}
-			if err := writeAtomic(n.path(f.Path), out, f.Mode, f.UID, f.GID); err != nil {
+			if err := n.restore(f, cur, out, old, rec.Endpoint, res); err != nil {
+				if errors.Is(err, errStep) {
+					return err
+				}
 				errs = append(errs, err)
 				continue
 			}
-			res.Edits = append(res.Edits, Edit{Path: f.Path, Existed: true, Before: cur, After: out, Setting: Setting{File: f.Path, Kind: f.Setting.Kind, Value: old, Via: f.Setting.Via}, Old: rec.Endpoint, Unit: f.Unit})
-			res.DaemonReload = res.DaemonReload || f.Unit
 			res.Notes = append(res.Notes, fmt.Sprintf("%s was changed since the switch: only its endpoint was set back to %s, the rest of the change kept", f.Path, old))
 		}
 	}
@@ -417,6 +403,33 @@ func (n *Node) undo(rec *record, res *Result) error {
 		return errors.Join(errs...)
 	}
 	return n.removeRecord()
+}
+
+// setEndpoint sets the endpoint where a place of kind writes it.
+func setEndpoint(kind string, b []byte, file, value string) ([]byte, error) {
+	if kind == KindFlag {
+		return setFlagValue(b, file, value)
+	}
+	return setConfigValue(b, file, value)
+}
+
+// errStep marks a failure of the fault hook: it stops the operation
+// where a crash would.
+var errStep = errors.New("kubelet: stopped")
+
+// restore writes out over a file of the record (whose content is cur)
+// and records the edit; value is what the place sets again, old what it
+// set.
+func (n *Node) restore(f fileRecord, cur, out []byte, value, old string, res *Result) error {
+	if err := n.step("restore " + f.Path); err != nil {
+		return fmt.Errorf("%w: %w", errStep, err)
+	}
+	if err := writeAtomic(n.path(f.Path), out, f.Mode, f.UID, f.GID); err != nil {
+		return err
+	}
+	res.Edits = append(res.Edits, Edit{Path: f.Path, Existed: true, Before: cur, After: out, Setting: Setting{File: f.Path, Kind: f.Setting.Kind, Value: value, Via: f.Setting.Via}, Old: old, Unit: f.Unit})
+	res.DaemonReload = res.DaemonReload || f.Unit
+	return nil
 }
 
 // Status is the switch's state on this node.
