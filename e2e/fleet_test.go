@@ -208,7 +208,12 @@ func fleetCluster(t *testing.T) (*cluster.Cluster, *testbed.Registry, *testbed.F
 // fleetClusterWith is fleetCluster with the registry's options.
 func fleetClusterWith(t *testing.T, ro testbed.RegistryOptions) (*cluster.Cluster, *testbed.Registry, *testbed.Front, v1.Image) {
 	t.Helper()
-	c := cluster.StartT(t, cluster.Options{NoKubelet: true})
+	// Without NodeRestriction: under it a node may touch no Lease outside
+	// kube-node-lease but its own, and the fleet's upstream slots are
+	// Leases in fleet.namespace taken with the node's credentials, so
+	// every node's Acquire is refused until fail_open_after and then
+	// fetches alone (seen with it on; docs/fleet.md, "NodeRestriction").
+	c := cluster.StartT(t, cluster.Options{NoKubelet: true, NoNodeRestriction: true})
 	ctx := context.Background()
 	if err := c.Apply(ctx, deploy.Fleet, "fleet"); err != nil {
 		t.Fatal(err)

@@ -91,10 +91,6 @@ func (c *Cluster) startAPIServer(ctx context.Context, p *pki) error {
 			"--tls-private-key-file", k(apiserverKey),
 			"--client-ca-file", k(caCrt),
 			"--authorization-mode", "Node,RBAC",
-			// kubeadm's: a node may change only its own Node, its own
-			// pods' status and its own Lease, so nothing here passes
-			// only because nodes trust each other.
-			"--enable-admission-plugins", "NodeRestriction",
 			"--service-cluster-ip-range", serviceCIDR,
 			"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 			"--service-account-key-file", k(saPubFile),
@@ -113,6 +109,12 @@ func (c *Cluster) startAPIServer(ctx context.Context, p *pki) error {
 			// --cert-dir is where an apiserver without --tls-cert-file
 			// writes a self-signed pair; point it in DIR anyway.
 			"--cert-dir", filepath.Join(c.dir, "pki", "apiserver-generated"),
+		}
+		if !c.opts.NoNodeRestriction {
+			// kubeadm's: a node may change only its own Node, its own
+			// pods' status and its own Lease in kube-node-lease, so
+			// nothing here passes only because nodes trust each other.
+			args = append(args, "--enable-admission-plugins", "NodeRestriction")
 		}
 		proc, err := startComponent(APIServer, c.dir, c.LogPath(APIServer), filepath.Join(c.bin, APIServer), args)
 		if err != nil {
