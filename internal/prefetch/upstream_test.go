@@ -100,6 +100,13 @@ func TestAnnouncedFetchesWithoutResolving(t *testing.T) {
 	h := newHarness(t, ManagerOptions{})
 	startManager(t, h.m)
 	h.waitState(t, StateIdle)
+	// The entry is listed idle before the first cycle resolves it: count
+	// from after that resolve (the next is an hour away).
+	waitFor(t, "the first cycle's resolve", func() bool {
+		h.res.mu.Lock()
+		defer h.res.mu.Unlock()
+		return h.res.resolves >= 1
+	})
 	h.res.mu.Lock()
 	before := h.res.resolves
 	h.res.mu.Unlock()
