@@ -21,8 +21,9 @@
 # installed is there: systemd, containerd, runc, busybox-static) and whose
 # upper layer is a tmpfs: overlayfs cannot take an overlayfs upper, and the
 # root of CI's chroot is one. Both are mounted in a mount namespace of the
-# node's own, kept in $state/NAME/mnt.ns across reboots; nothing is mounted
-# in the caller's namespace but that file and its private directory. PID 1
+# node's own, held across reboots by a keeper process (a namespace file
+# entered with setns would put the caller at the namespace's root, outside
+# a chroot such as CI's); nothing is mounted in the caller's namespace. PID 1
 # runs in new PID, mount, cgroup, UTS and IPC namespaces, chrooted into the
 # overlay, with a cgroup subtree of its own in every hierarchy (it manages
 # that subtree and never the machine's), the machine's cgroup v1
@@ -82,10 +83,10 @@ fresh=(/etc/systemd/system /etc/systemd/system-generators /var/lib/containerd
 	/var/lib/kubelet /etc/kubernetes /etc/cni/net.d /var/log/pods /var/log/containers)
 
 # Files of the machine's root the node must not have: a container
-# manager's marker (this machine's image has /.dockerenv) would make systemd
-# run as in a container, where it logs nothing before journald is up (an
-# ordering cycle found at boot would never reach the journal) and shuts
-# down otherwise than a machine does.
+# manager's marker (this machine's image has /.dockerenv) would make the
+# node's systemd take itself for that manager's container. Without one it
+# finds the cgroup namespace and says container-other on every machine, so
+# the node behaves the same here and in CI's root.
 hide=(/.dockerenv /.containerenv)
 
 # checks: the kernel features and programs a boot needs, before touching
@@ -127,8 +128,22 @@ pid1() {
 	echo "$p"
 }
 
-# inholder CMD...: runs CMD in the mount namespace holding NAME's disk.
-inholder() { nsenter --mount="$dir/mnt.ns" -- "$@"; }
+# keeper: the PID of the process holding NAME's disk in its mount
+# namespace, checked to be the one up started.
+keeper() {
+	local k
+	k=$(cat "$dir/keeper" 2>/dev/null) &&
+		[ "$(readlink "/proc/$k/ns/mnt" 2>/dev/null)" = "$(cat "$dir/keeper.ns")" ] &&
+		echo "$k"
+}
+
+# inholder CMD...: runs CMD in the keeper's mount namespace, at the root
+# the caller has (its chroot, if it is in one).
+inholder() {
+	local k
+	k=$(keeper) || die "the process holding $name's disk is gone; down it"
+	nsenter -t "$k" -m -r -w -- "$@"
+}
 
 # upperdirs DIR: DIR and its parents in the upper layer, with the
 # machine's owner and mode (an upper directory's hide the lower's).
@@ -198,8 +213,8 @@ prepare() {
 	echo "sysboot" >"$dir/cmdline"
 }
 
-# init: runs as PID 1 of the node's new namespaces, still in the holder's
-# mount tree: records its PID as this machine numbers it, mounts the API
+# init: runs as PID 1 of the node's new namespaces, in a copy of the
+# keeper's mount tree: records its PID as this machine numbers it, mounts the API
 # filesystems of the node, becomes systemd.
 init() {
 	local m=$dir/merged me line ctrls d c
@@ -235,8 +250,9 @@ init() {
 		touch "$m/dev/$c"
 		mount --bind "/dev/$c" "$m/dev/$c"
 	done
-	# /dev/console is a file of the boot's: what systemd writes to its
-	# console lands there, not on the machine's.
+	# /dev/console is a plain file of the boot's, never the machine's
+	# console: systemd finds no terminal there and logs to kmsg and the
+	# journal; whatever a unit writes to the console stays in the file.
 	touch "$m/dev/console"
 	mount --bind "$dir/console" "$m/dev/console"
 	mkdir "$m/dev/pts" "$m/dev/shm" "$m/dev/mqueue"
@@ -259,9 +275,10 @@ init() {
 	exec env -i /usr/sbin/chroot "$m" /lib/systemd/systemd --system --log-target=journal-or-kmsg
 }
 
-# boot: starts systemd over the mounted disk and waits until it has booted.
-boot() {
-	local cg=startgate-sysboot-$name h p st
+# cgroups: NAME's subtree in every hierarchy: systemd gets it as the root
+# of its cgroup namespace, and manages that subtree, never the machine's.
+cgroups() {
+	local h
 	for h in $(hierarchies); do
 		mkdir -p "$h/$cg"
 		if [ -f "$h/cpuset.cpus" ]; then
@@ -269,11 +286,23 @@ boot() {
 			cat "$h/cpuset.mems" >"$h/$cg/cpuset.mems"
 		fi
 	done
+}
+
+# joincgroups: moves this (sub)shell into NAME's subtree.
+joincgroups() {
+	local h
+	for h in $(hierarchies); do echo "$BASHPID" >"$h/$cg/cgroup.procs"; done
+}
+
+# boot: starts systemd over the mounted disk and waits until it has booted.
+boot() {
+	local k p st
+	k=$(keeper) || die "the process holding $name's disk is gone; down it"
 	rm -f "$dir/pid"
 	: >"$dir/console"
 	(
-		for h in $(hierarchies); do echo "$BASHPID" >"$h/$cg/cgroup.procs"; done
-		exec setsid nsenter --mount="$dir/mnt.ns" -- \
+		joincgroups
+		exec setsid nsenter -t "$k" -m -r -w -- \
 			unshare --pid --fork --mount --cgroup --uts --ipc --propagation private -- "$self" _init "$name"
 	) </dev/null >>"$dir/boot.log" 2>&1 &
 	for _ in $(seq 600); do
@@ -298,13 +327,16 @@ boot() {
 	return 1
 }
 
-# teardown: kills every process of NAME (its PID namespace and cgroup
-# subtree), removes the subtree, unmounts and removes $dir. Idempotent.
+# teardown: kills every process of NAME (PID 1, so its PID namespace, the
+# keeper, and anything else in its cgroup subtree): its mounts go with the
+# last process of their namespaces. Removes the subtree and $dir, then
+# checks no process still has the disk mounted. Idempotent.
 teardown() {
-	local cg=startgate-sysboot-$name h p left
+	local h p left
 	if p=$(cat "$dir/pid" 2>/dev/null) && grep -qE '^NSpid:.*[[:space:]]1$' "/proc/$p/status" 2>/dev/null; then
 		kill -9 "$p" 2>/dev/null || true
 	fi
+	p=$(keeper) && kill -9 "$p" 2>/dev/null
 	# Whatever else is in the subtree (the unshare that started PID 1, a
 	# PID 1 that never wrote its pid): a frozen task cannot die, so thaw.
 	for _ in $(seq 50); do
@@ -324,14 +356,12 @@ teardown() {
 		[ -d "$h/$cg" ] && find "$h/$cg" -depth -type d -exec rmdir {} + 2>/dev/null
 		[ -d "$h/$cg" ] && echo "sysboot: could not remove $h/$cg" >&2
 	done
-	if [ -d "$dir" ]; then
-		mountpoint -q "$dir/mnt.ns" 2>/dev/null && umount "$dir/mnt.ns"
-		mountpoint -q "$dir" && umount "$dir"
-		rm -rf "$dir"
-	fi
-	local mounts
-	mounts=$(awk -v d="$dir" '$5 == d || index($5, d "/") == 1' /proc/self/mountinfo)
-	[ -z "$mounts" ] || { printf 'sysboot: mounts left under %s:\n%s\n' "$dir" "$mounts" >&2; return 1; }
+	rm -rf "$dir"
+	# The disk went with the last process of its mount namespace (the
+	# keeper, then PID 1's): no process may still see it.
+	local holders
+	holders=$(grep -lF " $dir/" /proc/[0-9]*/mountinfo 2>/dev/null || true)
+	[ -z "$holders" ] || { echo "sysboot: $name's mounts still held by: $holders" >&2; return 1; }
 	[ -z "$left" ]
 }
 
@@ -340,20 +370,30 @@ name=${2:-}
 [ -n "$verb" ] && [ -n "$name" ] || usage
 [[ $name =~ ^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$ ]] || die "bad NAME $name: letters, digits, _ and -, at most 63"
 dir=$state/$name
+cg=startgate-sysboot-$name
 
 case $verb in
 up)
 	checks
 	[ -e "$dir" ] && { echo "sysboot: $name exists; down it first" >&2; exit 2; }
-	mkdir -p "$dir"
+	mkdir -p "$dir/disk" "$dir/merged"
 	trap 'teardown >/dev/null 2>&1 || true' EXIT
-	# The holder namespace's file must sit on a private mount.
-	mount --bind "$dir" "$dir"
-	mount --make-private "$dir"
-	mkdir "$dir/disk" "$dir/merged"
-	touch "$dir/mnt.ns"
-	unshare --mount="$dir/mnt.ns" --propagation private true ||
-		die "creating the mount namespace that holds $name's disk failed"
+	cgroups
+	# The keeper: in the boot's cgroup subtree (down kills it there), not
+	# in the node's PID namespace (a reboot leaves it).
+	(
+		joincgroups
+		cd /
+		exec unshare --mount --propagation private -- sleep infinity
+	) </dev/null >/dev/null 2>&1 &
+	echo $! >"$dir/keeper"
+	ns=
+	for _ in $(seq 50); do
+		ns=$(readlink "/proc/$!/ns/mnt" 2>/dev/null) && [ "$ns" != "$(readlink /proc/self/ns/mnt)" ] && break
+		sleep 0.1
+	done
+	[ "$ns" != "$(readlink /proc/self/ns/mnt)" ] || die "the keeper of $name's mount namespace did not start"
+	echo "$ns" >"$dir/keeper.ns"
 	inholder "$self" _prepare "$name"
 	boot
 	trap - EXIT
