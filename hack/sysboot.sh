@@ -296,7 +296,7 @@ joincgroups() {
 
 # boot: starts systemd over the mounted disk and waits until it has booted.
 boot() {
-	local k p st
+	local k p st launcher
 	k=$(keeper) || die "the process holding $name's disk is gone; down it"
 	rm -f "$dir/pid"
 	: >"$dir/console"
@@ -305,11 +305,14 @@ boot() {
 		exec setsid nsenter -t "$k" -m -r -w -- \
 			unshare --pid --fork --mount --cgroup --uts --ipc --propagation private -- "$self" _init "$name"
 	) </dev/null >>"$dir/boot.log" 2>&1 &
+	launcher=$!
 	for _ in $(seq 600); do
 		st=
 		if p=$(cat "$dir/pid" 2>/dev/null); then
 			st=$(nsenter -t "$p" -m -p -r -w /usr/bin/systemctl is-system-running 2>/dev/null || true)
 		fi
+		# unshare waits for PID 1: once it is gone, so is the boot.
+		kill -0 "$launcher" 2>/dev/null || { st="PID 1 exited"; break; }
 		case $st in
 		running | degraded)
 			[ "$st" = degraded ] && nsenter -t "$p" -m -p -r -w /usr/bin/systemctl --failed --no-pager >>"$dir/boot.log" 2>&1
@@ -320,7 +323,7 @@ boot() {
 		sleep 0.2
 	done
 	{
-		echo "sysboot: $name did not finish booting within 120 s (state: ${st:-no answer})"
+		echo "sysboot: $name did not finish booting (${st:-no answer from systemd within 120 s})"
 		[ -n "${p:-}" ] && nsenter -t "$p" -m -p -r -w /usr/bin/systemctl list-jobs --no-pager 2>&1
 		tail -n 20 "$dir/boot.log" "$dir/console"
 	} >&2
