@@ -112,6 +112,9 @@ deps: ## apt-get install what the build and tests need, if missing
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v lintian >/dev/null || missing="$$missing lintian"; \
 	command -v rpm >/dev/null || missing="$$missing rpm"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
+	command -v chattr >/dev/null || missing="$$missing e2fsprogs"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
