@@ -175,7 +175,7 @@ if [ -n "$missing" ]; then
 	apt-get install -y -qq --no-install-recommends $missing >/tmp/apt.log 2>&1 ||
 		{ tail -n 20 /tmp/apt.log; exit 1; }
 fi
-echo "${missing:-none}" >/tmp/apt.missing
+echo "${missing:- none}" >/tmp/apt.missing
 # A machine that has the package installed gives the node its copy: the
 # check starts, as a new node does, without it.
 if dpkg-query -W -f '${Status}' startgate 2>/dev/null | grep -q 'ok installed'; then
@@ -215,7 +215,7 @@ mkimg startgate.test/busybox:1
 EOF
 inside bash -s <"$tmp/setup.sh" || fail "installing and configuring containerd in the root"
 waitfor 30 inside ctr -n k8s.io images check || fail "containerd does not answer"
-say "containerd $(inside dpkg-query -W -f '${Version}' containerd) and runc from Debian (installed with apt in the node: $(inside cat /tmp/apt.missing)), CRI on the native snapshotter, local pause and busybox images ($((SECONDS - start)) s)"
+say "containerd $(inside dpkg-query -W -f '${Version}' containerd) and runc from Debian (installed with apt in the node:$(inside cat /tmp/apt.missing)), CRI on the native snapshotter, local pause and busybox images ($((SECONDS - start)) s)"
 
 put "$deb" /tmp/startgate.deb
 inside dpkg -i /tmp/startgate.deb >"$tmp/dpkg.log" 2>&1 || { cat "$tmp/dpkg.log" >&2; fail "dpkg -i $(basename "$deb")"; }

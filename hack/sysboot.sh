@@ -207,6 +207,8 @@ prepare() {
 	od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$m/etc/machine-id"
 	echo >>"$m/etc/machine-id"
 	echo "$name" >"$m/etc/hostname"
+	# As Debian's installer does, so that the node's own name resolves.
+	printf '127.0.1.1\t%s\n' "$name" >>"$m/etc/hosts"
 	[ -d /usr/local/go ] && mkdir -p "$m/usr/local/go"
 	# The kernel command line of the machine (console=, systemd.*) is not
 	# the node's; its /proc/cmdline is this file.
