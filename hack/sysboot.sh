@@ -82,12 +82,14 @@ masks=(
 fresh=(/etc/systemd/system /etc/systemd/system-generators /var/lib/containerd
 	/var/lib/kubelet /etc/kubernetes /etc/cni/net.d /var/log/pods /var/log/containers)
 
-# Files of the machine's root the node must not have: a container
-# manager's marker (this machine's image has /.dockerenv) would make the
-# node's systemd take itself for that manager's container. Without one it
-# finds the cgroup namespace and says container-other on every machine, so
-# the node behaves the same here and in CI's root.
-hide=(/.dockerenv /.containerenv)
+# Files of the machine's root the node must not have, left by the container
+# image this machine's root was made from: a container manager's marker
+# (/.dockerenv) would make the node's systemd take itself for that
+# manager's container (without one it finds the cgroup namespace and says
+# container-other, here as in CI's root); Docker's policy-rc.d ("exit 101")
+# forbids maintainer scripts to start or stop units, so dpkg -r would leave
+# a package's sockets listening.
+hide=(/.dockerenv /.containerenv /usr/sbin/policy-rc.d)
 
 # checks: the kernel features and programs a boot needs, before touching
 # anything.
