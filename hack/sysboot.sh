@@ -179,7 +179,9 @@ prepare() {
 		mknod "$u$p" c 0 0
 	done
 	for p in "${hide[@]}"; do
-		[ -e "$p" ] && mknod "$u$p" c 0 0
+		[ -e "$p" ] || continue
+		upperdirs "$(dirname "$p")"
+		mknod "$u$p" c 0 0
 	done
 	mount -t overlay overlay -o "lowerdir=/,upperdir=$u,workdir=$dir/disk/work" "$m" ||
 		die "mounting the overlay (lowerdir=/, upper on tmpfs) failed"
