@@ -168,7 +168,7 @@ kube: ## Build Kubernetes v1.34 (kubelet, kube-apiserver, kube-controller-manage
 CLUSTER_FLAGS ?=
 
 cluster: deps kube build ## A one-node Kubernetes cluster with startgated in kubelet's path, until Ctrl-C (as root; prints the KUBECONFIG to use)
-	go build -ldflags "$(LDFLAGS)" -o $(BIN)/startgate-cluster ./cmd/startgate-cluster
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/startgate-cluster ./harness/cmd/startgate-cluster
 	$(BIN)/startgate-cluster --kube-bin "$$($(KUBE_BIN))" --startgatectl $(BIN)/startgatectl $(CLUSTER_FLAGS)
 
 demo: deps ## Install what is missing, then the demo: the gate, then a patch rolled out to 20 pods direct, through startgated and with prefetch (about two minutes, as root)
@@ -178,11 +178,11 @@ demo: deps ## Install what is missing, then the demo: the gate, then a patch rol
 BENCH_FLAGS ?=
 
 bench: deps ## Install what is missing, then the patch-rollout benchmark: 40 pods; direct, fixed-2/4/8, startgate, startgate-prefetch; 2 rounds (as root)
-	go build -o $(BIN)/startgate-bench ./cmd/startgate-bench
+	go build -o $(BIN)/startgate-bench ./harness/cmd/startgate-bench
 	$(BIN)/startgate-bench $(BENCH_FLAGS)
 
 bench-kube: deps kube ## The rollout benchmark on a real one-node cluster: 40 pods, a registry 20 ms away; direct, fixed-2/4/8, startgate, startgate-prefetch; 3 rounds (as root; BENCH_FLAGS as for bench, plus --scenarios)
-	go build -o $(BIN)/startgate-bench ./cmd/startgate-bench
+	go build -o $(BIN)/startgate-bench ./harness/cmd/startgate-bench
 	$(BIN)/startgate-bench kube --kube-bin "$$($(KUBE_BIN))" $(BENCH_FLAGS)
 
 clean: ## Remove build output

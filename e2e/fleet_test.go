@@ -12,8 +12,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/startgate/startgate/deploy"
-	"github.com/startgate/startgate/internal/testbed"
-	"github.com/startgate/startgate/internal/testbed/cluster"
+	"github.com/startgate/startgate/harness/testbed"
+	"github.com/startgate/startgate/harness/testbed/cluster"
 )
 
 // TestFleetPairs (issue 13): three real startgated + containerd pairs

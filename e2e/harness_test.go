@@ -19,7 +19,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remote "k8s.io/cri-client/pkg"
 
-	"github.com/startgate/startgate/internal/testbed"
+	"github.com/startgate/startgate/harness/testbed"
 )
 
 // kubelet's --runtime-request-timeout default; RunPodSandbox gets twice

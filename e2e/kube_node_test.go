@@ -22,8 +22,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remote "k8s.io/cri-client/pkg"
 
-	"github.com/startgate/startgate/internal/testbed"
-	"github.com/startgate/startgate/internal/testbed/cluster"
+	"github.com/startgate/startgate/harness/testbed"
+	"github.com/startgate/startgate/harness/testbed/cluster"
 )
 
 // kubeNode is a real one-node cluster (etcd, kube-apiserver,

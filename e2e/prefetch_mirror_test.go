@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/startgate/startgate/internal/testbed"
+	"github.com/startgate/startgate/harness/testbed"
 )
 
 // TestPrefetchThroughMirror (issue 12): the node's containerd hosts

@@ -27,7 +27,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/startgate/startgate/internal/testbed"
+	"github.com/startgate/startgate/harness/testbed"
 )
 
 // prefetchOptions shape a node with [prefetch] on.

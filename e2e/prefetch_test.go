@@ -25,8 +25,8 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/startgate/startgate/harness/testbed"
 	"github.com/startgate/startgate/internal/prefetch"
-	"github.com/startgate/startgate/internal/testbed"
 )
 
 const (

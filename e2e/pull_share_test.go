@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/startgate/startgate/internal/testbed"
+	"github.com/startgate/startgate/harness/testbed"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 

@@ -115,7 +115,7 @@ status_every() {
 SECONDS=0
 say "make build, and startgate-bench"
 make --no-print-directory build
-go build -o "$BIN/startgate-bench" ./cmd/startgate-bench
+go build -o "$BIN/startgate-bench" ./harness/cmd/startgate-bench
 
 say "PART 1: the gate (startgated and startgatectl, no containers)"
 

@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 
-	"github.com/startgate/startgate/internal/testbed/cluster"
+	"github.com/startgate/startgate/harness/testbed/cluster"
 )
 
 // apiServer is a real kube-apiserver (the testbed's control plane, no

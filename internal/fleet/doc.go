@@ -64,7 +64,7 @@
 // first node's fetch takes a slot: once a node reports the digest done,
 // the mirror has it.
 //
-// startgate-bench fleet (internal/fleetbench) runs this package's code
+// startgate-bench fleet (harness/fleetbench) runs this package's code
 // for N simulated nodes on a real API server; docs/fleet.md has what it
 // measured and what a node costs the API server.
 package fleet

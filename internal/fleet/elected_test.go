@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/startgate/startgate/deploy"
-	"github.com/startgate/startgate/internal/testbed/cluster"
+	"github.com/startgate/startgate/harness/testbed/cluster"
 )
 
 // TestElectedOnAPIServer: the elected node sums the nodes' reports into

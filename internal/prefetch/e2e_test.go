@@ -20,7 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remotecri "k8s.io/cri-client/pkg"
 
-	"github.com/startgate/startgate/internal/testbed"
+	"github.com/startgate/startgate/harness/testbed"
 )
 
 const layerSize = 20 << 20

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/startgate/startgate/internal/testbed"
+	"github.com/startgate/startgate/harness/testbed"
 )
 
 const (

@@ -1,0 +1,177 @@
+package kubebench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/startgate/startgate/harness/bench"
+)
+
+// Main is `startgate-bench kube`; it returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("startgate-bench kube", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o Options
+	scenarios := fs.String("scenarios", Recreate, "comma-separated: "+strings.Join(AllScenarios, ", ")+" (a mode always scales up first; the others need its pods)")
+	modes := fs.String("modes", bench.DefaultModes, "comma-separated, in round order: direct (kubelet on containerd), fixed-K (startgated with the in-flight limit pinned at K), fixed (fixed-2,fixed-4,fixed-8), startgate, startgate-prefetch (the patch announced and fetched before each rollout)")
+	fs.IntVar(&o.Pods, "pods", DefaultPods, "the Deployment's replicas")
+	fs.IntVar(&o.Rounds, "rounds", DefaultRounds, "rounds; every mode runs once per round, the order reversed in even rounds")
+	fs.StringVar(&o.Workload, "workload", WorkCPU, "init work: cpu, io or mixed")
+	fs.DurationVar(&o.InitCPU, "init-cpu", DefaultInitCPU, "a cpu pod's init: this much CPU time (the container's cgroup counts it)")
+	ioSize := fs.String("io-size", "16MB", "an io pod's init: write, fsync and read back this many bytes")
+	patchSize := fs.String("patch-size", "20MB", "size of the layer each patch replaces")
+	mbps := fs.Float64("registry-mbps", bench.DefaultRegistryMbps, "registry-to-node bandwidth cap, Mbit/s; 0 is none")
+	fs.DurationVar(&o.RegistryRTT, "registry-rtt", bench.DefaultRegistryRTT, "round trip between the node and the registry (and its token service)")
+	fs.BoolVar(&o.RegistryToken, "registry-token", true, "the registry asks for a bearer token, as public registries do")
+	fs.IntVar(&o.ParallelPulls, "parallel-pulls", 0, "kubelet's maxParallelImagePulls with serializeImagePulls false; 0 keeps its default (one pull at a time)")
+	fs.DurationVar(&o.PrefetchTimeout, "prefetch-timeout", DefaultPrefetchTimeout, "longest wait for startgated to fetch an announced patch; the rollout runs anyway after it")
+	fs.DurationVar(&o.Deadline, "deadline", DefaultDeadline, "longest a scenario may take; pods not Ready by then failed")
+	fs.StringVar(&o.KubeBin, "kube-bin", os.Getenv("STARTGATE_KUBE_BIN"), "directory of the Kubernetes binaries (default $STARTGATE_KUBE_BIN, else hack/kubernetes/build.sh builds them once)")
+	daemonCfg := fs.String("startgated-config", "", "TOML file appended to every startgated config (tuning)")
+	fs.StringVar(&o.DaemonLog, "startgated-log", "", "keep the last startgated's log here")
+	variants := fs.StringArray("variant", nil, "NAME=FILE: one more mode, startgate-NAME, with FILE's TOML appended to its startgated config (tuning side by side); repeatable")
+	jsonOut := fs.String("json", "", "also write every run and pod as JSON to this file")
+	charts := fs.String("charts", "", "write a chart per scenario (SVG: time to Ready, a CDF per mode) into this directory as kube-SCENARIO.svg")
+	report := fs.String("report", "", "run nothing: print the tables (and --charts) of the run a --json FILE holds")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: startgate-bench kube [flags]\n\n"+
+			"Runs a one-node Kubernetes cluster here (containerd, a far-away registry, a real\n"+
+			"control plane and kubelet) and measures a Deployment's pods from creation to\n"+
+			"Ready in each scenario, once per mode and round: kubelet on containerd, on\n"+
+			"startgated with a pinned limit, on startgated. Prints a markdown table per\n"+
+			"scenario. Needs root and what make deps installs.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "startgate-bench kube:", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return fail(fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	if *report != "" {
+		return reportFrom(*report, *charts, stdout, stderr)
+	}
+	var err error
+	if o.Modes, err = bench.ParseModes(*modes); err != nil {
+		return fail(err)
+	}
+	for _, v := range *variants {
+		name, file, ok := strings.Cut(v, "=")
+		if !ok || name == "" || file == "" {
+			return fail(fmt.Errorf("--variant %q: want NAME=FILE", v))
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fail(fmt.Errorf("--variant %s: %w", name, err))
+		}
+		m := bench.Mode{Name: "startgate-" + name, Via: bench.Startgate, Config: string(b)}
+		for _, have := range o.Modes {
+			if have.Name == m.Name {
+				return fail(fmt.Errorf("--variant %s: mode %s given twice", name, m.Name))
+			}
+		}
+		o.Modes = append(o.Modes, m)
+	}
+	o.Scenarios = strings.Split(*scenarios, ",")
+	if o.IOBytes, err = bench.ParseSize(*ioSize); err != nil {
+		return fail(err)
+	}
+	ps, err := bench.ParseSize(*patchSize)
+	if err != nil {
+		return fail(err)
+	}
+	o.PatchSize = int(ps)
+	if *mbps < 0 {
+		return fail(errors.New("--registry-mbps: want 0 or more"))
+	}
+	o.RegistryBandwidth = *mbps * 1e6 / 8
+	if *daemonCfg != "" {
+		b, err := os.ReadFile(*daemonCfg)
+		if err != nil {
+			return fail(err)
+		}
+		o.DaemonConfig = string(b)
+	}
+	if err := o.withDefaults(); err != nil {
+		return fail(err)
+	}
+	o.Progress = stderr
+	o.Command = "startgate-bench kube " + strings.Join(args, " ")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := Run(ctx, o)
+	if res != nil {
+		if werr := WriteMarkdown(stdout, res); werr != nil {
+			err = errors.Join(err, werr)
+		}
+		if *charts != "" {
+			paths, cerr := WriteCharts(*charts, res)
+			err = errors.Join(err, cerr)
+			for _, p := range paths {
+				fmt.Fprintln(stderr, "startgate-bench kube: chart", p)
+			}
+		}
+		if *jsonOut != "" {
+			b, jerr := json.MarshalIndent(res, "", "  ")
+			if jerr == nil {
+				jerr = os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
+			}
+			err = errors.Join(err, jerr)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "startgate-bench kube:", err)
+		return 1
+	}
+	return 0
+}
+
+// reportFrom prints the tables, and writes the charts into charts unless
+// it is empty, of the run saved in the JSON file path.
+func reportFrom(path, charts string, stdout, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "startgate-bench kube: --report %s: %v\n", path, err)
+		return 1
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fail(err)
+	}
+	res := new(Result)
+	if err := json.Unmarshal(b, res); err != nil {
+		return fail(err)
+	}
+	if len(res.Runs) == 0 {
+		return fail(errors.New("no runs in it (not a startgate-bench kube --json file?)"))
+	}
+	if err := WriteMarkdown(stdout, res); err != nil {
+		return fail(err)
+	}
+	if charts != "" {
+		paths, err := WriteCharts(charts, res)
+		if err != nil {
+			return fail(err)
+		}
+		for _, p := range paths {
+			fmt.Fprintln(stderr, "startgate-bench kube: chart", p)
+		}
+	}
+	return 0
+}

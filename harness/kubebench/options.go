@@ -1,0 +1,142 @@
+package kubebench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/startgate/startgate/harness/bench"
+)
+
+// Scenarios, in the order a mode runs them.
+const (
+	ScaleUp  = "scale-up"
+	Recreate = "recreate"
+	Rolling  = "rolling"
+	Reboot   = "reboot"
+)
+
+// AllScenarios is every scenario in run order.
+var AllScenarios = []string{ScaleUp, Recreate, Rolling, Reboot}
+
+// Defaults of Options.
+const (
+	DefaultPods            = 40
+	DefaultRounds          = 3
+	DefaultInitCPU         = 200 * time.Millisecond
+	DefaultIOBytes         = 16 << 20
+	DefaultPatchSize       = 20 << 20
+	DefaultDeadline        = 10 * time.Minute
+	DefaultPrefetchTimeout = 2 * time.Minute
+)
+
+// Options configure Run. Zero fields take the defaults.
+type Options struct {
+	// Scenarios to run, a subset of AllScenarios; nil means recreate.
+	Scenarios []string
+	// Modes in round order (reversed in even rounds); nil means
+	// bench.DefaultModes.
+	Modes  []bench.Mode
+	Pods   int
+	Rounds int
+	// Workload is WorkCPU (""), WorkIO or WorkMixed.
+	Workload string
+	// InitCPU is a cpu pod's init work, in CPU time.
+	InitCPU time.Duration
+	// IOBytes is an io pod's file size.
+	IOBytes   int64
+	PatchSize int
+	// RegistryBandwidth (bytes/s), RegistryRTT and RegistryToken make
+	// the registry far away (testbed.Link, token auth); zero values are
+	// loopback.
+	RegistryBandwidth float64
+	RegistryRTT       time.Duration
+	RegistryToken     bool
+	// ParallelPulls > 0 turns kubelet's serialized pulls off and allows
+	// this many at once; 0 is kubelet's default.
+	ParallelPulls int
+	// PrefetchTimeout bounds the wait for a prefetch before a rollout.
+	PrefetchTimeout time.Duration
+	// Deadline bounds one scenario run; pods not Ready by then failed.
+	Deadline time.Duration
+	// Quiet is the wait for a quiet node before each scenario.
+	Quiet bench.Quiet
+	// KubeBin is the Kubernetes binaries' directory; "" builds or finds
+	// them (cluster.Binaries).
+	KubeBin string
+	// Daemon runs startgated instead of this binary re-executed.
+	Daemon []string
+	// DaemonConfig is TOML appended to every startgated config.
+	DaemonConfig string
+	// DaemonLog keeps the last startgated's log there.
+	DaemonLog string
+	Progress  io.Writer
+	Command   string
+}
+
+func (o *Options) withDefaults() error {
+	if o.Scenarios == nil {
+		o.Scenarios = []string{Recreate}
+	}
+	if o.Modes == nil {
+		m, err := bench.ParseModes(bench.DefaultModes)
+		if err != nil {
+			return err
+		}
+		o.Modes = m
+	}
+	if o.Pods == 0 {
+		o.Pods = DefaultPods
+	}
+	if o.Rounds == 0 {
+		o.Rounds = DefaultRounds
+	}
+	if o.Workload == "" {
+		o.Workload = WorkCPU
+	}
+	if o.InitCPU == 0 {
+		o.InitCPU = DefaultInitCPU
+	}
+	if o.IOBytes == 0 {
+		o.IOBytes = DefaultIOBytes
+	}
+	if o.PatchSize == 0 {
+		o.PatchSize = DefaultPatchSize
+	}
+	if o.PrefetchTimeout == 0 {
+		o.PrefetchTimeout = DefaultPrefetchTimeout
+	}
+	if o.Deadline == 0 {
+		o.Deadline = DefaultDeadline
+	}
+	if o.Quiet == (bench.Quiet{}) {
+		o.Quiet = bench.DefaultQuiet()
+	}
+	for _, s := range o.Scenarios {
+		if !slices.Contains(AllScenarios, s) {
+			return fmt.Errorf("kubebench: scenario %q: want one of %v", s, AllScenarios)
+		}
+	}
+	switch o.Workload {
+	case WorkCPU, WorkIO, WorkMixed:
+	default:
+		return fmt.Errorf("kubebench: workload %q: want cpu, io or mixed", o.Workload)
+	}
+	switch {
+	case o.Pods < 1 || o.Pods > 200:
+		return fmt.Errorf("kubebench: pods %d: want 1 to 200 (the pod network is a /24, the rolling update surges 25%%)", o.Pods)
+	case o.Rounds < 1:
+		return fmt.Errorf("kubebench: rounds %d: want at least 1", o.Rounds)
+	case len(o.Modes) == 0:
+		return errors.New("kubebench: no modes")
+	case o.InitCPU < 0, o.IOBytes < 0, o.PatchSize < 1, o.RegistryBandwidth < 0, o.RegistryRTT < 0,
+		o.ParallelPulls < 0, o.PrefetchTimeout < 0, o.Deadline < 0:
+		return errors.New("kubebench: negative durations, sizes or counts")
+	}
+	return nil
+}
+
+// wants reports whether scenario s was asked for.
+func (o *Options) wants(s string) bool { return slices.Contains(o.Scenarios, s) }

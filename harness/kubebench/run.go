@@ -1,0 +1,223 @@
+package kubebench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/startgate/startgate/harness/bench"
+	"github.com/startgate/startgate/harness/testbed/cluster"
+)
+
+// Result is a whole benchmark.
+type Result struct {
+	Command           string        `json:"command"`
+	Workload          string        `json:"workload"`
+	Pods              int           `json:"pods"`
+	Rounds            int           `json:"rounds"`
+	Cores             int           `json:"cores"`
+	InitCPU           time.Duration `json:"init_cpu_ns"`
+	IOBytes           int64         `json:"io_bytes"`
+	PatchSize         int           `json:"patch_size"`
+	RegistryBandwidth float64       `json:"registry_bandwidth"`
+	RegistryRTT       time.Duration `json:"registry_rtt_ns"`
+	RegistryToken     bool          `json:"registry_token"`
+	ParallelPulls     int           `json:"parallel_pulls"`
+	Scenarios         []string      `json:"scenarios"`
+	Modes             []string      `json:"modes"`
+	Runs              []ScenarioRun `json:"runs"`
+	Warnings          []string      `json:"warnings,omitempty"`
+	Interrupted       bool          `json:"interrupted,omitempty"`
+	Took              time.Duration `json:"took_ns"`
+}
+
+// runner runs the steps of one Run.
+type runner struct {
+	opts *Options
+	node *node
+	pods *tracker
+	pr   *progress
+	res  *Result
+}
+
+// Run starts the node, runs every mode's scenarios in every round and
+// stops everything, also when ctx ends. With an error after runs have
+// completed it returns the result so far, Interrupted.
+func Run(ctx context.Context, opts Options) (_ *Result, err error) {
+	if err := opts.withDefaults(); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	pr := &progress{w: opts.Progress}
+	if opts.KubeBin == "" {
+		pr.line("Kubernetes binaries: hack/kubernetes/build.sh (built once, about 15 minutes, then cached)")
+		if opts.KubeBin, err = cluster.Binaries(ctx); err != nil {
+			return nil, err
+		}
+	}
+	pr.line("starting the node: containerd, a registry %s away, etcd, kube-apiserver, controller-manager, scheduler", opts.RegistryRTT)
+	n, err := startNode(ctx, &opts)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		pr.line("cleaning up: kubelet, startgated, control plane, containerd, registry")
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+		defer cancel()
+		err = errors.Join(err, n.stop(stopCtx))
+	}()
+	res := &Result{Command: opts.Command, Workload: opts.Workload, Pods: opts.Pods, Rounds: opts.Rounds, Cores: runtime.NumCPU(),
+		InitCPU: opts.InitCPU, IOBytes: opts.IOBytes, PatchSize: opts.PatchSize, RegistryBandwidth: opts.RegistryBandwidth,
+		RegistryRTT: opts.RegistryRTT, RegistryToken: opts.RegistryToken, ParallelPulls: opts.ParallelPulls, Scenarios: opts.Scenarios}
+	for _, m := range opts.Modes {
+		res.Modes = append(res.Modes, m.Name)
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	b := &runner{opts: &opts, node: n, pods: newTracker(), pr: pr, res: res}
+	b.pods.run(watchCtx, n.cluster.Client())
+	err = b.run(ctx)
+	res.Took = time.Since(t0)
+	if err != nil && len(res.Runs) == 0 {
+		return nil, err
+	}
+	res.Interrupted = err != nil
+	return res, err
+}
+
+func (b *runner) run(ctx context.Context) error {
+	script := initScript(b.opts.Workload, b.opts.InitCPU, b.opts.IOBytes)
+	dep := deployment(b.node.appRef, 0, script)
+	if _, err := b.node.cluster.Client().AppsV1().Deployments(appNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("kubebench: create the Deployment: %w", err)
+	}
+	for r := 1; r <= b.opts.Rounds; r++ {
+		order := slices.Clone(b.opts.Modes)
+		if r%2 == 0 {
+			slices.Reverse(order)
+		}
+		for i, m := range order {
+			label := fmt.Sprintf("round %d/%d, mode %d/%d %s", r, b.opts.Rounds, i+1, len(order), m.Name)
+			if err := b.cycle(ctx, m, r, label); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cycle runs one mode's scenarios in one round: kubelet (and startgated)
+// for the mode on an empty node, N pods up, the scenarios asked for, the
+// pods gone again.
+func (b *runner) cycle(ctx context.Context, m bench.Mode, round int, label string) error {
+	b.pr.line("%s: kubelet%s", label, map[bool]string{true: " on startgated", false: " on containerd"}[viaGate(m)])
+	if err := b.node.setMode(ctx, m); err != nil {
+		return err
+	}
+	b.pods.forgetGone()
+	one := func(scenario string, do func(*ScenarioRun) error) error {
+		if err := b.quiet(ctx, label+" "+scenario); err != nil {
+			return err
+		}
+		run := ScenarioRun{Scenario: scenario, Mode: m.Name, Round: round}
+		b.pr.status("%s %s", label, scenario)
+		if err := do(&run); err != nil {
+			return err
+		}
+		if b.opts.wants(scenario) {
+			b.res.Runs = append(b.res.Runs, run)
+			s := summarize([]ScenarioRun{run})
+			b.pr.line("%s %s: %d/%d Ready, p50 %s, p99 %s, completion %s, pull p50 %s, %d restarts%s",
+				label, scenario, s.Ready, s.Pods, secs(s.P50), secs(s.P99), secs(s.Completion), secs(s.PullP50), s.Restarts, gateLine(run.Gate))
+		}
+		b.pods.forgetGone()
+		return nil
+	}
+	// Scale-up brings the pods the other scenarios need, measured or not.
+	if err := one(ScaleUp, func(r *ScenarioRun) error { return b.scaleUp(ctx, r) }); err != nil {
+		return err
+	}
+	if b.opts.wants(Recreate) {
+		if err := one(Recreate, func(r *ScenarioRun) error {
+			return b.rollout(ctx, r, m, appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}, label)
+		}); err != nil {
+			return err
+		}
+	}
+	if b.opts.wants(Rolling) {
+		if err := one(Rolling, func(r *ScenarioRun) error { return b.rollout(ctx, r, m, rollingUpdate(), label) }); err != nil {
+			return err
+		}
+	}
+	if b.opts.wants(Reboot) {
+		if err := one(Reboot, func(r *ScenarioRun) error { return b.reboot(ctx, r, m) }); err != nil {
+			return err
+		}
+	}
+	b.pr.status("%s: scaling to 0", label)
+	if err := b.scale(ctx, 0); err != nil {
+		return err
+	}
+	if !b.pods.waitFor(ctx, b.opts.Deadline, func(pods map[string]podSeen) bool {
+		for _, p := range pods {
+			if p.deleted.IsZero() {
+				return false
+			}
+		}
+		return true
+	}) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("kubebench: %s: pods left %s after scaling to 0", label, b.opts.Deadline)
+	}
+	b.pods.forgetGone()
+	return nil
+}
+
+func (b *runner) quiet(ctx context.Context, before string) error {
+	cpu, ok, err := bench.WaitQuiet(ctx, b.opts.Quiet, nil)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		w := fmt.Sprintf("the node was not quiet before %s: CPU pressure %.2f after %s", before, cpu, secs(b.opts.Quiet.Max))
+		b.res.Warnings = append(b.res.Warnings, w)
+		b.pr.line("warning: %s", w)
+	}
+	return nil
+}
+
+// gateLine summarizes a run's gate samples for the progress line.
+func gateLine(g []bench.GateSample) string {
+	if len(g) == 0 {
+		return ""
+	}
+	var sum int64
+	var hi int32
+	for _, s := range g {
+		sum += int64(s.Limit)
+		hi = max(hi, s.Limit)
+	}
+	return fmt.Sprintf(", gate limit %d at the start, mean %.1f, max %d", g[0].Limit, float64(sum)/float64(len(g)), hi)
+}
+
+// progress prints progress lines, if it has a writer.
+type progress struct{ w io.Writer }
+
+func (p *progress) line(format string, args ...any) {
+	if p.w != nil {
+		fmt.Fprintf(p.w, "startgate-bench kube: "+format+"\n", args...)
+	}
+}
+
+func (p *progress) status(format string, args ...any) { p.line(format, args...) }
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }

@@ -1,0 +1,327 @@
+package kubebench
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+
+	"github.com/startgate/startgate/harness/bench"
+)
+
+// PodTime is one pod of a scenario run.
+type PodTime struct {
+	Name string `json:"name"`
+	// Ready is from the pod's creation (reboot: the kubelet's start) to
+	// its Ready condition, as the watch saw them; zero if it never got
+	// Ready in time.
+	Ready time.Duration `json:"ready_ns"`
+	// Pull and PullWaiting are kubelet's figures for the pod's image
+	// pull: the pull, and the pull with its wait for the node's pull
+	// worker (its Pulled event); zero if no event was found.
+	Pull        time.Duration `json:"pull_ns,omitempty"`
+	PullWaiting time.Duration `json:"pull_waiting_ns,omitempty"`
+	// Restarts counts the pod's container restarts during the scenario;
+	// after a reboot, those beyond the re-creation the reboot itself
+	// makes kubelet count as one.
+	Restarts int32 `json:"restarts,omitempty"`
+}
+
+// Dist is a kubelet histogram's difference over a run.
+type Dist struct {
+	Count uint64        `json:"count"`
+	P50   time.Duration `json:"p50_ns"`
+	Mean  time.Duration `json:"mean_ns"`
+}
+
+func distOf(h histogram) Dist { return Dist{Count: h.Count, P50: h.quantile(0.5), Mean: h.mean()} }
+
+// ScenarioRun is one scenario run by one mode in one round.
+type ScenarioRun struct {
+	Scenario string    `json:"scenario"`
+	Mode     string    `json:"mode"`
+	Round    int       `json:"round"`
+	Start    time.Time `json:"start"`
+	Pods     []PodTime `json:"pods"`
+	// Completion is from the scenario's start until every new pod was
+	// Ready and no old one was left; Complete is false if the deadline
+	// came first (Completion is the deadline then).
+	Completion time.Duration `json:"completion_ns"`
+	Complete   bool          `json:"complete"`
+	// Failed counts the pods not Ready by the deadline (or missing).
+	Failed int `json:"failed"`
+	// KubeletSLI and KubeletTotal are kubelet's pod start histograms over
+	// the run.
+	KubeletSLI   Dist `json:"kubelet_sli"`
+	KubeletTotal Dist `json:"kubelet_total"`
+	// Patch is the digest pushed before a rollout; Prefetch how long
+	// startgated took to fetch it when announced.
+	Patch         string             `json:"patch,omitempty"`
+	Prefetch      time.Duration      `json:"prefetch_ns,omitempty"`
+	PrefetchError string             `json:"prefetch_error,omitempty"`
+	Gate          []bench.GateSample `json:"gate,omitempty"`
+	Warnings      []string           `json:"warnings,omitempty"`
+}
+
+// restartedAt is the annotation `kubectl rollout restart` sets.
+const restartedAt = "kubectl.kubernetes.io/restartedAt"
+
+// updateApp changes the Deployment (retrying on conflicts).
+func (b *runner) updateApp(ctx context.Context, change func(*appsv1.Deployment)) error {
+	deps := b.node.cluster.Client().AppsV1().Deployments(appNS)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := deps.Get(ctx, appName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		change(d)
+		_, err = deps.Update(ctx, d, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+// scale sets the replicas.
+func (b *runner) scale(ctx context.Context, n int32) error {
+	return b.updateApp(ctx, func(d *appsv1.Deployment) { d.Spec.Replicas = ptr.To(n) })
+}
+
+// measure runs change and waits until want new pods (added after it) are
+// Ready and none of the pods present before is left, or the deadline;
+// then it reads kubelet's metrics and the pods' pull events.
+func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change func() error) error {
+	before, _ := b.pods.snapshot()
+	old := map[string]bool{}
+	for uid, p := range before {
+		if p.deleted.IsZero() {
+			old[uid] = true
+		}
+	}
+	sli0, total0, merr := kubeletStarts(ctx, b.node.cluster.Client(), b.node.cluster.NodeName())
+	stopGate := b.watchGate(run)
+	t0 := time.Now()
+	run.Start = t0
+	if err := change(); err != nil {
+		stopGate()
+		return err
+	}
+	done := func(pods map[string]podSeen) bool {
+		ready := 0
+		for uid, p := range pods {
+			if old[uid] {
+				if p.deleted.IsZero() {
+					return false
+				}
+				continue
+			}
+			if p.deleted.IsZero() && !p.ready.IsZero() {
+				ready++
+			}
+		}
+		return ready >= want
+	}
+	run.Complete = b.pods.waitFor(ctx, b.opts.Deadline, done)
+	run.Completion = time.Since(t0)
+	stopGate()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	after, _ := b.pods.snapshot()
+	uids := map[string]string{}
+	for uid, p := range after {
+		if old[uid] {
+			continue
+		}
+		pt := PodTime{Name: p.name, Restarts: p.restarts}
+		if !p.ready.IsZero() {
+			pt.Ready = p.ready.Sub(p.added)
+		}
+		uids[uid] = p.name
+		run.Pods = append(run.Pods, pt)
+	}
+	run.Failed = max(0, want-countReady(run.Pods))
+	b.pullTimes(ctx, run, uids, t0)
+	if merr == nil {
+		sli1, total1, err := kubeletStarts(ctx, b.node.cluster.Client(), b.node.cluster.NodeName())
+		merr = err
+		run.KubeletSLI, run.KubeletTotal = distOf(sli1.sub(sli0)), distOf(total1.sub(total0))
+	}
+	if merr != nil {
+		run.Warnings = append(run.Warnings, merr.Error())
+	}
+	return nil
+}
+
+func countReady(ps []PodTime) int {
+	n := 0
+	for _, p := range ps {
+		if p.Ready > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// pulledRE reads kubelet's Pulled event: `Successfully pulled image "X"
+// in 1.2s (1.5s including waiting). Image size: N bytes.`
+var pulledRE = regexp.MustCompile(`pulled image ".*" in ([0-9][0-9.a-zµ]*) \(([0-9][0-9.a-zµ]*) including waiting\)`)
+
+// pullTimes fills in each pod's pull from its Pulled events since t0.
+func (b *runner) pullTimes(ctx context.Context, run *ScenarioRun, uids map[string]string, t0 time.Time) {
+	evs, err := b.node.cluster.Client().CoreV1().Events(appNS).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("reason", "Pulled").String(),
+	})
+	if err != nil {
+		run.Warnings = append(run.Warnings, fmt.Sprintf("kubebench: list Pulled events: %v", err))
+		return
+	}
+	byName := map[string]*PodTime{}
+	for i := range run.Pods {
+		byName[run.Pods[i].Name] = &run.Pods[i]
+	}
+	since := t0.Truncate(time.Second)
+	for _, ev := range evs.Items {
+		name, ok := uids[string(ev.InvolvedObject.UID)]
+		if !ok || eventTime(&ev).Before(since) {
+			continue
+		}
+		m := pulledRE.FindStringSubmatch(ev.Message)
+		if m == nil {
+			continue
+		}
+		pull, err1 := time.ParseDuration(m[1])
+		waiting, err2 := time.ParseDuration(m[2])
+		if p := byName[name]; p != nil && err1 == nil && err2 == nil {
+			p.Pull, p.PullWaiting = pull, waiting
+		}
+	}
+}
+
+func eventTime(ev *corev1.Event) time.Time {
+	if !ev.LastTimestamp.IsZero() {
+		return ev.LastTimestamp.Time
+	}
+	if !ev.EventTime.IsZero() {
+		return ev.EventTime.Time
+	}
+	return ev.CreationTimestamp.Time
+}
+
+// watchGate samples startgated's gate during a run; the returned func
+// stops it and stores the samples.
+func (b *runner) watchGate(run *ScenarioRun) func() {
+	if b.node.api == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan []bench.GateSample, 1)
+	api := b.node.api
+	go func() { done <- bench.WatchGate(ctx, api, time.Now()) }()
+	return func() {
+		cancel()
+		run.Gate = <-done
+	}
+}
+
+// scaleUp is the scale-up scenario: from 0 to N.
+func (b *runner) scaleUp(ctx context.Context, run *ScenarioRun) error {
+	return b.measure(ctx, run, b.opts.Pods, func() error { return b.scale(ctx, int32(b.opts.Pods)) })
+}
+
+// rollout pushes a patch, announces it in the prefetch mode, and rolls
+// the Deployment out again with strategy.
+func (b *runner) rollout(ctx context.Context, run *ScenarioRun, m bench.Mode, strategy appsv1.DeploymentStrategy, label string) error {
+	b.pr.status("%s: pushing a patch", label)
+	d, err := b.node.patch(ctx)
+	if err != nil {
+		return err
+	}
+	run.Patch = d
+	if m.Prefetch && b.node.api != nil {
+		b.pr.status("%s: announcing the patch, waiting for startgated to fetch it", label)
+		took, perr := bench.PrefetchAndWait(ctx, b.node.api, b.node.appRef, d, b.opts.PrefetchTimeout)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		run.Prefetch = took
+		if perr != nil {
+			run.PrefetchError = perr.Error()
+			run.Warnings = append(run.Warnings, "the rollout ran without the patch prefetched: "+perr.Error())
+		}
+		if err := b.quiet(ctx, label); err != nil {
+			return err
+		}
+	}
+	return b.measure(ctx, run, b.opts.Pods, func() error {
+		return b.updateApp(ctx, func(dep *appsv1.Deployment) {
+			dep.Spec.Strategy = strategy
+			if dep.Spec.Template.Annotations == nil {
+				dep.Spec.Template.Annotations = map[string]string{}
+			}
+			dep.Spec.Template.Annotations[restartedAt] = time.Now().Format(time.RFC3339Nano)
+		})
+	})
+}
+
+// reboot kills every pod's sandbox, restarts containerd and startgated,
+// starts the kubelet and measures from then until each pod is Ready with
+// a new container.
+func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m bench.Mode) error {
+	before, _ := b.pods.snapshot()
+	pre := map[string]string{}
+	for uid, p := range before {
+		if p.deleted.IsZero() {
+			pre[uid] = p.container
+		}
+	}
+	t0, err := b.node.reboot(ctx, m)
+	if err != nil {
+		return err
+	}
+	run.Start = t0
+	stopGate := b.watchGate(run)
+	rebooted := func(p podSeen, uid string) bool {
+		return !p.ready.IsZero() && p.readyWith != pre[uid] && p.ready.After(t0)
+	}
+	run.Complete = b.pods.waitFor(ctx, b.opts.Deadline, func(pods map[string]podSeen) bool {
+		for uid := range pre {
+			if p, ok := pods[uid]; !ok || !rebooted(p, uid) {
+				return false
+			}
+		}
+		return true
+	})
+	run.Completion = time.Since(t0)
+	stopGate()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	after, _ := b.pods.snapshot()
+	uids := map[string]string{}
+	for uid := range pre {
+		p := after[uid]
+		// kubelet counts the container the reboot made it re-create
+		// as a restart: only restarts beyond that one count.
+		pt := PodTime{Name: p.name, Restarts: max(0, p.restarts-before[uid].restarts-1)}
+		if rebooted(p, uid) {
+			pt.Ready = p.ready.Sub(t0)
+		}
+		uids[uid] = p.name
+		run.Pods = append(run.Pods, pt)
+	}
+	run.Failed = len(pre) - countReady(run.Pods)
+	b.pullTimes(ctx, run, uids, t0)
+	// The kubelet restarted: its histograms start from zero.
+	sli, total, merr := kubeletStarts(ctx, b.node.cluster.Client(), b.node.cluster.NodeName())
+	run.KubeletSLI, run.KubeletTotal = distOf(sli), distOf(total)
+	if merr != nil {
+		run.Warnings = append(run.Warnings, merr.Error())
+	}
+	return nil
+}
