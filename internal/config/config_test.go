@@ -63,6 +63,7 @@ settle_polls = 3
 cap = "30s"
 settle_before_ready = true
 [cri.pulls]
+enabled = false
 min = 2
 max = 5
 io_target = 0.2
@@ -83,7 +84,7 @@ share_window = "30s"
 	if got, want := c.Warmup(), (criproxy.WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.5, SettlePolls: 3, Cap: 30 * time.Second, SettleBeforeReady: true}); got != want {
 		t.Errorf("Warmup() = %+v, want %+v", got, want)
 	}
-	if got, want := c.Pulls(), (criproxy.PullPolicy{Min: 2, Max: 5, IOTarget: 0.2, Interval: 2 * time.Second, ShareWindow: 30 * time.Second}); got != want {
+	if got, want := c.Pulls(), (criproxy.PullPolicy{Passthrough: true, Min: 2, Max: 5, IOTarget: 0.2, Interval: 2 * time.Second, ShareWindow: 30 * time.Second}); got != want {
 		t.Errorf("Pulls() = %+v, want %+v", got, want)
 	}
 }

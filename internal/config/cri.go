@@ -62,6 +62,7 @@ type Warmup struct {
 
 // Pulls is [cri.pulls]: the image pull lane.
 type Pulls struct {
+	Enabled     bool     `toml:"enabled"`
 	Min         int      `toml:"min"`
 	Max         int      `toml:"max"`
 	IOTarget    float64  `toml:"io_target"`
@@ -102,6 +103,7 @@ func defaultCRI() CRI {
 			SettleBeforeReady: defaultWarmup.SettleBeforeReady,
 		},
 		Pulls: Pulls{
+			Enabled:     !defaultPulls.Passthrough,
 			Min:         defaultPulls.Min,
 			Max:         defaultPulls.Max,
 			IOTarget:    defaultPulls.IOTarget,
@@ -148,7 +150,10 @@ var criDocs = map[string]string{
 	"cri.warmup.settle_before_ready": "With [kubernetes] on, a pod with a readiness or startup probe holds its slot\n" +
 		"until Ready; true ends its warm-up when its CPU settles too, if that comes first\n" +
 		"(an idle container waiting for its probe's next period holds no slot).",
-	"cri.pulls":           "Image pulls run in a lane of their own, sized from IO pressure.",
+	"cri.pulls": "Image pulls run in a lane of their own, sized from IO pressure.",
+	"cri.pulls.enabled": "false forwards every PullImage to the runtime as kubelet sent it: no lane, no\n" +
+		"shared resolutions, no join of a running prefetch. For a kubelet that paces its\n" +
+		"own pulls (maxParallelImagePulls, registryPullQPS) as its operator wants.",
 	"cri.pulls.min":       "Fewest pulls in flight node-wide.",
 	"cri.pulls.max":       "Most pulls in flight node-wide.",
 	"cri.pulls.io_target": "IO stall fraction, (0, 1], above which the lane shrinks by one per interval.",
@@ -285,5 +290,5 @@ func (c *Config) Warmup() criproxy.WarmupPolicy {
 // Pulls maps [cri.pulls] onto the proxy's pull lane policy.
 func (c *Config) Pulls() criproxy.PullPolicy {
 	p := c.CRI.Pulls
-	return criproxy.PullPolicy{Min: p.Min, Max: p.Max, IOTarget: p.IOTarget, Interval: p.Interval.Std(), ShareWindow: p.ShareWindow.Std()}
+	return criproxy.PullPolicy{Passthrough: !p.Enabled, Min: p.Min, Max: p.Max, IOTarget: p.IOTarget, Interval: p.Interval.Std(), ShareWindow: p.ShareWindow.Std()}
 }

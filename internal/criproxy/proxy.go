@@ -280,7 +280,9 @@ func (p *Proxy) handle(_ any, ss grpc.ServerStream) error {
 	case methodRunPodSandbox, methodCreateContainer, methodStartContainer:
 		return p.forwardStart(ss, method)
 	case methodPullImage:
-		return p.forwardPull(ss, method)
+		if !p.cfg.Pulls.Passthrough {
+			return p.forwardPull(ss, method)
+		}
 	case methodStopContainer, methodRemoveContainer, methodStopPodSandbox, methodRemovePodSandbox:
 		return p.forwardEnd(ss, method)
 	}

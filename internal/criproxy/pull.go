@@ -20,6 +20,13 @@ import (
 
 // PullPolicy sizes the image pull lane.
 type PullPolicy struct {
+	// Passthrough forwards PullImage to the runtime as kubelet sent it,
+	// like any other image call: no lane, no shared resolutions, no join
+	// of a running prefetch (a prefetched image is still found local, so
+	// the pull moves no layer). For a node whose kubelet already paces
+	// its pulls (maxParallelImagePulls, registryPullQPS) as its operator
+	// wants, and for measuring the gate without the pull path.
+	Passthrough bool
 	// Min and Max bound the pulls in flight node-wide.
 	Min, Max int
 	// IOTarget: above this IO stall fraction the lane shrinks by one pull

@@ -223,3 +223,44 @@ func TestPullKey(t *testing.T) {
 		}
 	}
 }
+
+// With Passthrough every PullImage reaches containerd as kubelet sent it:
+// concurrent pulls of one reference are not collapsed nor held in the
+// lane (Max 1 here), later ones share no resolution, and none waits for
+// a prefetch (whose Join never returns in this test).
+func TestPullPassthrough(t *testing.T) {
+	pf := &fakePrefetch{release: make(chan struct{})}
+	e := newEnv(t, nil, openPolicy(4), func(c *Config) {
+		c.Pulls = PullPolicy{Passthrough: true, Min: 1, Max: 1, ShareWindow: time.Hour}
+		c.Prefetch = pf
+	})
+	const n = 4
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := e.img.PullImage(context.Background(), &runtimeapi.PullImageRequest{
+				Image: &runtimeapi.ImageSpec{Image: "app:1"}, SandboxConfig: replicaSetPod("default", "5d8f7c9b4", fmt.Sprint("uid-", i))})
+			errs <- err
+		}()
+	}
+	waitUntil(t, "every pull to reach containerd at once", func() bool { return e.fake.pullCalls.Load() == n })
+	close(e.fake.pullGate)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("PullImage: %v", err)
+		}
+	}
+	if _, err := e.img.PullImage(context.Background(), &runtimeapi.PullImageRequest{
+		Image: &runtimeapi.ImageSpec{Image: "app:1"}, SandboxConfig: replicaSetPod("default", "5d8f7c9b4", "uid-late")}); err != nil {
+		t.Fatalf("PullImage: %v", err)
+	}
+	if got := e.fake.pullCalls.Load(); got != n+1 {
+		t.Errorf("containerd saw %d pulls, want %d: a passthrough pull was shared", got, n+1)
+	}
+	if got := e.observe.get("pull-shared"); got != 0 {
+		t.Errorf("%d pulls shared, want none", got)
+	}
+	if joins, pulled := pf.snapshot(); len(joins) != 0 || len(pulled) != 0 {
+		t.Errorf("passthrough pulls joined %v and reported %v to the prefetch, want neither", joins, pulled)
+	}
+}
