@@ -181,9 +181,17 @@ bench: deps ## Install what is missing, then the patch-rollout benchmark: 40 pod
 	go build -o $(BIN)/startgate-bench ./harness/cmd/startgate-bench
 	$(BIN)/startgate-bench $(BENCH_FLAGS)
 
-bench-kube: deps kube ## The rollout benchmark on a real one-node cluster: 40 pods, a registry 20 ms away; direct, fixed-2/4/8, startgate, startgate-prefetch; 3 rounds (as root; BENCH_FLAGS as for bench, plus --scenarios)
+# bench-kube keeps every run's raw data: docs/bench-data/kube-DATE-COMMIT.json
+# (each pod's timestamps, mode, round, the machine and versions), from which
+# `startgate-bench kube --report FILE --charts docs/charts` prints the tables
+# and draws the charts again. A checkout with changes is marked in the name.
+BENCH_DATA = docs/bench-data/kube-$$(date -u +%Y%m%dT%H%M%SZ)-$$(git rev-parse --short=12 HEAD)$$(git diff --quiet HEAD -- || echo -modified).json
+
+bench-kube: deps kube ## The rollout benchmark on a real one-node cluster: 40 pods, a registry 20 ms away; the attribution modes and the users' alternatives, a warm-up and 5 rounds; raw data into docs/bench-data (as root; BENCH_FLAGS as for bench, e.g. --quick, --scenarios)
 	go build -o $(BIN)/startgate-bench ./harness/cmd/startgate-bench
-	$(BIN)/startgate-bench kube --kube-bin "$$($(KUBE_BIN))" $(BENCH_FLAGS)
+	mkdir -p docs/bench-data
+	out=$(BENCH_DATA); $(BIN)/startgate-bench kube --kube-bin "$$($(KUBE_BIN))" --json "$$out" --charts docs/charts $(BENCH_FLAGS); rc=$$?; \
+	  echo "bench-kube: raw data in $$out"; exit $$rc
 
 clean: ## Remove build output
 	rm -rf $(BIN)

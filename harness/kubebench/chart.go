@@ -23,12 +23,12 @@ func WriteCharts(dir string, r *Result) ([]string, error) {
 		for _, mode := range r.Modes {
 			s := bench.CDFSeries{Name: mode}
 			for _, run := range r.Runs {
-				if run.Scenario != sc || run.Mode != mode {
+				if run.Scenario != sc || run.Mode != mode || run.Round == 0 {
 					continue
 				}
 				for _, p := range run.Pods {
 					s.Total++
-					if p.Ready > 0 {
+					if !p.TimedOut {
 						s.Ready = append(s.Ready, p.Ready)
 					}
 				}

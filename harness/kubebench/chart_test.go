@@ -10,16 +10,18 @@ import (
 	"time"
 )
 
-// One chart per scenario that ran, one line per mode that ran it, and a
-// pod never Ready counted but not drawn (the line stops short of 100%).
+// One chart per scenario that ran, one line per mode that ran it, a pod
+// never Ready counted but not drawn (the line stops short of 100%), and
+// the warm-up round left out.
 func TestWriteCharts(t *testing.T) {
 	r := &Result{Pods: 2, Rounds: 1, Cores: 2, Workload: WorkCPU,
 		Scenarios: []string{Recreate, Reboot, Rolling},
 		Modes:     []string{"direct", "startgate"},
 		Runs: []ScenarioRun{
-			{Scenario: Recreate, Mode: "direct", Pods: []PodTime{{Ready: time.Second}, {Ready: 3 * time.Second}}},
-			{Scenario: Recreate, Mode: "startgate", Pods: []PodTime{{Ready: 2 * time.Second}, {}}},
-			{Scenario: Reboot, Mode: "startgate", Pods: []PodTime{{Ready: time.Second}, {Ready: time.Second}}},
+			{Scenario: Recreate, Mode: "direct", Round: 1, Pods: []PodTime{{Ready: time.Second}, {Ready: 3 * time.Second}}},
+			{Scenario: Recreate, Mode: "startgate", Round: 1, Pods: []PodTime{{Ready: 2 * time.Second}, {Ready: time.Minute, TimedOut: true}}},
+			{Scenario: Reboot, Mode: "startgate", Round: 1, Pods: []PodTime{{Ready: time.Second}, {Ready: time.Second}}},
+			{Scenario: Rolling, Mode: "startgate", Round: 0, Pods: []PodTime{{Ready: time.Second}}},
 		},
 	}
 	dir := t.TempDir()

@@ -22,9 +22,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o Options
 	scenarios := fs.String("scenarios", Recreate, "comma-separated: "+strings.Join(AllScenarios, ", ")+" (a mode always scales up first; the others need its pods)")
-	modes := fs.String("modes", bench.DefaultModes, "comma-separated, in round order: direct (kubelet on containerd), fixed-K (startgated with the in-flight limit pinned at K), fixed (fixed-2,fixed-4,fixed-8), startgate, startgate-prefetch (the patch announced and fetched before each rollout)")
+	modes := fs.String("modes", DefaultModes, "comma-separated BASE[+OPTION...]; BASE: direct (kubelet on containerd), proxy (startgated, gate bypassed: the pull path alone), gate (startgated, pull path off: the gate alone), startgate, startgate-prefetch (the patch announced and fetched before each rollout), fixed-K (startgate with its in-flight limit pinned at K), fixed (fixed-2,fixed-4,fixed-8); OPTION: parallel-N or parallel-all (kubelet's maxParallelImagePulls), qps-N (its registryPullQPS, 0 no limit), ifnotpresent (imagePullPolicy IfNotPresent, rollouts by digest)")
+	quick := fs.Bool("quick", false, "a first look: --modes "+QuickModes+", 2 rounds, no warm-up (unless those flags are given)")
 	fs.IntVar(&o.Pods, "pods", DefaultPods, "the Deployment's replicas")
-	fs.IntVar(&o.Rounds, "rounds", DefaultRounds, "rounds; every mode runs once per round, the order reversed in even rounds")
+	fs.IntVar(&o.Rounds, "rounds", DefaultRounds, "counted rounds; every mode runs once per round, in a Williams order")
+	fs.BoolVar(&o.Warmup, "warmup", true, "run a warm-up round first (every mode once, kept in the raw data, never counted)")
 	fs.StringVar(&o.Workload, "workload", WorkCPU, "init work: cpu, io or mixed")
 	fs.DurationVar(&o.InitCPU, "init-cpu", DefaultInitCPU, "a cpu pod's init: this much CPU time (the container's cgroup counts it)")
 	ioSize := fs.String("io-size", "16MB", "an io pod's init: write, fsync and read back this many bytes")
@@ -32,7 +34,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	mbps := fs.Float64("registry-mbps", bench.DefaultRegistryMbps, "registry-to-node bandwidth cap, Mbit/s; 0 is none")
 	fs.DurationVar(&o.RegistryRTT, "registry-rtt", bench.DefaultRegistryRTT, "round trip between the node and the registry (and its token service)")
 	fs.BoolVar(&o.RegistryToken, "registry-token", true, "the registry asks for a bearer token, as public registries do")
-	fs.IntVar(&o.ParallelPulls, "parallel-pulls", 0, "kubelet's maxParallelImagePulls with serializeImagePulls false; 0 keeps its default (one pull at a time)")
 	fs.DurationVar(&o.PrefetchTimeout, "prefetch-timeout", DefaultPrefetchTimeout, "longest wait for startgated to fetch an announced patch; the rollout runs anyway after it")
 	fs.DurationVar(&o.Deadline, "deadline", DefaultDeadline, "longest a scenario may take; pods not Ready by then failed")
 	fs.StringVar(&o.KubeBin, "kube-bin", os.Getenv("STARTGATE_KUBE_BIN"), "directory of the Kubernetes binaries (default $STARTGATE_KUBE_BIN, else hack/kubernetes/build.sh builds them once)")
@@ -68,7 +69,18 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return reportFrom(*report, *charts, stdout, stderr)
 	}
 	var err error
-	if o.Modes, err = bench.ParseModes(*modes); err != nil {
+	if *quick {
+		if !fs.Changed("modes") {
+			*modes = QuickModes
+		}
+		if !fs.Changed("rounds") {
+			o.Rounds = 2
+		}
+		if !fs.Changed("warmup") {
+			o.Warmup = false
+		}
+	}
+	if o.Modes, err = ParseModes(*modes); err != nil {
 		return fail(err)
 	}
 	for _, v := range *variants {
@@ -80,7 +92,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(fmt.Errorf("--variant %s: %w", name, err))
 		}
-		m := bench.Mode{Name: "startgate-" + name, Via: bench.Startgate, Config: string(b)}
+		m := Mode{Name: "startgate-" + name, Path: PathStartgate, Config: string(b)}
 		for _, have := range o.Modes {
 			if have.Name == m.Name {
 				return fail(fmt.Errorf("--variant %s: mode %s given twice", name, m.Name))

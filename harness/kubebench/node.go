@@ -100,21 +100,34 @@ func (n *node) patch(ctx context.Context) (string, error) {
 	return n.app.Patch(ctx, n.reg, AppRepoTag)
 }
 
+// digestRef is the app's image pinned to digest, as IfNotPresent users
+// roll a patch out: the repository across the link, @digest.
+func (n *node) digestRef(digest string) string {
+	repo := n.appRef
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		repo = repo[:i] // the tag's colon, not the host's port
+	}
+	return repo + "@" + digest
+}
+
 // gateDir is where startgated's config, sockets and log live.
 func (n *node) gateDir() string { return filepath.Join(n.dir, "startgated") }
 
 // daemonConfig is startgated's config for mode m: JSON logs, no metrics
 // port, the pod watch on with the node's kubeconfig; fixed-K pins the
-// in-flight limit; the prefetch mode turns [prefetch] on for the far
-// registry (resolving on its own once an hour: PrefetchAdd is what
-// fetches a patch).
-func (n *node) daemonConfig(m bench.Mode) string {
+// in-flight limit; the gate-alone mode turns the pull path off; the
+// prefetch mode turns [prefetch] on for the far registry (resolving on
+// its own once an hour: PrefetchAdd is what fetches a patch).
+func (n *node) daemonConfig(m Mode) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "version = 1\n[daemon]\nlog_format = \"json\"\nlog_level = \"info\"\nshutdown_timeout = \"5s\"\n"+
 		"[metrics]\nlisten = \"\"\n[kubernetes]\nenabled = true\nkubeconfig = %q\nnode_name = %q\n",
 		n.cluster.NodeKubeconfig(), n.cluster.NodeName())
 	if m.Limit > 0 {
 		fmt.Fprintf(&b, "[admission.limits]\ninflight = %d\nrate = 1000.0\n", m.Limit)
+	}
+	if m.Path == PathGate {
+		b.WriteString("[cri.pulls]\nenabled = false\n")
 	}
 	if m.Prefetch {
 		host, _, _ := strings.Cut(n.appRef, "/")
@@ -126,12 +139,9 @@ func (n *node) daemonConfig(m bench.Mode) string {
 	return b.String()
 }
 
-// viaGate reports whether mode m puts startgated in kubelet's path.
-func viaGate(m bench.Mode) bool { return m.Via == bench.Startgate || m.Limit > 0 }
-
 // setMode stops the kubelet and startgated and starts them again for m
 // (on an empty node), then waits for the node to be Ready.
-func (n *node) setMode(ctx context.Context, m bench.Mode) error {
+func (n *node) setMode(ctx context.Context, m Mode) error {
 	if err := n.cluster.StopKubelet(ctx); err != nil {
 		return err
 	}
@@ -139,13 +149,17 @@ func (n *node) setMode(ctx context.Context, m bench.Mode) error {
 		return err
 	}
 	endpoint := n.tb.Endpoint()
-	if viaGate(m) {
+	if m.viaGate() {
 		if err := n.startGate(ctx, m); err != nil {
 			return err
 		}
 		endpoint = n.gate.CRISocket()
 	}
-	if err := n.cluster.SetKubelet(cluster.KubeletSettings{RuntimeEndpoint: endpoint, ParallelImagePulls: n.opts.ParallelPulls}); err != nil {
+	pulls := m.ParallelPulls
+	if pulls == UnlimitedPulls {
+		pulls = cluster.AllImagePulls
+	}
+	if err := n.cluster.SetKubelet(cluster.KubeletSettings{RuntimeEndpoint: endpoint, ParallelImagePulls: pulls, RegistryPullQPS: m.PullQPS}); err != nil {
 		return err
 	}
 	if err := n.cluster.StartKubelet(ctx); err != nil {
@@ -156,8 +170,9 @@ func (n *node) setMode(ctx context.Context, m bench.Mode) error {
 }
 
 // startGate starts startgated for m (this binary re-executed, or
-// Options.Daemon) and its API client.
-func (n *node) startGate(ctx context.Context, m bench.Mode) error {
+// Options.Daemon) and its API client; in the proxy mode it turns the
+// gate's bypass on, as `startgatectl bypass on` does.
+func (n *node) startGate(ctx context.Context, m Mode) error {
 	cmd, env, err := bench.DaemonCommand()
 	if err != nil {
 		return err
@@ -174,6 +189,15 @@ func (n *node) startGate(ctx context.Context, m bench.Mode) error {
 		return fmt.Errorf("kubebench: startgated API client: %w", err)
 	}
 	n.api = pb.NewStartgateClient(n.apiConn)
+	if m.Path == PathProxy {
+		st, err := n.api.SetBypass(ctx, &pb.SetBypassRequest{On: true})
+		if err != nil {
+			return fmt.Errorf("kubebench: mode %s: bypass the gate: %w", m.Name, err)
+		}
+		if !st.GetBypassed() {
+			return fmt.Errorf("kubebench: mode %s: the gate is not bypassed after SetBypass", m.Name)
+		}
+	}
 	return nil
 }
 
@@ -195,7 +219,7 @@ func (n *node) stopGate() error {
 // stops, every pod sandbox dies (stopped and removed, containers with
 // them), containerd and startgated start again, and it returns the
 // moment before the kubelet starts again.
-func (n *node) reboot(ctx context.Context, m bench.Mode) (time.Time, error) {
+func (n *node) reboot(ctx context.Context, m Mode) (time.Time, error) {
 	if err := n.cluster.StopKubelet(ctx); err != nil {
 		return time.Time{}, err
 	}
@@ -220,7 +244,7 @@ func (n *node) reboot(ctx context.Context, m bench.Mode) (time.Time, error) {
 	if err := n.tb.Restart(ctx); err != nil {
 		return time.Time{}, err
 	}
-	if viaGate(m) {
+	if m.viaGate() {
 		if err := n.startGate(ctx, m); err != nil {
 			return time.Time{}, err
 		}

@@ -24,7 +24,7 @@ var AllScenarios = []string{ScaleUp, Recreate, Rolling, Reboot}
 // Defaults of Options.
 const (
 	DefaultPods            = 40
-	DefaultRounds          = 3
+	DefaultRounds          = 5
 	DefaultInitCPU         = 200 * time.Millisecond
 	DefaultIOBytes         = 16 << 20
 	DefaultPatchSize       = 20 << 20
@@ -36,11 +36,15 @@ const (
 type Options struct {
 	// Scenarios to run, a subset of AllScenarios; nil means recreate.
 	Scenarios []string
-	// Modes in round order (reversed in even rounds); nil means
-	// bench.DefaultModes.
-	Modes  []bench.Mode
+	// Modes, in the first round's order (see order); nil means
+	// DefaultModes.
+	Modes  []Mode
 	Pods   int
 	Rounds int
+	// Warmup runs a round 0 first, every mode once: it fills the page
+	// cache and the image store as later rounds find them, and is kept in
+	// the raw data but never counted.
+	Warmup bool
 	// Workload is WorkCPU (""), WorkIO or WorkMixed.
 	Workload string
 	// InitCPU is a cpu pod's init work, in CPU time.
@@ -54,9 +58,6 @@ type Options struct {
 	RegistryBandwidth float64
 	RegistryRTT       time.Duration
 	RegistryToken     bool
-	// ParallelPulls > 0 turns kubelet's serialized pulls off and allows
-	// this many at once; 0 is kubelet's default.
-	ParallelPulls int
 	// PrefetchTimeout bounds the wait for a prefetch before a rollout.
 	PrefetchTimeout time.Duration
 	// Deadline bounds one scenario run; pods not Ready by then failed.
@@ -81,7 +82,7 @@ func (o *Options) withDefaults() error {
 		o.Scenarios = []string{Recreate}
 	}
 	if o.Modes == nil {
-		m, err := bench.ParseModes(bench.DefaultModes)
+		m, err := ParseModes(DefaultModes)
 		if err != nil {
 			return err
 		}
@@ -119,6 +120,11 @@ func (o *Options) withDefaults() error {
 			return fmt.Errorf("kubebench: scenario %q: want one of %v", s, AllScenarios)
 		}
 	}
+	for _, m := range o.Modes {
+		if m.Path == PathPacemaker {
+			return fmt.Errorf("kubebench: mode %s: pod-pacemaker is not wired into this benchmark yet", m.Name)
+		}
+	}
 	switch o.Workload {
 	case WorkCPU, WorkIO, WorkMixed:
 	default:
@@ -132,7 +138,7 @@ func (o *Options) withDefaults() error {
 	case len(o.Modes) == 0:
 		return errors.New("kubebench: no modes")
 	case o.InitCPU < 0, o.IOBytes < 0, o.PatchSize < 1, o.RegistryBandwidth < 0, o.RegistryRTT < 0,
-		o.ParallelPulls < 0, o.PrefetchTimeout < 0, o.Deadline < 0:
+		o.PrefetchTimeout < 0, o.Deadline < 0:
 		return errors.New("kubebench: negative durations, sizes or counts")
 	}
 	return nil

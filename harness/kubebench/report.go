@@ -3,72 +3,56 @@ package kubebench
 import (
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/startgate/startgate/harness/bench"
+	"github.com/startgate/startgate/harness/stats"
 )
 
-// Summary pools the pods of some runs (one scenario, one mode).
-type Summary struct {
-	Runs     int           `json:"runs"`
-	Pods     int           `json:"pods"`
-	Ready    int           `json:"ready"`
-	Failed   int           `json:"failed"`
-	Restarts int           `json:"restarts"`
-	P50      time.Duration `json:"p50_ns"`
-	P90      time.Duration `json:"p90_ns"`
-	P99      time.Duration `json:"p99_ns"`
-	// Completion is the median of the runs' completions.
+// RoundFigures are one mode's figures in one round of one scenario.
+type RoundFigures struct {
+	Round int `json:"round"`
+	// P50, P90 and P99 are nearest-rank percentiles over every pod the
+	// run wanted, a pod never Ready counting at the deadline.
+	P50        time.Duration `json:"p50_ns"`
+	P90        time.Duration `json:"p90_ns"`
+	P99        time.Duration `json:"p99_ns"`
 	Completion time.Duration `json:"completion_ns"`
+	Pods       int           `json:"pods"`
+	Failed     int           `json:"failed"`
+	Restarts   int           `json:"restarts"`
 	// PullP50 and PullWaitingP50 are the pods' median pull, without and
 	// with the wait for the node's pull worker (kubelet's events).
 	PullP50        time.Duration `json:"pull_p50_ns"`
 	PullWaitingP50 time.Duration `json:"pull_waiting_p50_ns"`
-	// SLIP50 and TotalP50 are the medians over runs of kubelet's own
-	// p50s (bucket-interpolated).
+	// SLIP50 and TotalP50 are kubelet's own p50s (bucket-interpolated).
 	SLIP50   time.Duration `json:"kubelet_sli_p50_ns"`
 	TotalP50 time.Duration `json:"kubelet_total_p50_ns"`
 	Prefetch time.Duration `json:"prefetch_ns,omitempty"`
+	Idle     IdleCPU       `json:"idle"`
 }
 
-func summarize(runs []ScenarioRun) Summary {
-	var s Summary
-	var ready, pulls, waits, comps, slis, totals, pfs []time.Duration
-	for _, r := range runs {
-		s.Runs++
-		s.Failed += r.Failed
-		comps = append(comps, r.Completion)
-		if r.KubeletSLI.Count > 0 {
-			slis = append(slis, r.KubeletSLI.P50)
+// figures takes one run's figures.
+func figures(r ScenarioRun) RoundFigures {
+	f := RoundFigures{Round: r.Round, Completion: r.Completion, Failed: r.Failed, Prefetch: r.Prefetch, Idle: r.Idle,
+		SLIP50: r.KubeletSLI.P50, TotalP50: r.KubeletTotal.P50}
+	var ready, pulls, waits []time.Duration
+	for _, p := range r.Pods {
+		f.Pods++
+		f.Restarts += int(p.Restarts)
+		ready = append(ready, p.Ready)
+		if p.PullWaiting > 0 {
+			pulls = append(pulls, p.Pull)
+			waits = append(waits, p.PullWaiting)
 		}
-		if r.KubeletTotal.Count > 0 {
-			totals = append(totals, r.KubeletTotal.P50)
-		}
-		if r.Prefetch > 0 {
-			pfs = append(pfs, r.Prefetch)
-		}
-		for _, p := range r.Pods {
-			s.Pods++
-			s.Restarts += int(p.Restarts)
-			if p.Ready > 0 {
-				s.Ready++
-				ready = append(ready, p.Ready)
-			}
-			if p.PullWaiting > 0 {
-				pulls = append(pulls, p.Pull)
-				waits = append(waits, p.PullWaiting)
-			}
-		}
-		s.Pods += max(0, r.Failed-(len(r.Pods)-countReady(r.Pods))) // pods never created
 	}
-	s.P50, s.P90, s.P99 = pct(ready, 50), pct(ready, 90), pct(ready, 99)
-	s.Completion = pct(comps, 50)
-	s.PullP50, s.PullWaitingP50 = pct(pulls, 50), pct(waits, 50)
-	s.SLIP50, s.TotalP50 = pct(slis, 50), pct(totals, 50)
-	s.Prefetch = pct(pfs, 50)
-	return s
+	f.P50, f.P90, f.P99 = pct(ready, 50), pct(ready, 90), pct(ready, 99)
+	f.PullP50, f.PullWaitingP50 = pct(pulls, 50), pct(waits, 50)
+	return f
 }
 
 // pct is the nearest-rank percentile of ds (sorted here).
@@ -78,137 +62,219 @@ func pct(ds []time.Duration, p float64) time.Duration {
 	return bench.Percentile(s, p)
 }
 
-// Ratio is a figure's ratio to another mode's, taken within each round,
-// as the median over rounds with its range.
-type Ratio struct {
-	Median float64 `json:"median"`
-	Min    float64 `json:"min"`
-	Max    float64 `json:"max"`
-	Rounds int     `json:"rounds"`
-}
-
-func (r Ratio) String() string {
-	if r.Rounds == 0 {
-		return "-"
-	}
-	if r.Rounds == 1 {
-		return fmt.Sprintf("%.2f", r.Median)
-	}
-	return fmt.Sprintf("%.2f (%.2f–%.2f)", r.Median, r.Min, r.Max)
-}
-
-func ratioOf(xs []float64) Ratio {
-	if len(xs) == 0 {
-		return Ratio{}
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	// The median of an even count is the mean of the middle two.
-	mid := s[len(s)/2]
-	if len(s)%2 == 0 {
-		mid = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return Ratio{Median: mid, Min: s[0], Max: s[len(s)-1], Rounds: len(s)}
-}
-
-// ModeRow is one mode's line of a scenario's table.
+// ModeRow is one mode's line of a scenario's table: each figure over the
+// counted rounds (not the warm-up), and its comparisons, ratios taken
+// within each round.
 type ModeRow struct {
-	Mode    string  `json:"mode"`
-	Summary Summary `json:"summary"`
-	// P50, P99 and Completion against direct, and P50 against the best
-	// fixed-K of the same round.
-	P50VsDirect        Ratio `json:"p50_vs_direct"`
-	P99VsDirect        Ratio `json:"p99_vs_direct"`
-	CompletionVsDirect Ratio `json:"completion_vs_direct"`
-	P50VsBestFixed     Ratio `json:"p50_vs_best_fixed"`
+	Mode   string         `json:"mode"`
+	Rounds []RoundFigures `json:"rounds"`
+	// Seconds, over rounds.
+	P50        stats.Estimate `json:"p50"`
+	P90        stats.Estimate `json:"p90"`
+	P99        stats.Estimate `json:"p99"`
+	Completion stats.Estimate `json:"completion"`
+	// Idle shares of the node's CPU, over rounds: over the whole run,
+	// and while starts waited in startgated (N 0 without startgated).
+	IdleRun     stats.Estimate `json:"idle_run"`
+	IdleWaiting stats.Estimate `json:"idle_while_waiting"`
+	Pods        int            `json:"pods"`
+	Failed      int            `json:"failed"`
+	Restarts    int            `json:"restarts"`
+	PullP50     time.Duration  `json:"pull_p50_ns"`
+	PullWaiting time.Duration  `json:"pull_waiting_p50_ns"`
+	SLIP50      time.Duration  `json:"kubelet_sli_p50_ns"`
+	TotalP50    time.Duration  `json:"kubelet_total_p50_ns"`
+	Prefetch    time.Duration  `json:"prefetch_ns"`
+	// Against direct, against the proxy alone (the pull path: what the
+	// gate adds to it), and against the best of the users' alternatives
+	// (the one with the lowest median p50 in this scenario).
+	VsDirect Versus  `json:"vs_direct"`
+	VsProxy  *Versus `json:"vs_proxy,omitempty"`
+	VsBest   *Versus `json:"vs_best_alternative,omitempty"`
+}
+
+// Versus is a mode against another, per figure.
+type Versus struct {
+	Mode       string           `json:"mode"`
+	P50        stats.Comparison `json:"p50"`
+	P99        stats.Comparison `json:"p99"`
+	Completion stats.Comparison `json:"completion"`
 }
 
 // Table is one scenario's figures, a row per mode.
 type Table struct {
 	Scenario string    `json:"scenario"`
 	Rows     []ModeRow `json:"rows"`
+	// BestAlternative is the users' alternative VsBest compares with.
+	BestAlternative string `json:"best_alternative,omitempty"`
 }
 
-// Tables summarizes r per scenario and mode.
+// isAlternative reports whether a mode is one of the users' own ways
+// (no startgate of theirs: kubelet's settings, a constant limit,
+// pod-pacemaker), rather than direct itself or startgate.
+func isAlternative(r *Result, name string) bool {
+	m, ok := r.mode(name)
+	if !ok || name == "direct" {
+		return false
+	}
+	switch m.Path {
+	case PathDirect, PathPacemaker:
+		return true
+	case PathStartgate:
+		return m.Limit > 0 // fixed-K: a constant limit
+	}
+	return false
+}
+
+// mode finds a mode's spec by name.
+func (r *Result) mode(name string) (Mode, bool) {
+	for _, m := range r.ModeSpecs {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Mode{}, false
+}
+
+// Tables summarizes r per scenario and mode over its counted rounds.
 func (r *Result) Tables() []Table {
 	var out []Table
 	for _, sc := range r.Scenarios {
 		t := Table{Scenario: sc}
-		byRound := map[int]map[string]Summary{}
+		byMode := map[string]map[int]RoundFigures{}
 		for _, run := range r.Runs {
-			if run.Scenario != sc {
+			if run.Scenario != sc || run.Round == 0 {
 				continue
 			}
-			if byRound[run.Round] == nil {
-				byRound[run.Round] = map[string]Summary{}
+			if byMode[run.Mode] == nil {
+				byMode[run.Mode] = map[int]RoundFigures{}
 			}
-			byRound[run.Round][run.Mode] = summarize([]ScenarioRun{run})
+			byMode[run.Mode][run.Round] = figures(run)
 		}
 		for _, mode := range r.Modes {
-			var runs []ScenarioRun
-			for _, run := range r.Runs {
-				if run.Scenario == sc && run.Mode == mode {
-					runs = append(runs, run)
-				}
+			if rounds := byMode[mode]; len(rounds) > 0 {
+				t.Rows = append(t.Rows, row(mode, rounds))
 			}
-			if len(runs) == 0 {
-				continue
+		}
+		bestP50 := math.Inf(1)
+		for _, row := range t.Rows {
+			if isAlternative(r, row.Mode) && row.P50.Median < bestP50 {
+				t.BestAlternative, bestP50 = row.Mode, row.P50.Median
 			}
-			row := ModeRow{Mode: mode, Summary: summarize(runs)}
-			var p50, p99, comp, fixed []float64
-			for _, modes := range byRound {
-				me, ok := modes[mode]
-				if !ok {
-					continue
-				}
-				if d, ok := modes["direct"]; ok && d.P50 > 0 && d.P99 > 0 && d.Completion > 0 {
-					p50 = append(p50, float64(me.P50)/float64(d.P50))
-					p99 = append(p99, float64(me.P99)/float64(d.P99))
-					comp = append(comp, float64(me.Completion)/float64(d.Completion))
-				}
-				var best time.Duration
-				for name, s := range modes {
-					if strings.HasPrefix(name, "fixed-") && s.P50 > 0 && (best == 0 || s.P50 < best) {
-						best = s.P50
-					}
-				}
-				if best > 0 {
-					fixed = append(fixed, float64(me.P50)/float64(best))
-				}
+		}
+		for i := range t.Rows {
+			me := byMode[t.Rows[i].Mode]
+			t.Rows[i].VsDirect = versus("direct", me, byMode["direct"])
+			if base, ok := byMode["proxy"]; ok && t.Rows[i].Mode != "proxy" {
+				v := versus("proxy", me, base)
+				t.Rows[i].VsProxy = &v
 			}
-			row.P50VsDirect, row.P99VsDirect, row.CompletionVsDirect, row.P50VsBestFixed = ratioOf(p50), ratioOf(p99), ratioOf(comp), ratioOf(fixed)
-			t.Rows = append(t.Rows, row)
+			if b := t.BestAlternative; b != "" && b != t.Rows[i].Mode {
+				v := versus(b, me, byMode[b])
+				t.Rows[i].VsBest = &v
+			}
 		}
 		out = append(out, t)
 	}
 	return out
 }
 
-// WriteMarkdown writes the report: what ran, then a table per scenario.
+// row summarizes one mode's rounds.
+func row(mode string, byRound map[int]RoundFigures) ModeRow {
+	rw := ModeRow{Mode: mode}
+	for _, rnd := range slices.Sorted(maps.Keys(byRound)) {
+		rw.Rounds = append(rw.Rounds, byRound[rnd])
+	}
+	var p50, p90, p99, comp []time.Duration
+	var idle, waiting []float64
+	var pulls, waits, slis, totals, pfs []time.Duration
+	for _, f := range rw.Rounds {
+		p50, p90, p99, comp = append(p50, f.P50), append(p90, f.P90), append(p99, f.P99), append(comp, f.Completion)
+		rw.Pods += f.Pods
+		rw.Failed += f.Failed
+		rw.Restarts += f.Restarts
+		idle = append(idle, f.Idle.Run)
+		if f.Idle.WhileWaiting >= 0 {
+			waiting = append(waiting, f.Idle.WhileWaiting)
+		}
+		pulls, waits = appendPositive(pulls, f.PullP50), appendPositive(waits, f.PullWaitingP50)
+		slis, totals, pfs = appendPositive(slis, f.SLIP50), appendPositive(totals, f.TotalP50), appendPositive(pfs, f.Prefetch)
+	}
+	rw.P50, rw.P90, rw.P99, rw.Completion = stats.Durations(p50), stats.Durations(p90), stats.Durations(p99), stats.Durations(comp)
+	rw.IdleRun, rw.IdleWaiting = stats.Of(idle), stats.Of(waiting)
+	rw.PullP50, rw.PullWaiting = pct(pulls, 50), pct(waits, 50)
+	rw.SLIP50, rw.TotalP50, rw.Prefetch = pct(slis, 50), pct(totals, 50), pct(pfs, 50)
+	return rw
+}
+
+func appendPositive(ds []time.Duration, d time.Duration) []time.Duration {
+	if d > 0 {
+		return append(ds, d)
+	}
+	return ds
+}
+
+// versus compares me with base over the rounds both ran.
+func versus(name string, me, base map[int]RoundFigures) Versus {
+	var a50, b50, a99, b99, ac, bc []float64
+	for _, rnd := range slices.Sorted(maps.Keys(me)) {
+		b, ok := base[rnd]
+		if !ok {
+			continue
+		}
+		a := me[rnd]
+		a50, b50 = append(a50, a.P50.Seconds()), append(b50, b.P50.Seconds())
+		a99, b99 = append(a99, a.P99.Seconds()), append(b99, b.P99.Seconds())
+		ac, bc = append(ac, a.Completion.Seconds()), append(bc, b.Completion.Seconds())
+	}
+	return Versus{Mode: name, P50: stats.Compare(a50, b50), P99: stats.Compare(a99, b99), Completion: stats.Compare(ac, bc)}
+}
+
+// WriteMarkdown writes the report: what ran, then per scenario a table
+// of figures and a table of comparisons.
 func WriteMarkdown(w io.Writer, r *Result) error {
 	var b strings.Builder
-	rounds := "1 round"
-	if r.Rounds > 1 {
-		rounds = fmt.Sprintf("%d rounds, the modes alternating", r.Rounds)
+	counted := fmt.Sprintf("%d counted rounds", r.Rounds)
+	if r.Warmup {
+		counted += " after a warm-up round"
 	}
-	fmt.Fprintf(&b, "Real one-node cluster (Kubernetes v1.34 kubelet and control plane, containerd 1.6), %d cores; a Deployment of %d pods, %s.\n", r.Cores, r.Pods, rounds)
-	fmt.Fprintf(&b, "Init (%s): %s. Readiness: HTTP probe every second once init is done. imagePullPolicy Always; kubelet %s.\n",
-		r.Workload, describeWork(r), pullsDescription(r.ParallelPulls))
+	fmt.Fprintf(&b, "Real one-node cluster (%s), %d cores, kernel %s; a Deployment of %d pods; %s, the modes in a Williams order (every mode in every position over as many rounds as modes).\n",
+		r.Env.versions(), r.Cores, orUnknown(r.Env.Kernel), r.Pods, counted)
+	fmt.Fprintf(&b, "Init (%s): %s. Readiness: HTTP probe every second once init is done.\n", r.Workload, describeWork(r))
 	fmt.Fprintf(&b, "Registry: %s; each patch replaces one %.1f MiB layer.\n", registryDescription(r), float64(r.PatchSize)/(1<<20))
-	b.WriteString("Per pod: creation to Ready as the API's watch saw them (reboot: kubelet start to Ready). Completion: the scenario's start to every new pod Ready and no old one left, median over rounds. " +
-		"pull: kubelet's Pulled event, median (with the wait for the node's pull worker in brackets). kubelet SLI / total: kubelet_pod_start_sli_duration_seconds and _total_, p50 from the histogram, median over rounds. " +
-		"Ratios are taken within each round, then the median over rounds with its range.\n")
-	fmt.Fprintf(&b, "Command: `%s` (took %s).\n", r.Command, r.Took.Round(time.Second))
+	b.WriteString("Modes: " + describeModes(r) + "\n")
+	b.WriteString("Per pod: creationTimestamp to the Ready condition's lastTransitionTime (the objects' own times, to the second; reboot: the kubelet's start to Ready); " +
+		"a pod not Ready by the deadline counts at the deadline. Per round: p50 and p99 over the round's pods, completion from the scenario's start to every new pod Ready and no old one left. " +
+		"Each cell: the median over rounds (min–max). Comparisons: the ratio within each round, median [95% bootstrap interval], and a verdict: better or worse when the interval excludes 1, else not distinguishable. " +
+		"Idle CPU: the share of the node's CPU left idle over the run, and while starts waited in startgated.\n")
+	fmt.Fprintf(&b, "Commit %s, %s. Command: `%s` (took %s).\n", orUnknown(r.Env.Commit), r.Env.Date.Format("2006-01-02"), r.Command, r.Took.Round(time.Second))
 	for _, t := range r.Tables() {
 		fmt.Fprintf(&b, "\n**%s**\n\n", t.Scenario)
-		b.WriteString("| mode | p50 | p90 | p99 | completion | pull p50 | kubelet SLI p50 | kubelet total p50 | prefetch | failed | restarts | p50 vs direct | p99 vs direct | completion vs direct | p50 vs best fixed |\n")
-		b.WriteString("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
+		b.WriteString("| mode | p50 | p99 | completion | failed | restarts | idle CPU | idle while waiting | pull p50 | kubelet SLI p50 | prefetch |\n")
+		b.WriteString("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
 		for _, row := range t.Rows {
-			s := row.Summary
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %d/%d | %d | %s | %s | %s | %s |\n",
-				row.Mode, secs(s.P50), secs(s.P90), secs(s.P99), secs(s.Completion), ms(s.PullP50), ms(s.PullWaitingP50),
-				orDash(s.SLIP50), orDash(s.TotalP50), orDash(s.Prefetch), s.Failed, s.Pods, s.Restarts,
-				row.P50VsDirect, row.P99VsDirect, row.CompletionVsDirect, row.P50VsBestFixed)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d/%d | %d | %s | %s | %s (%s) | %s | %s |\n",
+				row.Mode, row.P50.Seconds(), row.P99.Seconds(), row.Completion.Seconds(), row.Failed, row.Pods, row.Restarts,
+				share(row.IdleRun), share(row.IdleWaiting), ms(row.PullP50), ms(row.PullWaiting), orDash(row.SLIP50), orDash(row.Prefetch))
+		}
+		b.WriteString("\n| mode | vs | p50 | p99 | completion |\n| --- | --- | --- | --- | --- |\n")
+		for _, row := range t.Rows {
+			vs := []Versus{}
+			if row.Mode != "direct" {
+				vs = append(vs, row.VsDirect)
+			}
+			if row.VsProxy != nil {
+				vs = append(vs, *row.VsProxy)
+			}
+			if row.VsBest != nil && row.VsBest.Mode != "direct" {
+				vs = append(vs, *row.VsBest)
+			}
+			for _, v := range vs {
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", row.Mode, v.Mode, v.P50, v.P99, v.Completion)
+			}
+		}
+		if t.BestAlternative != "" {
+			fmt.Fprintf(&b, "\nBest users' alternative here (lowest median p50): %s.\n", t.BestAlternative)
 		}
 	}
 	for _, w := range r.Warnings {
@@ -221,6 +287,33 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 	return err
 }
 
+// share prints an estimate of a fraction as a percentage.
+func share(e stats.Estimate) string {
+	if e.N == 0 {
+		return "-"
+	}
+	if e.N == 1 {
+		return fmt.Sprintf("%.0f%%", 100*e.Median)
+	}
+	return fmt.Sprintf("%.0f%% (%.0f–%.0f)", 100*e.Median, 100*e.Min, 100*e.Max)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// describeModes says what each mode of r is.
+func describeModes(r *Result) string {
+	var parts []string
+	for _, m := range r.ModeSpecs {
+		parts = append(parts, fmt.Sprintf("%s (%s)", m.Name, m.Describe()))
+	}
+	return strings.Join(parts, "; ") + "."
+}
+
 func describeWork(r *Result) string {
 	cpu := fmt.Sprintf("a busy shell loop until the container has used %s of CPU", r.InitCPU)
 	io := fmt.Sprintf("write, fsync and O_DIRECT read of %.0f MiB in the container's root filesystem", float64(r.IOBytes)/(1<<20))
@@ -231,13 +324,6 @@ func describeWork(r *Result) string {
 		return "about half the pods " + cpu + ", the others " + io
 	}
 	return cpu
-}
-
-func pullsDescription(n int) string {
-	if n > 0 {
-		return fmt.Sprintf("pulls up to %d images at once (serializeImagePulls false)", n)
-	}
-	return "pulls one image at a time (its default)"
 }
 
 func registryDescription(r *Result) string {

@@ -29,9 +29,11 @@ type Result struct {
 	RegistryBandwidth float64       `json:"registry_bandwidth"`
 	RegistryRTT       time.Duration `json:"registry_rtt_ns"`
 	RegistryToken     bool          `json:"registry_token"`
-	ParallelPulls     int           `json:"parallel_pulls"`
 	Scenarios         []string      `json:"scenarios"`
 	Modes             []string      `json:"modes"`
+	ModeSpecs         []Mode        `json:"mode_specs"`
+	Warmup            bool          `json:"warmup"`
+	Env               Env           `json:"env"`
 	Runs              []ScenarioRun `json:"runs"`
 	Warnings          []string      `json:"warnings,omitempty"`
 	Interrupted       bool          `json:"interrupted,omitempty"`
@@ -75,10 +77,11 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	}()
 	res := &Result{Command: opts.Command, Workload: opts.Workload, Pods: opts.Pods, Rounds: opts.Rounds, Cores: runtime.NumCPU(),
 		InitCPU: opts.InitCPU, IOBytes: opts.IOBytes, PatchSize: opts.PatchSize, RegistryBandwidth: opts.RegistryBandwidth,
-		RegistryRTT: opts.RegistryRTT, RegistryToken: opts.RegistryToken, ParallelPulls: opts.ParallelPulls, Scenarios: opts.Scenarios}
+		RegistryRTT: opts.RegistryRTT, RegistryToken: opts.RegistryToken, Scenarios: opts.Scenarios}
 	for _, m := range opts.Modes {
 		res.Modes = append(res.Modes, m.Name)
 	}
+	res.ModeSpecs, res.Warmup, res.Env = opts.Modes, opts.Warmup, hostEnv()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	b := &runner{opts: &opts, node: n, pods: newTracker(), pr: pr, res: res}
@@ -98,14 +101,18 @@ func (b *runner) run(ctx context.Context) error {
 	if _, err := b.node.cluster.Client().AppsV1().Deployments(appNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("kubebench: create the Deployment: %w", err)
 	}
-	for r := 1; r <= b.opts.Rounds; r++ {
-		order := slices.Clone(b.opts.Modes)
-		if r%2 == 0 {
-			slices.Reverse(order)
-		}
+	first := 1
+	if b.opts.Warmup {
+		first = 0
+	}
+	for r := first; r <= b.opts.Rounds; r++ {
+		order := roundOrder(b.opts.Modes, r, b.opts.Rounds)
 		for i, m := range order {
 			label := fmt.Sprintf("round %d/%d, mode %d/%d %s", r, b.opts.Rounds, i+1, len(order), m.Name)
-			if err := b.cycle(ctx, m, r, label); err != nil {
+			if r == 0 {
+				label = fmt.Sprintf("warm-up round (not counted), mode %d/%d %s", i+1, len(order), m.Name)
+			}
+			if err := b.cycle(ctx, m, r, i, label); err != nil {
 				return err
 			}
 		}
@@ -113,29 +120,68 @@ func (b *runner) run(ctx context.Context) error {
 	return nil
 }
 
+// roundOrder is the modes' order in round r of rounds: row r of a
+// Williams design over the modes (row i, position j holds mode
+// (i + f(j)) mod M, f = 0, 1, M-1, 2, M-2, ...), so over M rounds every
+// mode runs once in every position, and with an even M follows every
+// other mode once. With fewer rounds than modes the rows are spread
+// evenly over the square. Round 0, the warm-up, runs the modes as given.
+func roundOrder(modes []Mode, r, rounds int) []Mode {
+	m := len(modes)
+	if r == 0 || m < 2 {
+		return slices.Clone(modes)
+	}
+	row := r - 1
+	if rounds < m {
+		row = (r - 1) * m / rounds
+	}
+	out := make([]Mode, m)
+	for j := range m {
+		f := (j + 1) / 2
+		if j%2 == 0 && j > 0 {
+			f = m - j/2
+		}
+		out[j] = modes[(row+f)%m]
+	}
+	return out
+}
+
 // cycle runs one mode's scenarios in one round: kubelet (and startgated)
 // for the mode on an empty node, N pods up, the scenarios asked for, the
 // pods gone again.
-func (b *runner) cycle(ctx context.Context, m bench.Mode, round int, label string) error {
-	b.pr.line("%s: kubelet%s", label, map[bool]string{true: " on startgated", false: " on containerd"}[viaGate(m)])
+func (b *runner) cycle(ctx context.Context, m Mode, round, position int, label string) error {
+	b.pr.line("%s: kubelet%s", label, map[bool]string{true: " on startgated", false: " on containerd"}[m.viaGate()])
 	if err := b.node.setMode(ctx, m); err != nil {
 		return err
 	}
+	if b.res.Env.Kubelet == "" {
+		if err := b.res.Env.nodeEnv(ctx, b.node.cluster.Client(), b.node.cluster.NodeName()); err != nil {
+			b.res.Warnings = append(b.res.Warnings, err.Error())
+		}
+	}
 	b.pods.forgetGone()
+	// The pods of this mode run the tag, with the mode's pull policy.
+	if err := b.updateApp(ctx, func(d *appsv1.Deployment) {
+		c := &d.Spec.Template.Spec.Containers[0]
+		c.Image, c.ImagePullPolicy = b.node.appRef, m.pullPolicy()
+	}); err != nil {
+		return fmt.Errorf("kubebench: %s: set the pods' image and pull policy: %w", label, err)
+	}
 	one := func(scenario string, do func(*ScenarioRun) error) error {
 		if err := b.quiet(ctx, label+" "+scenario); err != nil {
 			return err
 		}
-		run := ScenarioRun{Scenario: scenario, Mode: m.Name, Round: round}
+		run := ScenarioRun{Scenario: scenario, Mode: m.Name, Round: round, Position: position}
 		b.pr.status("%s %s", label, scenario)
 		if err := do(&run); err != nil {
 			return err
 		}
 		if b.opts.wants(scenario) {
 			b.res.Runs = append(b.res.Runs, run)
-			s := summarize([]ScenarioRun{run})
-			b.pr.line("%s %s: %d/%d Ready, p50 %s, p99 %s, completion %s, pull p50 %s, %d restarts%s",
-				label, scenario, s.Ready, s.Pods, secs(s.P50), secs(s.P99), secs(s.Completion), secs(s.PullP50), s.Restarts, gateLine(run.Gate))
+			f := figures(run)
+			b.pr.line("%s %s: %d/%d Ready, p50 %s, p99 %s, completion %s, pull p50 %s, %d restarts, idle CPU %.0f%%%s",
+				label, scenario, f.Pods-f.Failed, f.Pods, secs(f.P50), secs(f.P99), secs(f.Completion), secs(f.PullP50), f.Restarts,
+				100*f.Idle.Run, gateLine(run.Gate))
 		}
 		b.pods.forgetGone()
 		return nil

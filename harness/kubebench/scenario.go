@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"runtime"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -19,10 +20,19 @@ import (
 // PodTime is one pod of a scenario run.
 type PodTime struct {
 	Name string `json:"name"`
-	// Ready is from the pod's creation (reboot: the kubelet's start) to
-	// its Ready condition, as the watch saw them; zero if it never got
-	// Ready in time.
-	Ready time.Duration `json:"ready_ns"`
+	// Created is the pod's creationTimestamp and ReadyAt its Ready
+	// condition's lastTransitionTime (zero if never Ready in time): the
+	// objects' own times, to the second. WatchAdded and WatchReady are
+	// when the watch delivered them, in the harness's clock.
+	Created    time.Time `json:"created"`
+	ReadyAt    time.Time `json:"ready_at"`
+	WatchAdded time.Time `json:"watch_added"`
+	WatchReady time.Time `json:"watch_ready"`
+	// Ready is Created to ReadyAt (reboot: the kubelet's start, to the
+	// second, to ReadyAt). A pod not Ready by the deadline (TimedOut),
+	// or never created, counts at the deadline: never dropped.
+	Ready    time.Duration `json:"ready_ns"`
+	TimedOut bool          `json:"timed_out,omitempty"`
 	// Pull and PullWaiting are kubelet's figures for the pod's image
 	// pull: the pull, and the pull with its wait for the node's pull
 	// worker (its Pulled event); zero if no event was found.
@@ -45,9 +55,12 @@ func distOf(h histogram) Dist { return Dist{Count: h.Count, P50: h.quantile(0.5)
 
 // ScenarioRun is one scenario run by one mode in one round.
 type ScenarioRun struct {
-	Scenario string    `json:"scenario"`
-	Mode     string    `json:"mode"`
-	Round    int       `json:"round"`
+	Scenario string `json:"scenario"`
+	Mode     string `json:"mode"`
+	// Round 0 is the warm-up, run and kept but never counted.
+	Round int `json:"round"`
+	// Position is the mode's place in its round's order, from 0.
+	Position int       `json:"position"`
 	Start    time.Time `json:"start"`
 	Pods     []PodTime `json:"pods"`
 	// Completion is from the scenario's start until every new pod was
@@ -67,6 +80,8 @@ type ScenarioRun struct {
 	Prefetch      time.Duration      `json:"prefetch_ns,omitempty"`
 	PrefetchError string             `json:"prefetch_error,omitempty"`
 	Gate          []bench.GateSample `json:"gate,omitempty"`
+	CPU           []CPUSample        `json:"cpu,omitempty"`
+	Idle          IdleCPU            `json:"idle"`
 	Warnings      []string           `json:"warnings,omitempty"`
 }
 
@@ -104,8 +119,8 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 		}
 	}
 	sli0, total0, merr := kubeletStarts(ctx, b.node.cluster.Client(), b.node.cluster.NodeName())
-	stopGate := b.watchGate(run)
 	t0 := time.Now()
+	stopGate := b.watchGate(run, t0)
 	run.Start = t0
 	if err := change(); err != nil {
 		stopGate()
@@ -138,14 +153,10 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 		if old[uid] {
 			continue
 		}
-		pt := PodTime{Name: p.name, Restarts: p.restarts}
-		if !p.ready.IsZero() {
-			pt.Ready = p.ready.Sub(p.added)
-		}
 		uids[uid] = p.name
-		run.Pods = append(run.Pods, pt)
+		run.Pods = append(run.Pods, b.podTime(p, p.created, p.restarts))
 	}
-	run.Failed = max(0, want-countReady(run.Pods))
+	b.fillMissing(run, want)
 	b.pullTimes(ctx, run, uids, t0)
 	if merr == nil {
 		sli1, total1, err := kubeletStarts(ctx, b.node.cluster.Client(), b.node.cluster.NodeName())
@@ -158,10 +169,32 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 	return nil
 }
 
+// podTime is p's figures, from since (its creation; reboot: the
+// kubelet's start) to its Ready condition, or at the deadline.
+func (b *runner) podTime(p podSeen, since time.Time, restarts int32) PodTime {
+	pt := PodTime{Name: p.name, Created: p.created, WatchAdded: p.added, Restarts: restarts}
+	if p.ready.IsZero() {
+		pt.Ready, pt.TimedOut = b.opts.Deadline, true
+		return pt
+	}
+	pt.ReadyAt, pt.WatchReady = p.readyAt, p.ready
+	pt.Ready = max(0, p.readyAt.Sub(since.Truncate(time.Second)))
+	return pt
+}
+
+// fillMissing counts the pods a run wanted and never saw at the
+// deadline, and sets Failed.
+func (b *runner) fillMissing(run *ScenarioRun, want int) {
+	for i := len(run.Pods); i < want; i++ {
+		run.Pods = append(run.Pods, PodTime{Name: "(never created)", Ready: b.opts.Deadline, TimedOut: true})
+	}
+	run.Failed = want - countReady(run.Pods)
+}
+
 func countReady(ps []PodTime) int {
 	n := 0
 	for _, p := range ps {
-		if p.Ready > 0 {
+		if !p.TimedOut {
 			n++
 		}
 	}
@@ -213,19 +246,23 @@ func eventTime(ev *corev1.Event) time.Time {
 	return ev.CreationTimestamp.Time
 }
 
-// watchGate samples startgated's gate during a run; the returned func
-// stops it and stores the samples.
-func (b *runner) watchGate(run *ScenarioRun) func() {
-	if b.node.api == nil {
-		return func() {}
-	}
+// watchGate samples the node's CPU and, with startgated, its gate during
+// a run from t0; the returned func stops both and stores the samples.
+func (b *runner) watchGate(run *ScenarioRun, t0 time.Time) func() {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan []bench.GateSample, 1)
+	gate := make(chan []bench.GateSample, 1)
+	cpu := make(chan []CPUSample, 1)
 	api := b.node.api
-	go func() { done <- bench.WatchGate(ctx, api, time.Now()) }()
+	go func() { cpu <- sampleCPU(ctx, api, t0) }()
+	if api != nil {
+		go func() { gate <- bench.WatchGate(ctx, api, t0) }()
+	} else {
+		gate <- nil
+	}
 	return func() {
 		cancel()
-		run.Gate = <-done
+		run.Gate, run.CPU = <-gate, <-cpu
+		run.Idle = idleOf(run.CPU, runtime.NumCPU())
 	}
 }
 
@@ -236,7 +273,7 @@ func (b *runner) scaleUp(ctx context.Context, run *ScenarioRun) error {
 
 // rollout pushes a patch, announces it in the prefetch mode, and rolls
 // the Deployment out again with strategy.
-func (b *runner) rollout(ctx context.Context, run *ScenarioRun, m bench.Mode, strategy appsv1.DeploymentStrategy, label string) error {
+func (b *runner) rollout(ctx context.Context, run *ScenarioRun, m Mode, strategy appsv1.DeploymentStrategy, label string) error {
 	b.pr.status("%s: pushing a patch", label)
 	d, err := b.node.patch(ctx)
 	if err != nil {
@@ -265,6 +302,10 @@ func (b *runner) rollout(ctx context.Context, run *ScenarioRun, m bench.Mode, st
 				dep.Spec.Template.Annotations = map[string]string{}
 			}
 			dep.Spec.Template.Annotations[restartedAt] = time.Now().Format(time.RFC3339Nano)
+			if m.pullPolicy() == corev1.PullIfNotPresent {
+				// The node has the tag: only a new reference pulls.
+				dep.Spec.Template.Spec.Containers[0].Image = b.node.digestRef(d)
+			}
 		})
 	})
 }
@@ -272,7 +313,7 @@ func (b *runner) rollout(ctx context.Context, run *ScenarioRun, m bench.Mode, st
 // reboot kills every pod's sandbox, restarts containerd and startgated,
 // starts the kubelet and measures from then until each pod is Ready with
 // a new container.
-func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m bench.Mode) error {
+func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m Mode) error {
 	before, _ := b.pods.snapshot()
 	pre := map[string]string{}
 	for uid, p := range before {
@@ -285,7 +326,7 @@ func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m bench.Mode) err
 		return err
 	}
 	run.Start = t0
-	stopGate := b.watchGate(run)
+	stopGate := b.watchGate(run, t0)
 	rebooted := func(p podSeen, uid string) bool {
 		return !p.ready.IsZero() && p.readyWith != pre[uid] && p.ready.After(t0)
 	}
@@ -306,16 +347,15 @@ func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m bench.Mode) err
 	uids := map[string]string{}
 	for uid := range pre {
 		p := after[uid]
+		if !rebooted(p, uid) {
+			p.ready = time.Time{}
+		}
 		// kubelet counts the container the reboot made it re-create
 		// as a restart: only restarts beyond that one count.
-		pt := PodTime{Name: p.name, Restarts: max(0, p.restarts-before[uid].restarts-1)}
-		if rebooted(p, uid) {
-			pt.Ready = p.ready.Sub(t0)
-		}
 		uids[uid] = p.name
-		run.Pods = append(run.Pods, pt)
+		run.Pods = append(run.Pods, b.podTime(p, t0, max(0, p.restarts-before[uid].restarts-1)))
 	}
-	run.Failed = len(pre) - countReady(run.Pods)
+	b.fillMissing(run, len(pre))
 	b.pullTimes(ctx, run, uids, t0)
 	// The kubelet restarted: its histograms start from zero.
 	sli, total, merr := kubeletStarts(ctx, b.node.cluster.Client(), b.node.cluster.NodeName())

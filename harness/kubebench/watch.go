@@ -13,9 +13,13 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// podSeen is what the watch saw of one pod, in this process's clock.
+// podSeen is what the watch saw of one pod: its own timestamps (the API
+// server's and the kubelet's, one-second resolution) and when the watch
+// delivered each change, in this process's clock.
 type podSeen struct {
 	name     string
+	created  time.Time // metadata.creationTimestamp
+	readyAt  time.Time // the Ready condition's lastTransitionTime, while Ready
 	added    time.Time // the watch's first sight: creation + delivery
 	deleted  time.Time // when it left the API; zero while it exists
 	ready    time.Time // the last transition to Ready seen; zero if not Ready
@@ -73,7 +77,7 @@ func (t *tracker) update(obj any, deleted bool) {
 	defer t.mu.Unlock()
 	s := t.pods[string(p.UID)]
 	if s == nil {
-		s = &podSeen{name: p.Name, added: now}
+		s = &podSeen{name: p.Name, created: p.CreationTimestamp.Time, added: now}
 		t.pods[string(p.UID)] = s
 	}
 	if deleted {
@@ -84,16 +88,17 @@ func (t *tracker) update(obj any, deleted bool) {
 		s.container = cs.ContainerID
 	}
 	ready := false
+	var readyAt time.Time
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-			ready = true
+			ready, readyAt = true, c.LastTransitionTime.Time
 		}
 	}
 	switch {
 	case ready && (s.ready.IsZero() || s.readyWith != s.container):
-		s.ready, s.readyWith = now, s.container
+		s.ready, s.readyAt, s.readyWith = now, readyAt, s.container
 	case !ready:
-		s.ready = time.Time{}
+		s.ready, s.readyAt = time.Time{}, time.Time{}
 	}
 	close(t.changed)
 	t.changed = make(chan struct{})

@@ -75,9 +75,12 @@ type Options struct {
 	RuntimeRequestTimeout time.Duration
 	// ParallelImagePulls, when positive, turns kubelet's serialized image
 	// pulls off (serializeImagePulls: false) and lets this many run at
-	// once (maxParallelImagePulls); 0 keeps kubelet's default, one pull
-	// at a time on the node.
+	// once (maxParallelImagePulls); AllImagePulls turns them off with no
+	// maximum; 0 keeps kubelet's default, one pull at a time on the node.
 	ParallelImagePulls int
+	// RegistryPullQPS, when set, is kubelet's registryPullQPS (0 is no
+	// limit; its burst stays at the default); nil keeps the default, 5.
+	RegistryPullQPS *int32
 	// StartTimeout bounds Start from the first process to a Ready node;
 	// 0 means 3 minutes (a busy 2-core machine needs most of one).
 	StartTimeout time.Duration

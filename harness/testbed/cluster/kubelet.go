@@ -74,8 +74,14 @@ maxPods: 250
 		q(filepath.Join(c.dir, "pod-logs")),
 		q(filepath.Join(c.dir, "volume-plugins")),
 	)
-	if n := c.opts.ParallelImagePulls; n > 0 {
+	switch n := c.opts.ParallelImagePulls; {
+	case n > 0:
 		fmt.Fprintf(&b, "serializeImagePulls: false\nmaxParallelImagePulls: %d\n", n)
+	case n == AllImagePulls:
+		b.WriteString("serializeImagePulls: false\n")
+	}
+	if q := c.opts.RegistryPullQPS; q != nil {
+		fmt.Fprintf(&b, "registryPullQPS: %d\n", *q)
 	}
 	if d := c.opts.RuntimeRequestTimeout; d > 0 {
 		fmt.Fprintf(&b, "runtimeRequestTimeout: %s\n", d)
@@ -177,7 +183,13 @@ type KubeletSettings struct {
 	RuntimeEndpoint string
 	// ParallelImagePulls is Options.ParallelImagePulls.
 	ParallelImagePulls int
+	// RegistryPullQPS is Options.RegistryPullQPS.
+	RegistryPullQPS *int32
 }
+
+// AllImagePulls as ParallelImagePulls: serializeImagePulls false with no
+// maxParallelImagePulls.
+const AllImagePulls = -1
 
 // SetKubelet changes the settings the next StartKubelet runs the kubelet
 // with; the kubelet must be stopped. A benchmark points one node's
@@ -189,10 +201,11 @@ func (c *Cluster) SetKubelet(s KubeletSettings) error {
 	if c.kubelet != nil && !c.kubelet.hasExited() {
 		return errors.New("cluster: SetKubelet: the kubelet is running")
 	}
-	if s.RuntimeEndpoint == "" || s.ParallelImagePulls < 0 {
-		return fmt.Errorf("cluster: SetKubelet: runtime endpoint %q and parallel pulls %d: want a socket and 0 or more", s.RuntimeEndpoint, s.ParallelImagePulls)
+	if s.RuntimeEndpoint == "" || s.ParallelImagePulls < AllImagePulls || (s.RegistryPullQPS != nil && *s.RegistryPullQPS < 0) {
+		return fmt.Errorf("cluster: SetKubelet: runtime endpoint %q, parallel pulls %d, registry QPS %v: want a socket, AllImagePulls or 0 or more, none or 0 or more",
+			s.RuntimeEndpoint, s.ParallelImagePulls, s.RegistryPullQPS)
 	}
-	c.opts.RuntimeEndpoint, c.opts.ParallelImagePulls = s.RuntimeEndpoint, s.ParallelImagePulls
+	c.opts.RuntimeEndpoint, c.opts.ParallelImagePulls, c.opts.RegistryPullQPS = s.RuntimeEndpoint, s.ParallelImagePulls, s.RegistryPullQPS
 	return nil
 }
 
