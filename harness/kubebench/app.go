@@ -112,6 +112,14 @@ func deployment(image string, replicas int32, script string) *appsv1.Deployment 
 	}
 }
 
+// startupProbe is the readiness probe as a startup probe, allowed the
+// scenario's whole deadline to pass.
+func startupProbe(readiness *corev1.Probe) *corev1.Probe {
+	p := readiness.DeepCopy()
+	p.FailureThreshold = int32(DefaultDeadline / time.Second)
+	return p
+}
+
 // rollingUpdate is the default RollingUpdate strategy: 25% surge, 25%
 // unavailable.
 func rollingUpdate() appsv1.DeploymentStrategy {

@@ -22,7 +22,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o Options
 	scenarios := fs.String("scenarios", Recreate, "comma-separated: "+strings.Join(AllScenarios, ", ")+" (a mode always scales up first; the others need its pods)")
-	modes := fs.String("modes", DefaultModes, "comma-separated BASE[+OPTION...]; BASE: direct (kubelet on containerd), proxy (startgated, gate bypassed: the pull path alone), gate (startgated, pull path off: the gate alone), startgate, startgate-prefetch (the patch announced and fetched before each rollout), fixed-K (startgate with its in-flight limit pinned at K), fixed (fixed-2,fixed-4,fixed-8); OPTION: parallel-N or parallel-all (kubelet's maxParallelImagePulls), qps-N (its registryPullQPS, 0 no limit), ifnotpresent (imagePullPolicy IfNotPresent, rollouts by digest)")
+	modes := fs.String("modes", DefaultModes, "comma-separated BASE[+OPTION...]; BASE: direct (kubelet on containerd), proxy (startgated, gate bypassed: the pull path alone), gate (startgated, pull path off: the gate alone), startgate, startgate-prefetch (the patch announced and fetched before each rollout), fixed-K (startgate with its in-flight limit pinned at K), fixed (fixed-2,fixed-4,fixed-8), pacemaker (pod-pacemaker as its chart installs it), pacemaker-K (at concurrency K); OPTION: parallel-N or parallel-all (kubelet's maxParallelImagePulls), qps-N (its registryPullQPS, 0 no limit), ifnotpresent (imagePullPolicy IfNotPresent, rollouts by digest), startup (a startup probe as the readiness probe)")
 	quick := fs.Bool("quick", false, "a first look: --modes "+QuickModes+", 2 rounds, no warm-up (unless those flags are given)")
 	fs.IntVar(&o.Pods, "pods", DefaultPods, "the Deployment's replicas")
 	fs.IntVar(&o.Rounds, "rounds", DefaultRounds, "counted rounds; every mode runs once per round, in a Williams order")
@@ -36,6 +36,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.RegistryToken, "registry-token", true, "the registry asks for a bearer token, as public registries do")
 	fs.DurationVar(&o.PrefetchTimeout, "prefetch-timeout", DefaultPrefetchTimeout, "longest wait for startgated to fetch an announced patch; the rollout runs anyway after it")
 	fs.DurationVar(&o.Deadline, "deadline", DefaultDeadline, "longest a scenario may take; pods not Ready by then failed")
+	fs.StringVar(&o.PacemakerBin, "pacemaker-bin", os.Getenv("STARTGATE_PACEMAKER_BIN"), "directory of pod-pacemaker's node-daemon and cni-plugin, for the pacemaker modes (default $STARTGATE_PACEMAKER_BIN; hack/pacemaker/build.sh builds them)")
 	fs.StringVar(&o.KubeBin, "kube-bin", os.Getenv("STARTGATE_KUBE_BIN"), "directory of the Kubernetes binaries (default $STARTGATE_KUBE_BIN, else hack/kubernetes/build.sh builds them once)")
 	daemonCfg := fs.String("startgated-config", "", "TOML file appended to every startgated config (tuning)")
 	fs.StringVar(&o.DaemonLog, "startgated-log", "", "keep the last startgated's log here")

@@ -170,7 +170,7 @@ func TestTables(t *testing.T) {
 }
 
 func TestParseModes(t *testing.T) {
-	ms, err := ParseModes("direct, gate,fixed,direct+parallel-all+qps-0,startgate-prefetch+ifnotpresent,pacemaker-4")
+	ms, err := ParseModes("direct, gate,fixed,direct+parallel-all+qps-0,startgate-prefetch+ifnotpresent,pacemaker-4+startup")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestParseModes(t *testing.T) {
 	for _, m := range ms {
 		names = append(names, m.Name)
 	}
-	want := []string{"direct", "gate", "fixed-2", "fixed-4", "fixed-8", "direct+parallel-all+qps-0", "startgate-prefetch+ifnotpresent", "pacemaker-4"}
+	want := []string{"direct", "gate", "fixed-2", "fixed-4", "fixed-8", "direct+parallel-all+qps-0", "startgate-prefetch+ifnotpresent", "pacemaker-4+startup"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("names = %v, want %v", names, want)
 	}
@@ -191,8 +191,8 @@ func TestParseModes(t *testing.T) {
 	if m := ms[1]; m.Path != PathGate || m.pullPolicy() != corev1.PullAlways {
 		t.Errorf("gate = %+v", m)
 	}
-	if m := ms[7]; m.Path != PathPacemaker || m.Limit != 4 {
-		t.Errorf("pacemaker-4 = %+v", m)
+	if m := ms[7]; m.Path != PathPacemaker || m.Limit != 4 || !m.StartupProbe || m.viaGate() {
+		t.Errorf("pacemaker-4+startup = %+v", m)
 	}
 	for _, bad := range []string{"", "direct,,gate", "fast", "fixed-0", "fixed-x", "direct+parallel-0", "direct+qps--1",
 		"direct+turbo", "direct+parallel-2+parallel-4", "gate,gate", "fixed,fixed-4"} {

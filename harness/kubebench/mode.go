@@ -57,6 +57,10 @@ type Mode struct {
 	// digest (a tag the node has is never pulled again), as users of
 	// IfNotPresent roll out a patch.
 	PullPolicy corev1.PullPolicy `json:"pull_policy,omitempty"`
+	// StartupProbe gives the app a startup probe, the readiness probe's
+	// HTTP GET every second: what pod-pacemaker waits for before it
+	// releases a slot (else it releases at the container's start).
+	StartupProbe bool `json:"startup_probe,omitempty"`
 	// Config is more startgated TOML for this mode alone (--variant).
 	Config string `json:"-"`
 }
@@ -103,8 +107,9 @@ const QuickModes = "direct,direct+parallel-4,gate,startgate,startgate-prefetch"
 //
 // OPTION is parallel-N (the kubelet's maxParallelImagePulls N),
 // parallel-all (serializeImagePulls false, no maximum), qps-N (its
-// registryPullQPS N; 0 is no limit) or ifnotpresent (imagePullPolicy
-// IfNotPresent). Order is kept; a mode named twice is refused.
+// registryPullQPS N; 0 is no limit), ifnotpresent (imagePullPolicy
+// IfNotPresent) or startup (a startup probe). Order is kept; a mode
+// named twice is refused.
 func ParseModes(s string) ([]Mode, error) {
 	var modes []Mode
 	seen := map[string]bool{}
@@ -205,8 +210,10 @@ func (m *Mode) parseOptions(opts string) error {
 			m.PullQPS = &q
 		case o == "ifnotpresent":
 			m.PullPolicy = corev1.PullIfNotPresent
+		case o == "startup":
+			m.StartupProbe = true
 		default:
-			return fmt.Errorf("unknown option %q (want parallel-N, parallel-all, qps-N or ifnotpresent)", o)
+			return fmt.Errorf("unknown option %q (want parallel-N, parallel-all, qps-N, ifnotpresent or startup)", o)
 		}
 	}
 	return nil
@@ -247,5 +254,8 @@ func (m Mode) Describe() string {
 		}
 	}
 	parts = append(parts, "imagePullPolicy "+string(m.pullPolicy()))
+	if m.StartupProbe {
+		parts = append(parts, "a startup probe")
+	}
 	return strings.Join(parts, ", ")
 }

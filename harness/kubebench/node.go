@@ -36,6 +36,7 @@ type node struct {
 	apiConn *grpc.ClientConn
 	api     pb.StartgateClient
 	mode    string // the mode kubelet and startgated run for
+	pm      pacemaker
 
 	app    *bench.App // as last pushed
 	appRef string     // the registry across the link: what pods pull
@@ -145,7 +146,7 @@ func (n *node) setMode(ctx context.Context, m Mode) error {
 	if err := n.cluster.StopKubelet(ctx); err != nil {
 		return err
 	}
-	if err := n.stopGate(); err != nil {
+	if err := errors.Join(n.stopGate(), n.stopPacemaker(ctx)); err != nil {
 		return err
 	}
 	endpoint := n.tb.Endpoint()
@@ -166,7 +167,13 @@ func (n *node) setMode(ctx context.Context, m Mode) error {
 		return err
 	}
 	n.mode = m.Name
-	return n.cluster.WaitNodeReady(ctx)
+	if err := n.cluster.WaitNodeReady(ctx); err != nil {
+		return err
+	}
+	if m.Path == PathPacemaker {
+		return n.startPacemaker(ctx, m)
+	}
+	return nil
 }
 
 // startGate starts startgated for m (this binary re-executed, or
@@ -223,7 +230,7 @@ func (n *node) reboot(ctx context.Context, m Mode) (time.Time, error) {
 	if err := n.cluster.StopKubelet(ctx); err != nil {
 		return time.Time{}, err
 	}
-	if err := n.stopGate(); err != nil {
+	if err := errors.Join(n.stopGate(), n.stopPacemaker(ctx)); err != nil {
 		return time.Time{}, err
 	}
 	sbs, err := n.cri.ListPodSandbox(ctx, nil)
@@ -249,6 +256,13 @@ func (n *node) reboot(ctx context.Context, m Mode) (time.Time, error) {
 			return time.Time{}, err
 		}
 	}
+	if m.Path == PathPacemaker {
+		// Its DaemonSet's pod comes back with the node, before kubelet
+		// starts the others.
+		if err := n.startPacemaker(ctx, m); err != nil {
+			return time.Time{}, err
+		}
+	}
 	t0 := time.Now()
 	return t0, n.cluster.StartKubelet(ctx)
 }
@@ -260,6 +274,7 @@ func (n *node) stop(ctx context.Context) error {
 	var errs []error
 	if n.cluster != nil {
 		errs = append(errs, n.cluster.StopKubelet(ctx))
+		errs = append(errs, n.stopPacemaker(ctx))
 	}
 	errs = append(errs, n.stopGate())
 	if n.cluster != nil {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -67,6 +69,9 @@ type Options struct {
 	// KubeBin is the Kubernetes binaries' directory; "" builds or finds
 	// them (cluster.Binaries).
 	KubeBin string
+	// PacemakerBin holds pod-pacemaker's node-daemon and cni-plugin
+	// (hack/pacemaker/build.sh); needed by the pacemaker modes only.
+	PacemakerBin string
 	// Daemon runs startgated instead of this binary re-executed.
 	Daemon []string
 	// DaemonConfig is TOML appended to every startgated config.
@@ -121,8 +126,16 @@ func (o *Options) withDefaults() error {
 		}
 	}
 	for _, m := range o.Modes {
-		if m.Path == PathPacemaker {
-			return fmt.Errorf("kubebench: mode %s: pod-pacemaker is not wired into this benchmark yet", m.Name)
+		if m.Path != PathPacemaker {
+			continue
+		}
+		if o.PacemakerBin == "" {
+			return fmt.Errorf("kubebench: mode %s needs pod-pacemaker's binaries: --pacemaker-bin DIR (hack/pacemaker/build.sh builds them)", m.Name)
+		}
+		for _, b := range []string{"node-daemon", "cni-plugin"} {
+			if _, err := os.Stat(filepath.Join(o.PacemakerBin, b)); err != nil {
+				return fmt.Errorf("kubebench: mode %s: --pacemaker-bin %s: %w", m.Name, o.PacemakerBin, err)
+			}
 		}
 	}
 	switch o.Workload {

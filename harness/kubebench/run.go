@@ -164,6 +164,10 @@ func (b *runner) cycle(ctx context.Context, m Mode, round, position int, label s
 	if err := b.updateApp(ctx, func(d *appsv1.Deployment) {
 		c := &d.Spec.Template.Spec.Containers[0]
 		c.Image, c.ImagePullPolicy = b.node.appRef, m.pullPolicy()
+		c.StartupProbe = nil
+		if m.StartupProbe {
+			c.StartupProbe = startupProbe(c.ReadinessProbe)
+		}
 	}); err != nil {
 		return fmt.Errorf("kubebench: %s: set the pods' image and pull policy: %w", label, err)
 	}

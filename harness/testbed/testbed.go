@@ -371,3 +371,16 @@ func (tb *Testbed) SandboxImage() string { return tb.sandboxImage }
 // before it calls a node Ready. Host-network pods still need no CNI
 // binaries; the bin dir stays empty.
 func (tb *Testbed) CNIConfDir() string { return filepath.Join(tb.dir, "cni", "net.d") }
+
+// CNIBinDir is the CRI's CNI bin dir: the host's plugins, linked.
+func (tb *Testbed) CNIBinDir() string { return filepath.Join(tb.dir, "cni", "bin") }
+
+// PodNetworkConf is the pod network's conflist, "" without one (see
+// PodSubnet). A conflist that sorts before it in CNIConfDir replaces it
+// (containerd loads the first), as a chained plugin's installer does.
+func (tb *Testbed) PodNetworkConf() string {
+	if tb.podSubnet == "" {
+		return ""
+	}
+	return filepath.Join(tb.CNIConfDir(), podNetworkConf)
+}
