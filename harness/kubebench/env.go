@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"time"
@@ -39,14 +40,7 @@ type Env struct {
 // (nodeEnv), once a kubelet has registered.
 func hostEnv() Env {
 	e := Env{Date: time.Now().UTC(), Cores: runtime.NumCPU(), Go: runtime.Version()}
-	v := version.Get()
-	e.Commit = v.Revision
-	if len(e.Commit) > 12 {
-		e.Commit = e.Commit[:12]
-	}
-	if v.Modified {
-		e.Commit += "+modified"
-	}
+	e.Commit = commit()
 	e.Host, _ = os.Hostname()
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
@@ -61,6 +55,28 @@ func hostEnv() Env {
 		}
 	}
 	return e
+}
+
+// commit is the build's VCS revision; a binary built without it
+// (-buildvcs=false) asks git about the checkout it runs in.
+func commit() string {
+	v := version.Get()
+	rev, modified := v.Revision, v.Modified
+	if rev == "" {
+		out, err := exec.Command("git", "rev-parse", "HEAD").Output()
+		if err != nil {
+			return ""
+		}
+		rev = strings.TrimSpace(string(out))
+		modified = exec.Command("git", "diff", "--quiet", "HEAD", "--").Run() != nil
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified {
+		rev += "+modified"
+	}
+	return rev
 }
 
 // nodeEnv fills in the kubelet's and the runtime's versions from the

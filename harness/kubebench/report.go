@@ -234,7 +234,7 @@ func versus(name string, me, base map[int]RoundFigures) Versus {
 // of figures and a table of comparisons.
 func WriteMarkdown(w io.Writer, r *Result) error {
 	var b strings.Builder
-	counted := fmt.Sprintf("%d counted rounds", r.Rounds)
+	counted := fmt.Sprintf("%d counted round%s", r.Rounds, map[bool]string{true: "s"}[r.Rounds != 1])
 	if r.Warmup {
 		counted += " after a warm-up round"
 	}
