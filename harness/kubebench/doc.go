@@ -11,20 +11,32 @@
 // plane and kubelet (testbed/cluster, Kubernetes v1.34). The control plane
 // runs for the whole benchmark; the kubelet and startgated are restarted
 // for every mode, on an empty node, so each mode starts from the same
-// state:
+// state.
+//
+// # The modes (mode.go)
+//
+// A mode is BASE[+OPTION...]. The bases take startgate apart:
 //
 //   - direct: kubelet on containerd's socket;
-//   - fixed-K: kubelet on startgated with the in-flight limit pinned at K
-//     ([admission.limits] inflight = K, rate 1000/s): what a user of a
-//     constant limit (pod-pacemaker and the like) runs;
-//   - startgate: kubelet on startgated as shipped, with the pod watch on;
-//   - startgate-prefetch: the same with [prefetch] on, and before each
+//   - proxy: kubelet on startgated with the gate bypassed (SetBypass):
+//     the CRI proxy's pull path alone (the pull lane, shared resolutions);
+//   - gate: kubelet on startgated with [cri.pulls] enabled = false:
+//     admission alone, every pull forwarded as kubelet sent it;
+//   - startgate: both, as shipped, with the pod watch on;
+//   - startgate-prefetch: the same with [prefetch] on; before each
 //     rollout the patch is announced (PrefetchAdd, as a CI step's
-//     `startgatectl prefetch add` does) and fetched before the rollout
-//     starts; the fetch's time is reported, not counted.
+//     `startgatectl prefetch add` does) and fetched, and the fetch's time
+//     is reported, not counted;
+//   - fixed-K: startgate with the in-flight limit pinned at K;
+//   - pacemaker, pacemaker-K: kubelet on containerd with pod-pacemaker
+//     (pacemaker.go) at its chart's default or at concurrency K.
 //
-// Kubelet pulls one image at a time (its default) unless --parallel-pulls
-// sets serializeImagePulls false and maxParallelImagePulls.
+// The options are what a user sets instead: parallel-N and parallel-all
+// (kubelet's serializeImagePulls false, maxParallelImagePulls N or none),
+// qps-N (registryPullQPS; 0 is no limit), ifnotpresent (imagePullPolicy
+// IfNotPresent: the rollout then moves the template to the patch's
+// digest, as those users roll out) and startup (a startup probe equal to
+// the readiness probe, which is what pod-pacemaker waits for).
 //
 // # The app
 //
@@ -48,9 +60,12 @@
 //
 // # The scenarios
 //
-// Every round runs every mode once (the order reversed in even rounds),
-// and each mode runs the scenarios asked for, in this order, on a quiet
-// node each time:
+// A warm-up round (round 0, every mode once, kept in the raw data and
+// never counted) comes first, then the counted rounds, each running
+// every mode once in the order of a Williams design's row (run.go,
+// roundOrder): over as many rounds as modes, every mode runs once in
+// every position. Each mode runs the scenarios asked for, in this order,
+// on a quiet node each time:
 //
 //   - scale-up: the Deployment scaled from 0 to N; the node has the image
 //     (tag unchanged), so every pull only resolves the tag;
@@ -67,25 +82,30 @@
 //
 // # What is measured
 //
-// Per pod, from its creation to its Ready condition, as a pod watch sees
-// them (the API's timestamps have one-second resolution; the watch's
-// delivery is milliseconds); for reboot, from the kubelet's start to the
-// pod's Ready with its new container. Per scenario run: p50, p90, p99
-// (nearest rank), completion (from the scenario's start until every new
-// pod is Ready and no old one is left), pods not Ready in time, container
-// restarts (after a reboot, beyond the one kubelet counts for the
-// container the reboot made it re-create), each pod's pull (kubelet's "Successfully pulled image ... in
-// X (Y including waiting)" event), and kubelet's own
-// kubelet_pod_start_sli_duration_seconds and
-// kubelet_pod_start_total_duration_seconds (read through the API server's
-// node proxy before and after, the histograms' difference). During
-// startgated modes the gate's Status is sampled (bench.GateSample).
+// Per pod, the objects' own times: its creationTimestamp to its Ready
+// condition's lastTransitionTime (one-second resolution; reboot: from
+// the kubelet's start, to the second); the watch's delivery times are
+// kept beside them in the raw data. A pod not Ready by the deadline, or
+// never created, counts at the deadline: never dropped. Per round: p50,
+// p90, p99 (nearest rank over the round's pods), completion (from the
+// scenario's start until every new pod is Ready and no old one is left),
+// the node's idle CPU over the run and while starts waited in startgated
+// (cpu.go: /proc/stat and the gate's queue, every 250 ms), container
+// restarts, each pod's pull (kubelet's Pulled event) and kubelet's own
+// pod start histograms.
 //
-// Ratios to direct are taken within a round (the modes ran minutes apart
-// on the same node), then the median over rounds is reported with its
-// range: this machine's noise moves a single ratio by 0.3.
+// Over rounds (report.go, harness/stats): each figure's median with its
+// range; against direct, the proxy alone and the best users' alternative
+// (the lowest median p50 among kubelet's settings, fixed limits and
+// pod-pacemaker), the ratio taken within each round, its median with a
+// 95% bootstrap interval, and a verdict: better or worse when the
+// interval excludes 1, else not distinguishable at this noise.
 //
-// --charts DIR writes a chart per scenario (kube-SCENARIO.svg: the pods'
-// time to Ready as a CDF per mode, rounds pooled); --report FILE prints
-// the tables and charts of a run saved with --json, without running.
+// --json FILE keeps everything (per pod: timestamps; per run: mode,
+// round, position, the gate's and the CPU's samples; the machine, kernel,
+// versions and commit); `make bench-kube` writes it under
+// docs/bench-data. --report FILE prints the tables and --charts DIR
+// draws a chart per scenario (kube-SCENARIO.svg: the pods' time to Ready
+// as a CDF per mode, counted rounds pooled) from such a file, without
+// running.
 package kubebench
