@@ -74,8 +74,8 @@ func initScript(kind string, cpu time.Duration, ioBytes int64) string {
 }
 
 // deployment is the app: replicas pods of image, Recreate strategy (the
-// rolling scenario switches it), a readiness probe every second.
-func deployment(image string, replicas int32, script string) *appsv1.Deployment {
+// rolling scenario switches it), a readiness probe every probePeriod.
+func deployment(image string, replicas int32, script string, probePeriod time.Duration) *appsv1.Deployment {
 	labels := map[string]string{"app": appName}
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: appNS, Labels: labels},
@@ -102,7 +102,7 @@ func deployment(image string, replicas int32, script string) *appsv1.Deployment 
 							ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 								Path: "/ready", Port: intstr.FromInt32(appPort),
 							}},
-							PeriodSeconds:    1,
+							PeriodSeconds:    int32(probePeriod / time.Second),
 							FailureThreshold: 1,
 						},
 					}},
@@ -116,7 +116,7 @@ func deployment(image string, replicas int32, script string) *appsv1.Deployment 
 // scenario's whole deadline to pass.
 func startupProbe(readiness *corev1.Probe) *corev1.Probe {
 	p := readiness.DeepCopy()
-	p.FailureThreshold = int32(DefaultDeadline / time.Second)
+	p.FailureThreshold = int32(DefaultDeadline/time.Second) / max(1, p.PeriodSeconds)
 	return p
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -28,6 +29,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Rounds, "rounds", DefaultRounds, "counted rounds; every mode runs once per round, in a Williams order")
 	fs.BoolVar(&o.Warmup, "warmup", true, "run a warm-up round first (every mode once, kept in the raw data, never counted)")
 	fs.StringVar(&o.Workload, "workload", WorkCPU, "init work: cpu, io or mixed")
+	fs.DurationVar(&o.ProbePeriod, "probe-period", time.Second, "the readiness probe's period (whole seconds; charts often set 10s)")
 	fs.DurationVar(&o.InitCPU, "init-cpu", DefaultInitCPU, "a cpu pod's init: this much CPU time (the container's cgroup counts it)")
 	ioSize := fs.String("io-size", "16MB", "an io pod's init: write, fsync and read back this many bytes")
 	patchSize := fs.String("patch-size", "20MB", "size of the layer each patch replaces")

@@ -271,6 +271,8 @@ func TestOptionsRefuseBadInput(t *testing.T) {
 		{Rounds: -2},
 		{RegistryRTT: -time.Second},
 		{Modes: []Mode{}},
+		{ProbePeriod: 1500 * time.Millisecond},
+		{ProbePeriod: time.Hour},
 		{Modes: []Mode{{Name: "pacemaker", Path: PathPacemaker}}},
 	} {
 		if err := o.withDefaults(); err == nil {

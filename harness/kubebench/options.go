@@ -47,6 +47,11 @@ type Options struct {
 	// cache and the image store as later rounds find them, and is kept in
 	// the raw data but never counted.
 	Warmup bool
+	// ProbePeriod is the readiness probe's period, whole seconds; 0
+	// means 1 s. Charts commonly set 10 s: a pod then reports Ready up
+	// to 10 s after it could, and a gate that holds its slot till Ready
+	// holds it that long.
+	ProbePeriod time.Duration
 	// Workload is WorkCPU (""), WorkIO or WorkMixed.
 	Workload string
 	// InitCPU is a cpu pod's init work, in CPU time.
@@ -114,6 +119,9 @@ func (o *Options) withDefaults() error {
 	if o.PrefetchTimeout == 0 {
 		o.PrefetchTimeout = DefaultPrefetchTimeout
 	}
+	if o.ProbePeriod == 0 {
+		o.ProbePeriod = time.Second
+	}
 	if o.Deadline == 0 {
 		o.Deadline = DefaultDeadline
 	}
@@ -150,6 +158,8 @@ func (o *Options) withDefaults() error {
 		return fmt.Errorf("kubebench: rounds %d: want at least 1", o.Rounds)
 	case len(o.Modes) == 0:
 		return errors.New("kubebench: no modes")
+	case o.ProbePeriod < time.Second || o.ProbePeriod > 5*time.Minute || o.ProbePeriod%time.Second != 0:
+		return fmt.Errorf("kubebench: probe period %s: want whole seconds from 1s to 5m", o.ProbePeriod)
 	case o.InitCPU < 0, o.IOBytes < 0, o.PatchSize < 1, o.RegistryBandwidth < 0, o.RegistryRTT < 0,
 		o.PrefetchTimeout < 0, o.Deadline < 0:
 		return errors.New("kubebench: negative durations, sizes or counts")

@@ -240,7 +240,11 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 	}
 	fmt.Fprintf(&b, "Real one-node cluster (%s), %d cores, kernel %s; a Deployment of %d pods; %s, the modes in a Williams order (every mode in every position over as many rounds as modes).\n",
 		r.Env.versions(), r.Cores, orUnknown(r.Env.Kernel), r.Pods, counted)
-	fmt.Fprintf(&b, "Init (%s): %s. Readiness: HTTP probe every second once init is done.\n", r.Workload, describeWork(r))
+	period := r.ProbePeriod
+	if period == 0 {
+		period = time.Second // runs saved before the setting
+	}
+	fmt.Fprintf(&b, "Init (%s): %s. Readiness: an HTTP probe every %s, passing once init is done.\n", r.Workload, describeWork(r), period)
 	fmt.Fprintf(&b, "Registry: %s; each patch replaces one %.1f MiB layer.\n", registryDescription(r), float64(r.PatchSize)/(1<<20))
 	b.WriteString("Modes: " + describeModes(r) + "\n")
 	b.WriteString("Per pod: creationTimestamp to the Ready condition's lastTransitionTime (the objects' own times, to the second; reboot: the kubelet's start to Ready); " +

@@ -24,6 +24,7 @@ type Result struct {
 	Rounds            int           `json:"rounds"`
 	Cores             int           `json:"cores"`
 	InitCPU           time.Duration `json:"init_cpu_ns"`
+	ProbePeriod       time.Duration `json:"probe_period_ns"`
 	IOBytes           int64         `json:"io_bytes"`
 	PatchSize         int           `json:"patch_size"`
 	RegistryBandwidth float64       `json:"registry_bandwidth"`
@@ -81,7 +82,7 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	for _, m := range opts.Modes {
 		res.Modes = append(res.Modes, m.Name)
 	}
-	res.ModeSpecs, res.Warmup, res.Env = opts.Modes, opts.Warmup, hostEnv()
+	res.ModeSpecs, res.Warmup, res.Env, res.ProbePeriod = opts.Modes, opts.Warmup, hostEnv(), opts.ProbePeriod
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	b := &runner{opts: &opts, node: n, pods: newTracker(), pr: pr, res: res}
@@ -97,7 +98,7 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 
 func (b *runner) run(ctx context.Context) error {
 	script := initScript(b.opts.Workload, b.opts.InitCPU, b.opts.IOBytes)
-	dep := deployment(b.node.appRef, 0, script)
+	dep := deployment(b.node.appRef, 0, script, b.opts.ProbePeriod)
 	if _, err := b.node.cluster.Client().AppsV1().Deployments(appNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("kubebench: create the Deployment: %w", err)
 	}
