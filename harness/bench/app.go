@@ -8,8 +8,12 @@ import (
 	"github.com/startgate/startgate/harness/testbed"
 )
 
-// patchFile is the path of the patched layer's one file in the image.
-const patchFile = "app/patch.bin"
+// patchFile is the path of the patched layer's one file in the image;
+// PatchDir the directory of its files when it has many (NewFilesApp).
+const (
+	patchFile = "app/patch.bin"
+	PatchDir  = "app/lib"
+)
 
 // App is a benchmark's app image as last pushed: busybox and one layer of
 // random bytes, which each patch replaces, as a patch rollout does. Both
@@ -17,20 +21,33 @@ const patchFile = "app/patch.bin"
 type App struct {
 	Image     v1.Image
 	patchSize int
+	files     int
 	patches   int
 }
 
 // NewApp builds the unpatched app image with a layer of patchSize bytes.
-func NewApp(patchSize int) (*App, error) {
-	layer, err := testbed.RandomLayer(patchFile, patchSize, 0)
+func NewApp(patchSize int) (*App, error) { return NewFilesApp(patchSize, 1) }
+
+// NewFilesApp builds the unpatched app image with a layer of files files
+// (under PatchDir when more than one), patchSize bytes in all: an app
+// whose patch replaces a library tree of small modules.
+func NewFilesApp(patchSize, files int) (*App, error) {
+	a := &App{patchSize: patchSize, files: files}
+	layer, err := a.layer(0)
 	if err != nil {
 		return nil, err
 	}
-	img, err := testbed.BusyboxImage(layer)
-	if err != nil {
+	if a.Image, err = testbed.BusyboxImage(layer); err != nil {
 		return nil, err
 	}
-	return &App{Image: img, patchSize: patchSize}, nil
+	return a, nil
+}
+
+func (a *App) layer(seed uint64) (v1.Layer, error) {
+	if a.files > 1 {
+		return testbed.RandomFilesLayer(PatchDir, a.files, a.patchSize, seed)
+	}
+	return testbed.RandomLayer(patchFile, a.patchSize, seed)
 }
 
 // Patch pushes repoTag again with the app's last layer replaced by new
@@ -38,7 +55,7 @@ func NewApp(patchSize int) (*App, error) {
 // digest.
 func (a *App) Patch(ctx context.Context, reg *testbed.Registry, repoTag string) (string, error) {
 	a.patches++
-	layer, err := testbed.RandomLayer(patchFile, a.patchSize, uint64(a.patches))
+	layer, err := a.layer(uint64(a.patches))
 	if err != nil {
 		return "", err
 	}

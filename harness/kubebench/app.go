@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/startgate/startgate/harness/bench"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,12 +22,25 @@ const (
 	appPort    = 8080
 )
 
-// Workload kinds, as startgate-bench's.
+// Workload kinds: cpu, io and mixed as startgate-bench's (the tuning
+// set: the defaults were chosen on them); files and jit are held out,
+// never tuned on.
 const (
 	WorkCPU   = "cpu"
 	WorkIO    = "io"
 	WorkMixed = "mixed"
+	// WorkFiles: the patch is a tree of small files (filesSize each, the
+	// patch's size in all) that init opens and reads one by one, as an
+	// interpreter imports its modules.
+	WorkFiles = "files"
+	// WorkJIT: init's CPU time is spent by as many busy loops at once as
+	// the node has cores, as a JIT's compiler threads burst at start.
+	WorkJIT = "jit"
 )
+
+// filesSize is a files pod's module size: most of a Python or Node
+// library tree is files of a few KiB.
+const filesSize = 4 << 10
 
 // cpuSlice is how many loop turns run between two reads of the cgroup's
 // CPU counter: a few milliseconds of CPU, so a pod overshoots its init
@@ -67,6 +82,11 @@ func initScript(kind string, cpu time.Duration, ioBytes int64) string {
 		work = ioInit(ioBytes)
 	case WorkMixed:
 		work = fmt.Sprintf(`case $(hostname) in *[bdgjlnqsvx2579]) %s ;; *) %s ;; esac`, cpuInit(cpu), ioInit(ioBytes))
+	case WorkFiles:
+		// busybox find batches the files into cat's argument lists.
+		work = `find /` + bench.PatchDir + ` -type f -exec cat {} + >/dev/null`
+	case WorkJIT:
+		work = fmt.Sprintf(`n=$(nproc); while [ $n -gt 0 ]; do ( %s ) & n=$((n-1)); done; wait`, cpuInit(cpu))
 	default:
 		work = cpuInit(cpu)
 	}

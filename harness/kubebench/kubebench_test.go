@@ -285,6 +285,20 @@ func TestOptionsRefuseBadInput(t *testing.T) {
 	}
 }
 
+// The held-out workloads: many files read one by one, and the init's
+// CPU spent by a loop per core.
+func TestHeldOutInitScripts(t *testing.T) {
+	if s := initScript(WorkFiles, 0, 0); !strings.Contains(s, "find /app/lib -type f -exec cat {} +") {
+		t.Errorf("files init script: %s", s)
+	}
+	s := initScript(WorkJIT, 300*time.Millisecond, 0)
+	for _, want := range []string{"n=$(nproc)", ") &", "; wait", "-lt 300000000"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("jit init script lacks %q:\n%s", want, s)
+		}
+	}
+}
+
 func TestInitScript(t *testing.T) {
 	s := initScript(WorkMixed, 200*time.Millisecond, 1<<20)
 	for _, want := range []string{"cpuacct.usage", "-lt 200000000", "usage_usec", "-lt 200000", "iflag=direct", "count=16", "httpd -f -p 8080"} {

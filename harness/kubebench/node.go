@@ -77,7 +77,11 @@ func startNode(ctx context.Context, o *Options) (_ *node, err error) {
 		return nil, err
 	}
 	n.appRef = far + "/" + AppRepoTag
-	if n.app, err = bench.NewApp(o.PatchSize); err != nil {
+	files := 1
+	if o.Workload == WorkFiles {
+		files = max(1, o.PatchSize/filesSize)
+	}
+	if n.app, err = bench.NewFilesApp(o.PatchSize, files); err != nil {
 		return nil, err
 	}
 	if _, err := n.reg.Push(ctx, AppRepoTag, n.app.Image); err != nil {

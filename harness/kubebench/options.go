@@ -147,9 +147,9 @@ func (o *Options) withDefaults() error {
 		}
 	}
 	switch o.Workload {
-	case WorkCPU, WorkIO, WorkMixed:
+	case WorkCPU, WorkIO, WorkMixed, WorkFiles, WorkJIT:
 	default:
-		return fmt.Errorf("kubebench: workload %q: want cpu, io or mixed", o.Workload)
+		return fmt.Errorf("kubebench: workload %q: want cpu, io, mixed, files or jit", o.Workload)
 	}
 	switch {
 	case o.Pods < 1 || o.Pods > 200:

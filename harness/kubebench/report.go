@@ -324,6 +324,10 @@ func describeWork(r *Result) string {
 	switch r.Workload {
 	case WorkIO:
 		return io
+	case WorkFiles:
+		return fmt.Sprintf("open and read the patch's %d files of %d KiB (%.0f MiB) one by one", max(1, r.PatchSize/filesSize), filesSize>>10, float64(r.PatchSize)/(1<<20))
+	case WorkJIT:
+		return fmt.Sprintf("a busy shell loop per core at once until the container has used %s of CPU in all", r.InitCPU)
 	case WorkMixed:
 		return "about half the pods " + cpu + ", the others " + io
 	}

@@ -16,14 +16,19 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// RandomLayer builds a gzip layer holding one file at path with size bytes
-// of pseudo-random data from seed: incompressible, so the blob that crosses
-// the wire is about size bytes, and reproducible, so the same seed gives
-// the same digest. Two seeds at the same path make a base layer and its
-// patched version.
+// RandomLayer is a layer holding one file at path of size random bytes
+// from seed: the same seed, the same layer (and digest).
 func RandomLayer(path string, size int, seed uint64) (v1.Layer, error) {
-	if size < 0 {
-		return nil, fmt.Errorf("testbed: random layer: negative size %d", size)
+	return RandomFilesLayer(path, 1, size, seed)
+}
+
+// RandomFilesLayer is a layer of files random files, size random bytes
+// in all, from seed. One file is at path; more are path/NNN/NNNN, a
+// hundred to a directory, as an interpreter's library tree of small
+// modules. The same arguments give the same layer (and digest).
+func RandomFilesLayer(path string, files, size int, seed uint64) (v1.Layer, error) {
+	if size < 0 || files < 1 || files > 1_000_000 {
+		return nil, fmt.Errorf("testbed: random layer: %d bytes in %d files: want 0 or more bytes in 1 to 1000000 files", size, files)
 	}
 	var s [32]byte
 	binary.LittleEndian.PutUint64(s[:], seed)
@@ -31,13 +36,21 @@ func RandomLayer(path string, size int, seed uint64) (v1.Layer, error) {
 	_, _ = rand.NewChaCha8(s).Read(data) // never fails
 
 	var buf bytes.Buffer
-	buf.Grow(size + 4<<10)
+	buf.Grow(size + (files+1)*1536)
 	tw := tar.NewWriter(&buf)
-	if err := addParents(tw, map[string]bool{}, path); err != nil {
-		return nil, err
-	}
-	if err := writeFile(tw, path, 0o644, data); err != nil {
-		return nil, err
+	dirs := map[string]bool{}
+	for i := range files {
+		name := path
+		if files > 1 {
+			name = fmt.Sprintf("%s/%03d/%04d", path, i/100, i)
+		}
+		if err := addParents(tw, dirs, name); err != nil {
+			return nil, err
+		}
+		lo, hi := i*size/files, (i+1)*size/files
+		if err := writeFile(tw, name, 0o644, data[lo:hi]); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, fmt.Errorf("testbed: layer: %w", err)

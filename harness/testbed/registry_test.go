@@ -1,10 +1,12 @@
 package testbed
 
 import (
+	"archive/tar"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -373,4 +375,40 @@ func TestCRIPullsFromRegistry(t *testing.T) {
 	}
 	t.Logf("patch push (one %d MB layer changed): %v", size>>20, time.Since(start))
 	pull(patched, d2)
+}
+
+func TestRandomFilesLayer(t *testing.T) {
+	const files, size = 250, 1 << 20
+	l, err := RandomFilesLayer("app/lib", files, size, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	n, total := 0, int64(0)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			n++
+			total += h.Size
+		}
+	}
+	if n != files || total != size {
+		t.Errorf("layer holds %d files of %d bytes in all, want %d of %d", n, total, files, size)
+	}
+	for _, bad := range [][2]int{{0, size}, {1, -1}} {
+		if _, err := RandomFilesLayer("app/lib", bad[0], bad[1], 1); err == nil {
+			t.Errorf("RandomFilesLayer(%d files, %d bytes): no error", bad[0], bad[1])
+		}
+	}
 }
