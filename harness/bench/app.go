@@ -50,10 +50,16 @@ func (a *App) layer(seed uint64) (v1.Layer, error) {
 	return testbed.RandomLayer(patchFile, a.patchSize, seed)
 }
 
+// Patcher pushes base with its last layer replaced by changed under
+// repoTag (testbed.Registry.Patch is one).
+type Patcher interface {
+	Patch(ctx context.Context, repoTag string, base v1.Image, changed v1.Layer) (v1.Image, string, error)
+}
+
 // Patch pushes repoTag again with the app's last layer replaced by new
 // random bytes (a new seed each time) and returns the new manifest
 // digest.
-func (a *App) Patch(ctx context.Context, reg *testbed.Registry, repoTag string) (string, error) {
+func (a *App) Patch(ctx context.Context, reg Patcher, repoTag string) (string, error) {
 	a.patches++
 	layer, err := a.layer(uint64(a.patches))
 	if err != nil {

@@ -18,7 +18,6 @@ const (
 	// AppRepoTag is the app image's repository and tag in the registry.
 	AppRepoTag = "startgate/kubebench-app:1"
 	appName    = "bench-app"
-	appNS      = "default"
 	appPort    = 8080
 )
 
@@ -93,12 +92,14 @@ func initScript(kind string, cpu time.Duration, ioBytes int64) string {
 	return work + `; mkdir -p /tmp/www && echo ok > /tmp/www/ready && exec httpd -f -p ` + fmt.Sprint(appPort) + ` -h /tmp/www`
 }
 
-// deployment is the app: replicas pods of image, Recreate strategy (the
-// rolling scenario switches it), a readiness probe every probePeriod.
-func deployment(image string, replicas int32, script string, probePeriod time.Duration) *appsv1.Deployment {
+// deployment is the app: replicas pods of image on node (required node
+// affinity on its name, as a DaemonSet's pods have: scheduled as any pod
+// is, on that node only), Recreate strategy (the rolling scenario
+// switches it), a readiness probe every probePeriod.
+func deployment(ns, node, image string, replicas int32, script string, probePeriod time.Duration) *appsv1.Deployment {
 	labels := map[string]string{"app": appName}
 	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: appNS, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: ns, Labels: labels},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
@@ -108,6 +109,11 @@ func deployment(image string, replicas int32, script string, probePeriod time.Du
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
+					Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+						RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+							MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{node}}},
+						}}},
+					}},
 					// No cluster DNS here; the probe comes from the
 					// kubelet over the bridge.
 					DNSPolicy:                     corev1.DNSDefault,

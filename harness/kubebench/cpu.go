@@ -20,22 +20,29 @@ type CPUSample struct {
 	Queued int32 `json:"queued"`
 }
 
-// cpuSampleEvery is the CPU sampler's period.
+// cpuSampleEvery is the CPU sampler's period on this machine's node.
 const cpuSampleEvery = 250 * time.Millisecond
 
-// sampleCPU reads /proc/stat (and startgated's queue, when api is set)
-// every cpuSampleEvery until ctx ends, and returns the intervals.
-func sampleCPU(ctx context.Context, api pb.StartgateClient, start time.Time) []CPUSample {
+// procIdle is this machine's idle time so far, idle and iowait over every
+// core, in seconds.
+func procIdle() (float64, error) {
 	fs, err := procfs.NewDefaultFS()
 	if err != nil {
-		return nil
+		return 0, err
 	}
+	st, err := fs.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.CPUTotal.Idle + st.CPUTotal.Iowait, nil
+}
+
+// sampleCPU reads the node's idle CPU counter (and startgated's queue,
+// when api is set) every every until ctx ends, and returns the intervals.
+func sampleCPU(ctx context.Context, read func(context.Context) (float64, int, bool), api pb.StartgateClient, start time.Time, every time.Duration) []CPUSample {
 	idle := func() (float64, bool) {
-		st, err := fs.Stat()
-		if err != nil {
-			return 0, false
-		}
-		return st.CPUTotal.Idle + st.CPUTotal.Iowait, true
+		v, _, ok := read(ctx)
+		return v, ok
 	}
 	queued := func() int32 {
 		if api == nil {
@@ -53,7 +60,7 @@ func sampleCPU(ctx context.Context, api pb.StartgateClient, start time.Time) []C
 		return nil
 	}
 	prevAt, q := time.Now(), queued()
-	tick := time.NewTicker(cpuSampleEvery)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {

@@ -307,3 +307,37 @@ func TestInitScript(t *testing.T) {
 		}
 	}
 }
+
+// On an existing cluster the benchmark changes nothing but its own
+// namespace: what it would have to reconfigure is refused up front.
+func TestOptionsOnAnExistingCluster(t *testing.T) {
+	node := func(modes string) []Mode {
+		ms, err := ParseModes(modes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+	ok := Options{Kubeconfig: "kc", Node: "n1", Registry: "reg.example/team"}
+	if err := ok.withDefaults(); err != nil {
+		t.Fatalf("%+v: %v", ok, err)
+	}
+	if got := ok.Modes; len(got) != 2 || got[0].Path != PathNode || got[1].pullPolicy() != corev1.PullIfNotPresent {
+		t.Errorf("default modes on an existing cluster = %+v, want node and node+ifnotpresent", got)
+	}
+	for _, o := range []Options{
+		{Kubeconfig: "kc", Registry: "r"},
+		{Kubeconfig: "kc", Node: "n1"},
+		{Kubeconfig: "kc", Node: "n1", Registry: "r", Scenarios: []string{Reboot}},
+		{Kubeconfig: "kc", Node: "n1", Registry: "r", Modes: node("direct")},
+		{Kubeconfig: "kc", Node: "n1", Registry: "r", Modes: node("node+parallel-4")},
+		{Kubeconfig: "kc", Node: "n1", Registry: "r", Modes: node("node+qps-0")},
+		{Modes: node("node")},
+		{Node: "n1"},
+		{Registry: "r"},
+	} {
+		if err := o.withDefaults(); err == nil {
+			t.Errorf("Options %+v: no error", o)
+		}
+	}
+}

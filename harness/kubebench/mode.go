@@ -27,6 +27,11 @@ const (
 	// PathPacemaker: the kubelet on containerd, with pod-pacemaker's CNI
 	// plugin chained on the pod network and its node daemon running.
 	PathPacemaker Path = "pacemaker"
+	// PathNode: an existing cluster's node as it runs (--kubeconfig).
+	PathNode Path = "node"
+	// PathNodeBypass: that node with its startgated's gate bypassed
+	// (--startgated-socket): what the gate buys there.
+	PathNodeBypass Path = "node-bypass"
 )
 
 // UnlimitedPulls as Mode.ParallelPulls: serializeImagePulls false and no
@@ -171,6 +176,10 @@ func parseBase(base string) (Mode, error) {
 		m.Path, m.Prefetch = PathStartgate, true
 	case base == "pacemaker":
 		m.Path = PathPacemaker
+	case base == "node":
+		m.Path = PathNode
+	case base == "node-bypass":
+		m.Path = PathNodeBypass
 	case strings.HasPrefix(base, "fixed-"):
 		m.Path = PathStartgate
 		m.Limit, err = positive("fixed-")
@@ -178,7 +187,7 @@ func parseBase(base string) (Mode, error) {
 		m.Path = PathPacemaker
 		m.Limit, err = positive("pacemaker-")
 	default:
-		err = fmt.Errorf("kubebench: unknown mode %q (want direct, proxy, gate, startgate, startgate-prefetch, fixed-K, fixed, pacemaker or pacemaker-K, each with +OPTIONs)", base)
+		err = fmt.Errorf("kubebench: unknown mode %q (want direct, proxy, gate, startgate, startgate-prefetch, fixed-K, fixed, pacemaker or pacemaker-K; on an existing cluster node or node-bypass; each with +OPTIONs)", base)
 	}
 	return m, err
 }
@@ -233,6 +242,10 @@ func (m Mode) Describe() string {
 		parts = append(parts, "startgated as shipped")
 	case PathPacemaker:
 		parts = append(parts, "kubelet on containerd, pod-pacemaker chained on the pod network")
+	case PathNode:
+		parts = append(parts, "the node as it runs")
+	case PathNodeBypass:
+		parts = append(parts, "the node with its startgated bypassed")
 	}
 	if m.Limit > 0 {
 		parts = append(parts, fmt.Sprintf("in-flight limit %d", m.Limit))

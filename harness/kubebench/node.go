@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/client-go/kubernetes"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	remote "k8s.io/cri-client/pkg"
 
@@ -32,14 +34,28 @@ type node struct {
 	cluster *cluster.Cluster
 	cri     internalapi.RuntimeService // containerd's, for the reboot's kill
 
-	gate    *testbed.Startgated // nil in direct mode
+	daemon  *testbed.Startgated // nil in direct mode
 	apiConn *grpc.ClientConn
 	api     pb.StartgateClient
 	mode    string // the mode kubelet and startgated run for
 	pm      pacemaker
 
-	app    *bench.App // as last pushed
-	appRef string     // the registry across the link: what pods pull
+	app *bench.App // as last pushed
+	ref string     // the registry across the link: what pods pull
+}
+
+var _ target = (*node)(nil)
+
+func (n *node) client() kubernetes.Interface { return n.cluster.Client() }
+func (n *node) nodeName() string             { return n.cluster.NodeName() }
+func (n *node) namespace() string            { return "default" }
+func (n *node) appRef() string               { return n.ref }
+func (n *node) gate() pb.StartgateClient     { return n.api }
+
+// idle reads this machine's /proc/stat: the node is this machine.
+func (n *node) idle(context.Context) (float64, int, bool) {
+	v, err := procIdle()
+	return v, runtime.NumCPU(), err == nil
 }
 
 // startNode starts everything but the kubelet and startgated: those come
@@ -76,7 +92,7 @@ func startNode(ctx context.Context, o *Options) (_ *node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.appRef = far + "/" + AppRepoTag
+	n.ref = far + "/" + AppRepoTag
 	files := 1
 	if o.Workload == WorkFiles {
 		files = max(1, o.PatchSize/filesSize)
@@ -107,8 +123,11 @@ func (n *node) patch(ctx context.Context) (string, error) {
 
 // digestRef is the app's image pinned to digest, as IfNotPresent users
 // roll a patch out: the repository across the link, @digest.
-func (n *node) digestRef(digest string) string {
-	repo := n.appRef
+func (n *node) digestRef(digest string) string { return digestRef(n.ref, digest) }
+
+// digestRef is ref's repository @digest.
+func digestRef(ref, digest string) string {
+	repo := ref
 	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
 		repo = repo[:i] // the tag's colon, not the host's port
 	}
@@ -135,7 +154,7 @@ func (n *node) daemonConfig(m Mode) string {
 		b.WriteString("[cri.pulls]\nenabled = false\n")
 	}
 	if m.Prefetch {
-		host, _, _ := strings.Cut(n.appRef, "/")
+		host, _, _ := strings.Cut(n.ref, "/")
 		fmt.Fprintf(&b, "[prefetch]\nenabled = true\nsnapshotter = %q\ninterval = \"1h\"\nmax_backoff = \"1h\"\nregistries = [%q]\n",
 			n.tb.Snapshotter(), host)
 	}
@@ -158,7 +177,7 @@ func (n *node) setMode(ctx context.Context, m Mode) error {
 		if err := n.startGate(ctx, m); err != nil {
 			return err
 		}
-		endpoint = n.gate.CRISocket()
+		endpoint = n.daemon.CRISocket()
 	}
 	pulls := m.ParallelPulls
 	if pulls == UnlimitedPulls {
@@ -191,12 +210,12 @@ func (n *node) startGate(ctx context.Context, m Mode) error {
 	if len(n.opts.Daemon) > 0 {
 		cmd = n.opts.Daemon
 	}
-	if n.gate, err = testbed.StartStartgated(ctx, testbed.StartgatedOptions{
+	if n.daemon, err = testbed.StartStartgated(ctx, testbed.StartgatedOptions{
 		Dir: n.gateDir(), Command: cmd, Env: env, Containerd: n.tb.Endpoint(), Config: n.daemonConfig(m),
 	}); err != nil {
 		return err
 	}
-	if n.apiConn, err = grpc.NewClient("unix://"+n.gate.APISocket(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+	if n.apiConn, err = grpc.NewClient("unix://"+n.daemon.APISocket(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return fmt.Errorf("kubebench: startgated API client: %w", err)
 	}
 	n.api = pb.NewStartgateClient(n.apiConn)
@@ -219,9 +238,9 @@ func (n *node) stopGate() error {
 		errs = append(errs, n.apiConn.Close())
 		n.apiConn, n.api = nil, nil
 	}
-	if n.gate != nil {
-		errs = append(errs, n.gate.Stop())
-		n.gate = nil
+	if n.daemon != nil {
+		errs = append(errs, n.daemon.Stop())
+		n.daemon = nil
 	}
 	return errors.Join(errs...)
 }

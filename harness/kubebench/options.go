@@ -74,6 +74,18 @@ type Options struct {
 	// KubeBin is the Kubernetes binaries' directory; "" builds or finds
 	// them (cluster.Binaries).
 	KubeBin string
+	// Kubeconfig and Node run the scenarios on a node of an existing
+	// cluster instead of this machine's (remote.go); Registry is where
+	// the app and its patches are pushed (the node must pull from it,
+	// the harness push to it with the user's docker credentials).
+	// AllowBusyNode runs on a node that has other workloads;
+	// StartgatedSocket, when the harness runs on that node, lets the
+	// node-bypass mode bypass its startgated.
+	Kubeconfig       string
+	Node             string
+	Registry         string
+	AllowBusyNode    bool
+	StartgatedSocket string
 	// PacemakerBin holds pod-pacemaker's node-daemon and cni-plugin
 	// (hack/pacemaker/build.sh); needed by the pacemaker modes only.
 	PacemakerBin string
@@ -92,7 +104,11 @@ func (o *Options) withDefaults() error {
 		o.Scenarios = []string{Recreate}
 	}
 	if o.Modes == nil {
-		m, err := ParseModes(DefaultModes)
+		list := DefaultModes
+		if o.Kubeconfig != "" {
+			list = remoteModes
+		}
+		m, err := ParseModes(list)
 		if err != nil {
 			return err
 		}
@@ -133,6 +149,9 @@ func (o *Options) withDefaults() error {
 			return fmt.Errorf("kubebench: scenario %q: want one of %v", s, AllScenarios)
 		}
 	}
+	if err := o.checkRemote(); err != nil {
+		return err
+	}
 	for _, m := range o.Modes {
 		if m.Path != PathPacemaker {
 			continue
@@ -169,3 +188,39 @@ func (o *Options) withDefaults() error {
 
 // wants reports whether scenario s was asked for.
 func (o *Options) wants(s string) bool { return slices.Contains(o.Scenarios, s) }
+
+// checkRemote checks the options of a run on an existing cluster: what
+// the benchmark cannot change there is refused up front.
+func (o *Options) checkRemote() error {
+	if o.Kubeconfig == "" {
+		for _, m := range o.Modes {
+			if m.Path == PathNode || m.Path == PathNodeBypass {
+				return fmt.Errorf("kubebench: mode %s runs on an existing cluster's node: give --kubeconfig and --node", m.Name)
+			}
+		}
+		if o.Node != "" || o.Registry != "" || o.StartgatedSocket != "" || o.AllowBusyNode {
+			return errors.New("kubebench: --node, --registry, --startgated-socket and --allow-busy-node go with --kubeconfig")
+		}
+		return nil
+	}
+	switch {
+	case o.Node == "":
+		return errors.New("kubebench: --kubeconfig needs --node: the node to run on")
+	case o.Registry == "":
+		return errors.New("kubebench: --kubeconfig needs --registry: a repository prefix the node pulls from and you can push to (the app and its patches go there)")
+	case o.wants(Reboot):
+		return errors.New("kubebench: the reboot scenario runs only on this machine's node: an existing cluster's node is not the benchmark's to reboot")
+	}
+	for _, m := range o.Modes {
+		if m.Path != PathNode && m.Path != PathNodeBypass {
+			return fmt.Errorf("kubebench: mode %s: on an existing cluster only node and node-bypass run, with +ifnotpresent or +startup (its kubelet and startgated are not the benchmark's to reconfigure)", m.Name)
+		}
+		if m.ParallelPulls != 0 || m.PullQPS != nil {
+			return fmt.Errorf("kubebench: mode %s: kubelet's pull settings are the node's own on an existing cluster", m.Name)
+		}
+		if m.Prefetch || m.Limit > 0 {
+			return fmt.Errorf("kubebench: mode %s: not on an existing cluster", m.Name)
+		}
+	}
+	return nil
+}

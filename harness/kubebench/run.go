@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
 	"time"
 
@@ -41,13 +40,35 @@ type Result struct {
 	Took              time.Duration `json:"took_ns"`
 }
 
+// startTarget starts this machine's one-node cluster, or, with
+// Options.Kubeconfig, readies the existing cluster's node; it returns the
+// target and its CPU sampling period.
+func startTarget(ctx context.Context, opts *Options, pr *progress) (target, time.Duration, error) {
+	if opts.Kubeconfig != "" {
+		pr.line("using node %s of the cluster in %s", opts.Node, opts.Kubeconfig)
+		r, err := startRemote(ctx, opts, pr)
+		return r, remoteCPUEvery, err
+	}
+	if opts.KubeBin == "" {
+		pr.line("Kubernetes binaries: hack/kubernetes/build.sh (built once, about 15 minutes, then cached)")
+		var err error
+		if opts.KubeBin, err = cluster.Binaries(ctx); err != nil {
+			return nil, 0, err
+		}
+	}
+	pr.line("starting the node: containerd, a registry %s away, etcd, kube-apiserver, controller-manager, scheduler", opts.RegistryRTT)
+	n, err := startNode(ctx, opts)
+	return n, cpuSampleEvery, err
+}
+
 // runner runs the steps of one Run.
 type runner struct {
-	opts *Options
-	node *node
-	pods *tracker
-	pr   *progress
-	res  *Result
+	opts     *Options
+	t        target
+	cpuEvery time.Duration
+	pods     *tracker
+	pr       *progress
+	res      *Result
 }
 
 // Run starts the node, runs every mode's scenarios in every round and
@@ -59,24 +80,18 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	}
 	t0 := time.Now()
 	pr := &progress{w: opts.Progress}
-	if opts.KubeBin == "" {
-		pr.line("Kubernetes binaries: hack/kubernetes/build.sh (built once, about 15 minutes, then cached)")
-		if opts.KubeBin, err = cluster.Binaries(ctx); err != nil {
-			return nil, err
-		}
-	}
-	pr.line("starting the node: containerd, a registry %s away, etcd, kube-apiserver, controller-manager, scheduler", opts.RegistryRTT)
-	n, err := startNode(ctx, &opts)
+	t, cpuEvery, err := startTarget(ctx, &opts, pr)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		pr.line("cleaning up: kubelet, startgated, control plane, containerd, registry")
+		pr.line("cleaning up")
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
 		defer cancel()
-		err = errors.Join(err, n.stop(stopCtx))
+		err = errors.Join(err, t.stop(stopCtx))
 	}()
-	res := &Result{Command: opts.Command, Workload: opts.Workload, Pods: opts.Pods, Rounds: opts.Rounds, Cores: runtime.NumCPU(),
+	_, cores, _ := t.idle(ctx)
+	res := &Result{Command: opts.Command, Workload: opts.Workload, Pods: opts.Pods, Rounds: opts.Rounds, Cores: cores,
 		InitCPU: opts.InitCPU, IOBytes: opts.IOBytes, PatchSize: opts.PatchSize, RegistryBandwidth: opts.RegistryBandwidth,
 		RegistryRTT: opts.RegistryRTT, RegistryToken: opts.RegistryToken, Scenarios: opts.Scenarios}
 	for _, m := range opts.Modes {
@@ -85,8 +100,8 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	res.ModeSpecs, res.Warmup, res.Env, res.ProbePeriod = opts.Modes, opts.Warmup, hostEnv(), opts.ProbePeriod
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	b := &runner{opts: &opts, node: n, pods: newTracker(), pr: pr, res: res}
-	b.pods.run(watchCtx, n.cluster.Client())
+	b := &runner{opts: &opts, t: t, cpuEvery: cpuEvery, pods: newTracker(), pr: pr, res: res}
+	b.pods.run(watchCtx, t.client(), t.namespace())
 	err = b.run(ctx)
 	res.Took = time.Since(t0)
 	if err != nil && len(res.Runs) == 0 {
@@ -98,8 +113,8 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 
 func (b *runner) run(ctx context.Context) error {
 	script := initScript(b.opts.Workload, b.opts.InitCPU, b.opts.IOBytes)
-	dep := deployment(b.node.appRef, 0, script, b.opts.ProbePeriod)
-	if _, err := b.node.cluster.Client().AppsV1().Deployments(appNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+	dep := deployment(b.t.namespace(), b.t.nodeName(), b.t.appRef(), 0, script, b.opts.ProbePeriod)
+	if _, err := b.t.client().AppsV1().Deployments(b.t.namespace()).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("kubebench: create the Deployment: %w", err)
 	}
 	first := 1
@@ -152,11 +167,11 @@ func roundOrder(modes []Mode, r, rounds int) []Mode {
 // pods gone again.
 func (b *runner) cycle(ctx context.Context, m Mode, round, position int, label string) error {
 	b.pr.line("%s: kubelet%s", label, map[bool]string{true: " on startgated", false: " on containerd"}[m.viaGate()])
-	if err := b.node.setMode(ctx, m); err != nil {
+	if err := b.t.setMode(ctx, m); err != nil {
 		return err
 	}
 	if b.res.Env.Kubelet == "" {
-		if err := b.res.Env.nodeEnv(ctx, b.node.cluster.Client(), b.node.cluster.NodeName()); err != nil {
+		if err := b.res.Env.nodeEnv(ctx, b.t.client(), b.t.nodeName()); err != nil {
 			b.res.Warnings = append(b.res.Warnings, err.Error())
 		}
 	}
@@ -164,7 +179,7 @@ func (b *runner) cycle(ctx context.Context, m Mode, round, position int, label s
 	// The pods of this mode run the tag, with the mode's pull policy.
 	if err := b.updateApp(ctx, func(d *appsv1.Deployment) {
 		c := &d.Spec.Template.Spec.Containers[0]
-		c.Image, c.ImagePullPolicy = b.node.appRef, m.pullPolicy()
+		c.Image, c.ImagePullPolicy = b.t.appRef(), m.pullPolicy()
 		c.StartupProbe = nil
 		if m.StartupProbe {
 			c.StartupProbe = startupProbe(c.ReadinessProbe)

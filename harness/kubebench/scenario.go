@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"runtime"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -90,7 +89,7 @@ const restartedAt = "kubectl.kubernetes.io/restartedAt"
 
 // updateApp changes the Deployment (retrying on conflicts).
 func (b *runner) updateApp(ctx context.Context, change func(*appsv1.Deployment)) error {
-	deps := b.node.cluster.Client().AppsV1().Deployments(appNS)
+	deps := b.t.client().AppsV1().Deployments(b.t.namespace())
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		d, err := deps.Get(ctx, appName, metav1.GetOptions{})
 		if err != nil {
@@ -118,7 +117,7 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 			old[uid] = true
 		}
 	}
-	sli0, total0, merr := kubeletStarts(ctx, b.node.cluster.Client(), b.node.cluster.NodeName())
+	sli0, total0, merr := kubeletStarts(ctx, b.t.client(), b.t.nodeName())
 	t0 := time.Now()
 	stopGate := b.watchGate(run, t0)
 	run.Start = t0
@@ -159,7 +158,7 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 	b.fillMissing(run, want)
 	b.pullTimes(ctx, run, uids, t0)
 	if merr == nil {
-		sli1, total1, err := kubeletStarts(ctx, b.node.cluster.Client(), b.node.cluster.NodeName())
+		sli1, total1, err := kubeletStarts(ctx, b.t.client(), b.t.nodeName())
 		merr = err
 		run.KubeletSLI, run.KubeletTotal = distOf(sli1.sub(sli0)), distOf(total1.sub(total0))
 	}
@@ -207,7 +206,7 @@ var pulledRE = regexp.MustCompile(`pulled image ".*" in ([0-9][0-9.a-zµ]*) \(([
 
 // pullTimes fills in each pod's pull from its Pulled events since t0.
 func (b *runner) pullTimes(ctx context.Context, run *ScenarioRun, uids map[string]string, t0 time.Time) {
-	evs, err := b.node.cluster.Client().CoreV1().Events(appNS).List(ctx, metav1.ListOptions{
+	evs, err := b.t.client().CoreV1().Events(b.t.namespace()).List(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("reason", "Pulled").String(),
 	})
 	if err != nil {
@@ -252,8 +251,14 @@ func (b *runner) watchGate(run *ScenarioRun, t0 time.Time) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	gate := make(chan []bench.GateSample, 1)
 	cpu := make(chan []CPUSample, 1)
-	api := b.node.api
-	go func() { cpu <- sampleCPU(ctx, api, t0) }()
+	api := b.t.gate()
+	cores := 0
+	read := func(ctx context.Context) (float64, int, bool) {
+		v, c, ok := b.t.idle(ctx)
+		cores = c
+		return v, c, ok
+	}
+	go func() { cpu <- sampleCPU(ctx, read, api, t0, b.cpuEvery) }()
 	if api != nil {
 		go func() { gate <- bench.WatchGate(ctx, api, t0) }()
 	} else {
@@ -262,7 +267,7 @@ func (b *runner) watchGate(run *ScenarioRun, t0 time.Time) func() {
 	return func() {
 		cancel()
 		run.Gate, run.CPU = <-gate, <-cpu
-		run.Idle = idleOf(run.CPU, runtime.NumCPU())
+		run.Idle = idleOf(run.CPU, cores)
 	}
 }
 
@@ -275,14 +280,14 @@ func (b *runner) scaleUp(ctx context.Context, run *ScenarioRun) error {
 // the Deployment out again with strategy.
 func (b *runner) rollout(ctx context.Context, run *ScenarioRun, m Mode, strategy appsv1.DeploymentStrategy, label string) error {
 	b.pr.status("%s: pushing a patch", label)
-	d, err := b.node.patch(ctx)
+	d, err := b.t.patch(ctx)
 	if err != nil {
 		return err
 	}
 	run.Patch = d
-	if m.Prefetch && b.node.api != nil {
+	if m.Prefetch && b.t.gate() != nil {
 		b.pr.status("%s: announcing the patch, waiting for startgated to fetch it", label)
-		took, perr := bench.PrefetchAndWait(ctx, b.node.api, b.node.appRef, d, b.opts.PrefetchTimeout)
+		took, perr := bench.PrefetchAndWait(ctx, b.t.gate(), b.t.appRef(), d, b.opts.PrefetchTimeout)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -304,7 +309,7 @@ func (b *runner) rollout(ctx context.Context, run *ScenarioRun, m Mode, strategy
 			dep.Spec.Template.Annotations[restartedAt] = time.Now().Format(time.RFC3339Nano)
 			if m.pullPolicy() == corev1.PullIfNotPresent {
 				// The node has the tag: only a new reference pulls.
-				dep.Spec.Template.Spec.Containers[0].Image = b.node.digestRef(d)
+				dep.Spec.Template.Spec.Containers[0].Image = b.t.digestRef(d)
 			}
 		})
 	})
@@ -321,7 +326,7 @@ func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m Mode) error {
 			pre[uid] = p.container
 		}
 	}
-	t0, err := b.node.reboot(ctx, m)
+	t0, err := b.t.reboot(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -358,7 +363,7 @@ func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m Mode) error {
 	b.fillMissing(run, len(pre))
 	b.pullTimes(ctx, run, uids, t0)
 	// The kubelet restarted: its histograms start from zero.
-	sli, total, merr := kubeletStarts(ctx, b.node.cluster.Client(), b.node.cluster.NodeName())
+	sli, total, merr := kubeletStarts(ctx, b.t.client(), b.t.nodeName())
 	run.KubeletSLI, run.KubeletTotal = distOf(sli), distOf(total)
 	if merr != nil {
 		run.Warnings = append(run.Warnings, merr.Error())

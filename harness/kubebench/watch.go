@@ -43,8 +43,8 @@ func newTracker() *tracker {
 }
 
 // run watches until ctx ends; it returns once the informer has synced.
-func (t *tracker) run(ctx context.Context, client kubernetes.Interface) {
-	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(appNS),
+func (t *tracker) run(ctx context.Context, client kubernetes.Interface, ns string) {
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.LabelSelector = labels.SelectorFromSet(labels.Set{"app": appName}).String()
 		}))

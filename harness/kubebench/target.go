@@ -1,0 +1,38 @@
+package kubebench
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	pb "github.com/startgate/startgate/proto/startgate/v1"
+)
+
+// target is the node a benchmark runs its scenarios on: a one-node
+// cluster this process builds on this machine (node), or a node of an
+// existing cluster (remote, --kubeconfig and --node).
+type target interface {
+	// client is the API client the benchmark creates and watches with.
+	client() kubernetes.Interface
+	nodeName() string
+	// namespace holds the app; the benchmark owns it.
+	namespace() string
+	// appRef is the app's tag as pods pull it; digestRef the app pinned
+	// to a digest of it.
+	appRef() string
+	digestRef(digest string) string
+	// patch pushes a patch of the app and returns its manifest digest.
+	patch(ctx context.Context) (string, error)
+	// setMode readies the node for m, on an empty node.
+	setMode(ctx context.Context, m Mode) error
+	// gate is startgated's API while one serves the mode; nil otherwise.
+	gate() pb.StartgateClient
+	// idle is the node's idle CPU so far, in core-seconds (a counter), and
+	// its cores; ok false when it cannot be read.
+	idle(ctx context.Context) (coreSeconds float64, cores int, ok bool)
+	// reboot does to the pods what a reboot does and returns the moment
+	// before the kubelet starts again.
+	reboot(ctx context.Context, m Mode) (time.Time, error)
+	stop(ctx context.Context) error
+}
