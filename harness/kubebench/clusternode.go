@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	crremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
@@ -215,26 +216,82 @@ func (r *clusterNode) setBypass(ctx context.Context, on bool) error {
 	return nil
 }
 
-// idle is the node's idle core-seconds from its kubelet's resource
-// metrics (node_cpu_usage_seconds_total, through the API server's node
-// proxy): capacity × uptime is not known, so the counter is cores ×
-// wall time minus usage, from this process's clock.
-func (r *clusterNode) idle(ctx context.Context) (float64, int, bool) {
+// remoteQuietBusy: the node counts as quiet on an existing cluster while
+// it uses at most this share of its cores (its DaemonSets and system
+// daemons keep some busy).
+const remoteQuietBusy = 0.25
+
+// quiet polls the kubelet's CPU counter until two of its samples in a row
+// show the node at most remoteQuietBusy busy, or q.Max passes.
+func (r *clusterNode) quiet(ctx context.Context, q bench.Quiet) (string, bool, error) {
+	t0 := time.Now()
+	prevUsed, prevAt, ok := r.resourceCounter(ctx)
+	busy, quiet := -1.0, 0
+	for time.Since(t0) < q.Max {
+		select {
+		case <-ctx.Done():
+			return "", false, ctx.Err()
+		case <-time.After(remoteCPUEvery):
+		}
+		used, at, ok2 := r.resourceCounter(ctx)
+		if ok && ok2 && at.After(prevAt) {
+			busy = (used - prevUsed) / (float64(r.cores) * at.Sub(prevAt).Seconds())
+			if busy <= remoteQuietBusy {
+				quiet++
+			} else {
+				quiet = 0
+			}
+			if quiet >= 2 {
+				return fmt.Sprintf("%.0f%% of the node's CPU busy", 100*busy), true, nil
+			}
+		}
+		if ok2 && (!ok || at.After(prevAt)) {
+			prevUsed, prevAt = used, at
+		}
+		ok = ok || ok2
+	}
+	if busy < 0 {
+		return "no CPU reading from the kubelet", false, nil
+	}
+	return fmt.Sprintf("%.0f%% of the node's CPU busy", 100*busy), false, nil
+}
+
+// resourceCounter reads the kubelet's node_cpu_usage_seconds_total (its
+// resource metrics, through the API server's node proxy) with the time
+// the kubelet took it.
+func (r *clusterNode) resourceCounter(ctx context.Context) (used float64, at time.Time, ok bool) {
 	b, err := r.cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", r.node, "proxy/metrics/resource").Do(ctx).Raw()
 	if err != nil {
-		return 0, r.cores, false
+		return 0, time.Time{}, false
 	}
-	fams, err := new(expfmt.TextParser).TextToMetricFamilies(strings.NewReader(string(b)))
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(string(b)))
 	if err != nil {
-		return 0, r.cores, false
+		return 0, time.Time{}, false
 	}
 	f, ok := fams["node_cpu_usage_seconds_total"]
 	if !ok || len(f.GetMetric()) == 0 {
+		return 0, time.Time{}, false
+	}
+	m := f.GetMetric()[0]
+	at = time.Now()
+	if ms := m.GetTimestampMs(); ms > 0 {
+		at = time.UnixMilli(ms)
+	}
+	return m.GetCounter().GetValue(), at, true
+}
+
+// idle is the node's idle core-seconds as a counter: cores × the time the
+// kubelet took its sample, minus the CPU it had used by then. It moves
+// when the kubelet's counter does (its housekeeping period), never
+// between: a run's idle CPU is right over its length, not within a few
+// seconds.
+func (r *clusterNode) idle(ctx context.Context) (float64, int, bool) {
+	used, at, ok := r.resourceCounter(ctx)
+	if !ok {
 		return 0, r.cores, false
 	}
-	used := f.GetMetric()[0].GetCounter().GetValue()
-	wall := float64(time.Now().UnixNano()) / 1e9
-	return float64(r.cores)*wall - used, r.cores, true
+	return float64(r.cores)*float64(at.UnixNano())/1e9 - used, r.cores, true
 }
 
 // reboot is refused: the node is not the benchmark's to reboot.

@@ -52,6 +52,12 @@ func (n *node) namespace() string            { return "default" }
 func (n *node) appRef() string               { return n.ref }
 func (n *node) gate() pb.StartgateClient     { return n.api }
 
+// quiet reads this machine's CPU pressure: the node is this machine.
+func (n *node) quiet(ctx context.Context, q bench.Quiet) (string, bool, error) {
+	cpu, ok, err := bench.WaitQuiet(ctx, q, nil)
+	return fmt.Sprintf("CPU pressure %.2f", cpu), ok, err
+}
+
 // idle reads this machine's /proc/stat: the node is this machine.
 func (n *node) idle(context.Context) (float64, int, bool) {
 	v, err := procIdle()

@@ -166,7 +166,7 @@ func roundOrder(modes []Mode, r, rounds int) []Mode {
 // for the mode on an empty node, N pods up, the scenarios asked for, the
 // pods gone again.
 func (b *runner) cycle(ctx context.Context, m Mode, round, position int, label string) error {
-	b.pr.line("%s: kubelet%s", label, map[bool]string{true: " on startgated", false: " on containerd"}[m.viaGate()])
+	b.pr.line("%s: %s", label, m.Describe())
 	if err := b.t.setMode(ctx, m); err != nil {
 		return err
 	}
@@ -249,12 +249,12 @@ func (b *runner) cycle(ctx context.Context, m Mode, round, position int, label s
 }
 
 func (b *runner) quiet(ctx context.Context, before string) error {
-	cpu, ok, err := bench.WaitQuiet(ctx, b.opts.Quiet, nil)
+	last, ok, err := b.t.quiet(ctx, b.opts.Quiet)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		w := fmt.Sprintf("the node was not quiet before %s: CPU pressure %.2f after %s", before, cpu, secs(b.opts.Quiet.Max))
+		w := fmt.Sprintf("the node was not quiet before %s: %s after %s", before, last, secs(b.opts.Quiet.Max))
 		b.res.Warnings = append(b.res.Warnings, w)
 		b.pr.line("warning: %s", w)
 	}

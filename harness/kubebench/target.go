@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/startgate/startgate/harness/bench"
 	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
 
@@ -31,6 +32,10 @@ type target interface {
 	// idle is the node's idle CPU so far, in core-seconds (a counter), and
 	// its cores; ok false when it cannot be read.
 	idle(ctx context.Context) (coreSeconds float64, cores int, ok bool)
+	// quiet waits until the node is quiet (q), ctx ends or q.Max passes;
+	// it returns what it measured last, in words, and whether it got
+	// quiet.
+	quiet(ctx context.Context, q bench.Quiet) (string, bool, error)
 	// reboot does to the pods what a reboot does and returns the moment
 	// before the kubelet starts again.
 	reboot(ctx context.Context, m Mode) (time.Time, error)
