@@ -62,6 +62,11 @@ func TestOnAnExistingCluster(t *testing.T) {
 		if r.Failed != 0 || len(r.Pods) != 3 || !r.Complete || r.Patch == "" {
 			t.Errorf("%s recreate: %d failed of %d pods, complete %v, patch %q: want 3 Ready on a patch", r.Mode, r.Failed, len(r.Pods), r.Complete, r.Patch)
 		}
+		// The ideal bound's parts: every pod's CPU from the kubelet's
+		// stats (at least its 50 ms of init), the patch's pull.
+		if r.Ideal.Pods != 3 || r.Ideal.CPU < 3*opts.InitCPU || r.Ideal.PatchPull <= 0 {
+			t.Errorf("%s recreate: ideal's parts %+v: want 3 pods' CPU, at least %v, and a pull", r.Mode, r.Ideal, 3*opts.InitCPU)
+		}
 	}
 	if recreates != 2 {
 		t.Errorf("%d recreate runs, want one per mode", recreates)

@@ -341,3 +341,46 @@ func TestOptionsOnAnExistingCluster(t *testing.T) {
 		}
 	}
 }
+
+// The ideal bound: one pull of the patch (from the runs that pulled it)
+// plus the pods' CPU over the cores; a prefetched run is held to the CPU
+// alone.
+func TestIdealBound(t *testing.T) {
+	pods := func(pull, cpu time.Duration, n int) []PodTime {
+		var ps []PodTime
+		for i := range n {
+			p := PodTime{Name: fmt.Sprint(i), Ready: 5 * time.Second, CPU: cpu, Pull: 10 * time.Millisecond}
+			if i == 0 {
+				p.Pull = pull
+			}
+			ps = append(ps, p)
+		}
+		return ps
+	}
+	i := idealOf(pods(2*time.Second, 500*time.Millisecond, 4), 2)
+	if i.PatchPull != 2*time.Second || i.CPU != 2*time.Second || i.Pods != 4 {
+		t.Fatalf("idealOf = %+v, want pull 2 s, CPU 2 s over 4 pods", i)
+	}
+	if got := i.bound(true); got != 3*time.Second {
+		t.Errorf("bound with the pull = %v, want 2 s + 2 s / 2 cores = 3 s", got)
+	}
+	if got := i.bound(false); got != time.Second {
+		t.Errorf("bound prefetched = %v, want 1 s", got)
+	}
+	direct := ScenarioRun{Scenario: Recreate, Mode: "direct", Round: 1, Completion: 6 * time.Second, Pods: pods(2*time.Second, 500*time.Millisecond, 4)}
+	direct.Ideal = idealOf(direct.Pods, 2)
+	// The prefetched run's pulls found the patch local: its short pull
+	// must not make the bound with a pull smaller.
+	pf := ScenarioRun{Scenario: Recreate, Mode: "startgate-prefetch", Round: 1, Completion: 2 * time.Second, Prefetch: time.Second,
+		Pods: pods(50*time.Millisecond, 500*time.Millisecond, 4)}
+	pf.Ideal = idealOf(pf.Pods, 2)
+	modes, _ := ParseModes("direct,startgate-prefetch")
+	r := &Result{Scenarios: []string{Recreate}, Modes: []string{"direct", "startgate-prefetch"}, ModeSpecs: modes, Runs: []ScenarioRun{direct, pf}}
+	tab := r.Tables()[0]
+	if tab.Ideal.Median != 3 || tab.IdealPrefetched.Median != 1 {
+		t.Errorf("ideal %v s, prefetched %v s; want 3 and 1", tab.Ideal.Median, tab.IdealPrefetched.Median)
+	}
+	if d, p := tab.Rows[0].VsIdeal.Median, tab.Rows[1].VsIdeal.Median; d != 2 || p != 2 {
+		t.Errorf("completion / ideal: direct %v, prefetched %v; want 6/3 = 2 and 2/1 = 2", d, p)
+	}
+}

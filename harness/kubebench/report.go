@@ -34,12 +34,15 @@ type RoundFigures struct {
 	TotalP50 time.Duration `json:"kubelet_total_p50_ns"`
 	Prefetch time.Duration `json:"prefetch_ns,omitempty"`
 	Idle     IdleCPU       `json:"idle"`
+	Ideal    Ideal         `json:"ideal"`
+	// Prefetched: the patch was fetched before the rollout.
+	Prefetched bool `json:"prefetched,omitempty"`
 }
 
 // figures takes one run's figures.
 func figures(r ScenarioRun) RoundFigures {
 	f := RoundFigures{Round: r.Round, Completion: r.Completion, Failed: r.Failed, Prefetch: r.Prefetch, Idle: r.Idle,
-		SLIP50: r.KubeletSLI.P50, TotalP50: r.KubeletTotal.P50}
+		SLIP50: r.KubeletSLI.P50, TotalP50: r.KubeletTotal.P50, Ideal: r.Ideal, Prefetched: r.Prefetch > 0 && r.PrefetchError == ""}
 	var ready, pulls, waits []time.Duration
 	for _, p := range r.Pods {
 		f.Pods++
@@ -85,6 +88,9 @@ type ModeRow struct {
 	SLIP50      time.Duration  `json:"kubelet_sli_p50_ns"`
 	TotalP50    time.Duration  `json:"kubelet_total_p50_ns"`
 	Prefetch    time.Duration  `json:"prefetch_ns"`
+	// VsIdeal is the completion over the round's ideal bound (ideal.go;
+	// without the patch's pull for a prefetched run), over rounds.
+	VsIdeal stats.Estimate `json:"completion_vs_ideal"`
 	// Against direct, against the proxy alone (the pull path: what the
 	// gate adds to it), and against the best of the users' alternatives
 	// (the one with the lowest median p50 in this scenario).
@@ -107,6 +113,10 @@ type Table struct {
 	Rows     []ModeRow `json:"rows"`
 	// BestAlternative is the users' alternative VsBest compares with.
 	BestAlternative string `json:"best_alternative,omitempty"`
+	// Ideal and IdealPrefetched are the rounds' ideal bounds (seconds),
+	// with one pull of the patch and without.
+	Ideal           stats.Estimate `json:"ideal"`
+	IdealPrefetched stats.Estimate `json:"ideal_prefetched"`
 }
 
 // isAlternative reports whether a mode is one of the users' own ways
@@ -151,10 +161,37 @@ func (r *Result) Tables() []Table {
 			}
 			byMode[run.Mode][run.Round] = figures(run)
 		}
-		for _, mode := range r.Modes {
-			if rounds := byMode[mode]; len(rounds) > 0 {
-				t.Rows = append(t.Rows, row(mode, rounds))
+		byRound := map[int][]RoundFigures{}
+		for _, rounds := range byMode {
+			for rnd, f := range rounds {
+				byRound[rnd] = append(byRound[rnd], f)
 			}
+		}
+		ideal, idealPF := map[int]time.Duration{}, map[int]time.Duration{}
+		var idealS, idealPFS []time.Duration
+		for _, rnd := range slices.Sorted(maps.Keys(byRound)) {
+			ideal[rnd], idealPF[rnd] = roundIdeal(byRound[rnd], true), roundIdeal(byRound[rnd], false)
+			idealS, idealPFS = appendPositive(idealS, ideal[rnd]), appendPositive(idealPFS, idealPF[rnd])
+		}
+		t.Ideal, t.IdealPrefetched = stats.Durations(idealS), stats.Durations(idealPFS)
+		for _, mode := range r.Modes {
+			rounds := byMode[mode]
+			if len(rounds) == 0 {
+				continue
+			}
+			rw := row(mode, rounds)
+			var dist []float64
+			for _, f := range rw.Rounds {
+				b := ideal[f.Round]
+				if f.Prefetched {
+					b = idealPF[f.Round]
+				}
+				if b > 0 {
+					dist = append(dist, float64(f.Completion)/float64(b))
+				}
+			}
+			rw.VsIdeal = stats.Of(dist)
+			t.Rows = append(t.Rows, rw)
 		}
 		bestP50 := math.Inf(1)
 		for _, row := range t.Rows {
@@ -254,12 +291,16 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 	fmt.Fprintf(&b, "Commit %s, %s. Command: `%s` (took %s).\n", orUnknown(r.Env.Commit), r.Env.Date.Format("2006-01-02"), r.Command, r.Took.Round(time.Second))
 	for _, t := range r.Tables() {
 		fmt.Fprintf(&b, "\n**%s**\n\n", t.Scenario)
-		b.WriteString("| mode | p50 | p99 | completion | failed | restarts | idle CPU | idle while waiting | pull p50 | kubelet SLI p50 | prefetch |\n")
-		b.WriteString("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
+		b.WriteString("| mode | p50 | p99 | completion | completion / ideal | failed | restarts | idle CPU | idle while waiting | pull p50 | kubelet SLI p50 | prefetch |\n")
+		b.WriteString("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
 		for _, row := range t.Rows {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d/%d | %d | %s | %s | %s (%s) | %s | %s |\n",
-				row.Mode, row.P50.Seconds(), row.P99.Seconds(), row.Completion.Seconds(), row.Failed, row.Pods, row.Restarts,
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d/%d | %d | %s | %s | %s (%s) | %s | %s |\n",
+				row.Mode, row.P50.Seconds(), row.P99.Seconds(), row.Completion.Seconds(), times(row.VsIdeal), row.Failed, row.Pods, row.Restarts,
 				share(row.IdleRun), share(row.IdleWaiting), ms(row.PullP50), ms(row.PullWaiting), orDash(row.SLIP50), orDash(row.Prefetch))
+		}
+		if t.Ideal.N > 0 || t.IdealPrefetched.N > 0 {
+			fmt.Fprintf(&b, "\nIdeal bound (one pull of the patch, then every pod's CPU packed on the cores): %s; with the patch prefetched: %s.\n",
+				t.Ideal.Seconds(), t.IdealPrefetched.Seconds())
 		}
 		b.WriteString("\n| mode | vs | p50 | p99 | completion |\n| --- | --- | --- | --- | --- |\n")
 		for _, row := range t.Rows {
@@ -289,6 +330,17 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// times prints an estimate of a ratio: "1.42× (1.30–1.55)".
+func times(e stats.Estimate) string {
+	if e.N == 0 {
+		return "-"
+	}
+	if e.N == 1 {
+		return fmt.Sprintf("%.2f×", e.Median)
+	}
+	return fmt.Sprintf("%.2f× (%.2f–%.2f)", e.Median, e.Min, e.Max)
 }
 
 // share prints an estimate of a fraction as a percentage.

@@ -32,6 +32,9 @@ type PodTime struct {
 	// or never created, counts at the deadline: never dropped.
 	Ready    time.Duration `json:"ready_ns"`
 	TimedOut bool          `json:"timed_out,omitempty"`
+	// CPU is the app container's CPU time, from the kubelet's stats
+	// summary after the run (zero if it had none for the pod).
+	CPU time.Duration `json:"cpu_ns,omitempty"`
 	// Pull and PullWaiting are kubelet's figures for the pod's image
 	// pull: the pull, and the pull with its wait for the node's pull
 	// worker (its Pulled event); zero if no event was found.
@@ -81,6 +84,7 @@ type ScenarioRun struct {
 	Gate          []bench.GateSample `json:"gate,omitempty"`
 	CPU           []CPUSample        `json:"cpu,omitempty"`
 	Idle          IdleCPU            `json:"idle"`
+	Ideal         Ideal              `json:"ideal"`
 	Warnings      []string           `json:"warnings,omitempty"`
 }
 
@@ -157,6 +161,7 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 	}
 	b.fillMissing(run, want)
 	b.pullTimes(ctx, run, uids, t0)
+	b.podCPUs(ctx, run, uids, t0)
 	if merr == nil {
 		sli1, total1, err := kubeletStarts(ctx, b.t.client(), b.t.nodeName())
 		merr = err
@@ -233,6 +238,23 @@ func (b *runner) pullTimes(ctx context.Context, run *ScenarioRun, uids map[strin
 			p.Pull, p.PullWaiting = pull, waiting
 		}
 	}
+}
+
+// podCPUs fills in each pod's CPU from the kubelet's stats, and the run's
+// ideal bound.
+func (b *runner) podCPUs(ctx context.Context, run *ScenarioRun, uids map[string]string, t0 time.Time) {
+	cpu, err := podCPU(ctx, b.t.client(), b.t.nodeName(), uids, t0)
+	if err != nil {
+		run.Warnings = append(run.Warnings, err.Error())
+	}
+	byName := map[string]time.Duration{}
+	for uid, d := range cpu {
+		byName[uids[uid]] = d
+	}
+	for i := range run.Pods {
+		run.Pods[i].CPU = byName[run.Pods[i].Name]
+	}
+	run.Ideal = idealOf(run.Pods, b.res.Cores)
 }
 
 func eventTime(ev *corev1.Event) time.Time {
@@ -362,6 +384,7 @@ func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m Mode) error {
 	}
 	b.fillMissing(run, len(pre))
 	b.pullTimes(ctx, run, uids, t0)
+	b.podCPUs(ctx, run, uids, t0)
 	// The kubelet restarted: its histograms start from zero.
 	sli, total, merr := kubeletStarts(ctx, b.t.client(), b.t.nodeName())
 	run.KubeletSLI, run.KubeletTotal = distOf(sli), distOf(total)
