@@ -94,6 +94,11 @@
 // restarts, each pod's pull (kubelet's Pulled event) and kubelet's own
 // pod start histograms.
 //
+// The ideal bound (ideal.go): one pull of the patch plus every pod's CPU
+// (the kubelet's stats summary) over the cores, from the same round's
+// runs; with the patch prefetched, the CPU alone. Each mode's completion
+// is reported over it.
+//
 // Over rounds (report.go, harness/stats): each figure's median with its
 // range; against direct, the proxy alone and the best users' alternative
 // (the lowest median p50 among kubelet's settings, fixed limits and
