@@ -2,10 +2,12 @@ package kubebench
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/procfs"
 
+	"github.com/startgate/startgate/harness/testbed"
 	pb "github.com/startgate/startgate/proto/startgate/v1"
 )
 
@@ -23,18 +25,33 @@ type CPUSample struct {
 // cpuSampleEvery is the CPU sampler's period on this machine's node.
 const cpuSampleEvery = 250 * time.Millisecond
 
-// procIdle is this machine's idle time so far, idle and iowait over every
-// core, in seconds.
-func procIdle() (float64, error) {
+// procIdle is this machine's idle time so far, idle and iowait, in
+// seconds, over the CPUs of list ("" is every CPU), and their count.
+func procIdle(list string) (float64, int, error) {
 	fs, err := procfs.NewDefaultFS()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	st, err := fs.Stat()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return st.CPUTotal.Idle + st.CPUTotal.Iowait, nil
+	if list == "" {
+		return st.CPUTotal.Idle + st.CPUTotal.Iowait, len(st.CPU), nil
+	}
+	set, err := testbed.ParseCPUs(list)
+	if err != nil {
+		return 0, 0, err
+	}
+	var idle float64
+	for _, c := range set.List() {
+		s, ok := st.CPU[int64(c)]
+		if !ok {
+			return 0, 0, fmt.Errorf("kubebench: CPU %d of %q is not in /proc/stat", c, list)
+		}
+		idle += s.Idle + s.Iowait
+	}
+	return idle, set.Size(), nil
 }
 
 // sampleCPU reads the node's idle CPU counter (and startgated's queue,

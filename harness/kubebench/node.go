@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -58,10 +57,11 @@ func (n *node) quiet(ctx context.Context, q bench.Quiet) (string, bool, error) {
 	return fmt.Sprintf("CPU pressure %.2f", cpu), ok, err
 }
 
-// idle reads this machine's /proc/stat: the node is this machine.
+// idle reads this machine's /proc/stat: the node is this machine (or
+// the CPUs it is pinned to).
 func (n *node) idle(context.Context) (float64, int, bool) {
-	v, err := procIdle()
-	return v, runtime.NumCPU(), err == nil
+	v, cores, err := procIdle(n.opts.CPUs)
+	return v, cores, err == nil
 }
 
 // startNode starts everything but the kubelet and startgated: those come
@@ -78,7 +78,7 @@ func startNode(ctx context.Context, o *Options) (_ *node, err error) {
 	if n.dir, err = os.MkdirTemp("", "sgkb-"); err != nil {
 		return nil, err
 	}
-	if n.tb, err = testbed.Start(ctx, testbed.Options{Parent: n.dir}); err != nil {
+	if n.tb, err = testbed.Start(ctx, testbed.Options{Parent: n.dir, CPUs: o.CPUs}); err != nil {
 		return nil, err
 	}
 	if n.tb.PodSubnet() == "" {
@@ -115,6 +115,7 @@ func startNode(ctx context.Context, o *Options) (_ *node, err error) {
 		CNIConfDir:      n.tb.CNIConfDir(),
 		KubeBin:         o.KubeBin,
 		NoKubelet:       true,
+		KubeletCPUs:     o.CPUs,
 	}); err != nil {
 		return nil, err
 	}
@@ -217,7 +218,7 @@ func (n *node) startGate(ctx context.Context, m Mode) error {
 		cmd = n.opts.Daemon
 	}
 	if n.daemon, err = testbed.StartStartgated(ctx, testbed.StartgatedOptions{
-		Dir: n.gateDir(), Command: cmd, Env: env, Containerd: n.tb.Endpoint(), Config: n.daemonConfig(m),
+		Dir: n.gateDir(), Command: cmd, Env: env, Containerd: n.tb.Endpoint(), Config: n.daemonConfig(m), CPUs: n.opts.CPUs,
 	}); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/startgate/startgate/harness/bench"
+	"github.com/startgate/startgate/harness/testbed"
 )
 
 // Scenarios, in the order a mode runs them.
@@ -47,6 +48,11 @@ type Options struct {
 	// cache and the image store as later rounds find them, and is kept in
 	// the raw data but never counted.
 	Warmup bool
+	// CPUs pins the node (containerd and its pods, the kubelet,
+	// startgated, pod-pacemaker) to these CPUs, a Linux CPU list: a
+	// smaller node on this machine, never tuned on ("" is all of them).
+	// The control plane and the registry stay off the list's CPUs' count.
+	CPUs string
 	// ProbePeriod is the readiness probe's period, whole seconds; 0
 	// means 1 s. Charts commonly set 10 s: a pod then reports Ready up
 	// to 10 s after it could, and a gate that holds its slot till Ready
@@ -151,6 +157,14 @@ func (o *Options) withDefaults() error {
 	}
 	if err := o.checkRemote(); err != nil {
 		return err
+	}
+	if o.CPUs != "" {
+		if o.Kubeconfig != "" {
+			return errors.New("kubebench: --cpus pins this machine's node; an existing cluster's node is its own size")
+		}
+		if _, err := testbed.ParseCPUs(o.CPUs); err != nil {
+			return fmt.Errorf("kubebench: --cpus: %w", err)
+		}
 	}
 	for _, m := range o.Modes {
 		if m.Path != PathPacemaker {

@@ -145,9 +145,13 @@ func (n *node) startPacemaker(ctx context.Context, m Mode) (err error) {
 	// A private mount namespace: /run is a tmpfs there, holding only the
 	// token where client-go's in-cluster config reads it.
 	sa := "/run/secrets/kubernetes.io/serviceaccount"
-	script := fmt.Sprintf(`mount -t tmpfs tmpfs /run && mkdir -p %[1]s && mount --bind %[2]q %[1]s && exec %[3]q `+
+	pin := ""
+	if n.opts.CPUs != "" {
+		pin = "taskset --cpu-list " + n.opts.CPUs + " "
+	}
+	script := fmt.Sprintf(`mount -t tmpfs tmpfs /run && mkdir -p %[1]s && mount --bind %[2]q %[1]s && exec %[5]s%[3]q `+
 		`--daemon-socket=%[4]q --taint-to-remove= --skip-daemonsets=true --metrics-enabled=false`,
-		sa, filepath.Join(dir, "sa"), filepath.Join(n.opts.PacemakerBin, "node-daemon"), sock)
+		sa, filepath.Join(dir, "sa"), filepath.Join(n.opts.PacemakerBin, "node-daemon"), sock, pin)
 	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script)
 	cmd.Env = append(os.Environ(), "KUBERNETES_SERVICE_HOST="+api.Hostname(), "KUBERNETES_SERVICE_PORT="+api.Port(),
 		"NODE_NAME="+n.cluster.NodeName())

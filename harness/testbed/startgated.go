@@ -39,6 +39,8 @@ type StartgatedOptions struct {
 	// Config is the TOML written to Dir/startgated.toml, unless
 	// ConfigFile names a file to use instead.
 	Config, ConfigFile string
+	// CPUs pins startgated to these CPUs (Pinned).
+	CPUs string
 }
 
 // Startgated is a running startgated child.
@@ -94,7 +96,12 @@ func StartStartgated(ctx context.Context, o StartgatedOptions) (*Startgated, err
 		"--socket", g.APISocket(),
 		"--cri-socket", g.CRISocket(),
 		"--containerd-socket", o.Containerd)
-	g.cmd = exec.Command(o.Command[0], args...)
+	name, args, err := Pinned(o.CPUs, o.Command[0], args)
+	if err != nil {
+		g.logf.Close()
+		return nil, err
+	}
+	g.cmd = exec.Command(name, args...)
 	g.cmd.Env = o.Env
 	g.cmd.Stdout, g.cmd.Stderr = g.logf, g.logf
 	// Its own process group: Ctrl-C reaches the tool only, which stops

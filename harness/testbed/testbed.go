@@ -56,6 +56,9 @@ type Options struct {
 	// RootSize, when positive, puts containerd's root (content store,
 	// snapshots) on a tmpfs of this many bytes: a node whose disk fills.
 	RootSize int64
+	// CPUs pins containerd, and with it every container, to these CPUs
+	// (Pinned): a smaller node on this machine.
+	CPUs string
 }
 
 // Testbed is a private containerd with a CRI endpoint. Its methods are safe
@@ -72,6 +75,7 @@ type Testbed struct {
 	podSubnet string
 
 	bin, cfg string // containerd and its config, for Restart
+	cpus     string // Options.CPUs
 
 	// procMu guards the running containerd, which Kill and Restart
 	// replace.
@@ -115,6 +119,14 @@ func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 30 * time.Second
 	}
+	if opts.CPUs != "" {
+		if _, err := ParseCPUs(opts.CPUs); err != nil {
+			return nil, err
+		}
+		if _, err := exec.LookPath("taskset"); err != nil {
+			return nil, fmt.Errorf("%w: %w (apt-get install util-linux)", ErrUnsupported, err)
+		}
+	}
 
 	dir, err := os.MkdirTemp(opts.Parent, "sgtb-")
 	if err != nil {
@@ -131,6 +143,7 @@ func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
 		sandboxImage: opts.SandboxImage,
 		exited:       make(chan struct{}),
 		bin:          bin,
+		cpus:         opts.CPUs,
 	}
 	defer func() {
 		if err != nil {
@@ -214,10 +227,15 @@ func (tb *Testbed) startContainerd(bin, cfg string) error {
 		return fmt.Errorf("testbed: %w", err)
 	}
 	tb.logf = f
-	cmd := exec.Command(bin, "--config", cfg,
+	name, args, err := Pinned(tb.cpus, bin, []string{"--config", cfg,
 		"--root", filepath.Join(tb.dir, "root"),
 		"--state", filepath.Join(tb.dir, "state"),
-		"--address", tb.sock)
+		"--address", tb.sock})
+	if err != nil {
+		close(exited)
+		return err
+	}
+	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Dir = tb.dir
 	// Pdeathsig: a test binary killed by its timeout takes containerd with

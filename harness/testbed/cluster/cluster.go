@@ -78,6 +78,9 @@ type Options struct {
 	// once (maxParallelImagePulls); AllImagePulls turns them off with no
 	// maximum; 0 keeps kubelet's default, one pull at a time on the node.
 	ParallelImagePulls int
+	// KubeletCPUs pins the kubelet to these CPUs (testbed.Pinned), as
+	// on a node of that size; the control plane runs elsewhere.
+	KubeletCPUs string
 	// RegistryPullQPS, when set, is kubelet's registryPullQPS (0 is no
 	// limit; its burst stays at the default); nil keeps the default, 5.
 	RegistryPullQPS *int32

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/startgate/startgate/harness/testbed"
 	"github.com/startgate/startgate/internal/kubelet"
 )
 
@@ -146,7 +147,11 @@ func (c *Cluster) StartKubelet(ctx context.Context) error {
 			"--v", "2",
 		}
 		started := time.Now()
-		p, err := startComponent(Kubelet, c.dir, c.LogPath(Kubelet), filepath.Join(c.bin, Kubelet), args)
+		name, pargs, err := testbed.Pinned(c.opts.KubeletCPUs, filepath.Join(c.bin, Kubelet), args)
+		if err != nil {
+			return err
+		}
+		p, err := startComponent(Kubelet, c.dir, c.LogPath(Kubelet), name, pargs)
 		if err != nil {
 			return err
 		}
