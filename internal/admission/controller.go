@@ -23,6 +23,8 @@ type binding struct {
 // since the last decrease): a spike of pressure that lasts two ticks
 // costs one step, not two, as TCP backs off once per round trip. In the
 // band just under the targets (above GrowBelow of them) the limits hold,
+// (with DoubleBelow set, far under them, below DoubleBelow of every
+// target, a binding in-flight limit doubles instead),
 // except that a binding limit below the neutral one climbs back toward
 // it: a saturated burst runs at the neutral limits, and one spike must
 // not leave it at the floor for the rest of the burst. Below the band a
@@ -38,7 +40,7 @@ func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding,
 	next := cur
 	next.Burst = b.burst
 	state := StateSteady
-	over, near := false, false
+	over, near, low := false, false, p.DoubleBelow > 0
 	for _, r := range pressure.Resources {
 		if !s.Present[r] {
 			continue
@@ -48,6 +50,9 @@ func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding,
 		}
 		if s.Some[r] >= p.GrowBelow*p.Targets[r] {
 			near = true
+		}
+		if s.Some[r] >= p.DoubleBelow*p.Targets[r] {
+			low = false
 		}
 	}
 	neutralInFlight := min(max(b.staticInFlight, b.minInFlight), b.maxInFlight)
@@ -86,6 +91,9 @@ func nextLimits(p Policy, b bounds, cur Limits, s pressure.Sample, bind binding,
 		state = StateIncrease
 		if bind.inFlight {
 			next.InFlight = cur.InFlight + p.IncreaseStep
+			if low {
+				next.InFlight = max(next.InFlight, 2*cur.InFlight)
+			}
 		}
 		if bind.rate {
 			next.Rate = cur.Rate + p.RateStep

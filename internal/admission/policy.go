@@ -123,6 +123,9 @@ func (p Policy) Check() []*FieldError {
 	}
 	c.duration("limits.decrease_every", p.DecreaseEvery, 0, maxDecreaseEvery)
 	c.float("limits.grow_below", p.GrowBelow, 0, false, 1)
+	if p.DoubleBelow < 0 || p.DoubleBelow > p.GrowBelow {
+		c.add("limits.double_below", "%v out of range [0, grow_below %v]", p.DoubleBelow, p.GrowBelow)
+	}
 	c.int("limits.increase_step", p.IncreaseStep, 1, maxStep, "")
 	c.float("limits.rate_step", p.RateStep, 0, false, maxStep)
 	c.int("limits.inflight", p.FixedInFlight, 0, maxCount, " (0 is controlled)")

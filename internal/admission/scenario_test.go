@@ -160,6 +160,8 @@ func (s *scenario) init(d *datadriven.TestData) string {
 			d.ScanArgs(s.t, "max-inflight-per-core", &p.MaxInFlightPerCore)
 		case "cpu-target":
 			d.ScanArgs(s.t, "cpu-target", &p.Targets[pressure.CPU])
+		case "double-below":
+			d.ScanArgs(s.t, "double-below", &p.DoubleBelow)
 		case "decrease-every":
 			p.DecreaseEvery = mustDuration(s.t, v)
 		case "aging":

@@ -177,6 +177,13 @@ type Policy struct {
 	// The band keeps a saturated node's limit from sawing between its
 	// floor and its ceiling; 1 grows right up to the target.
 	GrowBelow float64
+	// DoubleBelow, when positive, is the fraction of each target under
+	// which a binding in-flight limit doubles per interval instead of
+	// growing by IncreaseStep (TCP's slow start: a node with room, its
+	// CPU and disk idle while starts wait, reaches the concurrency it can
+	// take in a few intervals, not one slot a second); in [0, GrowBelow].
+	// 0 leaves growth additive.
+	DoubleBelow float64
 	// FixedInFlight and FixedRate pin a limit (the controller leaves it
 	// alone); zero means controlled.
 	FixedInFlight int

@@ -39,7 +39,10 @@ type Limits struct {
 	DecreaseEvery Duration `toml:"decrease_every"`
 	// GrowBelow: limits grow only while every resource is under this
 	// fraction of its target; between it and the target they hold.
-	GrowBelow    float64 `toml:"grow_below"`
+	GrowBelow float64 `toml:"grow_below"`
+	// DoubleBelow: below this fraction of every target a binding
+	// in-flight limit doubles; 0 is off.
+	DoubleBelow  float64 `toml:"double_below"`
 	IncreaseStep int     `toml:"increase_step"`
 	RateStep     float64 `toml:"rate_step"`
 	// InFlight and Rate pin a limit; 0 leaves it to the controller.
@@ -80,6 +83,7 @@ func defaultAdmission() Admission {
 			DecreaseFactor:     p.DecreaseFactor,
 			DecreaseEvery:      Duration(p.DecreaseEvery),
 			GrowBelow:          p.GrowBelow,
+			DoubleBelow:        p.DoubleBelow,
 			IncreaseStep:       p.IncreaseStep,
 			RateStep:           p.RateStep,
 			InFlight:           p.FixedInFlight,
@@ -110,12 +114,14 @@ var admissionDocs = map[string]string{
 	"admission.limits.decrease_factor":       "Limits are multiplied by this when a resource is above target, (0, 1).",
 	"admission.limits.decrease_every":        "At most one decrease per this long, [0s, 1m]: a spike over the target costs one\nstep, not one per interval (0 decreases every interval).",
 	"admission.limits.grow_below":            "Limits grow only while every resource is under this fraction of its target,\n(0, 1]; between it and the target they hold.",
-	"admission.limits.increase_step":         "In-flight slots added per interval while below target and the limit binds.",
-	"admission.limits.rate_step":             "Starts per second added per interval while below target and the rate binds.",
-	"admission.limits.inflight":              "Pin the in-flight limit; 0 leaves it to the controller.",
-	"admission.limits.rate":                  "Pin the start rate; 0 leaves it to the controller.",
-	"admission.limits.static_inflight":       "In-flight limit without PSI; 0 is 2 per core.",
-	"admission.limits.static_rate":           "Start rate without PSI; 0 is 5 per core.",
+	"admission.limits.double_below": "Below this fraction of every target, a binding in-flight limit doubles per\n" +
+		"interval instead of growing by increase_step (slow start), in [0, grow_below];\n0 is off.",
+	"admission.limits.increase_step":   "In-flight slots added per interval while below target and the limit binds.",
+	"admission.limits.rate_step":       "Starts per second added per interval while below target and the rate binds.",
+	"admission.limits.inflight":        "Pin the in-flight limit; 0 leaves it to the controller.",
+	"admission.limits.rate":            "Pin the start rate; 0 leaves it to the controller.",
+	"admission.limits.static_inflight": "In-flight limit without PSI; 0 is 2 per core.",
+	"admission.limits.static_rate":     "Start rate without PSI; 0 is 5 per core.",
 }
 
 // validate checks the [admission] section: on_deadline here, every other
@@ -153,6 +159,7 @@ func (a Admission) policy() admission.Policy {
 		DecreaseFactor:     a.Limits.DecreaseFactor,
 		DecreaseEvery:      a.Limits.DecreaseEvery.Std(),
 		GrowBelow:          a.Limits.GrowBelow,
+		DoubleBelow:        a.Limits.DoubleBelow,
 		IncreaseStep:       a.Limits.IncreaseStep,
 		RateStep:           a.Limits.RateStep,
 		FixedInFlight:      a.Limits.InFlight,
