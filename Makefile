@@ -185,12 +185,15 @@ bench: deps ## Install what is missing, then the patch-rollout benchmark: 40 pod
 # (each pod's timestamps, mode, round, the machine and versions), from which
 # `startgate-bench kube --report FILE --charts docs/charts` prints the tables
 # and draws the charts again. A checkout with changes is marked in the name.
+# PACEMAKER_SRC=DIR (a clone of github.com/woehrl01/pod-pacemaker) adds the
+# pod-pacemaker modes (hack/pacemaker/build.sh builds it).
 BENCH_DATA = docs/bench-data/kube-$$(date -u +%Y%m%dT%H%M%SZ)-$$(git rev-parse --short=12 HEAD)$$(git diff --quiet HEAD -- || echo -modified).json
 
 bench-kube: deps kube ## The rollout benchmark on a real one-node cluster: 40 pods, a registry 20 ms away; the attribution modes and the users' alternatives, a warm-up and 5 rounds; raw data into docs/bench-data (as root; BENCH_FLAGS as for bench, e.g. --quick, --scenarios)
 	go build -o $(BIN)/startgate-bench ./harness/cmd/startgate-bench
 	mkdir -p docs/bench-data
-	out=$(BENCH_DATA); $(BIN)/startgate-bench kube --kube-bin "$$($(KUBE_BIN))" --json "$$out" --charts docs/charts $(BENCH_FLAGS); rc=$$?; \
+	pm=; if [ -n "$$PACEMAKER_SRC" ]; then pm=--pacemaker-bin=$$(bash hack/pacemaker/build.sh) || exit 1; fi; \
+	out=$(BENCH_DATA); $(BIN)/startgate-bench kube --kube-bin "$$($(KUBE_BIN))" $$pm --json "$$out" --charts docs/charts $(BENCH_FLAGS); rc=$$?; \
 	  echo "bench-kube: raw data in $$out"; exit $$rc
 
 clean: ## Remove build output

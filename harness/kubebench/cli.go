@@ -89,6 +89,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			o.Warmup = false
 		}
 	}
+	if !fs.Changed("modes") && !*quick && o.Kubeconfig == "" {
+		if o.PacemakerBin != "" {
+			*modes += "," + PacemakerModes
+		} else {
+			fmt.Fprintln(stderr, "startgate-bench kube: no --pacemaker-bin: the pod-pacemaker modes are left out (hack/pacemaker/build.sh builds it)")
+		}
+	}
+	if o.Kubeconfig != "" && !fs.Changed("modes") {
+		*modes = remoteModes
+	}
 	if o.Modes, err = ParseModes(*modes); err != nil {
 		return fail(err)
 	}

@@ -99,6 +99,12 @@ const Alternatives = "direct+parallel-2,direct+parallel-4,direct+parallel-all,di
 // user alternative, in one run.
 const DefaultModes = Attribution + "," + Alternatives
 
+// PacemakerModes is pod-pacemaker at its chart's default and at fixed
+// limits around startgate's (with a startup probe, so that its slot
+// covers the app's init as startgate's does): run with the defaults when
+// --pacemaker-bin is given.
+const PacemakerModes = "pacemaker,pacemaker-2+startup,pacemaker-4+startup,pacemaker-8+startup"
+
 // QuickModes is --quick's: direct, its best-known alternative, the gate
 // alone and startgate with and without prefetch.
 const QuickModes = "direct,direct+parallel-4,gate,startgate,startgate-prefetch"
