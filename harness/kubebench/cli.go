@@ -52,6 +52,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	jsonOut := fs.String("json", "", "also write every run and pod as JSON to this file")
 	charts := fs.String("charts", "", "write a chart per scenario (SVG: time to Ready, a CDF per mode) into this directory as kube-SCENARIO.svg")
 	report := fs.String("report", "", "run nothing: print the tables (and --charts) of the run a --json FILE holds")
+	summary := fs.Bool("summary", false, "with --report: print the README's short table (startgate's modes and the best alternative against direct) and where it comes from")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: startgate-bench kube [flags]\n\n"+
 			"Runs a one-node Kubernetes cluster here (containerd, a far-away registry, a real\n"+
@@ -75,7 +76,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return fail(fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
 	if *report != "" {
-		return reportFrom(*report, *charts, stdout, stderr)
+		return reportFrom(*report, *charts, *summary, stdout, stderr)
 	}
 	var err error
 	if *quick {
@@ -176,7 +177,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // reportFrom prints the tables, and writes the charts into charts unless
 // it is empty, of the run saved in the JSON file path.
-func reportFrom(path, charts string, stdout, stderr io.Writer) int {
+func reportFrom(path, charts string, summary bool, stdout, stderr io.Writer) int {
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "startgate-bench kube: --report %s: %v\n", path, err)
 		return 1
@@ -192,7 +193,11 @@ func reportFrom(path, charts string, stdout, stderr io.Writer) int {
 	if len(res.Runs) == 0 {
 		return fail(errors.New("no runs in it (not a startgate-bench kube --json file?)"))
 	}
-	if err := WriteMarkdown(stdout, res); err != nil {
+	write := func() error { return WriteMarkdown(stdout, res) }
+	if summary {
+		write = func() error { return WriteSummary(stdout, res, path) }
+	}
+	if err := write(); err != nil {
 		return fail(err)
 	}
 	if charts != "" {

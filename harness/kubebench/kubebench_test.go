@@ -167,6 +167,20 @@ func TestTables(t *testing.T) {
 			t.Errorf("markdown lacks %q:\n%s", want, b.String())
 		}
 	}
+	b.Reset()
+	r.Command, r.Rounds = "startgate-bench kube", 5
+	if err := WriteSummary(&b, r, "docs/bench-data/x.json"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| recreate | startgate | 0.60 [", "| recreate | fixed-4 (best alternative) |", "| recreate | proxy |",
+		"5 counted rounds after a warm-up round; `startgate-bench kube`; raw data `docs/bench-data/x.json`."} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "direct+parallel-4") {
+		t.Errorf("summary lists an alternative that is not the best:\n%s", b.String())
+	}
 }
 
 func TestParseModes(t *testing.T) {

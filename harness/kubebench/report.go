@@ -271,10 +271,7 @@ func versus(name string, me, base map[int]RoundFigures) Versus {
 // of figures and a table of comparisons.
 func WriteMarkdown(w io.Writer, r *Result) error {
 	var b strings.Builder
-	counted := fmt.Sprintf("%d counted round%s", r.Rounds, map[bool]string{true: "s"}[r.Rounds != 1])
-	if r.Warmup {
-		counted += " after a warm-up round"
-	}
+	counted := rounds(r)
 	fmt.Fprintf(&b, "Real one-node cluster (%s), %d cores, kernel %s; a Deployment of %d pods; %s, the modes in a Williams order (every mode in every position over as many rounds as modes).\n",
 		r.Env.versions(), r.Cores, orUnknown(r.Env.Kernel), r.Pods, counted)
 	period := r.ProbePeriod
@@ -343,6 +340,15 @@ func times(e stats.Estimate) string {
 	return fmt.Sprintf("%.2f× (%.2f–%.2f)", e.Median, e.Min, e.Max)
 }
 
+// rounds is "5 counted rounds after a warm-up round".
+func rounds(r *Result) string {
+	s := fmt.Sprintf("%d counted round%s", r.Rounds, map[bool]string{true: "s"}[r.Rounds != 1])
+	if r.Warmup {
+		s += " after a warm-up round"
+	}
+	return s
+}
+
 // share prints an estimate of a fraction as a percentage.
 func share(e stats.Estimate) string {
 	if e.N == 0 {
@@ -405,4 +411,35 @@ func orDash(d time.Duration) string {
 		return "-"
 	}
 	return secs(d)
+}
+
+// WriteSummary writes the short table the README quotes: per scenario,
+// startgate's modes and the best users' alternative against direct, each
+// ratio with its verdict, and where the figures come from (date, commit,
+// machine, command, raw data file).
+func WriteSummary(w io.Writer, r *Result, rawPath string) error {
+	var b strings.Builder
+	b.WriteString("| scenario | mode | p50 vs direct | p99 vs direct | completion vs direct | completion / ideal |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --: |\n")
+	for _, t := range r.Tables() {
+		for _, row := range t.Rows {
+			m, _ := r.mode(row.Mode)
+			if row.Mode == "direct" || (!m.viaGate() && row.Mode != t.BestAlternative) {
+				continue
+			}
+			name := row.Mode
+			if row.Mode == t.BestAlternative {
+				name += " (best alternative)"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", t.Scenario, name, row.VsDirect.P50, row.VsDirect.P99, row.VsDirect.Completion, times(row.VsIdeal))
+		}
+	}
+	fmt.Fprintf(&b, "\nMeasured %s at commit %s on %s (%d cores, kernel %s; %s): %d pods, %s; `%s`",
+		r.Env.Date.Format("2006-01-02"), orUnknown(r.Env.Commit), orUnknown(r.Env.CPU), r.Cores, orUnknown(r.Env.Kernel), r.Env.versions(), r.Pods, rounds(r), r.Command)
+	if rawPath != "" {
+		fmt.Fprintf(&b, "; raw data `%s`", rawPath)
+	}
+	b.WriteString(".\n")
+	_, err := io.WriteString(w, b.String())
+	return err
 }
