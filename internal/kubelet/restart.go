@@ -70,12 +70,13 @@ func (r *Restarter) Restart(ctx context.Context, l *Layout, daemonReload bool) e
 	// (no API now), a heartbeat from a second after the restart is.
 	cs := r.nodeClient(l)
 	before := readyHeartbeat(ctx, cs, l.NodeName)
+	restartAt := time.Now()
 	if err := r.systemctl(ctx, "restart", KubeletUnit); err != nil {
 		return err
 	}
 	start := before
 	if start.IsZero() {
-		start = time.Now().Truncate(time.Second)
+		start = restartAt.Truncate(time.Second)
 	}
 	r.logf("kubelet restarted; waiting up to %v for it to be healthy", r.Timeout)
 	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
@@ -90,7 +91,7 @@ func (r *Restarter) Restart(ctx context.Context, l *Layout, daemonReload bool) e
 	if cs == nil {
 		return nil
 	}
-	return r.waitNodeReady(ctx, cs, l, start)
+	return r.waitNodeReady(ctx, cs, l, start, restartAt)
 }
 
 // nodeClient is a client with kubelet's own credentials, nil (said)
@@ -134,6 +135,16 @@ func readyHeartbeat(ctx context.Context, cs kubernetes.Interface, name string) t
 	return time.Time{}
 }
 
+// leaseRenewed is the node's Lease's renewTime; zero when it cannot be
+// read.
+func leaseRenewed(ctx context.Context, cs kubernetes.Interface, name string) time.Time {
+	lease, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
+	if err != nil || lease.Spec.RenewTime == nil {
+		return time.Time{}
+	}
+	return lease.Spec.RenewTime.Time
+}
+
 func (r *Restarter) waitHealthz(ctx context.Context, addr string) error {
 	client := &http.Client{Timeout: 2 * time.Second}
 	var last error
@@ -158,11 +169,16 @@ func (r *Restarter) waitHealthz(ctx context.Context, addr string) error {
 	return err
 }
 
-// waitNodeReady waits for the Node to be Ready with a heartbeat after
-// start, through kubelet's own credentials (with NodeRestriction a node
-// may read its own Node). An API that does not answer within APIGrace
+// waitNodeReady waits for the Node to be Ready and for a sign of the new
+// kubelet: a Ready heartbeat after start, or its Lease (kube-node-lease)
+// renewed after restartAt. The heartbeat has a second's resolution, and
+// a kubelet whose first status lands in the restart's second reports
+// the next only when something changes or minutes later; the Lease's
+// renewTime has microseconds and is renewed every few seconds. Both are
+// read with kubelet's own credentials (NodeRestriction lets a node read
+// its own Node and Lease). An API that does not answer within APIGrace
 // skips the check and says so.
-func (r *Restarter) waitNodeReady(ctx context.Context, cs kubernetes.Interface, l *Layout, start time.Time) error {
+func (r *Restarter) waitNodeReady(ctx context.Context, cs kubernetes.Interface, l *Layout, start, restartAt time.Time) error {
 	began := time.Now()
 	grace := r.APIGrace
 	if grace == 0 {
@@ -186,9 +202,12 @@ func (r *Restarter) waitNodeReady(ctx context.Context, cs kubernetes.Interface, 
 			if c.Type != corev1.NodeReady {
 				continue
 			}
-			last = fmt.Sprintf("Ready=%s (%s: %s), last heartbeat %s, want one after %s", c.Status, c.Reason, c.Message, c.LastHeartbeatTime.UTC().Format(time.RFC3339), start.UTC().Format(time.RFC3339))
-			// Heartbeats are written by kubelet with this node's clock.
-			return c.Status == corev1.ConditionTrue && c.LastHeartbeatTime.Time.After(start), nil
+			renewed := leaseRenewed(ctx, cs, l.NodeName)
+			last = fmt.Sprintf("Ready=%s (%s: %s), last heartbeat %s, want one after %s; Lease renewed %s, want after %s",
+				c.Status, c.Reason, c.Message, c.LastHeartbeatTime.UTC().Format(time.RFC3339), start.UTC().Format(time.RFC3339),
+				renewed.UTC().Format(time.RFC3339Nano), restartAt.UTC().Format(time.RFC3339Nano))
+			// Both are written by kubelet with this node's clock.
+			return c.Status == corev1.ConditionTrue && (c.LastHeartbeatTime.Time.After(start) || renewed.After(restartAt)), nil
 		}
 		return false, nil
 	})
