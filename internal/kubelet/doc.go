@@ -60,6 +60,7 @@
 // Restarter (restart.go) restarts kubelet through systemd when the
 // running kubelet started before the last switch, waits for its /healthz
 // and, through kubelet's own credentials (NodeRestriction lets a node
-// read its own Node), for its Node to be Ready with a fresh heartbeat;
+// read its own Node and Lease), for its Node to be Ready with a heartbeat
+// or a Lease renewal from after the restart;
 // startgatectl rolls the switch back when kubelet does not come back.
 package kubelet
