@@ -185,6 +185,8 @@ bench: deps ## Install what is missing, then the patch-rollout benchmark: 40 pod
 # (each pod's timestamps, mode, round, the machine and versions), from which
 # `startgate-bench kube --report FILE --charts docs/charts` prints the tables
 # and draws the charts again. A checkout with changes is marked in the name.
+# The file is rewritten after each mode's cycle; an interrupted run goes on
+# with `bin/startgate-bench kube --resume FILE` and the same flags.
 # PACEMAKER_SRC=DIR (a clone of github.com/woehrl01/pod-pacemaker) adds the
 # pod-pacemaker modes (hack/pacemaker/build.sh builds it).
 BENCH_DATA = docs/bench-data/kube-$$(date -u +%Y%m%dT%H%M%SZ)-$$(git rev-parse --short=12 HEAD)$$(git diff --quiet HEAD -- || echo -modified).json

@@ -49,7 +49,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	daemonCfg := fs.String("startgated-config", "", "TOML file appended to every startgated config (tuning)")
 	fs.StringVar(&o.DaemonLog, "startgated-log", "", "keep the last startgated's log here")
 	variants := fs.StringArray("variant", nil, "NAME=FILE: one more mode, startgate-NAME, with FILE's TOML appended to its startgated config (tuning side by side); repeatable")
-	jsonOut := fs.String("json", "", "also write every run and pod as JSON to this file")
+	jsonOut := fs.String("json", "", "also write every run and pod as JSON to this file (after every mode's cycle, so an interrupted run keeps what it measured)")
+	resume := fs.String("resume", "", "complete the run saved in this --json file (the same flags, at the same commit): only the cycles it lacks run, into the same file")
 	charts := fs.String("charts", "", "write a chart per scenario (SVG: time to Ready, a CDF per mode) into this directory as kube-SCENARIO.svg")
 	report := fs.String("report", "", "run nothing: print the tables (and --charts) of the run a --json FILE holds")
 	summary := fs.Bool("summary", false, "with --report: print the README's short table (startgate's modes and the best alternative against direct) and where it comes from")
@@ -145,6 +146,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	o.Progress = stderr
 	o.Command = "startgate-bench kube " + strings.Join(args, " ")
+	o.Save = *jsonOut
+	if *resume != "" {
+		if o.Resume, err = LoadResult(*resume); err != nil {
+			return fail(fmt.Errorf("--resume: %w", err))
+		}
+		if o.Save == "" {
+			o.Save = *resume
+		}
+		o.Command = o.Resume.Command // the command that began it; the resume is the same run
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -160,12 +171,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintln(stderr, "startgate-bench kube: chart", p)
 			}
 		}
-		if *jsonOut != "" {
-			b, jerr := json.MarshalIndent(res, "", "  ")
-			if jerr == nil {
-				jerr = os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
-			}
-			err = errors.Join(err, jerr)
+		if o.Save != "" {
+			err = errors.Join(err, saveResult(o.Save, res))
 		}
 	}
 	if err != nil {

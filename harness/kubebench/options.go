@@ -92,6 +92,10 @@ type Options struct {
 	Registry         string
 	AllowBusyNode    bool
 	StartgatedSocket string
+	// Save, when set, is where the result is written after every mode's
+	// cycle (resume.go); Resume is a saved result to complete.
+	Save   string
+	Resume *Result
 	// PacemakerBin holds pod-pacemaker's node-daemon and cni-plugin
 	// (hack/pacemaker/build.sh); needed by the pacemaker modes only.
 	PacemakerBin string

@@ -98,12 +98,21 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 		res.Modes = append(res.Modes, m.Name)
 	}
 	res.ModeSpecs, res.Warmup, res.Env, res.ProbePeriod = opts.Modes, opts.Warmup, hostEnv(), opts.ProbePeriod
+	if p := opts.Resume; p != nil {
+		if err := sameBenchmark(p, res); err != nil {
+			return nil, err
+		}
+		res.Runs, res.Warnings, res.Env = p.Runs, p.Warnings, p.Env
+		res.Took = p.Took
+		pr.line("resuming: %d scenario runs already done", len(p.Runs))
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	b := &runner{opts: &opts, t: t, cpuEvery: cpuEvery, pods: newTracker(), pr: pr, res: res}
 	b.pods.run(watchCtx, t.client(), t.namespace())
+	took := res.Took
 	err = b.run(ctx)
-	res.Took = time.Since(t0)
+	res.Took = took + time.Since(t0)
 	if err != nil && len(res.Runs) == 0 {
 		return nil, err
 	}
@@ -128,8 +137,16 @@ func (b *runner) run(ctx context.Context) error {
 			if r == 0 {
 				label = fmt.Sprintf("warm-up round (not counted), mode %d/%d %s", i+1, len(order), m.Name)
 			}
+			if b.res.done(m.Name, r) {
+				continue
+			}
 			if err := b.cycle(ctx, m, r, i, label); err != nil {
 				return err
+			}
+			if b.opts.Save != "" {
+				if err := saveResult(b.opts.Save, b.res); err != nil {
+					return fmt.Errorf("kubebench: save the run so far: %w", err)
+				}
 			}
 		}
 	}
