@@ -253,6 +253,9 @@ func (m Mode) Describe() string {
 	case PathNodeBypass:
 		parts = append(parts, "the node with its startgated bypassed")
 	}
+	if m.Config != "" {
+		parts = append(parts, "a config variant (--variant)")
+	}
 	if m.Limit > 0 {
 		parts = append(parts, fmt.Sprintf("in-flight limit %d", m.Limit))
 	}
