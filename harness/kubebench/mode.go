@@ -67,7 +67,7 @@ type Mode struct {
 	// releases a slot (else it releases at the container's start).
 	StartupProbe bool `json:"startup_probe,omitempty"`
 	// Config is more startgated TOML for this mode alone (--variant).
-	Config string `json:"-"`
+	Config string `json:"config,omitempty"`
 }
 
 // viaGate reports whether the mode puts startgated in the kubelet's path.
