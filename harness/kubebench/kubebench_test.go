@@ -398,3 +398,52 @@ func TestIdealBound(t *testing.T) {
 		t.Errorf("completion / ideal: direct %v, prefetched %v; want 6/3 = 2 and 2/1 = 2", d, p)
 	}
 }
+
+// The targets are judged from the run, each met, not met or not
+// measured, with its figure.
+func TestTargets(t *testing.T) {
+	modes, err := ParseModes("direct,gate,startgate,startgate-prefetch,direct+parallel-4,pacemaker-4+startup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Result{Scenarios: []string{Recreate}, ModeSpecs: modes}
+	for _, m := range modes {
+		r.Modes = append(r.Modes, m.Name)
+	}
+	run := func(mode string, round int, p50 time.Duration, idleWaiting float64) ScenarioRun {
+		return ScenarioRun{Scenario: Recreate, Mode: mode, Round: round, Completion: 2 * p50, Idle: IdleCPU{WhileWaiting: idleWaiting},
+			Pods: []PodTime{{Ready: p50}, {Ready: p50}, {Ready: 2 * p50}}}
+	}
+	for rnd := 1; rnd <= 3; rnd++ {
+		d := time.Duration(9+rnd) * time.Second
+		r.Runs = append(r.Runs,
+			run("direct", rnd, d, -1),
+			run("gate", rnd, d*11/10, 0.12), // slower, and 12% idle while starts wait
+			run("startgate", rnd, d*7/10, 0.01),
+			run("startgate-prefetch", rnd, d*4/10, 0.01),
+			run("direct+parallel-4", rnd, d*9/10, -1),
+			run("pacemaker-4+startup", rnd, d*8/10, -1))
+	}
+	got := map[string]Target{}
+	for _, tg := range r.Targets() {
+		got[tg.Target] = tg
+	}
+	for target, want := range map[string]string{
+		"prefetch: p50 ≤ 0.5× direct":                                                         met,
+		"prefetch: p99 ≤ 0.6× direct":                                                         met,
+		"prefetch: p50 ≤ 0.8× the best alternative (pacemaker-4+startup)":                     met,
+		"gate alone: never worse than direct beyond the noise (p50, p99, completion)":         notMet,
+		"gate alone: idle CPU while starts wait ≤ 5% of the rollout":                          notMet,
+		"startgate ahead of pod-pacemaker's best (pacemaker-4+startup) on p99 and completion": met,
+		"startgate within 1.3× of the ideal bound (completion)":                               notMeasured,
+	} {
+		tg, ok := got[target]
+		if !ok {
+			t.Errorf("no target %q among %v", target, got)
+			continue
+		}
+		if tg.Verdict != want {
+			t.Errorf("%s: %s (%s), want %s", target, tg.Verdict, tg.Figure, want)
+		}
+	}
+}

@@ -319,6 +319,10 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 			fmt.Fprintf(&b, "\nBest users' alternative here (lowest median p50): %s.\n", t.BestAlternative)
 		}
 	}
+	b.WriteString("\n**Targets** (issue 20; medians over rounds)\n\n")
+	if err := WriteTargets(&b, r); err != nil {
+		return err
+	}
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&b, "\nWarning: %s\n", w)
 	}
