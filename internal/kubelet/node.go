@@ -3,6 +3,7 @@ package kubelet
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -74,17 +75,36 @@ type Running struct {
 	ticks   uint64
 }
 
-// runningKubelet finds a process whose program is kubelet.
-func (n *Node) runningKubelet() (int, []string) {
-	r := n.Running()
-	if r == nil {
-		return 0, nil
+// Running is the running kubelet process, nil when none runs. When
+// several run in this root (a test machine, a node mid-migration), it is
+// the one whose command line is kubelet.service's, else none: which one
+// is this node's cannot be told.
+func (n *Node) Running() *Running {
+	ks := n.kubelets()
+	if len(ks) == 1 {
+		return ks[0]
 	}
-	return r.Pid, r.Args
+	if len(ks) == 0 {
+		return nil
+	}
+	uc, err := n.resolveUnit(KubeletUnit)
+	if err != nil {
+		return nil
+	}
+	want := make([]string, 0, len(uc.Args))
+	for _, a := range uc.Args[1:] {
+		want = append(want, a.Value)
+	}
+	for _, k := range ks {
+		if slices.Equal(k.Args, want) {
+			return k
+		}
+	}
+	return nil
 }
 
-// Running is the running kubelet process, nil when none runs.
-func (n *Node) Running() *Running {
+// kubelets are the kubelet processes in this node's root.
+func (n *Node) kubelets() []*Running {
 	proc := n.Proc
 	if proc == "" {
 		proc = n.path("/proc")
@@ -97,6 +117,7 @@ func (n *Node) Running() *Running {
 	if err != nil {
 		return nil
 	}
+	var out []*Running
 	for _, p := range procs {
 		cmd, err := p.CmdLine()
 		if err != nil || len(cmd) == 0 || filepath.Base(cmd[0]) != "kubelet" {
@@ -114,7 +135,8 @@ func (n *Node) Running() *Running {
 				r.Started = time.Unix(0, int64(s*1e9))
 			}
 		}
-		return r
+		out = append(out, r)
 	}
-	return nil
+	slices.SortFunc(out, func(a, b *Running) int { return a.Pid - b.Pid })
+	return out
 }

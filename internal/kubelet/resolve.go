@@ -110,12 +110,20 @@ func (n *Node) Resolve() (*Layout, error) {
 				return nil, fmt.Errorf("%w: this node runs kubelet inside %s (%s): it starts its embedded containerd only while no container-runtime-endpoint is set, so pointing it at startgated would leave the node without a runtime. startgate does not switch k3s or RKE2 nodes; see docs/kubelet.md, \"k3s and RKE2\"", ErrUnsupported, strings.TrimSuffix(e.unit, ".service"), e.unit)
 			}
 		}
-		pid, args := n.runningKubelet()
-		if pid == 0 {
+		ks := n.kubelets()
+		switch len(ks) {
+		case 0:
 			return nil, fmt.Errorf("%w: no %s unit (looked in %s) and no kubelet running: nothing to switch", ErrNoKubelet, KubeletUnit, strings.Join(unitDirs, ", "))
+		case 1:
+		default:
+			pids := make([]string, len(ks))
+			for i, k := range ks {
+				pids[i] = strconv.Itoa(k.Pid)
+			}
+			return nil, fmt.Errorf("%w: no %s unit, and %d kubelets run here (pids %s): which one is this node's cannot be told; give kubelet a %s unit", ErrUnsupported, KubeletUnit, len(ks), strings.Join(pids, ", "), KubeletUnit)
 		}
-		for _, a := range args {
-			l.Args = append(l.Args, Arg{Value: a, Via: "command line of pid " + strconv.Itoa(pid)})
+		for _, a := range ks[0].Args {
+			l.Args = append(l.Args, Arg{Value: a, Via: "command line of pid " + strconv.Itoa(ks[0].Pid)})
 		}
 	case err != nil:
 		return nil, err
