@@ -61,11 +61,11 @@ type clusterNode struct {
 	bypass  bool // set by this run, to be set back
 }
 
-var _ target = (*clusterNode)(nil)
+var _ node = (*clusterNode)(nil)
 
-// startRemote checks the node, creates the benchmark's namespace and
+// startClusterNode checks the node, creates the benchmark's namespace and
 // pushes the app.
-func startRemote(ctx context.Context, o *Options, pr *progress) (_ *clusterNode, err error) {
+func startClusterNode(ctx context.Context, o *Options, pr *progress) (_ *clusterNode, err error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("kubebench: --kubeconfig %s: %w", o.Kubeconfig, err)

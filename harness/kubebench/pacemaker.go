@@ -109,12 +109,12 @@ type pacemaker struct {
 	conf      string // the chained conflist, while written
 }
 
-func (n *node) pacemakerDir() string { return filepath.Join(n.dir, "pacemaker") }
+func (n *localNode) pacemakerDir() string { return filepath.Join(n.dir, "pacemaker") }
 
 // startPacemaker installs the peer once (objects, token, plugin), then
 // applies m's PacemakerConfig, starts the daemon, waits for its socket
 // and chains the plugin on the pod network. The Node must exist.
-func (n *node) startPacemaker(ctx context.Context, m Mode) (err error) {
+func (n *localNode) startPacemaker(ctx context.Context, m Mode) (err error) {
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("kubebench: mode %s: pod-pacemaker: %w", m.Name, err), n.stopPacemaker(ctx))
@@ -180,7 +180,7 @@ func (n *node) startPacemaker(ctx context.Context, m Mode) (err error) {
 
 // installPacemaker applies its objects, writes its token and CA, and
 // links its plugin into the CNI bin dir.
-func (n *node) installPacemaker(ctx context.Context, dir string) error {
+func (n *localNode) installPacemaker(ctx context.Context, dir string) error {
 	if err := os.MkdirAll(filepath.Join(dir, "sa"), 0o700); err != nil {
 		return err
 	}
@@ -210,7 +210,7 @@ func (n *node) installPacemaker(ctx context.Context, dir string) error {
 // chainPacemaker writes the testbed's pod network with the plugin
 // appended, as the chart's init container does, with the chart's
 // settings; containerd picks it up from its conf dir.
-func (n *node) chainPacemaker(sock string) error {
+func (n *localNode) chainPacemaker(sock string) error {
 	base := n.tb.PodNetworkConf()
 	b, err := os.ReadFile(base)
 	if err != nil {
@@ -249,7 +249,7 @@ func (n *node) chainPacemaker(sock string) error {
 
 // stopPacemaker unchains the plugin first (no new sandbox waits on a
 // daemon about to go), then stops the daemon and deletes its config.
-func (n *node) stopPacemaker(ctx context.Context) error {
+func (n *localNode) stopPacemaker(ctx context.Context) error {
 	var errs []error
 	if n.pm.conf != "" {
 		if err := os.Remove(n.pm.conf); err != nil && !os.IsNotExist(err) {

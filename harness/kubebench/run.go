@@ -40,13 +40,13 @@ type Result struct {
 	Took              time.Duration `json:"took_ns"`
 }
 
-// startTarget starts this machine's one-node cluster, or, with
+// startNode starts this machine's one-node cluster, or, with
 // Options.Kubeconfig, readies the existing cluster's node; it returns the
-// target and its CPU sampling period.
-func startTarget(ctx context.Context, opts *Options, pr *progress) (target, time.Duration, error) {
+// node and its CPU sampling period.
+func startNode(ctx context.Context, opts *Options, pr *progress) (node, time.Duration, error) {
 	if opts.Kubeconfig != "" {
 		pr.line("using node %s of the cluster in %s", opts.Node, opts.Kubeconfig)
-		r, err := startRemote(ctx, opts, pr)
+		r, err := startClusterNode(ctx, opts, pr)
 		return r, remoteCPUEvery, err
 	}
 	if opts.KubeBin == "" {
@@ -57,14 +57,14 @@ func startTarget(ctx context.Context, opts *Options, pr *progress) (target, time
 		}
 	}
 	pr.line("starting the node: containerd, a registry %s away, etcd, kube-apiserver, controller-manager, scheduler", opts.RegistryRTT)
-	n, err := startNode(ctx, opts)
+	n, err := startLocalNode(ctx, opts)
 	return n, cpuSampleEvery, err
 }
 
 // runner runs the steps of one Run.
 type runner struct {
 	opts     *Options
-	t        target
+	n        node
 	cpuEvery time.Duration
 	pods     *tracker
 	pr       *progress
@@ -80,7 +80,7 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	}
 	t0 := time.Now()
 	pr := &progress{w: opts.Progress}
-	t, cpuEvery, err := startTarget(ctx, &opts, pr)
+	n, cpuEvery, err := startNode(ctx, &opts, pr)
 	if err != nil {
 		return nil, err
 	}
@@ -88,9 +88,9 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 		pr.line("cleaning up")
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
 		defer cancel()
-		err = errors.Join(err, t.stop(stopCtx))
+		err = errors.Join(err, n.stop(stopCtx))
 	}()
-	_, cores, _ := t.idle(ctx)
+	_, cores, _ := n.idle(ctx)
 	res := &Result{Command: opts.Command, Workload: opts.Workload, Pods: opts.Pods, Rounds: opts.Rounds, Cores: cores,
 		InitCPU: opts.InitCPU, IOBytes: opts.IOBytes, PatchSize: opts.PatchSize, RegistryBandwidth: opts.RegistryBandwidth,
 		RegistryRTT: opts.RegistryRTT, RegistryToken: opts.RegistryToken, Scenarios: opts.Scenarios}
@@ -108,8 +108,8 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	b := &runner{opts: &opts, t: t, cpuEvery: cpuEvery, pods: newTracker(), pr: pr, res: res}
-	b.pods.run(watchCtx, t.client(), t.namespace())
+	b := &runner{opts: &opts, n: n, cpuEvery: cpuEvery, pods: newTracker(), pr: pr, res: res}
+	b.pods.run(watchCtx, n.client(), n.namespace())
 	took := res.Took
 	err = b.run(ctx)
 	res.Took = took + time.Since(t0)
@@ -122,8 +122,8 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 
 func (b *runner) run(ctx context.Context) error {
 	script := initScript(b.opts.Workload, b.opts.InitCPU, b.opts.IOBytes)
-	dep := deployment(b.t.namespace(), b.t.nodeName(), b.t.appRef(), 0, script, b.opts.ProbePeriod)
-	if _, err := b.t.client().AppsV1().Deployments(b.t.namespace()).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+	dep := deployment(b.n.namespace(), b.n.nodeName(), b.n.appRef(), 0, script, b.opts.ProbePeriod)
+	if _, err := b.n.client().AppsV1().Deployments(b.n.namespace()).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("kubebench: create the Deployment: %w", err)
 	}
 	first := 1
@@ -184,11 +184,11 @@ func roundOrder(modes []Mode, r, rounds int) []Mode {
 // pods gone again.
 func (b *runner) cycle(ctx context.Context, m Mode, round, position int, label string) error {
 	b.pr.line("%s: %s", label, m.Describe())
-	if err := b.t.setMode(ctx, m); err != nil {
+	if err := b.n.setMode(ctx, m); err != nil {
 		return err
 	}
 	if b.res.Env.Kubelet == "" {
-		if err := b.res.Env.nodeEnv(ctx, b.t.client(), b.t.nodeName()); err != nil {
+		if err := b.res.Env.nodeEnv(ctx, b.n.client(), b.n.nodeName()); err != nil {
 			b.res.Warnings = append(b.res.Warnings, err.Error())
 		}
 	}
@@ -196,7 +196,7 @@ func (b *runner) cycle(ctx context.Context, m Mode, round, position int, label s
 	// The pods of this mode run the tag, with the mode's pull policy.
 	if err := b.updateApp(ctx, func(d *appsv1.Deployment) {
 		c := &d.Spec.Template.Spec.Containers[0]
-		c.Image, c.ImagePullPolicy = b.t.appRef(), m.pullPolicy()
+		c.Image, c.ImagePullPolicy = b.n.appRef(), m.pullPolicy()
 		c.StartupProbe = nil
 		if m.StartupProbe {
 			c.StartupProbe = startupProbe(c.ReadinessProbe)
@@ -266,7 +266,7 @@ func (b *runner) cycle(ctx context.Context, m Mode, round, position int, label s
 }
 
 func (b *runner) quiet(ctx context.Context, before string) error {
-	last, ok, err := b.t.quiet(ctx, b.opts.Quiet)
+	last, ok, err := b.n.quiet(ctx, b.opts.Quiet)
 	if err != nil {
 		return err
 	}

@@ -93,7 +93,7 @@ const restartedAt = "kubectl.kubernetes.io/restartedAt"
 
 // updateApp changes the Deployment (retrying on conflicts).
 func (b *runner) updateApp(ctx context.Context, change func(*appsv1.Deployment)) error {
-	deps := b.t.client().AppsV1().Deployments(b.t.namespace())
+	deps := b.n.client().AppsV1().Deployments(b.n.namespace())
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		d, err := deps.Get(ctx, appName, metav1.GetOptions{})
 		if err != nil {
@@ -121,7 +121,7 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 			old[uid] = true
 		}
 	}
-	sli0, total0, merr := kubeletStarts(ctx, b.t.client(), b.t.nodeName())
+	sli0, total0, merr := kubeletStarts(ctx, b.n.client(), b.n.nodeName())
 	t0 := time.Now()
 	stopGate := b.watchGate(run, t0)
 	run.Start = t0
@@ -163,7 +163,7 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 	b.pullTimes(ctx, run, uids, t0)
 	b.podCPUs(ctx, run, uids, t0)
 	if merr == nil {
-		sli1, total1, err := kubeletStarts(ctx, b.t.client(), b.t.nodeName())
+		sli1, total1, err := kubeletStarts(ctx, b.n.client(), b.n.nodeName())
 		merr = err
 		run.KubeletSLI, run.KubeletTotal = distOf(sli1.sub(sli0)), distOf(total1.sub(total0))
 	}
@@ -211,7 +211,7 @@ var pulledRE = regexp.MustCompile(`pulled image ".*" in ([0-9][0-9.a-zµ]*) \(([
 
 // pullTimes fills in each pod's pull from its Pulled events since t0.
 func (b *runner) pullTimes(ctx context.Context, run *ScenarioRun, uids map[string]string, t0 time.Time) {
-	evs, err := b.t.client().CoreV1().Events(b.t.namespace()).List(ctx, metav1.ListOptions{
+	evs, err := b.n.client().CoreV1().Events(b.n.namespace()).List(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("reason", "Pulled").String(),
 	})
 	if err != nil {
@@ -243,7 +243,7 @@ func (b *runner) pullTimes(ctx context.Context, run *ScenarioRun, uids map[strin
 // podCPUs fills in each pod's CPU from the kubelet's stats, and the run's
 // ideal bound.
 func (b *runner) podCPUs(ctx context.Context, run *ScenarioRun, uids map[string]string, t0 time.Time) {
-	cpu, err := podCPU(ctx, b.t.client(), b.t.nodeName(), uids, t0)
+	cpu, err := podCPU(ctx, b.n.client(), b.n.nodeName(), uids, t0)
 	if err != nil {
 		run.Warnings = append(run.Warnings, err.Error())
 	}
@@ -273,10 +273,10 @@ func (b *runner) watchGate(run *ScenarioRun, t0 time.Time) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	gate := make(chan []bench.GateSample, 1)
 	cpu := make(chan []CPUSample, 1)
-	api := b.t.gate()
+	api := b.n.gate()
 	cores := 0
 	read := func(ctx context.Context) (float64, int, bool) {
-		v, c, ok := b.t.idle(ctx)
+		v, c, ok := b.n.idle(ctx)
 		cores = c
 		return v, c, ok
 	}
@@ -302,14 +302,14 @@ func (b *runner) scaleUp(ctx context.Context, run *ScenarioRun) error {
 // the Deployment out again with strategy.
 func (b *runner) rollout(ctx context.Context, run *ScenarioRun, m Mode, strategy appsv1.DeploymentStrategy, label string) error {
 	b.pr.status("%s: pushing a patch", label)
-	d, err := b.t.patch(ctx)
+	d, err := b.n.patch(ctx)
 	if err != nil {
 		return err
 	}
 	run.Patch = d
-	if m.Prefetch && b.t.gate() != nil {
+	if m.Prefetch && b.n.gate() != nil {
 		b.pr.status("%s: announcing the patch, waiting for startgated to fetch it", label)
-		took, perr := bench.PrefetchAndWait(ctx, b.t.gate(), b.t.appRef(), d, b.opts.PrefetchTimeout)
+		took, perr := bench.PrefetchAndWait(ctx, b.n.gate(), b.n.appRef(), d, b.opts.PrefetchTimeout)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -331,7 +331,7 @@ func (b *runner) rollout(ctx context.Context, run *ScenarioRun, m Mode, strategy
 			dep.Spec.Template.Annotations[restartedAt] = time.Now().Format(time.RFC3339Nano)
 			if m.pullPolicy() == corev1.PullIfNotPresent {
 				// The node has the tag: only a new reference pulls.
-				dep.Spec.Template.Spec.Containers[0].Image = b.t.digestRef(d)
+				dep.Spec.Template.Spec.Containers[0].Image = b.n.digestRef(d)
 			}
 		})
 	})
@@ -348,7 +348,7 @@ func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m Mode) error {
 			pre[uid] = p.container
 		}
 	}
-	t0, err := b.t.reboot(ctx, m)
+	t0, err := b.n.reboot(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -386,7 +386,7 @@ func (b *runner) reboot(ctx context.Context, run *ScenarioRun, m Mode) error {
 	b.pullTimes(ctx, run, uids, t0)
 	b.podCPUs(ctx, run, uids, t0)
 	// The kubelet restarted: its histograms start from zero.
-	sli, total, merr := kubeletStarts(ctx, b.t.client(), b.t.nodeName())
+	sli, total, merr := kubeletStarts(ctx, b.n.client(), b.n.nodeName())
 	run.KubeletSLI, run.KubeletTotal = distOf(sli), distOf(total)
 	if merr != nil {
 		run.Warnings = append(run.Warnings, merr.Error())
