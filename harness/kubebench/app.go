@@ -41,6 +41,16 @@ const (
 // library tree is files of a few KiB.
 const filesSize = 4 << 10
 
+// newApp builds the app for o's workload: its patch a tree of filesSize
+// files for WorkFiles, one file otherwise.
+func newApp(o *Options) (*bench.App, error) {
+	files := 1
+	if o.Workload == WorkFiles {
+		files = max(1, o.PatchSize/filesSize)
+	}
+	return bench.NewFilesApp(o.PatchSize, files)
+}
+
 // cpuSlice is how many loop turns run between two reads of the cgroup's
 // CPU counter: a few milliseconds of CPU, so a pod overshoots its init
 // CPU time by that much at most.

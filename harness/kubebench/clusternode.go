@@ -113,11 +113,7 @@ func startClusterNode(ctx context.Context, o *Options, pr *progress) (_ *cluster
 		return nil, fmt.Errorf("kubebench: create namespace %s: %w", r.ns, err)
 	}
 	pr.line("namespace %s; pushing the app to %s:%s", r.ns, r.repo, r.tag)
-	files := 1
-	if o.Workload == WorkFiles {
-		files = max(1, o.PatchSize/filesSize)
-	}
-	if r.app, err = bench.NewFilesApp(o.PatchSize, files); err != nil {
+	if r.app, err = newApp(o); err != nil {
 		return nil, err
 	}
 	if err := r.push(ctx, r.app.Image); err != nil {

@@ -99,11 +99,7 @@ func startLocalNode(ctx context.Context, o *Options) (_ *localNode, err error) {
 		return nil, err
 	}
 	n.ref = far + "/" + AppRepoTag
-	files := 1
-	if o.Workload == WorkFiles {
-		files = max(1, o.PatchSize/filesSize)
-	}
-	if n.app, err = bench.NewFilesApp(o.PatchSize, files); err != nil {
+	if n.app, err = newApp(o); err != nil {
 		return nil, err
 	}
 	if _, err := n.reg.Push(ctx, AppRepoTag, n.app.Image); err != nil {
