@@ -201,14 +201,23 @@ func (r *clusterNode) setMode(ctx context.Context, m Mode) error {
 }
 
 func (r *clusterNode) setBypass(ctx context.Context, on bool) error {
-	st, err := r.api.SetBypass(ctx, &pb.SetBypassRequest{On: on})
+	if err := setBypass(ctx, r.api, on); err != nil {
+		return err
+	}
+	r.bypass = on
+	return nil
+}
+
+// setBypass turns startgated's bypass on or off, as `startgatectl bypass`
+// does, and checks that the gate says so.
+func setBypass(ctx context.Context, api pb.StartgateClient, on bool) error {
+	st, err := api.SetBypass(ctx, &pb.SetBypassRequest{On: on})
 	if err != nil {
 		return fmt.Errorf("kubebench: startgated bypass %v: %w", on, err)
 	}
 	if st.GetBypassed() != on {
 		return fmt.Errorf("kubebench: startgated bypass is %v after setting it %v", st.GetBypassed(), on)
 	}
-	r.bypass = on
 	return nil
 }
 

@@ -223,13 +223,7 @@ func (n *localNode) startGate(ctx context.Context, m Mode) error {
 	}
 	n.api = pb.NewStartgateClient(n.apiConn)
 	if m.Path == PathProxy {
-		st, err := n.api.SetBypass(ctx, &pb.SetBypassRequest{On: true})
-		if err != nil {
-			return fmt.Errorf("kubebench: mode %s: bypass the gate: %w", m.Name, err)
-		}
-		if !st.GetBypassed() {
-			return fmt.Errorf("kubebench: mode %s: the gate is not bypassed after SetBypass", m.Name)
-		}
+		return setBypass(ctx, n.api, true)
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing/fstest"
 	"time"
@@ -18,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
+
+	"github.com/startgate/startgate/harness/testbed"
 )
 
 // pod-pacemaker (github.com/woehrl01/pod-pacemaker, built by
@@ -172,8 +173,7 @@ func (n *localNode) startPacemaker(ctx context.Context, m Mode) (err error) {
 		_, err := os.Stat(sock)
 		return err == nil, nil
 	}); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "daemon.log"))
-		return fmt.Errorf("its node daemon's socket: %w; its log ends: %s", err, tail(string(log), 800))
+		return testbed.WithLogTail(fmt.Errorf("its node daemon's socket: %w", err), filepath.Join(dir, "daemon.log"))
 	}
 	return n.chainPacemaker(sock)
 }
@@ -268,13 +268,4 @@ func (n *localNode) stopPacemaker(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// tail is the last n bytes of s.
-func tail(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
 }
