@@ -30,6 +30,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.Warmup, "warmup", true, "run a warm-up round first (every mode once, kept in the raw data, never counted)")
 	fs.StringVar(&o.Workload, "workload", WorkCPU, "init work: cpu, io or mixed (the tuning set), files (read the patch's tree of 4 KiB files) or jit (the init CPU spent by a loop per core at once): held out")
 	fs.StringVar(&o.CPUs, "cpus", "", "pin the node (containerd and its pods, kubelet, startgated, pod-pacemaker) to these CPUs, e.g. 0: a smaller node, held out from tuning; the control plane stays unpinned")
+	fs.IntVar(&o.Load, "load", 0, "other work on the node while each scenario is measured: this many busy loops, a core each (pinned with --cpus): held out")
 	fs.DurationVar(&o.ProbePeriod, "probe-period", time.Second, "the readiness probe's period (whole seconds; charts often set 10s)")
 	fs.DurationVar(&o.InitCPU, "init-cpu", DefaultInitCPU, "a cpu pod's init: this much CPU time (the container's cgroup counts it)")
 	ioSize := fs.String("io-size", "16MB", "an io pod's init: write, fsync and read back this many bytes")

@@ -291,6 +291,9 @@ func (r *clusterNode) resourceCounter(ctx context.Context) (used float64, at tim
 // when the kubelet's counter does (its housekeeping period), never
 // between: a run's idle CPU is right over its length, not within a few
 // seconds.
+// local is false: the node's processes are on another machine.
+func (r *clusterNode) local() bool { return false }
+
 func (r *clusterNode) idle(ctx context.Context) (float64, int, bool) {
 	used, at, ok := r.resourceCounter(ctx)
 	if !ok {

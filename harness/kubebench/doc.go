@@ -78,7 +78,9 @@
 //     reboot does to them), containerd restarted, startgated restarted,
 //     the kubelet started: the N pods come back at once.
 //
-// Then the Deployment is scaled to 0 and the node emptied.
+// Then the Deployment is scaled to 0 and the node emptied. With --load N,
+// N busy loops (a core each, load.go) run while each scenario is
+// measured: the other tenants of a node, whose pressure the gate sees.
 //
 // # What is measured
 //
@@ -93,6 +95,14 @@
 // (cpu.go: /proc/stat and the gate's queue, every 250 ms), container
 // restarts, each pod's pull (kubelet's Pulled event) and kubelet's own
 // pod start histograms.
+//
+// Where the CPU went (cpuby.go, the local node only): from the
+// scenario's start to its end, the machine's busy core-seconds split into
+// the pods' (their cgroups' cpuacct), kubelet's, containerd's (with the
+// CNI plugins and shim starts it reaped), the shims', startgated's,
+// pod-pacemaker's, the control plane's, the harness's own and the rest,
+// from /proc every 500 ms: a gate that saves work shows it here, and so
+// does one that costs some of its own.
 //
 // The ideal bound (ideal.go): one pull of the patch plus every pod's CPU
 // (the kubelet's stats summary) over the cores, from the same round's

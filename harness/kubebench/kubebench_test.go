@@ -287,6 +287,9 @@ func TestOptionsRefuseBadInput(t *testing.T) {
 		{Modes: []Mode{}},
 		{ProbePeriod: 1500 * time.Millisecond},
 		{ProbePeriod: time.Hour},
+		{Load: -1},
+		{Load: 65},
+		{Load: 1, Kubeconfig: "kubeconfig", Node: "n", Registry: "r", Modes: []Mode{{Name: "node", Path: PathNode}}},
 		{Modes: []Mode{{Name: "pacemaker", Path: PathPacemaker}}},
 	} {
 		if err := o.withDefaults(); err == nil {

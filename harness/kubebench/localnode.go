@@ -59,6 +59,8 @@ func (n *localNode) quiet(ctx context.Context, q bench.Quiet) (string, bool, err
 
 // idle reads this machine's /proc/stat: the node is this machine (or
 // the CPUs it is pinned to).
+func (n *localNode) local() bool { return true }
+
 func (n *localNode) idle(context.Context) (float64, int, bool) {
 	v, cores, err := procIdle(n.opts.CPUs)
 	return v, cores, err == nil

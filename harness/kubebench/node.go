@@ -32,6 +32,9 @@ type node interface {
 	// idle is the node's idle CPU so far, in core-seconds (a counter), and
 	// its cores; ok false when it cannot be read.
 	idle(ctx context.Context) (coreSeconds float64, cores int, ok bool)
+	// local reports whether the node is this machine, whose processes
+	// the benchmark can see (CPUBy).
+	local() bool
 	// quiet waits until the node is quiet (q), ctx ends or q.Max passes;
 	// it returns what it measured last, in words, and whether it got
 	// quiet.

@@ -58,6 +58,12 @@ type Options struct {
 	// to 10 s after it could, and a gate that holds its slot till Ready
 	// holds it that long.
 	ProbePeriod time.Duration
+	// Load is other work on the node while each scenario is measured:
+	// this many busy loops, a core each (pinned with CPUs), started
+	// when the scenario starts and stopped when it ends: the tenants a
+	// node's rollout shares it with, which the gate sees in its pressure
+	// and direct does not. 0 is none.
+	Load int
 	// Workload is WorkCPU (""), WorkIO or WorkMixed.
 	Workload string
 	// InitCPU is a cpu pod's init work, in CPU time.
@@ -162,6 +168,9 @@ func (o *Options) withDefaults() error {
 	if err := o.checkRemote(); err != nil {
 		return err
 	}
+	if o.Load > 0 && o.Kubeconfig != "" {
+		return errors.New("kubebench: --load runs on this machine's node; an existing cluster's node has its own")
+	}
 	if o.CPUs != "" {
 		if o.Kubeconfig != "" {
 			return errors.New("kubebench: --cpus pins this machine's node; an existing cluster's node is its own size")
@@ -195,6 +204,8 @@ func (o *Options) withDefaults() error {
 		return fmt.Errorf("kubebench: rounds %d: want at least 1", o.Rounds)
 	case len(o.Modes) == 0:
 		return errors.New("kubebench: no modes")
+	case o.Load < 0 || o.Load > 64:
+		return fmt.Errorf("kubebench: load %d: want 0 to 64 busy loops", o.Load)
 	case o.ProbePeriod < time.Second || o.ProbePeriod > 5*time.Minute || o.ProbePeriod%time.Second != 0:
 		return fmt.Errorf("kubebench: probe period %s: want whole seconds from 1s to 5m", o.ProbePeriod)
 	case o.InitCPU < 0, o.IOBytes < 0, o.PatchSize < 1, o.RegistryBandwidth < 0, o.RegistryRTT < 0,

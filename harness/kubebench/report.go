@@ -37,12 +37,14 @@ type RoundFigures struct {
 	Ideal    Ideal         `json:"ideal"`
 	// Prefetched: the patch was fetched before the rollout.
 	Prefetched bool `json:"prefetched,omitempty"`
+	// CPUBy is where the run's CPU went (nil off the local node).
+	CPUBy *CPUBy `json:"cpu_by,omitempty"`
 }
 
 // figures takes one run's figures.
 func figures(r ScenarioRun) RoundFigures {
 	f := RoundFigures{Round: r.Round, Completion: r.Completion, Failed: r.Failed, Prefetch: r.Prefetch, Idle: r.Idle,
-		SLIP50: r.KubeletSLI.P50, TotalP50: r.KubeletTotal.P50, Ideal: r.Ideal, Prefetched: r.Prefetch > 0 && r.PrefetchError == ""}
+		SLIP50: r.KubeletSLI.P50, TotalP50: r.KubeletTotal.P50, Ideal: r.Ideal, Prefetched: r.Prefetch > 0 && r.PrefetchError == "", CPUBy: r.CPUBy}
 	var ready, pulls, waits []time.Duration
 	for _, p := range r.Pods {
 		f.Pods++
@@ -88,6 +90,9 @@ type ModeRow struct {
 	SLIP50      time.Duration  `json:"kubelet_sli_p50_ns"`
 	TotalP50    time.Duration  `json:"kubelet_total_p50_ns"`
 	Prefetch    time.Duration  `json:"prefetch_ns"`
+	// CPUBy is the median over rounds of each part of CPUBy, in
+	// core-seconds; nil when no round measured it.
+	CPUBy *CPUBy `json:"cpu_by,omitempty"`
 	// VsIdeal is the completion over the round's ideal bound (ideal.go;
 	// without the patch's pull for a prefetched run), over rounds.
 	VsIdeal stats.Estimate `json:"completion_vs_ideal"`
@@ -239,6 +244,7 @@ func row(mode string, byRound map[int]RoundFigures) ModeRow {
 	}
 	rw.P50, rw.P90, rw.P99, rw.Completion = stats.Durations(p50), stats.Durations(p90), stats.Durations(p99), stats.Durations(comp)
 	rw.IdleRun, rw.IdleWaiting = stats.Of(idle), stats.Of(waiting)
+	rw.CPUBy = medianCPUBy(rw.Rounds)
 	rw.PullP50, rw.PullWaiting = pct(pulls, 50), pct(waits, 50)
 	rw.SLIP50, rw.TotalP50, rw.Prefetch = pct(slis, 50), pct(totals, 50), pct(pfs, 50)
 	return rw
@@ -279,6 +285,9 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 		period = time.Second // runs saved before the setting
 	}
 	fmt.Fprintf(&b, "Init (%s): %s. Readiness: an HTTP probe every %s, passing once init is done.\n", r.Workload, describeWork(r), period)
+	if r.Load > 0 {
+		fmt.Fprintf(&b, "Other work on the node while each scenario ran: %d busy loops, a core each.\n", r.Load)
+	}
 	fmt.Fprintf(&b, "Registry: %s; each patch replaces one %.1f MiB layer.\n", registryDescription(r), float64(r.PatchSize)/(1<<20))
 	b.WriteString("Modes: " + describeModes(r) + "\n")
 	b.WriteString("Per pod: creationTimestamp to the Ready condition's lastTransitionTime (the objects' own times, to the second; reboot: the kubelet's start to Ready); " +
@@ -318,6 +327,7 @@ func WriteMarkdown(w io.Writer, r *Result) error {
 		if t.BestAlternative != "" {
 			fmt.Fprintf(&b, "\nBest users' alternative here (lowest median p50): %s.\n", t.BestAlternative)
 		}
+		writeCPUBy(&b, t)
 	}
 	b.WriteString("\n**Targets** (issue 20; medians over rounds)\n\n")
 	if err := WriteTargets(&b, r); err != nil {

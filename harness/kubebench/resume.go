@@ -72,6 +72,7 @@ func sameBenchmark(prev, res *Result) error {
 	check("workload", prev.Workload == res.Workload && prev.InitCPU == res.InitCPU && prev.IOBytes == res.IOBytes)
 	check("patch size", prev.PatchSize == res.PatchSize)
 	check("probe period", prev.ProbePeriod == res.ProbePeriod)
+	check("load", prev.Load == res.Load)
 	check("registry", prev.RegistryBandwidth == res.RegistryBandwidth && prev.RegistryRTT == res.RegistryRTT && prev.RegistryToken == res.RegistryToken)
 	check("commit", prev.Env.Commit == res.Env.Commit)
 	check("cores", prev.Cores == res.Cores)

@@ -24,6 +24,7 @@ type Result struct {
 	Cores             int           `json:"cores"`
 	InitCPU           time.Duration `json:"init_cpu_ns"`
 	ProbePeriod       time.Duration `json:"probe_period_ns"`
+	Load              int           `json:"load,omitempty"`
 	IOBytes           int64         `json:"io_bytes"`
 	PatchSize         int           `json:"patch_size"`
 	RegistryBandwidth float64       `json:"registry_bandwidth"`
@@ -97,7 +98,7 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	for _, m := range opts.Modes {
 		res.Modes = append(res.Modes, m.Name)
 	}
-	res.ModeSpecs, res.Warmup, res.Env, res.ProbePeriod = opts.Modes, opts.Warmup, hostEnv(), opts.ProbePeriod
+	res.ModeSpecs, res.Warmup, res.Env, res.ProbePeriod, res.Load = opts.Modes, opts.Warmup, hostEnv(), opts.ProbePeriod, opts.Load
 	if p := opts.Resume; p != nil {
 		if err := sameBenchmark(p, res); err != nil {
 			return nil, err

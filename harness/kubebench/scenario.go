@@ -84,8 +84,10 @@ type ScenarioRun struct {
 	Gate          []bench.GateSample `json:"gate,omitempty"`
 	CPU           []CPUSample        `json:"cpu,omitempty"`
 	Idle          IdleCPU            `json:"idle"`
-	Ideal         Ideal              `json:"ideal"`
-	Warnings      []string           `json:"warnings,omitempty"`
+	// CPUBy is where the run's CPU went (the local node only).
+	CPUBy    *CPUBy   `json:"cpu_by,omitempty"`
+	Ideal    Ideal    `json:"ideal"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // restartedAt is the annotation `kubectl rollout restart` sets.
@@ -122,6 +124,11 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 		}
 	}
 	sli0, total0, merr := kubeletStarts(ctx, b.n.client(), b.n.nodeName())
+	busy, err := startLoad(b.opts.Load, b.opts.CPUs)
+	if err != nil {
+		return err
+	}
+	defer busy.stop()
 	t0 := time.Now()
 	stopGate := b.watchGate(run, t0)
 	run.Start = t0
@@ -147,6 +154,7 @@ func (b *runner) measure(ctx context.Context, run *ScenarioRun, want int, change
 	run.Complete = b.pods.waitFor(ctx, b.opts.Deadline, done)
 	run.Completion = time.Since(t0)
 	stopGate()
+	busy.stop()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -281,6 +289,12 @@ func (b *runner) watchGate(run *ScenarioRun, t0 time.Time) func() {
 		return v, c, ok
 	}
 	go func() { cpu <- sampleCPU(ctx, read, api, t0, b.cpuEvery) }()
+	by := make(chan *CPUBy, 1)
+	if b.n.local() {
+		go func() { by <- sampleCPUBy(ctx, cpuBySampleEvery) }()
+	} else {
+		by <- nil
+	}
 	if api != nil {
 		go func() { gate <- bench.WatchGate(ctx, api, t0) }()
 	} else {
@@ -288,7 +302,7 @@ func (b *runner) watchGate(run *ScenarioRun, t0 time.Time) func() {
 	}
 	return func() {
 		cancel()
-		run.Gate, run.CPU = <-gate, <-cpu
+		run.Gate, run.CPU, run.CPUBy = <-gate, <-cpu, <-by
 		run.Idle = idleOf(run.CPU, cores)
 	}
 }
