@@ -84,6 +84,12 @@ func TestStarvedContainerIsNotSettled(t *testing.T) {
 	n.eventually(2*time.Minute, "the pod to finish its init and give its slot back", func() (bool, string) {
 		return !holds() && strings.Contains(n.logOf("default", "starved"), "init-done"), n.logOf("default", "starved")
 	})
+	// Its CPU was read from its cgroup, not through containerd
+	// (cri.warmup.cpu_source's default): a runc container on the host
+	// always has one.
+	if line := n.logLines(`"msg":"settled"`, 1); !strings.Contains(line, `"cpu_from":"cgroup"`) {
+		t.Errorf("the warm-up did not read the container's cgroup: %s", line)
+	}
 }
 
 // firstAllowedCPU is the lowest CPU this process may run on; containers

@@ -62,6 +62,7 @@ settle_cores = 0.5
 settle_polls = 3
 cap = "30s"
 settle_before_ready = true
+cpu_source = "cri"
 [cri.pulls]
 enabled = false
 min = 2
@@ -81,7 +82,7 @@ share_window = "30s"
 	if got := c.Classifier(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Classifier() = %+v, want %+v", got, want)
 	}
-	if got, want := c.Warmup(), (criproxy.WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.5, SettlePolls: 3, Cap: 30 * time.Second, SettleBeforeReady: true}); got != want {
+	if got, want := c.Warmup(), (criproxy.WarmupPolicy{Poll: 100 * time.Millisecond, SettleCores: 0.5, SettlePolls: 3, Cap: 30 * time.Second, SettleBeforeReady: true, CPUFromCRI: true}); got != want {
 		t.Errorf("Warmup() = %+v, want %+v", got, want)
 	}
 	if got, want := c.Pulls(), (criproxy.PullPolicy{Passthrough: true, Min: 2, Max: 5, IOTarget: 0.2, Interval: 2 * time.Second, ShareWindow: 30 * time.Second}); got != want {
@@ -150,6 +151,7 @@ func TestDefaultsFromBrief(t *testing.T) {
 		{"cri.warmup.settle_cores", c.CRI.Warmup.SettleCores, 0.1},
 		{"cri.warmup.settle_polls", c.CRI.Warmup.SettlePolls, 1},
 		{"cri.warmup.cap", c.CRI.Warmup.Cap.Std(), 60 * time.Second},
+		{"cri.warmup.cpu_source", c.CRI.Warmup.CPUSource, "cgroup"},
 		{"cri.pulls.min", c.CRI.Pulls.Min, 1},
 		{"cri.pulls.max", c.CRI.Pulls.Max, 3},
 		{"cri.pulls.io_target", c.CRI.Pulls.IOTarget, 0.4},
@@ -307,6 +309,7 @@ func TestLoadErrors(t *testing.T) {
 		{"warmup poll", "version = 1\n[cri.warmup]\npoll = \"0s\"\n", []string{"cri.warmup.poll: 0s out of range [10ms, 1m0s]"}},
 		{"warmup settle_cores", "version = 1\n[cri.warmup]\nsettle_cores = -1.0\n", []string{"cri.warmup.settle_cores: -1"}},
 		{"warmup settle_polls", "version = 1\n[cri.warmup]\nsettle_polls = 0\n", []string{"cri.warmup.settle_polls: 0 out of range [1, 1000]"}},
+		{"warmup cpu_source", "version = 1\n[cri.warmup]\ncpu_source = \"stats\"\n", []string{`cri.warmup.cpu_source: "stats": want "cgroup" or "cri"`}},
 		{"warmup cap below poll", "version = 1\n[cri.warmup]\npoll = \"2s\"\ncap = \"1s\"\n", []string{"cri.warmup.cap: 1s is shorter than cri.warmup.poll 2s"}},
 		{"warmup cap bad", "version = 1\n[cri.warmup]\ncap = \"soon\"\n", []string{"cri.warmup.cap", `"soon"`}},
 		{"containerd socket relative", "version = 1\n[cri]\ncontainerd_socket = \"containerd.sock\"\n", []string{`cri.containerd_socket: "containerd.sock" must be an absolute path`}},

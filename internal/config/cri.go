@@ -58,6 +58,9 @@ type Warmup struct {
 	Cap         Duration `toml:"cap"`
 	// SettleBeforeReady is criproxy.WarmupPolicy.SettleBeforeReady.
 	SettleBeforeReady bool `toml:"settle_before_ready"`
+	// CPUSource is "cgroup" (the container's cgroup, read by startgated)
+	// or "cri" (ContainerStats on every poll).
+	CPUSource string `toml:"cpu_source"`
 }
 
 // Pulls is [cri.pulls]: the image pull lane.
@@ -101,6 +104,7 @@ func defaultCRI() CRI {
 			SettlePolls:       defaultWarmup.SettlePolls,
 			Cap:               Duration(defaultWarmup.Cap),
 			SettleBeforeReady: defaultWarmup.SettleBeforeReady,
+			CPUSource:         cpuSource(defaultWarmup.CPUFromCRI),
 		},
 		Pulls: Pulls{
 			Enabled:     !defaultPulls.Passthrough,
@@ -143,7 +147,11 @@ var criDocs = map[string]string{
 		"readiness or startup probe reports Ready), they exit, the pod stops, or cap\n" +
 		"passes. Its cap in the gate also covers the CRI call's own deadline, so a slot\n" +
 		"is never taken back from a call still inside containerd.",
-	"cri.warmup.poll":         "How often a warming container's CPU use is read (CRI ContainerStats).",
+	"cri.warmup.poll": "How often a warming container's CPU use is read.",
+	"cri.warmup.cpu_source": "Where that CPU use is read: \"cgroup\", the container's own cgroup counter (one\n" +
+		"file read by startgated; a container whose cgroup it cannot find goes through\n" +
+		"CRI), or \"cri\", a ContainerStats call through containerd and the container's\n" +
+		"shim on every poll, which costs the node several times the CPU.",
 	"cri.warmup.settle_cores": "Below this many cores of CPU use a container counts as idle.",
 	"cri.warmup.settle_polls": "Idle for this many polls in a row: warm-up over, slot released.",
 	"cri.warmup.cap":          "Longest a pod's warm-up holds its slot after the CRI call that took it.",
@@ -225,6 +233,9 @@ func (c CRI) validate(apiSocket string) []error {
 	errs.positive("cri.warmup.settle_cores", w.SettleCores, 1024)
 	errs.count("cri.warmup.settle_polls", w.SettlePolls, 1, 1000)
 	errs.duration("cri.warmup.cap", w.Cap, time.Second, time.Hour)
+	if w.CPUSource != "cgroup" && w.CPUSource != "cri" {
+		errs.add("cri.warmup.cpu_source", "%q: want \"cgroup\" or \"cri\"", w.CPUSource)
+	}
 	if w.Poll > 0 && w.Cap < w.Poll {
 		errs.add("cri.warmup.cap", "%v is shorter than cri.warmup.poll %v", w.Cap.Std(), w.Poll.Std())
 	}
@@ -284,7 +295,16 @@ func parseClassOr(s string, def admission.Class) admission.Class {
 // Warmup maps [cri.warmup] onto the proxy's warm-up policy.
 func (c *Config) Warmup() criproxy.WarmupPolicy {
 	w := c.CRI.Warmup
-	return criproxy.WarmupPolicy{Poll: w.Poll.Std(), SettleCores: w.SettleCores, SettlePolls: w.SettlePolls, Cap: w.Cap.Std(), SettleBeforeReady: w.SettleBeforeReady}
+	return criproxy.WarmupPolicy{Poll: w.Poll.Std(), SettleCores: w.SettleCores, SettlePolls: w.SettlePolls, Cap: w.Cap.Std(), SettleBeforeReady: w.SettleBeforeReady,
+		CPUFromCRI: w.CPUSource == "cri"}
+}
+
+// cpuSource names WarmupPolicy.CPUFromCRI as cri.warmup.cpu_source does.
+func cpuSource(fromCRI bool) string {
+	if fromCRI {
+		return "cri"
+	}
+	return "cgroup"
 }
 
 // Pulls maps [cri.pulls] onto the proxy's pull lane policy.

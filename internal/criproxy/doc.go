@@ -22,7 +22,7 @@
 //
 // A pod takes one slot at RunPodSandbox, shared by the containers kubelet
 // creates in it and held through their warm-up: it is released when every
-// one has settled (CRI ContainerStats), exited, failed to start or been
+// one has settled (its cgroup's CPU counter, else CRI ContainerStats), exited, failed to start or been
 // removed, when the pod stops, or when the cap passes (WarmupPolicy). A
 // container created in a pod that no longer holds a slot takes its own.
 // The class and tenant

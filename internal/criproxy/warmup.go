@@ -19,9 +19,9 @@ import (
 // holds it until it reports Ready instead of until it settles. Releasing
 // at StartContainer's return would admit the next start while this one
 // still burns its init CPU, which is exactly the contention the gate
-// exists to avoid. CPU use is read from CRI ContainerStats
-// (usage_core_nano_seconds), which on containerd stops growing within one
-// poll of a busy loop's end.
+// exists to avoid. CPU use is read from the container's cgroup
+// (cgroupcpu.go), else from CRI ContainerStats (usage_core_nano_seconds);
+// either stops growing within one poll of a busy loop's end.
 type WarmupPolicy struct {
 	// Poll is how often a warming container's CPU use is read.
 	Poll time.Duration
@@ -38,6 +38,10 @@ type WarmupPolicy struct {
 	// not a guess from CPU, but up to a probe period of a slot held by
 	// an idle container.
 	SettleBeforeReady bool
+	// CPUFromCRI reads the CPU use through CRI ContainerStats on every
+	// poll instead of from the container's cgroup (cgroupcpu.go), which
+	// is the default and falls back to CRI by itself where it cannot.
+	CPUFromCRI bool
 }
 
 // DefaultWarmupPolicy: a busy loop's CPU stops growing in CRI stats within
@@ -46,8 +50,9 @@ type WarmupPolicy struct {
 // burst on 2 cores, 250 ms polls cost startgate 1.45 times direct's
 // makespan and 100 ms polls 1.18, and one idle poll instead of two took
 // admission alone from 1.19 to 1.03 times the best fixed limit's p50
-// (startgate-bench, docs/benchmarks.md), for about ten ContainerStats
-// calls a second per warming container. A start that pauses on IO for a
+// (startgate-bench, docs/benchmarks.md), for ten reads a second per
+// warming container, which is why they are cgroup file reads
+// (cgroupcpu.go) rather than CRI calls. A start that pauses on IO for a
 // poll gives its slot back early; IO pressure then holds the next ones.
 // 60 s caps a start that never settles (a service that stays busy).
 func DefaultWarmupPolicy() WarmupPolicy {
@@ -84,9 +89,12 @@ func (w WarmupPolicy) withDefaults() WarmupPolicy {
 // containers) takes a slot of its own the same way.
 type warmer struct {
 	p *Proxy
-	// procRoot is where the run-queue waits are read (/proc).
-	procRoot string
-	mu       sync.Mutex
+	// procRoot is where the run-queue waits and the containers'
+	// cgroups are read (/proc); cgroupRoot is where cgroups are
+	// mounted (/sys/fs/cgroup).
+	procRoot   string
+	cgroupRoot string
+	mu         sync.Mutex
 	// Guarded by mu.
 	pods       map[string]*podSlot // by sandbox ID
 	containers map[string]*warmingContainer
@@ -111,7 +119,7 @@ type warmingContainer struct {
 }
 
 func newWarmer(p *Proxy) *warmer {
-	return &warmer{p: p, procRoot: "/proc", pods: make(map[string]*podSlot), containers: make(map[string]*warmingContainer)}
+	return &warmer{p: p, procRoot: "/proc", cgroupRoot: "/sys/fs/cgroup", pods: make(map[string]*podSlot), containers: make(map[string]*warmingContainer)}
 }
 
 // sandboxStarted keeps the pod's slot after RunPodSandbox succeeded.
@@ -341,6 +349,10 @@ func (w *warmer) watch(id string, stop <-chan struct{}, deadline time.Time) stri
 	var lastAt time.Time
 	idle := 0
 	starve := &starvation{w: w, id: id}
+	// cg is the container's cgroup counter (cgroupcpu.go), nil while
+	// its CPU is read through CRI.
+	var cg *cgroupCPU
+	triedCgroup := false
 	for {
 		select {
 		case <-w.p.stopCh:
@@ -351,33 +363,57 @@ func (w *warmer) watch(id string, stop <-chan struct{}, deadline time.Time) stri
 			if time.Now().After(deadline) {
 				return "cap"
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), pol.Poll*4)
-			st, err := w.p.runtime.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
-			cancel()
-			// The usage is divided by the time between two reads of it:
-			// the runtime's own timestamp of each, else when its answer
-			// came. Not the ticker's time: on a loaded node a poll runs
+			if !triedCgroup && !pol.CPUFromCRI {
+				triedCgroup = true
+				if pid := starve.lookup(); pid > 0 {
+					c, err := findCgroupCPU(w.procRoot, w.cgroupRoot, pid)
+					if err == nil {
+						cg = &c
+					} else {
+						w.p.log.Debug("warm-up CPU through CRI", zap.String("container", id), zap.Error(err))
+					}
+				}
+			}
+			// The usage is divided by the time between two reads of it,
+			// taken when it was read (the runtime's own timestamp through
+			// CRI). Not the ticker's time: on a loaded node a poll runs
 			// late, and a late read against an on-time tick makes a busy
 			// container look idle.
-			now := time.Now()
-			if ts := st.GetStats().GetCpu().GetTimestamp(); ts > 0 {
-				now = time.Unix(0, ts)
-			}
-			if status.Code(err) == codes.NotFound {
-				return "removed"
-			}
-			if err != nil {
-				// containerd busy or restarting: try again next poll.
-				continue
-			}
-			cpu := st.GetStats().GetCpu()
-			if cpu.GetUsageCoreNanoSeconds() == nil {
-				if w.exited(id) {
-					return "exited"
+			var usage uint64
+			var now time.Time
+			read := false
+			if cg != nil {
+				u, err := cg.usage()
+				if err == nil {
+					usage, now, read = u, time.Now(), true
+				} else {
+					cg = nil // removed: CRI says so, and says the rest
 				}
-				continue
 			}
-			usage := cpu.GetUsageCoreNanoSeconds().GetValue()
+			if !read {
+				ctx, cancel := context.WithTimeout(context.Background(), pol.Poll*4)
+				st, err := w.p.runtime.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
+				cancel()
+				now = time.Now()
+				if ts := st.GetStats().GetCpu().GetTimestamp(); ts > 0 {
+					now = time.Unix(0, ts)
+				}
+				if status.Code(err) == codes.NotFound {
+					return "removed"
+				}
+				if err != nil {
+					// containerd busy or restarting: try again next poll.
+					continue
+				}
+				cpu := st.GetStats().GetCpu()
+				if cpu.GetUsageCoreNanoSeconds() == nil {
+					if w.exited(id) {
+						return "exited"
+					}
+					continue
+				}
+				usage = cpu.GetUsageCoreNanoSeconds().GetValue()
+			}
 			starved := starve.starved(pol.SettleCores)
 			if !lastAt.IsZero() {
 				cores := float64(usage-lastUsage) / float64(now.Sub(lastAt).Nanoseconds())
@@ -399,7 +435,11 @@ func (w *warmer) watch(id string, stop <-chan struct{}, deadline time.Time) stri
 						return "exited"
 					}
 					if pol.SettleBeforeReady || !w.waitsForReady(id) {
-						w.p.log.Debug("settled", zap.String("container", id), zap.Float64("cores", cores),
+						from := "cri"
+						if cg != nil {
+							from = "cgroup"
+						}
+						w.p.log.Debug("settled", zap.String("container", id), zap.Float64("cores", cores), zap.String("cpu_from", from),
 							zap.Int("pid", starve.pid), zap.Float64("runqueue_cores", starve.rate))
 						return "settled"
 					}
@@ -434,9 +474,9 @@ type starvation struct {
 	rate float64
 }
 
-// starved reports whether the container's tasks waited at least cores of
-// a core on a run queue since the last call; the first call only reads.
-func (s *starvation) starved(cores float64) bool {
+// lookup finds the container's init pid once (CRI ContainerStatus,
+// verbose), and returns it, or -1.
+func (s *starvation) lookup() int {
 	if s.pid == 0 {
 		s.pid = -1
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -448,7 +488,13 @@ func (s *starvation) starved(cores float64) bool {
 			}
 		}
 	}
-	if s.pid < 0 {
+	return s.pid
+}
+
+// starved reports whether the container's tasks waited at least cores of
+// a core on a run queue since the last call; the first call only reads.
+func (s *starvation) starved(cores float64) bool {
+	if s.lookup() < 0 {
 		return false
 	}
 	wait, runnable, err := runQueue(s.w.procRoot, s.pid)
