@@ -15,11 +15,11 @@ import (
 // times a second for each container in flight. Through CRI that is a
 // ContainerStats call: startgated to containerd, containerd to the
 // container's shim over ttrpc, the shim to the cgroup. On a 2-core node
-// rolling out 40 pods those calls cost containerd and the shims about
-// 3.5 core-seconds a rollout, against 9 for the pods' own start work
-// (startgate-bench kube, "where the CPU went", docs/benchmarks.md): a
-// gate that meant to spare the node's CPU spent a good part of it on
-// watching. The same counter is one file in the container's cgroup, which
+// rolling out 40 pods those calls cost containerd and the shims 4.7
+// core-seconds a rollout more than reading the cgroup does, against 9.2
+// for the pods' own start work (startgate-bench kube, "where the CPU
+// went", docs/benchmarks.md): a gate that meant to spare the node's CPU
+// spent a good part of it on watching. The same counter is one file in the container's cgroup, which
 // startgated (root, on the host) reads itself: cpuacct.usage on cgroup
 // v1, cpu.stat's usage_usec on v2, found from the container's init pid
 // (/proc/PID/cgroup). A container whose cgroup cannot be found or read
