@@ -31,8 +31,9 @@ const (
 //   - gate: not worse than direct beyond the noise (no "worse" verdict)
 //     on p50, p99 or completion; idle CPU while starts wait ≤ 5% of the
 //     rollout (the median over rounds);
-//   - startgate ahead of pod-pacemaker's best mode on p99 and completion
-//     (ratios' medians below 1);
+//   - startgate ahead of pod-pacemaker's best mode on p99 and completion:
+//     better beyond the noise on both (a median below 1 whose interval
+//     reaches 1 is not ahead, only not behind);
 //   - startgate's completion within 1.3× of the ideal bound (median).
 func (r *Result) Targets() []Target {
 	var out []Target
@@ -78,7 +79,7 @@ func (r *Result) Targets() []Target {
 			v := versus(best, byRoundOf(sg), byRoundOf(rows[best]))
 			add("startgate ahead of pod-pacemaker's best ("+best+") on p99 and completion",
 				fmt.Sprintf("p99 %s; completion %s", v.P99, v.Completion),
-				v.P99.Ratio.Median < 1 && v.Completion.Ratio.Median < 1, v.P99.Ratio.N > 0)
+				v.P99.Verdict == stats.Better && v.Completion.Verdict == stats.Better, v.P99.Ratio.N > 0)
 		} else {
 			add("startgate ahead of pod-pacemaker's best on p99 and completion", "pod-pacemaker did not run", false, false)
 		}
