@@ -21,9 +21,11 @@ import (
 // (the control plane shares them): the node's busy time from /proc/stat,
 // the pods' from their cgroups' cpuacct (sandboxes included), and each
 // component's from its processes' /proc/PID/stat, with the children they
-// reaped (containerd's CNI plugins and shim starts, kubelet's mounts).
-// Other is the rest: runc, the kernel's threads, and the last sample
-// period of processes that ended during the run (old pods' shims).
+// reaped (containerd's CNI plugins and shim starts, kubelet's mounts; a
+// shim's own time only, as the containers it reaps are the pods'). Other
+// is the rest: runc, the kernel's threads, the docker-registry's link,
+// and the last sample period of processes that ended during the run
+// (old pods' shims).
 type CPUBy struct {
 	Busy         float64 `json:"busy"`
 	Pods         float64 `json:"pods"`
@@ -148,9 +150,12 @@ func (a *cpuAccount) sample() error {
 			continue
 		}
 		v := s.CPUTime()
-		if s.PID != a.self {
-			// Its own reaped children (the benchmark's are the
-			// components themselves, counted on their own).
+		if class != "harness" && class != "shims" {
+			// With the children it reaped. Not the benchmark's (its
+			// children are the components, counted on their own),
+			// nor a shim's: a shim is its containers' subreaper, and
+			// a container it reaps brings its whole life's CPU, which
+			// the pods' cgroup counted already.
 			v += float64(s.CUTime+s.CSTime) / userHZ
 		}
 		k := procKey{s.PID, s.Starttime}

@@ -84,12 +84,13 @@ func TestCPUAccount(t *testing.T) {
 	if err := a.sample(); err != nil {
 		t.Fatal(err)
 	}
-	// Midway: the old shim has used 10 more ticks, a new shim and a
-	// startgated have started.
+	// Midway: the old shim has used 10 more ticks and reaped its
+	// container (whose time the pods' cgroup counts, not the shim), a
+	// new shim and a startgated have started.
 	f.set(1200, 600,
 		fakeStat{200, "kubelet", 10, 320, 110, 0, 0},
 		fakeStat{201, "containerd", 11, 230, 0, 60, 10},
-		fakeStat{202, "containerd-shim", 12, 30, 0, 0, 0},
+		fakeStat{202, "containerd-shim", 12, 30, 0, 800, 100},
 		fakeStat{0, "startgate-bench", 13, 410, 0, 900, 900},
 		fakeStat{204, "sh", 14, 50, 0, 0, 0},
 		fakeStat{205, "containerd-shim", 15, 5, 5, 0, 0},
