@@ -173,32 +173,27 @@ func (a *cpuAccount) sample() error {
 	return nil
 }
 
-// result is the CPU spent between the first sample and the last.
+// result is the CPU spent between the first sample and the last. A
+// process's class is the name of its part in cpuByParts.
 func (a *cpuAccount) result() CPUBy {
 	out := CPUBy{Busy: a.busy - a.busy0, Pods: a.pods - a.pods0}
+	part := make(map[string]*float64, len(cpuByParts))
+	for _, p := range cpuByParts {
+		part[p.name] = p.get(&out)
+	}
 	for _, c := range a.procs {
 		v := c.last - c.first
 		if c.born {
 			v = c.last
 		}
-		switch c.class {
-		case "kubelet":
-			out.Kubelet += v
-		case "containerd":
-			out.Containerd += v
-		case "shims":
-			out.Shims += v
-		case "startgated":
-			out.Startgated += v
-		case "control plane":
-			out.ControlPlane += v
-		case "pod-pacemaker":
-			out.Pacemaker += v
-		case "harness":
-			out.Harness += v
+		*part[c.class] += v
+	}
+	out.Other = out.Busy
+	for _, p := range cpuByParts {
+		if p.name != "busy" && p.name != "other" {
+			out.Other -= *p.get(&out)
 		}
 	}
-	out.Other = out.Busy - out.Pods - out.Kubelet - out.Containerd - out.Shims - out.Startgated - out.ControlPlane - out.Pacemaker - out.Harness
 	return out
 }
 
